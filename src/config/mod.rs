@@ -1,0 +1,1 @@
+//! Configuration: strict TOML parsing, validation into typed settings, secret resolution.

@@ -1,0 +1,1 @@
+//! The Contabo API: typed client, authentication, wire models and a stateful simulator.
