@@ -3,5 +3,4 @@
 //!
 //! The binary (`src/main.rs`) is a thin shell around [`cli::run`].
 
-pub mod config;
 pub mod contabo;

@@ -1,1 +1,12 @@
 //! The Contabo API: typed client, authentication, wire models and a stateful simulator.
+
+pub mod auth;
+pub mod client;
+pub mod error;
+mod lenient;
+pub mod models;
+pub mod retry;
+
+pub use auth::{AccessToken, Authenticator, LoginCredentials};
+pub use client::{ClientConfig, ContaboClient};
+pub use error::ApiError;

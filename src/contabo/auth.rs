@@ -1,0 +1,377 @@
+//! OAuth2 against Contabo's Keycloak: password grant, refresh grant, token cache.
+//!
+//! One [`Authenticator`] serves every request of a client. It hands out the
+//! cached access token while it has more than a safety margin left, renews it
+//! with the refresh token when it can, and falls back to a password grant. A
+//! request that meets a 401 calls [`Authenticator::invalidate`] with the
+//! generation it used, so concurrent 401s lead to one new login, not many.
+
+use super::error::{clean_text, ApiError};
+use super::lenient;
+use super::retry::{parse_retry_after, RetryPolicy};
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+use url::Url;
+
+const OP: &str = "token";
+
+/// What the password grant needs. The client secret can change at run time
+/// (after a rotation) through [`Authenticator::set_client_secret`].
+#[derive(Clone)]
+pub struct LoginCredentials {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub username: String,
+    pub password: SecretString,
+}
+
+impl std::fmt::Debug for LoginCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginCredentials")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[REDACTED]")
+            .field("username", &self.username)
+            .field("password", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// An access token handed to one request, with the login it came from.
+#[derive(Clone)]
+pub struct AccessToken {
+    value: SecretString,
+    /// Increases with every login; used to invalidate exactly this token.
+    pub generation: u64,
+    /// The `sub` claim: the API user's id.
+    pub subject: String,
+}
+
+impl AccessToken {
+    /// The bearer value, for the one line that builds the header.
+    pub(crate) fn bearer(&self) -> &str {
+        self.value.expose_secret()
+    }
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("generation", &self.generation)
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+struct CachedToken {
+    access: AccessToken,
+    access_expires: Instant,
+    refresh: Option<(SecretString, Instant)>,
+    /// Renew this long before expiry: a fifth of the lifetime, at most 30 s.
+    margin: Duration,
+}
+
+impl CachedToken {
+    fn fresh(&self) -> bool {
+        Instant::now() + self.margin < self.access_expires
+    }
+    fn refresh_token(&self) -> Option<&SecretString> {
+        self.refresh
+            .as_ref()
+            .filter(|(_, until)| Instant::now() + Duration::from_secs(5) < *until)
+            .map(|(t, _)| t)
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    #[serde(deserialize_with = "lenient::secret")]
+    access_token: SecretString,
+    #[serde(default, deserialize_with = "lenient::int")]
+    expires_in: i64,
+    #[serde(default, deserialize_with = "opt_secret")]
+    refresh_token: Option<SecretString>,
+    #[serde(default, deserialize_with = "lenient::int")]
+    refresh_expires_in: i64,
+}
+
+fn opt_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+    let s = lenient::string(d)?;
+    Ok((!s.is_empty()).then(|| SecretString::from(s)))
+}
+
+#[derive(Deserialize)]
+struct OAuthError {
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// Obtains and caches access tokens for one Contabo API user.
+pub struct Authenticator {
+    http: reqwest::Client,
+    token_url: Url,
+    timeout: Duration,
+    retry: RetryPolicy,
+    credentials: RwLock<LoginCredentials>,
+    cache: tokio::sync::Mutex<Option<CachedToken>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl Authenticator {
+    pub fn new(
+        http: reqwest::Client,
+        token_url: Url,
+        credentials: LoginCredentials,
+        timeout: Duration,
+        retry: RetryPolicy,
+    ) -> Self {
+        Authenticator {
+            http,
+            token_url,
+            timeout,
+            retry,
+            credentials: RwLock::new(credentials),
+            cache: tokio::sync::Mutex::new(None),
+            generation: Default::default(),
+        }
+    }
+
+    /// The configured OAuth client id.
+    pub fn client_id(&self) -> String {
+        self.read_credentials().client_id.clone()
+    }
+
+    /// A valid access token: the cached one, a refreshed one, or a new login.
+    pub async fn access_token(&self) -> Result<AccessToken, ApiError> {
+        let mut cache = self.cache.lock().await;
+        if let Some(cached) = cache.as_ref().filter(|c| c.fresh()) {
+            return Ok(cached.access.clone());
+        }
+        let refreshed = match cache.as_ref().and_then(CachedToken::refresh_token) {
+            Some(refresh) => match self.refresh_grant(refresh).await {
+                Ok(token) => Some(token),
+                Err(err) => {
+                    tracing::debug!(error = %err, "Refresh grant failed; logging in again.");
+                    None
+                }
+            },
+            None => None,
+        };
+        let token = match refreshed {
+            Some(token) => token,
+            None => {
+                let creds = self.read_credentials().clone();
+                self.password_grant(&creds).await?
+            }
+        };
+        let access = token.access.clone();
+        *cache = Some(token);
+        Ok(access)
+    }
+
+    /// Drops the cached token if it is still the one of `generation` (after a 401).
+    pub async fn invalidate(&self, generation: u64) {
+        let mut cache = self.cache.lock().await;
+        if cache
+            .as_ref()
+            .is_some_and(|c| c.access.generation == generation)
+        {
+            *cache = None;
+        }
+    }
+
+    /// Logs in with the given client secret without touching the cache: the
+    /// way to prove that a freshly generated secret works.
+    pub async fn login_with_secret(&self, secret: &SecretString) -> Result<AccessToken, ApiError> {
+        let mut creds = self.read_credentials().clone();
+        creds.client_secret = secret.clone();
+        Ok(self.password_grant(&creds).await?.access)
+    }
+
+    /// From now on log in with this client secret. The cached access token
+    /// stays (tokens already issued remain valid); its refresh token is
+    /// dropped because a refresh grant must present the current secret.
+    pub async fn set_client_secret(&self, secret: SecretString) {
+        self.credentials
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .client_secret = secret;
+        if let Some(cached) = self.cache.lock().await.as_mut() {
+            cached.refresh = None;
+        }
+    }
+
+    fn read_credentials(&self) -> std::sync::RwLockReadGuard<'_, LoginCredentials> {
+        self.credentials.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn password_grant(&self, creds: &LoginCredentials) -> Result<CachedToken, ApiError> {
+        let form = [
+            ("grant_type", "password"),
+            ("client_id", creds.client_id.as_str()),
+            ("client_secret", creds.client_secret.expose_secret()),
+            ("username", creds.username.as_str()),
+            ("password", creds.password.expose_secret()),
+        ];
+        self.grant(&form).await
+    }
+
+    async fn refresh_grant(&self, refresh: &SecretString) -> Result<CachedToken, ApiError> {
+        let creds = self.read_credentials().clone();
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", creds.client_id.as_str()),
+            ("client_secret", creds.client_secret.expose_secret()),
+            ("refresh_token", refresh.expose_secret()),
+        ];
+        self.grant(&form).await
+    }
+
+    async fn grant(&self, form: &[(&str, &str)]) -> Result<CachedToken, ApiError> {
+        let mut backoff = self.retry.start(OP);
+        loop {
+            match self.grant_once(form).await {
+                Ok(token) => return Ok(token),
+                Err(err) => tokio::time::sleep(backoff.next(err)?).await,
+            }
+        }
+    }
+
+    async fn grant_once(&self, form: &[(&str, &str)]) -> Result<CachedToken, ApiError> {
+        let started = Instant::now();
+        let response = self
+            .http
+            .post(self.token_url.clone())
+            .form(form)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| ApiError::from_reqwest(OP, e, self.timeout))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| ApiError::from_reqwest(OP, e, self.timeout))?;
+        match status.as_u16() {
+            200..=299 => {}
+            429 => {
+                return Err(ApiError::RateLimited {
+                    op: OP,
+                    retry_after,
+                })
+            }
+            s @ 500..=599 => {
+                return Err(ApiError::Server {
+                    op: OP,
+                    status: s,
+                    message: None,
+                })
+            }
+            s => {
+                let parsed: Option<OAuthError> = serde_json::from_slice(&body).ok();
+                let (error, description) = parsed
+                    .map(|e| (e.error, e.error_description))
+                    .unwrap_or_default();
+                return Err(ApiError::LoginRefused {
+                    status: s,
+                    error: clean_text(error.as_deref().unwrap_or("unknown_error"), 80),
+                    description: description.map(|d| clean_text(&d, 200)),
+                });
+            }
+        }
+        let parsed: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| ApiError::malformed_json(OP, &e))?;
+        let subject = jwt_subject(parsed.access_token.expose_secret()).ok_or_else(|| {
+            ApiError::Malformed {
+                op: OP,
+                detail: "the access token carries no readable `sub` claim".into(),
+            }
+        })?;
+        let lifetime = Duration::from_secs(parsed.expires_in.clamp(1, 86_400 * 365) as u64);
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        tracing::debug!(
+            generation,
+            expires_in = lifetime.as_secs(),
+            "Obtained an access token."
+        );
+        let refresh = parsed.refresh_token.map(|t| {
+            let ttl = Duration::from_secs(parsed.refresh_expires_in.max(0) as u64);
+            (t, started + ttl)
+        });
+        Ok(CachedToken {
+            access: AccessToken {
+                value: parsed.access_token,
+                generation,
+                subject,
+            },
+            access_expires: started + lifetime,
+            refresh,
+            margin: (lifetime / 5).min(Duration::from_secs(30)),
+        })
+    }
+}
+
+/// The `sub` claim of a JWT, read without verifying the signature (the token
+/// is only ever sent back to the server that issued it).
+pub fn jwt_subject(token: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Claims {
+        sub: Option<String>,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
+    claims.sub.filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_is_read_from_the_payload() {
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let token = format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"RS256"}"#),
+            b64(r#"{"sub":"6cdf5968-f9fe-4192-97c2-f349e813c5e8","exp":1}"#)
+        );
+        assert_eq!(
+            jwt_subject(&token).as_deref(),
+            Some("6cdf5968-f9fe-4192-97c2-f349e813c5e8")
+        );
+        assert_eq!(jwt_subject("not-a-jwt"), None);
+        assert_eq!(jwt_subject(&format!("a.{}.c", b64("{}"))), None);
+    }
+
+    #[test]
+    fn debug_hides_credentials_and_tokens() {
+        let creds = LoginCredentials {
+            client_id: "INT-1".into(),
+            client_secret: SecretString::from("CLIENT-SECRET-VALUE"),
+            username: "u@example.com".into(),
+            password: SecretString::from("PASSWORD-VALUE"),
+        };
+        let token = AccessToken {
+            value: SecretString::from("TOKEN-VALUE"),
+            generation: 1,
+            subject: "sub".into(),
+        };
+        let text = format!("{creds:?} {token:?} {creds:#?}");
+        for secret in ["CLIENT-SECRET-VALUE", "PASSWORD-VALUE", "TOKEN-VALUE"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
+}
