@@ -370,8 +370,9 @@ impl ContaboClient {
                         expected: pagination.total_elements.unwrap_or(-1),
                     })
                 }
-                // Without a usable `_pagination`, an empty page ends the list.
-                None if received == 0 => break,
+                // Without a usable `_pagination`, a short or empty page ends
+                // the list (a server that ignores `page` cannot loop us).
+                None if received < self.inner.page_size as usize => break,
                 _ => {}
             }
             page += 1;

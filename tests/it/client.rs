@@ -345,7 +345,7 @@ async fn truncated_page_sequence_is_reported() {
 }
 
 #[tokio::test]
-async fn list_without_pagination_stops_at_the_first_empty_page() {
+async fn list_without_pagination_stops_at_the_first_short_page() {
     let server = server_with_token().await;
     Mock::given(method("GET"))
         .and(path("/v1/users"))
@@ -363,7 +363,9 @@ async fn list_without_pagination_stops_at_the_first_empty_page() {
         .expect(1)
         .mount(&server)
         .await;
-    let users = client_for(&server)
+    let mut config = fast_config(&server.uri(), &format!("{}/token", server.uri()));
+    config.page_size = 1;
+    let users = client(config)
         .list_users(&UserFilter::default())
         .await
         .unwrap();

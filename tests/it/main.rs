@@ -1,4 +1,5 @@
 //! The integration-test binary: one binary, one module per area, shared helpers.
 
 mod client;
+mod contract;
 mod util;
