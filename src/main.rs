@@ -1,1 +1,5 @@
-fn main() {}
+//! The `contabo-rotator` binary: all work is in the library (`cli::main`).
+
+fn main() -> std::process::ExitCode {
+    contabo_rotator::cli::main()
+}

@@ -56,6 +56,25 @@ impl std::fmt::Debug for ClientConfig {
 }
 
 impl ClientConfig {
+    /// The client for a validated `[api]` table.
+    pub fn from_settings(api: &crate::config::ApiSettings) -> Self {
+        let mut config = ClientConfig::new(
+            api.base_url.clone(),
+            api.token_url.clone(),
+            LoginCredentials {
+                client_id: api.client_id.clone(),
+                client_secret: api.client_secret.clone(),
+                username: api.username.clone(),
+                password: api.password.clone(),
+            },
+        );
+        config.timeout = api.timeout;
+        config.concurrency = api.concurrency;
+        config.requests_per_second = api.requests_per_second;
+        config.retry.max_retries = api.max_retries;
+        config
+    }
+
     /// A config with the documented defaults for everything but the endpoints and credentials.
     pub fn new(base_url: Url, token_url: Url, credentials: LoginCredentials) -> Self {
         ClientConfig {

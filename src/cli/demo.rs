@@ -1,0 +1,107 @@
+//! `demo`: starts the built-in Contabo simulator on loopback, writes a
+//! throw-away configuration that points at it (secrets in 0600 files, state
+//! and sinks in a temporary directory) and runs the real commands against it.
+
+use super::{list, CliError, EXIT_OK};
+use crate::config;
+use crate::contabo::simulator::{Simulator, SimulatorOptions};
+use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Runs the demo, writing what it does to `out`.
+pub async fn run(out: &mut impl Write) -> Result<u8, CliError> {
+    let options = SimulatorOptions {
+        client_secret: SecretString::from(uuid::Uuid::new_v4().to_string()),
+        password: SecretString::from(format!("demo-{}", uuid::Uuid::new_v4().simple())),
+        users: 5,
+        credentials_per_user: 3,
+        page_size_cap: 10,
+        ..SimulatorOptions::default()
+    };
+    let username = options.username.clone();
+    let client_id = options.client_id.clone();
+    let client_secret = options.client_secret.clone();
+    let password = options.password.clone();
+    let simulator = Simulator::start(options)
+        .await
+        .context("starting the simulator")?;
+    let dir = tempfile::Builder::new()
+        .prefix("contabo-rotator-demo-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let root = dir.path();
+    write_private(&root.join("client-secret"), &client_secret)?;
+    write_private(&root.join("api-password"), &password)?;
+    let config_path = root.join("config.toml");
+    let config_text = format!(
+        r#"# Written by `contabo-rotator demo`: points at the built-in simulator.
+[api]
+base_url = "{base}"
+token_url = "{token}"
+client_id = "{client_id}"
+client_secret = {{ file = "{root}/client-secret" }}
+username = "{username}"
+password = {{ file = "{root}/api-password" }}
+
+[state]
+dir = "{root}/state"
+
+[object_storage]
+rotate = true
+max_age = "7d"
+
+[[sinks]]
+type = "file"
+path = "{root}/out/contabo.json"
+format = "json"
+"#,
+        base = simulator.base_url(),
+        token = simulator.token_url(),
+        root = root.display(),
+    );
+    write_private(&config_path, &SecretString::from(config_text))?;
+
+    writeln!(
+        out,
+        "Started the Contabo simulator at {} ({} users, 3 object storages, page size cap 10).",
+        simulator.base_url(),
+        simulator.snapshot().users.len()
+    )
+    .context("writing to stdout")?;
+    writeln!(out, "Wrote a demo configuration to {}.", config_path.display())
+        .context("writing to stdout")?;
+
+    let settings = config::load(&config_path)?;
+    writeln!(out, "\n$ contabo-rotator -c {} list", config_path.display())
+        .context("writing to stdout")?;
+    let status = list::run(&settings, false, out).await?;
+
+    let requests = simulator.requests();
+    writeln!(
+        out,
+        "\nThe simulator answered {} requests ({} token requests); no secret was printed.",
+        requests.len(),
+        requests
+            .iter()
+            .filter(|r| r.operation == crate::contabo::simulator::Operation::Token)
+            .count()
+    )
+    .context("writing to stdout")?;
+    simulator.shutdown().await;
+    Ok(if status == EXIT_OK { EXIT_OK } else { status })
+}
+
+/// Writes a file created with mode 0600 from the start.
+fn write_private(path: &Path, content: &SecretString) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(content.expose_secret().as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,158 @@
+//! `list [--json]`: selected users and credentials, with last rotation and due
+//! state. Never prints a secret: only ids, names, regions and access keys.
+
+use super::{api_client, CliError, EXIT_FAILED, EXIT_OK};
+use crate::config::{OnFirstSight, Settings};
+use crate::inventory::{self, CredentialEntry, Inventory};
+use anyhow::Context;
+use serde::Serialize;
+use std::io::Write;
+
+#[derive(Serialize)]
+struct Listing<'a> {
+    api_user_id: &'a str,
+    users_seen: usize,
+    users_selected: usize,
+    credentials: Vec<Row<'a>>,
+    failures: Vec<Failure>,
+}
+
+#[derive(Serialize)]
+struct Row<'a> {
+    user_id: &'a str,
+    user_email: &'a str,
+    object_storage_id: &'a str,
+    object_storage_name: &'a str,
+    region: &'a str,
+    s3_url: &'a str,
+    credential_id: i64,
+    access_key: &'a str,
+    /// RFC 3339, or `null` until the rotation engine records one.
+    last_rotated: Option<String>,
+    due: bool,
+    due_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct Failure {
+    user_email: String,
+    error: String,
+}
+
+/// Runs `list` and writes to `out`; exit 1 when some user could not be listed.
+pub async fn run(settings: &Settings, json: bool, out: &mut impl Write) -> Result<u8, CliError> {
+    let client = api_client(settings)?;
+    let inventory = inventory::collect(&client, &settings.object_storage)
+        .await
+        .context("listing users and credentials")?;
+    let listing = listing(settings, &inventory);
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &listing).context("writing JSON")?;
+        writeln!(out).context("writing to stdout")?;
+    } else {
+        print_table(&listing, out).context("writing to stdout")?;
+    }
+    for failure in &listing.failures {
+        eprintln!("error: {}: {}", failure.user_email, failure.error);
+    }
+    Ok(if listing.failures.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    })
+}
+
+fn listing<'a>(settings: &Settings, inventory: &'a Inventory) -> Listing<'a> {
+    let (due, due_reason) = if !settings.object_storage.rotate {
+        (false, "rotation disabled")
+    } else {
+        match settings.object_storage.on_first_sight {
+            OnFirstSight::Rotate => (true, "never rotated (on_first_sight = rotate)"),
+            OnFirstSight::Adopt => (false, "adopted: due max_age after first sight"),
+        }
+    };
+    Listing {
+        api_user_id: &inventory.api_user_id,
+        users_seen: inventory.users_seen,
+        users_selected: inventory.users_selected,
+        credentials: inventory
+            .credentials
+            .iter()
+            .map(|c: &CredentialEntry| Row {
+                user_id: &c.user_id,
+                user_email: &c.user_email,
+                object_storage_id: &c.object_storage_id,
+                object_storage_name: &c.object_storage_name,
+                region: &c.region,
+                s3_url: &c.s3_url,
+                credential_id: c.credential_id,
+                access_key: &c.access_key,
+                last_rotated: None,
+                due,
+                due_reason,
+            })
+            .collect(),
+        failures: inventory
+            .failures
+            .iter()
+            .map(|f| Failure {
+                user_email: f.user_email.clone(),
+                error: f.error.to_string(),
+            })
+            .collect(),
+    }
+}
+
+fn print_table(listing: &Listing<'_>, out: &mut impl Write) -> std::io::Result<()> {
+    let header = [
+        "USER",
+        "REGION",
+        "STORAGE",
+        "CREDENTIAL",
+        "ACCESS KEY",
+        "LAST ROTATION",
+        "DUE",
+    ];
+    let rows: Vec<[String; 7]> = listing
+        .credentials
+        .iter()
+        .map(|r| {
+            [
+                r.user_email.to_owned(),
+                r.region.to_owned(),
+                r.object_storage_name.to_owned(),
+                r.credential_id.to_string(),
+                r.access_key.to_owned(),
+                r.last_rotated.clone().unwrap_or_else(|| "never".into()),
+                if r.due { "yes" } else { "no" }.to_owned(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    writeln!(out, "{}", line(&header.map(String::from)))?;
+    for row in &rows {
+        writeln!(out, "{}", line(row))?;
+    }
+    writeln!(
+        out,
+        "{} credentials of {} selected users ({} users in the account).",
+        listing.credentials.len(),
+        listing.users_selected,
+        listing.users_seen
+    )
+}

@@ -1,0 +1,133 @@
+//! Command line: argument parsing, dispatch and the exit-code contract.
+
+mod check;
+mod demo;
+mod list;
+
+use crate::config::{self, ConfigError, Settings};
+use crate::contabo::{ClientConfig, ContaboClient};
+use crate::telemetry::{self, LogFormat};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: the run finished but at least one credential, user or sink failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit status: usage error (clap uses 2 as well).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: invalid configuration or unreadable secret (EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0   success
+  1   the run finished but at least one credential, user or sink failed
+  2   usage error
+  78  invalid configuration or unreadable secret (nothing was changed)";
+
+/// Keeps a Contabo account's API client secret and S3 object-storage credentials fresh.
+#[derive(Debug, Parser)]
+#[command(name = "contabo-rotator", version, after_help = EXIT_CODES_HELP)]
+#[command(subcommand_required = true, arg_required_else_help = true)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        short = 'c',
+        long,
+        global = true,
+        env = "CONTABO_ROTATOR_CONFIG",
+        default_value = config::DEFAULT_CONFIG_PATH
+    )]
+    pub config: PathBuf,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// More log output (-v debug, -vv trace); overrides RUST_LOG.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Less log output (-q warnings only, -qq errors only); overrides RUST_LOG.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the configuration and resolve its secrets (no network unless --online).
+    Check {
+        /// Also log in to Contabo and report the API user and client id.
+        #[arg(long)]
+        online: bool,
+    },
+    /// List selected users and their S3 credentials with age and due state (never a secret).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a built-in Contabo simulator and run against it (no account needed).
+    Demo,
+}
+
+/// A failure of a whole command, mapped to an exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Parses arguments, runs the command and returns its exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format, cli.verbose as i8 - cli.quiet as i8);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    ExitCode::from(match result {
+        Ok(code) => code,
+        Err(CliError::Config(err)) => {
+            tracing::error!("Invalid configuration: {err}");
+            eprintln!("error: {err}");
+            EXIT_CONFIG
+        }
+        Err(CliError::Other(err)) => {
+            tracing::error!("{err:#}");
+            eprintln!("error: {err:#}");
+            EXIT_FAILED
+        }
+    })
+}
+
+/// Runs one parsed command line; the status is the command's own verdict.
+pub async fn run(cli: Cli) -> Result<u8, CliError> {
+    match cli.command {
+        Some(Command::Check { online }) => check::run(&cli.config, online).await,
+        Some(Command::List { json }) => {
+            let settings = config::load(&cli.config)?;
+            list::run(&settings, json, &mut std::io::stdout()).await
+        }
+        Some(Command::Demo) => demo::run(&mut std::io::stdout()).await,
+        None => Ok(EXIT_USAGE),
+    }
+}
+
+/// The API client for a validated configuration.
+pub fn api_client(settings: &Settings) -> anyhow::Result<ContaboClient> {
+    Ok(ContaboClient::new(ClientConfig::from_settings(
+        &settings.api,
+    ))?)
+}

@@ -1,0 +1,252 @@
+//! The real binary against the simulator: exit codes, output, and what it
+//! sends to the API.
+
+use crate::util::is_spec_request_id;
+use contabo_rotator::contabo::simulator::{Fault, FaultRule, Simulator, SimulatorOptions};
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// A temporary directory with secret files and a config pointing at `sim`.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+pub fn options(users: usize) -> SimulatorOptions {
+    SimulatorOptions {
+        client_secret: SecretString::from("sim-client-secret-4b1d"),
+        password: SecretString::from("sim-api-password-77"),
+        users,
+        ..SimulatorOptions::default()
+    }
+}
+
+pub fn write_config(sim: &Simulator, opts: &SimulatorOptions, extra: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_secret(&root.join("client-secret"), opts.client_secret.expose_secret());
+    write_secret(&root.join("api-password"), opts.password.expose_secret());
+    let text = format!(
+        r#"[api]
+base_url = "{}"
+token_url = "{}"
+client_id = "{}"
+client_secret = {{ file = "{root}/client-secret" }}
+username = "{}"
+password = {{ file = "{root}/api-password" }}
+timeout = "10s"
+concurrency = 8
+requests_per_second = 1000
+max_retries = 10
+
+[state]
+dir = "{root}/state"
+{extra}
+"#,
+        sim.base_url(),
+        sim.token_url(),
+        opts.client_id,
+        opts.username,
+        root = root.display()
+    );
+    let config = root.join("config.toml");
+    write_secret(&config, &text);
+    Setup { dir, config }
+}
+
+fn write_secret(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// Runs the binary off the async runtime so the in-process simulator keeps serving.
+pub async fn run_bin(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        assert_cmd::Command::cargo_bin("contabo-rotator")
+            .unwrap()
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .env_remove("CONTABO_ROTATOR_CONFIG")
+            .timeout(std::time::Duration::from_secs(120))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn args(config: &Path, rest: &[&str]) -> Vec<String> {
+    let mut v = vec!["-c".to_string(), config.display().to_string()];
+    v.extend(rest.iter().map(|s| s.to_string()));
+    v
+}
+
+/// Every secret the simulator ever issued, checked against a text.
+fn assert_no_secret(sim: &Simulator, text: &str) {
+    for secret in sim.issued_secrets() {
+        let s = secret.expose_secret();
+        assert!(!s.is_empty());
+        assert!(!text.contains(s), "a secret leaked into the output");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_json_shows_every_credential_under_faults_and_no_secret() {
+    let opts = SimulatorOptions {
+        users: 57,
+        credentials_per_user: 3,
+        page_size_cap: 10,
+        ..options(57)
+    };
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    sim.set_faults(vec![
+        FaultRule {
+            operation: None,
+            fault: Fault::TooManyRequests { retry_after: None },
+            probability: 0.05,
+            remaining: None,
+        },
+        FaultRule {
+            operation: None,
+            fault: Fault::ServiceUnavailable,
+            probability: 0.05,
+            remaining: None,
+        },
+    ]);
+    let setup = write_config(&sim, &opts, "");
+    let out = run_bin(args(&setup.config, &["-v", "list", "--json"])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}\n{stderr}", out.status);
+
+    let listing: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let listed: HashSet<i64> = listing["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["credential_id"].as_i64().unwrap())
+        .collect();
+    let expected: HashSet<i64> = sim
+        .snapshot()
+        .users
+        .iter()
+        .flat_map(|u| u.credentials.iter().map(|c| c.credential_id))
+        .collect();
+    assert_eq!(expected.len(), 57 * 3);
+    assert_eq!(listed, expected);
+    assert_eq!(listing["users_seen"], 57);
+    assert!(listing["credentials"][0]["last_rotated"].is_null());
+
+    let requests = sim.requests();
+    let faulted = requests.iter().filter(|r| r.fault.is_some()).count();
+    assert!(faulted > 0, "the fault rules fired");
+    let api: Vec<_> = requests
+        .iter()
+        .filter(|r| r.operation != contabo_rotator::contabo::simulator::Operation::Token)
+        .collect();
+    let ids: HashSet<&str> = api.iter().map(|r| r.request_id.as_deref().unwrap()).collect();
+    assert_eq!(ids.len(), api.len(), "x-request-id unique per request");
+    assert!(ids.iter().all(|id| is_spec_request_id(id)));
+    let traces: HashSet<_> = api.iter().map(|r| r.trace_id.clone()).collect();
+    assert_eq!(traces.len(), 1, "one x-trace-id for the run");
+    assert_no_secret(&sim, &stdout);
+    assert_no_secret(&sim, &stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misspelt_key_exits_78_names_the_key_and_makes_no_request() {
+    let opts = options(3);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = write_config(&sim, &opts, "[object_storage]\nmax_agee = \"7d\"\n");
+    for command in [&["list"][..], &["check"], &["check", "--online"]] {
+        let out = run_bin(args(&setup.config, command)).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{command:?}: {stderr}");
+        assert!(stderr.contains("max_agee"), "{stderr}");
+        assert!(stderr.contains("config.toml"), "{stderr}");
+    }
+    assert!(sim.requests().is_empty(), "no request before the config is valid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_secret_file_exits_78_without_a_request() {
+    let opts = options(2);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = write_config(&sim, &opts, "");
+    std::fs::remove_file(setup.dir.path().join("api-password")).unwrap();
+    let out = run_bin(args(&setup.config, &["list"])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("api.password"), "{stderr}");
+    assert!(sim.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_reports_the_api_user_and_client_id() {
+    let opts = options(2);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = write_config(&sim, &opts, "");
+    let offline = run_bin(args(&setup.config, &["check"])).await;
+    assert!(offline.status.success());
+    assert!(sim.requests().is_empty(), "check without --online stays offline");
+    let out = run_bin(args(&setup.config, &["check", "--online"])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&sim.api_user_id()), "{stdout}");
+    assert!(stdout.contains(&opts.client_id), "{stdout}");
+    assert_no_secret(&sim, &stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_with_a_wrong_password_fails_clearly() {
+    let opts = options(2);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = write_config(&sim, &opts, "");
+    write_secret(&setup.dir.path().join("api-password"), "wrong-password-1");
+    let out = run_bin(args(&setup.config, &["check", "--online"])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("invalid_grant"), "{stderr}");
+    assert!(!stderr.contains("wrong-password-1"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_selects_users_by_glob_and_region() {
+    let opts = options(6);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = write_config(
+        &sim,
+        &opts,
+        "[object_storage]\nusers = [\"user00*\"]\nexclude_users = [\"user002@*\"]\nregions = [\"European Union\"]\n",
+    );
+    let out = run_bin(args(&setup.config, &["list", "--json"])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = listing["credentials"].as_array().unwrap();
+    assert!(!rows.is_empty());
+    for row in rows {
+        let email = row["user_email"].as_str().unwrap();
+        assert!(email.starts_with("user00") && !email.starts_with("user002"), "{email}");
+        assert_eq!(row["region"], "European Union");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_on_a_fresh_machine_and_prints_no_secret() {
+    let out = run_bin(vec!["demo".into()]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Started the Contabo simulator"), "{stdout}");
+    assert!(stdout.contains("credentials of"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_exit_2() {
+    let out = run_bin(vec!["list".into(), "--bogus".into()]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = run_bin(vec![]).await;
+    assert_eq!(out.status.code(), Some(2));
+}
