@@ -23,7 +23,63 @@
 
 mod faults;
 mod routes;
+mod snapshot;
+mod state;
+mod token;
 mod wire;
+
+use std::time::Duration;
+
+use secrecy::SecretString;
 
 pub use faults::{Fault, FaultRule};
 pub use routes::Operation;
+pub use snapshot::{SimCredential, SimSnapshot, SimUser};
+
+/// How the simulated account looks and how the simulated servers behave.
+#[derive(Debug, Clone)]
+pub struct SimulatorOptions {
+    /// OAuth2 client id of the account (`INT-…`); its digits are the customer id.
+    pub client_id: String,
+    /// Initial client secret; `PUT /v1/users/client/secret` replaces it.
+    pub client_secret: SecretString,
+    /// E-mail of the API user, the account owner (user 0).
+    pub username: String,
+    /// API password of the API user for the password grant.
+    pub password: SecretString,
+    /// Number of users in total, including the API user.
+    pub users: usize,
+    /// Object storages of the account, and so credentials per user (one per
+    /// storage). Storages cycle over the three regions.
+    pub credentials_per_user: usize,
+    /// When true, all credentials of one user share one key pair, so
+    /// regenerating one changes all ("All purchased object storages in
+    /// different locations share the same credentials", spec intro).
+    pub shared_credentials: bool,
+    /// The largest `size` a list endpoint honours; larger requests are capped.
+    pub page_size_cap: usize,
+    /// Lifetime of access tokens (`expires_in`).
+    pub access_token_ttl: Duration,
+    /// Lifetime of refresh tokens (`refresh_expires_in`).
+    pub refresh_token_ttl: Duration,
+    /// Seed for the generated data, new keys and tokens, and fault draws.
+    pub seed: u64,
+}
+
+impl Default for SimulatorOptions {
+    fn default() -> Self {
+        Self {
+            client_id: "INT-10000001".to_owned(),
+            client_secret: SecretString::from("3b8f6a0e-5c1d-4e2f-9a7b-0c4d8e6f2a1b"),
+            username: "api-user@example.com".to_owned(),
+            password: SecretString::from("Sim-API-Passw0rd!"),
+            users: 4,
+            credentials_per_user: 3,
+            shared_credentials: false,
+            page_size_cap: 100,
+            access_token_ttl: Duration::from_secs(300),
+            refresh_token_ttl: Duration::from_secs(1800),
+            seed: 0x00C0_47AB_0000_0001,
+        }
+    }
+}
