@@ -732,3 +732,15 @@ async fn snapshot_debug_output_contains_no_secret() {
         .iter()
         .any(|s| s.expose_secret() == as_secret.expose_secret()));
 }
+
+#[tokio::test]
+async fn shutdown_stops_the_server() {
+    let sim = start(SimulatorOptions::default()).await;
+    let token_url = sim.token_url();
+    let client = http();
+    let alive = client.post(token_url.clone()).send().await.unwrap();
+    assert_eq!(alive.status(), StatusCode::BAD_REQUEST);
+    sim.shutdown().await;
+    let err = client.post(token_url).send().await.unwrap_err();
+    assert!(err.is_connect() || err.is_request(), "{err}");
+}
