@@ -6,6 +6,7 @@ pub mod error;
 mod lenient;
 pub mod models;
 pub mod retry;
+pub mod simulator;
 
 pub use auth::{AccessToken, Authenticator, LoginCredentials};
 pub use client::{ClientConfig, ContaboClient};
