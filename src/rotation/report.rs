@@ -1,0 +1,140 @@
+//! The run report: what a run planned, rotated, delivered and what failed.
+//! It holds ids, access keys and fingerprints only, never a secret.
+
+use crate::policy::Reason;
+use serde::Serialize;
+
+/// What one secret is in a run's plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanItem {
+    /// `object_storage` or `client_secret`.
+    pub kind: &'static str,
+    /// `user@example.com/Object Storage EU 420/12345`, or the client id.
+    pub subject: String,
+    pub access_key: Option<String>,
+    pub rotate: bool,
+    pub reason: String,
+    #[serde(skip)]
+    pub reason_code: Option<Reason>,
+}
+
+/// One secret rotated in this run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rotated {
+    pub kind: &'static str,
+    pub subject: String,
+    pub rotation_id: uuid::Uuid,
+    pub old_access_key: Option<String>,
+    pub new_access_key: Option<String>,
+    pub old_fingerprint: String,
+    pub new_fingerprint: String,
+    /// True when it was finished from the journal of an interrupted run.
+    pub recovered: bool,
+}
+
+/// One thing that failed (a credential, a user listing, a sink, the run).
+#[derive(Debug, Clone, Serialize)]
+pub struct Failed {
+    pub kind: &'static str,
+    pub subject: String,
+    pub error: String,
+}
+
+/// One sink's delivery.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub sink: String,
+    /// `written`, `unchanged` or `failed`.
+    pub outcome: &'static str,
+}
+
+/// Everything a run did.
+#[derive(Debug, Default, Serialize)]
+pub struct RunReport {
+    pub trace_id: String,
+    pub dry_run: bool,
+    pub plan: Vec<PlanItem>,
+    pub rotated: Vec<Rotated>,
+    pub failed: Vec<Failed>,
+    pub deliveries: Vec<Delivery>,
+    /// The run stopped early on a shutdown signal.
+    pub interrupted: bool,
+}
+
+impl RunReport {
+    /// 0 when nothing failed, 1 otherwise (DESIGN.md §2).
+    pub fn exit_code(&self) -> u8 {
+        if self.failed.is_empty() {
+            0
+        } else {
+            1
+        }
+    }
+
+    pub(crate) fn fail(&mut self, kind: &'static str, subject: impl Into<String>, error: impl ToString) {
+        let subject = subject.into();
+        let error = error.to_string();
+        tracing::error!(kind, subject = %subject, error = %error, "Failed.");
+        self.failed.push(Failed {
+            kind,
+            subject,
+            error,
+        });
+    }
+
+    /// A human summary, one line per item, for `--run-now` and `--dry-run`.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        if self.dry_run {
+            let due = self.plan.iter().filter(|p| p.rotate).count();
+            out.push_str(&format!(
+                "Dry run: {due} of {} secrets would rotate; no change was made.\n",
+                self.plan.len()
+            ));
+            for p in &self.plan {
+                out.push_str(&format!(
+                    "  {} {} {}{}: {}\n",
+                    if p.rotate { "ROTATE" } else { "keep  " },
+                    p.kind,
+                    p.subject,
+                    p.access_key
+                        .as_deref()
+                        .map(|k| format!(" ({k})"))
+                        .unwrap_or_default(),
+                    p.reason
+                ));
+            }
+            return out;
+        }
+        for r in &self.rotated {
+            out.push_str(&format!(
+                "rotated {} {}: {} {} -> {} {}{}\n",
+                r.kind,
+                r.subject,
+                r.old_access_key.as_deref().unwrap_or("-"),
+                r.old_fingerprint,
+                r.new_access_key.as_deref().unwrap_or("-"),
+                r.new_fingerprint,
+                if r.recovered { " (recovered)" } else { "" }
+            ));
+        }
+        for d in &self.deliveries {
+            out.push_str(&format!("sink {}: {}\n", d.sink, d.outcome));
+        }
+        for f in &self.failed {
+            out.push_str(&format!("FAILED {} {}: {}\n", f.kind, f.subject, f.error));
+        }
+        out.push_str(&format!(
+            "{} rotated, {} failed, {} sinks written{}.\n",
+            self.rotated.len(),
+            self.failed.len(),
+            self.deliveries.iter().filter(|d| d.outcome == "written").count(),
+            if self.interrupted {
+                "; stopped early by a shutdown signal"
+            } else {
+                ""
+            }
+        ));
+        out
+    }
+}
