@@ -1,7 +1,12 @@
 //! Configuration: strict TOML parsing, validation into typed settings,
 //! secret resolution.
 
+mod error;
+mod locate;
 mod settings;
+
+pub use error::ConfigError;
+pub use locate::Location;
 
 pub use settings::{
     ApiSettings, ClientSecretSettings, EmailGlobs, FileFormat, FileSink, Kind, MetricsSettings,
