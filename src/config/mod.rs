@@ -3,6 +3,8 @@
 
 mod error;
 mod locate;
+mod raw;
+mod secret;
 mod settings;
 
 pub use error::ConfigError;
