@@ -1,0 +1,296 @@
+//! Checks of single values: ranges, durations, URLs, paths, file modes,
+//! globs, headers. Each names its key in the error; none quotes a value that
+//! could be a secret (URLs and header values may carry tokens).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::{Host, Url};
+
+use super::error::{ConfigError, Ctx};
+use super::raw::{DurationStr, ModeStr};
+use super::settings::EmailGlobs;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+pub(super) fn non_empty(ctx: &Ctx, key: &str, value: String) -> Result<String, ConfigError> {
+    if value.trim().is_empty() {
+        return Err(ctx.invalid(key, "must not be empty"));
+    }
+    Ok(value)
+}
+
+pub(super) fn optional_name(
+    ctx: &Ctx,
+    key: &str,
+    value: Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    value.map(|v| non_empty(ctx, key, v)).transpose()
+}
+
+pub(super) fn non_empty_items(
+    ctx: &Ctx,
+    key: &str,
+    items: Vec<String>,
+) -> Result<Vec<String>, ConfigError> {
+    if let Some(i) = items.iter().position(|s| s.trim().is_empty()) {
+        return Err(ctx.invalid(format!("{key}[{i}]"), "must not be empty"));
+    }
+    Ok(items)
+}
+
+pub(super) fn in_range<T: TryFrom<i64>>(
+    ctx: &Ctx,
+    key: &str,
+    value: i64,
+    lo: i64,
+    hi: i64,
+) -> Result<T, ConfigError> {
+    if value < lo || value > hi {
+        let message = if hi == i64::MAX {
+            format!("{value} is out of range: must be at least {lo}")
+        } else {
+            format!("{value} is out of range: must be between {lo} and {hi}")
+        };
+        return Err(ctx.invalid(key, message));
+    }
+    T::try_from(value).map_err(|_| ctx.invalid(key, format!("{value} is too large")))
+}
+
+pub(super) fn duration(ctx: &Ctx, key: &str, raw: &DurationStr) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(raw.0.trim()).map_err(|e| {
+        ctx.invalid(
+            key,
+            format!(
+                "`{}` is not a duration ({e}); write e.g. \"90s\", \"12h\" or \"30d\"",
+                raw.0
+            ),
+        )
+    })
+}
+
+pub(super) fn timeout(ctx: &Ctx, key: &str, raw: &DurationStr) -> Result<Duration, ConfigError> {
+    let value = duration(ctx, key, raw)?;
+    if value < Duration::from_secs(1) || value > Duration::from_secs(600) {
+        return Err(ctx.invalid(
+            key,
+            format!("`{}` is out of range: must be between 1s and 10m", raw.0),
+        ));
+    }
+    Ok(value)
+}
+
+pub(super) fn max_age(ctx: &Ctx, key: &str, raw: &DurationStr) -> Result<Duration, ConfigError> {
+    let value = duration(ctx, key, raw)?;
+    if value < HOUR {
+        return Err(ctx.invalid(
+            key,
+            format!("`{}` is too short: must be at least 1h", raw.0),
+        ));
+    }
+    Ok(value)
+}
+
+/// An absolute http(s) URL with a host and no credentials in it. The URL
+/// itself is not quoted in messages: paths and queries may carry tokens.
+pub(super) fn http_url(ctx: &Ctx, key: &str, raw: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(raw).map_err(|e| ctx.invalid(key, format!("not a valid URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ctx.invalid(
+            key,
+            format!("scheme `{}` is not http or https", url.scheme()),
+        ));
+    }
+    if url.host().is_none() {
+        return Err(ctx.invalid(key, "URL has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ctx.invalid(
+            key,
+            "URL must not contain a user name or password: it would show in logs",
+        ));
+    }
+    Ok(url)
+}
+
+/// `localhost`, 127.0.0.0/8 or ::1.
+pub(super) fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Joins a relative `raw` to the configuration file's directory.
+pub(super) fn path(ctx: &Ctx, key: &str, raw: &Path) -> Result<PathBuf, ConfigError> {
+    if raw.as_os_str().is_empty() {
+        return Err(ctx.invalid(key, "must not be empty"));
+    }
+    Ok(ctx.base_dir.join(raw))
+}
+
+/// An octal mode string with no permission for others.
+pub(super) fn mode(ctx: &Ctx, key: &str, raw: Option<ModeStr>) -> Result<u32, ConfigError> {
+    let Some(ModeStr(text)) = raw else {
+        return Ok(0o600);
+    };
+    parse_mode(&text).map_err(|m| ctx.invalid(key, m))
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
+        return Err(format!("\"{text}\" is not an octal mode such as \"0600\""));
+    }
+    let mode = u32::from_str_radix(digits, 8).map_err(|e| e.to_string())?;
+    if mode > 0o777 {
+        return Err(format!(
+            "\"{text}\" sets setuid, setgid or sticky bits; give permission bits only"
+        ));
+    }
+    if mode & 0o007 != 0 {
+        return Err(format!(
+            "\"{text}\" grants permissions to others, but the file holds secrets; \
+             use e.g. \"0600\" or \"0640\""
+        ));
+    }
+    Ok(mode)
+}
+
+pub(super) fn on_change(
+    ctx: &Ctx,
+    key: &str,
+    raw: Option<Vec<String>>,
+) -> Result<Option<Vec<String>>, ConfigError> {
+    match raw {
+        Some(argv) if argv.is_empty() => Err(ctx.invalid(
+            key,
+            "must not be empty: give the command and its arguments, \
+             e.g. [\"systemctl\", \"reload\", \"myapp\"]",
+        )),
+        Some(argv) if argv[0].trim().is_empty() => {
+            Err(ctx.invalid(format!("{key}[0]"), "the program must not be empty"))
+        }
+        other => Ok(other),
+    }
+}
+
+/// `users`: `None` is everyone; an empty list would select nobody.
+pub(super) fn user_globs(
+    ctx: &Ctx,
+    key: &str,
+    raw: Option<Vec<String>>,
+) -> Result<Option<EmailGlobs>, ConfigError> {
+    match raw {
+        None => Ok(None),
+        Some(patterns) if patterns.is_empty() => Err(ctx.invalid(
+            key,
+            "must not be empty (it would select nobody); leave it out to select every user",
+        )),
+        Some(patterns) => globs(ctx, key, &patterns).map(Some),
+    }
+}
+
+pub(super) fn globs(ctx: &Ctx, key: &str, patterns: &[String]) -> Result<EmailGlobs, ConfigError> {
+    EmailGlobs::new(patterns).map_err(|(i, message)| ctx.invalid(format!("{key}[{i}]"), message))
+}
+
+/// Headers the webhook sender sets itself, which must not be overridden.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "connection",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+/// Valid names and values; values are never quoted, they may be tokens.
+pub(super) fn headers(
+    ctx: &Ctx,
+    key: &str,
+    raw: BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut seen = HashMap::new();
+    for (name, value) in &raw {
+        let name_key = format!("{key}.{name}");
+        let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty() || !name.bytes().all(is_tchar) {
+            return Err(ctx.invalid(name_key, "not a valid HTTP header name"));
+        }
+        let lower = name.to_ascii_lowercase();
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            return Err(ctx.invalid(
+                name_key,
+                "is set by the webhook sender and cannot be overridden",
+            ));
+        }
+        if let Some(first) = seen.insert(lower, name) {
+            return Err(ctx.invalid(
+                name_key,
+                format!("same header as `{first}` (names ignore case)"),
+            ));
+        }
+        if !value
+            .bytes()
+            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+        {
+            return Err(ctx.invalid(
+                name_key,
+                "value must be printable ASCII without line breaks",
+            ));
+        }
+    }
+    Ok(raw.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        for (text, want) in [
+            ("0600", Ok(0o600)),
+            ("600", Ok(0o600)),
+            ("0o640", Ok(0o640)),
+            ("0660", Ok(0o660)),
+            ("0400", Ok(0o400)),
+            ("0644", Err("grants permissions to others")),
+            ("0601", Err("grants permissions to others")),
+            ("4600", Err("setuid")),
+            ("0800", Err("not an octal mode")),
+            ("", Err("not an octal mode")),
+            ("00600", Err("not an octal mode")),
+            ("rw-------", Err("not an octal mode")),
+        ] {
+            match (parse_mode(text), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{text}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{text}: {got}"),
+                (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for (url, want) in [
+            ("http://localhost:8080/hook", true),
+            ("http://LOCALHOST/hook", true),
+            ("http://127.0.0.1/hook", true),
+            ("http://127.9.9.9/hook", true),
+            ("http://[::1]:9000/hook", true),
+            ("http://128.0.0.1/hook", false),
+            ("http://localhost.example.com/hook", false),
+            ("http://hooks.example.com/hook", false),
+        ] {
+            assert_eq!(is_loopback(&Url::parse(url).unwrap()), want, "{url}");
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! Validation: [`RawConfig`] into settings that cannot be invalid.
+//!
+//! Pure: no file, network or environment access. Secrets stay references
+//! here ([`Validated`]); `load` resolves them afterwards, so a bad key is
+//! reported before any secret file is touched.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use croner::parser::{CronParser, Seconds};
+use url::Url;
+
+use super::checks::{
+    duration, globs, headers, http_url, in_range, is_loopback, max_age, mode, non_empty,
+    non_empty_items, on_change, optional_name, path, timeout, user_globs,
+};
+use super::error::{ConfigError, Ctx};
+use super::raw::{RawApi, RawConfig, RawObjectStorage, RawSchedule, RawSelect, RawSink, SinkType};
+use super::secret::SecretRef;
+use super::settings::{
+    six_fields, ClientSecretSettings, FileSink, MetricsSettings, ObjectStorageSettings,
+    ScheduleSettings, Selection, SinkSettings, TemplateSink,
+};
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Everything checked; secrets still to be read.
+#[derive(Debug)]
+pub(super) struct Validated {
+    pub api: PendingApi,
+    pub schedule: ScheduleSettings,
+    /// `[state] dir` made absolute, if set; the default needs the
+    /// environment and is chosen during resolution.
+    pub state_dir: Option<PathBuf>,
+    pub client_secret: ClientSecretSettings,
+    pub object_storage: ObjectStorageSettings,
+    pub sinks: Vec<PendingSink>,
+    pub metrics: Option<MetricsSettings>,
+}
+
+/// `[api]` with its two secrets unread.
+#[derive(Debug)]
+pub(super) struct PendingApi {
+    pub base_url: Url,
+    pub token_url: Url,
+    pub client_id: String,
+    pub client_secret: SecretRef,
+    pub username: String,
+    pub password: SecretRef,
+    pub timeout: Duration,
+    pub concurrency: usize,
+    pub max_retries: u32,
+    pub requests_per_second: u32,
+}
+
+#[derive(Debug)]
+pub(super) enum PendingSink {
+    Ready(SinkSettings),
+    Webhook(PendingWebhook),
+}
+
+/// A webhook sink with its signing secrets unread.
+#[derive(Debug)]
+pub(super) struct PendingWebhook {
+    pub url: Url,
+    /// Key path (`sinks[2].signing_secret[0]`) and reference, never empty.
+    pub signing_secrets: Vec<(String, SecretRef)>,
+    pub include_secrets: bool,
+    pub timeout: Duration,
+    pub headers: Vec<(String, String)>,
+}
+
+pub(super) fn validate(raw: RawConfig, ctx: &Ctx) -> Result<Validated, ConfigError> {
+    // In the order of the file, so the first error reported is the first one.
+    let api = validate_api(ctx, raw.api)?;
+    let schedule = validate_schedule(ctx, raw.schedule)?;
+    let state_dir = match raw.state.dir {
+        Some(dir) => Some(path(ctx, "state.dir", &dir)?),
+        None => None,
+    };
+    let client_secret = ClientSecretSettings {
+        rotate: raw.client_secret.rotate,
+        max_age: max_age(ctx, "client_secret.max_age", &raw.client_secret.max_age)?,
+    };
+    let object_storage = validate_object_storage(ctx, raw.object_storage)?;
+    let mut sinks = Vec::with_capacity(raw.sinks.len());
+    for (i, sink) in raw.sinks.into_iter().enumerate() {
+        sinks.push(validate_sink(ctx, &format!("sinks[{i}]"), sink)?);
+    }
+    check_distinct_paths(ctx, &sinks)?;
+    let metrics = match raw.metrics {
+        Some(m) => Some(MetricsSettings {
+            listen: SocketAddr::from_str(&m.listen).map_err(|_| {
+                ctx.invalid(
+                    "metrics.listen",
+                    format!(
+                        "`{}` is not an IP:PORT address such as \"127.0.0.1:9464\"",
+                        m.listen
+                    ),
+                )
+            })?,
+        }),
+        None => None,
+    };
+    Ok(Validated {
+        api,
+        schedule,
+        state_dir,
+        client_secret,
+        object_storage,
+        sinks,
+        metrics,
+    })
+}
+
+fn validate_api(ctx: &Ctx, raw: RawApi) -> Result<PendingApi, ConfigError> {
+    Ok(PendingApi {
+        base_url: http_url(ctx, "api.base_url", &raw.base_url)?,
+        token_url: http_url(ctx, "api.token_url", &raw.token_url)?,
+        client_id: non_empty(ctx, "api.client_id", raw.client_id)?,
+        client_secret: raw.client_secret,
+        username: non_empty(ctx, "api.username", raw.username)?,
+        password: raw.password,
+        timeout: timeout(ctx, "api.timeout", &raw.timeout)?,
+        concurrency: in_range(ctx, "api.concurrency", raw.concurrency, 1, 64)?,
+        max_retries: in_range(ctx, "api.max_retries", raw.max_retries, 0, 20)?,
+        requests_per_second: in_range(
+            ctx,
+            "api.requests_per_second",
+            raw.requests_per_second,
+            1,
+            1000,
+        )?,
+    })
+}
+
+fn validate_schedule(ctx: &Ctx, raw: RawSchedule) -> Result<ScheduleSettings, ConfigError> {
+    let key = "schedule.cron";
+    let expr = raw.cron;
+    let fields = expr.split_whitespace().count();
+    if !(5..=6).contains(&fields) {
+        return Err(ctx.invalid(
+            key,
+            format!(
+                "`{expr}` has {fields} field{}; expected 6 (second minute hour day-of-month \
+                 month day-of-week) or 5 (the same without seconds)",
+                if fields == 1 { "" } else { "s" }
+            ),
+        ));
+    }
+    // Parsed exactly as tokio-cron-scheduler 0.15's Job::new_async_tz does,
+    // so that what passes here is what the scheduler accepts.
+    let cron = CronParser::builder()
+        .seconds(Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(&six_fields(&expr))
+        .map_err(|e| ctx.invalid(key, format!("invalid cron expression `{expr}`: {e}")))?;
+    let timezone = chrono_tz::Tz::from_str(&raw.timezone).map_err(|_| {
+        ctx.invalid(
+            "schedule.timezone",
+            format!(
+                "unknown time zone `{}`; use an IANA name such as \"UTC\" or \"Europe/Berlin\"",
+                raw.timezone
+            ),
+        )
+    })?;
+    let now = chrono::Utc::now().with_timezone(&timezone);
+    if cron.find_next_occurrence(&now, false).is_err() {
+        return Err(ctx.invalid(key, format!("`{expr}` never fires")));
+    }
+    let jitter = duration(ctx, "schedule.jitter", &raw.jitter)?;
+    if jitter >= DAY {
+        return Err(ctx.invalid("schedule.jitter", "must be less than 24h"));
+    }
+    Ok(ScheduleSettings {
+        cron,
+        cron_expr: expr,
+        timezone,
+        jitter,
+        run_on_start: raw.run_on_start,
+    })
+}
+
+fn validate_object_storage(
+    ctx: &Ctx,
+    raw: RawObjectStorage,
+) -> Result<ObjectStorageSettings, ConfigError> {
+    let max_per_run = match raw.max_per_run {
+        Some(n) => Some(in_range(ctx, "object_storage.max_per_run", n, 1, i64::MAX)?),
+        None => None,
+    };
+    let exclude_users = match raw.exclude_users {
+        Some(patterns) if patterns.is_empty() => None,
+        Some(patterns) => Some(globs(ctx, "object_storage.exclude_users", &patterns)?),
+        None => None,
+    };
+    Ok(ObjectStorageSettings {
+        rotate: raw.rotate,
+        max_age: max_age(ctx, "object_storage.max_age", &raw.max_age)?,
+        users: user_globs(ctx, "object_storage.users", raw.users)?,
+        exclude_users,
+        regions: non_empty_items(ctx, "object_storage.regions", raw.regions)?,
+        object_storages: non_empty_items(
+            ctx,
+            "object_storage.object_storages",
+            raw.object_storages,
+        )?,
+        max_per_run,
+        on_first_sight: raw.on_first_sight,
+    })
+}
+
+fn validate_sink(ctx: &Ctx, key: &str, raw: RawSink) -> Result<PendingSink, ConfigError> {
+    let kind = raw.kind;
+    let allowed = kind.keys();
+    for present in raw.present_keys() {
+        if !allowed.contains(&present) {
+            let expected = allowed.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>();
+            return Err(ctx.invalid(
+                format!("{key}.{present}"),
+                format!(
+                    "not a key of `{}` sinks (they take {})",
+                    kind.as_str(),
+                    expected.join(", ")
+                ),
+            ));
+        }
+    }
+    let missing = |name: &str| {
+        ctx.invalid(
+            format!("{key}.{name}"),
+            format!("missing; a `{}` sink needs `{name}`", kind.as_str()),
+        )
+    };
+    let sub = |name: &str| format!("{key}.{name}");
+    let select = |raw: Option<RawSelect>| selection(ctx, &sub("select"), raw.unwrap_or_default());
+    match kind {
+        SinkType::File => Ok(PendingSink::Ready(SinkSettings::File(FileSink {
+            path: path(ctx, &sub("path"), &raw.path.ok_or_else(|| missing("path"))?)?,
+            format: raw.format.ok_or_else(|| missing("format"))?,
+            mode: mode(ctx, &sub("mode"), raw.mode)?,
+            owner: optional_name(ctx, &sub("owner"), raw.owner)?,
+            group: optional_name(ctx, &sub("group"), raw.group)?,
+            select: select(raw.select)?,
+            on_change: on_change(ctx, &sub("on_change"), raw.on_change)?,
+        }))),
+        SinkType::Template => {
+            let template = raw.template.ok_or_else(|| missing("template"))?;
+            let template = path(ctx, &sub("template"), &template)?;
+            let target = path(ctx, &sub("path"), &raw.path.ok_or_else(|| missing("path"))?)?;
+            if normalized(&template) == normalized(&target) {
+                return Err(ctx.invalid(sub("path"), "would overwrite the sink's own template"));
+            }
+            Ok(PendingSink::Ready(SinkSettings::Template(TemplateSink {
+                template,
+                path: target,
+                mode: mode(ctx, &sub("mode"), raw.mode)?,
+                owner: optional_name(ctx, &sub("owner"), raw.owner)?,
+                group: optional_name(ctx, &sub("group"), raw.group)?,
+                select: select(raw.select)?,
+                on_change: on_change(ctx, &sub("on_change"), raw.on_change)?,
+            })))
+        }
+        SinkType::Webhook => {
+            let url = raw.url.ok_or_else(|| missing("url"))?;
+            let url = http_url(ctx, &sub("url"), &url)?;
+            let include_secrets = raw.include_secrets.unwrap_or(false);
+            if include_secrets && url.scheme() != "https" && !is_loopback(&url) {
+                return Err(ctx.invalid(
+                    sub("include_secrets"),
+                    "secrets may only be sent to an https URL or to loopback \
+                     (localhost, 127.0.0.0/8, ::1)",
+                ));
+            }
+            let refs = raw
+                .signing_secret
+                .ok_or_else(|| missing("signing_secret"))?;
+            if refs.refs.is_empty() {
+                return Err(ctx.invalid(sub("signing_secret"), "must hold at least one secret"));
+            }
+            let signing_secrets = refs.into_keyed(&sub("signing_secret"));
+            let timeout = match raw.timeout {
+                Some(t) => timeout(ctx, &sub("timeout"), &t)?,
+                None => Duration::from_secs(10),
+            };
+            Ok(PendingSink::Webhook(PendingWebhook {
+                url,
+                signing_secrets,
+                include_secrets,
+                timeout,
+                headers: headers(ctx, &sub("headers"), raw.headers.unwrap_or_default())?,
+            }))
+        }
+    }
+}
+
+fn selection(ctx: &Ctx, key: &str, raw: RawSelect) -> Result<Selection, ConfigError> {
+    Ok(Selection {
+        users: user_globs(ctx, &format!("{key}.users"), raw.users)?,
+        regions: non_empty_items(ctx, &format!("{key}.regions"), raw.regions)?,
+        kinds: raw.kinds,
+    })
+}
+
+/// Two sinks writing one file would fight over it.
+fn check_distinct_paths(ctx: &Ctx, sinks: &[PendingSink]) -> Result<(), ConfigError> {
+    let mut seen: HashMap<PathBuf, usize> = HashMap::new();
+    for (i, sink) in sinks.iter().enumerate() {
+        let path = match sink {
+            PendingSink::Ready(SinkSettings::File(s)) => &s.path,
+            PendingSink::Ready(SinkSettings::Template(s)) => &s.path,
+            _ => continue,
+        };
+        if let Some(first) = seen.insert(normalized(path), i) {
+            return Err(ctx.invalid(
+                format!("sinks[{i}].path"),
+                format!("{} is already written by sinks[{first}]", path.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `path` without `.` components and repeated separators.
+fn normalized(path: &Path) -> PathBuf {
+    path.components().collect()
+}
+
+/// The state directory to use when `[state] dir` is not set, from the
+/// environment (`var`) and whether the daemon runs as root; `None` when no
+/// writable default can be chosen (not root, no `$HOME`).
+pub fn default_state_dir(var: &dyn Fn(&str) -> Option<String>, is_root: bool) -> Option<PathBuf> {
+    let absolute = |name: &str| var(name).map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(dirs) = var("STATE_DIRECTORY") {
+        // systemd lists one entry per StateDirectory=, separated by ':'.
+        if let Some(first) = dirs.split(':').find(|d| !d.is_empty()) {
+            return Some(PathBuf::from(first));
+        }
+    }
+    if is_root {
+        return Some(PathBuf::from("/var/lib/contabo-rotator"));
+    }
+    if let Some(state_home) = absolute("XDG_STATE_HOME") {
+        return Some(state_home.join("contabo-rotator"));
+    }
+    absolute("HOME").map(|home| home.join(".local/state/contabo-rotator"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_dir_defaults() {
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], bool, Option<&'a str>);
+        let cases: &[Case] = &[
+            (
+                "systemd StateDirectory= wins, first entry",
+                &[
+                    ("STATE_DIRECTORY", "/var/lib/a:/var/lib/b"),
+                    ("HOME", "/home/u"),
+                ],
+                true,
+                Some("/var/lib/a"),
+            ),
+            (
+                "root",
+                &[("HOME", "/root")],
+                true,
+                Some("/var/lib/contabo-rotator"),
+            ),
+            (
+                "root ignores XDG",
+                &[("XDG_STATE_HOME", "/root/.st")],
+                true,
+                Some("/var/lib/contabo-rotator"),
+            ),
+            (
+                "user with XDG_STATE_HOME",
+                &[("XDG_STATE_HOME", "/home/u/.st"), ("HOME", "/home/u")],
+                false,
+                Some("/home/u/.st/contabo-rotator"),
+            ),
+            (
+                "user with relative XDG_STATE_HOME falls back to HOME",
+                &[("XDG_STATE_HOME", "rel"), ("HOME", "/home/u")],
+                false,
+                Some("/home/u/.local/state/contabo-rotator"),
+            ),
+            (
+                "user with HOME",
+                &[("HOME", "/home/u")],
+                false,
+                Some("/home/u/.local/state/contabo-rotator"),
+            ),
+            (
+                "empty STATE_DIRECTORY is ignored",
+                &[("STATE_DIRECTORY", "")],
+                false,
+                None,
+            ),
+            ("user without HOME", &[], false, None),
+        ];
+        for (name, env, is_root, want) in cases {
+            let var = |k: &str| {
+                env.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            };
+            assert_eq!(
+                default_state_dir(&var, *is_root),
+                want.map(PathBuf::from),
+                "{name}"
+            );
+        }
+    }
+}
