@@ -33,9 +33,10 @@ pub fn storage_selected(
             .iter()
             .any(|r| r.eq_ignore_ascii_case(region.trim()));
     let storage_ok = settings.object_storages.is_empty()
-        || settings.object_storages.iter().any(|s| {
-            s == object_storage_id || s.eq_ignore_ascii_case(object_storage_name.trim())
-        });
+        || settings
+            .object_storages
+            .iter()
+            .any(|s| s == object_storage_id || s.eq_ignore_ascii_case(object_storage_name.trim()));
     region_ok && storage_ok
 }
 
@@ -64,12 +65,20 @@ mod tests {
             ("users = [\"*@example.com\"]", "APP@EXAMPLE.COM", true),
             ("exclude_users = [\"ci-*\"]", "ci-bot@example.com", false),
             ("exclude_users = [\"ci-*\"]", "app@example.com", true),
-            ("users = [\"*@example.com\"]\nexclude_users = [\"admin@*\"]", "admin@example.com", false),
+            (
+                "users = [\"*@example.com\"]\nexclude_users = [\"admin@*\"]",
+                "admin@example.com",
+                false,
+            ),
             ("users = [\"a@x.io\", \"b@x.io\"]", "b@x.io", true),
             ("users = [\"a@x.io\", \"b@x.io\"]", "c@x.io", false),
         ];
         for (toml, email, expected) in cases {
-            assert_eq!(user_selected(&settings(toml), email), *expected, "{toml} / {email}");
+            assert_eq!(
+                user_selected(&settings(toml), email),
+                *expected,
+                "{toml} / {email}"
+            );
         }
     }
 
@@ -85,7 +94,11 @@ mod tests {
             ("object_storages = [\"os-us\"]", us, true),
             ("object_storages = [\"os-us\"]", eu, false),
             ("object_storages = [\"Object Storage EU 420\"]", eu, true),
-            ("regions = [\"European Union\"]\nobject_storages = [\"os-us\"]", us, false),
+            (
+                "regions = [\"European Union\"]\nobject_storages = [\"os-us\"]",
+                us,
+                false,
+            ),
         ];
         for (toml, (region, id, name), expected) in cases {
             assert_eq!(
@@ -118,7 +131,9 @@ pub enum Reason {
     /// Older than `max_age` (since the last rotation, or since first sight).
     Expired { age_secs: i64 },
     /// Younger than `max_age`; due at the given time.
-    NotDue { due_at: chrono::DateTime<chrono::Utc> },
+    NotDue {
+        due_at: chrono::DateTime<chrono::Utc>,
+    },
     /// Rotation of this kind is switched off.
     Disabled,
     /// Due, but `max_per_run` was reached; it goes first in the next run.
@@ -244,7 +259,10 @@ mod decision_tests {
                 Reason::Disabled => "disabled",
                 Reason::Deferred => "deferred",
             };
-            assert_eq!(kind, expected, "{history:?} rotate={rotate} adopt={adopt} force={force}");
+            assert_eq!(
+                kind, expected,
+                "{history:?} rotate={rotate} adopt={adopt} force={force}"
+            );
         }
     }
 
@@ -254,23 +272,38 @@ mod decision_tests {
         let rotated = now - chrono::Duration::days(2);
         let got = decide(
             now,
-            History { first_seen: Some(rotated), rotated_at: Some(rotated) },
+            History {
+                first_seen: Some(rotated),
+                rotated_at: Some(rotated),
+            },
             true,
             7 * DAY,
             false,
             false,
         );
-        assert_eq!(got, Reason::NotDue { due_at: rotated + chrono::Duration::days(7) });
+        assert_eq!(
+            got,
+            Reason::NotDue {
+                due_at: rotated + chrono::Duration::days(7)
+            }
+        );
     }
 
     #[test]
     fn max_per_run_keeps_the_most_overdue() {
-        let t = |d: i64| Some(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::days(d));
+        let t = |d: i64| {
+            Some(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::days(d))
+        };
         let exp = Reason::Expired { age_secs: 1 };
         let mut items = vec![
             (exp, t(5)),
             (Reason::FirstSight, None),
-            (Reason::NotDue { due_at: t(100).unwrap() }, t(50)),
+            (
+                Reason::NotDue {
+                    due_at: t(100).unwrap(),
+                },
+                t(50),
+            ),
             (exp, t(1)),
             (exp, t(3)),
         ];
@@ -278,7 +311,10 @@ mod decision_tests {
         let kept: Vec<bool> = items.iter().map(|(r, _)| r.rotates()).collect();
         assert_eq!(kept, [false, true, false, true, false]);
         assert_eq!(items[0].0, Reason::Deferred);
-        assert!(matches!(items[2].0, Reason::NotDue { .. }), "not-due stays not-due");
+        assert!(
+            matches!(items[2].0, Reason::NotDue { .. }),
+            "not-due stays not-due"
+        );
         let mut unlimited = vec![(exp, t(1)); 4];
         limit(&mut unlimited, None);
         assert!(unlimited.iter().all(|(r, _)| r.rotates()));

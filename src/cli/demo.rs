@@ -71,8 +71,12 @@ format = "json"
         simulator.snapshot().users.len()
     )
     .context("writing to stdout")?;
-    writeln!(out, "Wrote a demo configuration to {}.", config_path.display())
-        .context("writing to stdout")?;
+    writeln!(
+        out,
+        "Wrote a demo configuration to {}.",
+        config_path.display()
+    )
+    .context("writing to stdout")?;
 
     let settings = config::load(&config_path)?;
     writeln!(out, "\n$ contabo-rotator -c {} list", config_path.display())
@@ -82,7 +86,7 @@ format = "json"
     let requests = simulator.requests();
     writeln!(
         out,
-        "\nThe simulator answered {} requests ({} token requests); no secret was printed.",
+        "\nThe simulator answered {} requests ({} token requests); listings show access keys, never secrets.",
         requests.len(),
         requests
             .iter()

@@ -27,7 +27,10 @@ pub fn options(users: usize) -> SimulatorOptions {
 pub fn write_config(sim: &Simulator, opts: &SimulatorOptions, extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    write_secret(&root.join("client-secret"), opts.client_secret.expose_secret());
+    write_secret(
+        &root.join("client-secret"),
+        opts.client_secret.expose_secret(),
+    );
     write_secret(&root.join("api-password"), opts.password.expose_secret());
     let text = format!(
         r#"[api]
@@ -64,10 +67,16 @@ fn write_secret(path: &Path, text: &str) {
 
 /// Runs the binary off the async runtime so the in-process simulator keeps serving.
 pub async fn run_bin(args: Vec<String>) -> Output {
+    run_bin_env(args, Vec::new()).await
+}
+
+/// Like [`run_bin`], with extra environment variables for the child.
+pub async fn run_bin_env(args: Vec<String>, env: Vec<(String, String)>) -> Output {
     tokio::task::spawn_blocking(move || {
         assert_cmd::Command::cargo_bin("contabo-rotator")
             .unwrap()
             .args(&args)
+            .envs(env)
             .env_remove("RUST_LOG")
             .env_remove("CONTABO_ROTATOR_CONFIG")
             .timeout(std::time::Duration::from_secs(120))
@@ -147,7 +156,10 @@ async fn list_json_shows_every_credential_under_faults_and_no_secret() {
         .iter()
         .filter(|r| r.operation != contabo_rotator::contabo::simulator::Operation::Token)
         .collect();
-    let ids: HashSet<&str> = api.iter().map(|r| r.request_id.as_deref().unwrap()).collect();
+    let ids: HashSet<&str> = api
+        .iter()
+        .map(|r| r.request_id.as_deref().unwrap())
+        .collect();
     assert_eq!(ids.len(), api.len(), "x-request-id unique per request");
     assert!(ids.iter().all(|id| is_spec_request_id(id)));
     let traces: HashSet<_> = api.iter().map(|r| r.trace_id.clone()).collect();
@@ -168,7 +180,10 @@ async fn misspelt_key_exits_78_names_the_key_and_makes_no_request() {
         assert!(stderr.contains("max_agee"), "{stderr}");
         assert!(stderr.contains("config.toml"), "{stderr}");
     }
-    assert!(sim.requests().is_empty(), "no request before the config is valid");
+    assert!(
+        sim.requests().is_empty(),
+        "no request before the config is valid"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,10 +206,17 @@ async fn check_online_reports_the_api_user_and_client_id() {
     let setup = write_config(&sim, &opts, "");
     let offline = run_bin(args(&setup.config, &["check"])).await;
     assert!(offline.status.success());
-    assert!(sim.requests().is_empty(), "check without --online stays offline");
+    assert!(
+        sim.requests().is_empty(),
+        "check without --online stays offline"
+    );
     let out = run_bin(args(&setup.config, &["check", "--online"])).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains(&sim.api_user_id()), "{stdout}");
     assert!(stdout.contains(&opts.client_id), "{stdout}");
     assert_no_secret(&sim, &stdout);
@@ -223,13 +245,20 @@ async fn list_selects_users_by_glob_and_region() {
         "[object_storage]\nusers = [\"user00*\"]\nexclude_users = [\"user002@*\"]\nregions = [\"European Union\"]\n",
     );
     let out = run_bin(args(&setup.config, &["list", "--json"])).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = listing["credentials"].as_array().unwrap();
     assert!(!rows.is_empty());
     for row in rows {
         let email = row["user_email"].as_str().unwrap();
-        assert!(email.starts_with("user00") && !email.starts_with("user002"), "{email}");
+        assert!(
+            email.starts_with("user00") && !email.starts_with("user002"),
+            "{email}"
+        );
         assert_eq!(row["region"], "European Union");
     }
 }
@@ -238,7 +267,11 @@ async fn list_selects_users_by_glob_and_region() {
 async fn demo_runs_on_a_fresh_machine_and_prints_no_secret() {
     let out = run_bin(vec!["demo".into()]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("Started the Contabo simulator"), "{stdout}");
     assert!(stdout.contains("credentials of"), "{stdout}");
 }

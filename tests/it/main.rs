@@ -3,4 +3,6 @@
 mod cli;
 mod client;
 mod contract;
+mod examples;
+mod secrets;
 mod util;

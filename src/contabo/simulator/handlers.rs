@@ -123,11 +123,11 @@ fn list_users(state: &State, q: &Query) -> Handled {
     let items = state
         .users
         .iter()
-        .filter(|u| email.map_or(true, |e| contains_ci(&u.email, e)))
-        .filter(|u| enabled.map_or(true, |e| u.enabled == e))
-        .filter(|u| owner.map_or(true, |o| u.owner == o))
+        .filter(|u| email.is_none_or(|e| contains_ci(&u.email, e)))
+        .filter(|u| enabled.is_none_or(|e| u.enabled == e))
+        .filter(|u| owner.is_none_or(|o| u.owner == o))
         .filter(|u| {
-            search.map_or(true, |s| {
+            search.is_none_or(|s| {
                 let full = format!("{} {}", u.first_name, u.last_name);
                 [&u.first_name, &u.last_name, &u.email, &full]
                     .iter()
@@ -330,12 +330,12 @@ fn list_credentials(state: &State, user_id: &str, q: &Query) -> Handled {
     let items = user
         .credentials
         .iter()
-        .filter(|c| storage_id.map_or(true, |id| c.object_storage_id == id))
+        .filter(|c| storage_id.is_none_or(|id| c.object_storage_id == id))
         .filter(|c| {
             let storage = state.storage(&c.object_storage_id);
-            region.map_or(true, |r| {
+            region.is_none_or(|r| {
                 storage.is_some_and(|s| s.region.name.eq_ignore_ascii_case(r))
-            }) && display.map_or(true, |d| {
+            }) && display.is_none_or(|d| {
                 storage.is_some_and(|s| s.display_name.eq_ignore_ascii_case(d))
             })
         })
@@ -417,13 +417,13 @@ fn list_object_storages(state: &State, q: &Query) -> Handled {
         .storages
         .iter()
         .filter(|s| {
-            region.map_or(true, |r| {
+            region.is_none_or(|r| {
                 s.region.code.eq_ignore_ascii_case(r) || s.region.name.eq_ignore_ascii_case(r)
             })
         })
-        .filter(|s| display.map_or(true, |d| s.display_name.eq_ignore_ascii_case(d)))
-        .filter(|s| data_center.map_or(true, |d| s.data_center().eq_ignore_ascii_case(d)))
-        .filter(|s| s3_tenant.map_or(true, |t| s.s3_tenant_id == t))
+        .filter(|s| display.is_none_or(|d| s.display_name.eq_ignore_ascii_case(d)))
+        .filter(|s| data_center.is_none_or(|d| s.data_center().eq_ignore_ascii_case(d)))
+        .filter(|s| s3_tenant.is_none_or(|t| s.s3_tenant_id == t))
         .map(|s| storage_json(state, s))
         .collect();
     Ok(wire::list_response(items, page, "/v1/object-storages"))

@@ -1,0 +1,44 @@
+//! Every file shipped in `config/` passes `check` with the real binary.
+
+use crate::cli::run_bin_env;
+use std::path::PathBuf;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shipped_config_passes_check() {
+    let creds = tempfile::tempdir().unwrap();
+    for (name, value) in [
+        ("client-secret", "example-client-secret"),
+        ("api-password", "example-password"),
+        ("webhook-key", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+    ] {
+        std::fs::write(creds.path().join(name), value).unwrap();
+    }
+    let state = tempfile::tempdir().unwrap();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let out = run_bin_env(
+            vec!["-c".into(), path.display().to_string(), "check".into()],
+            vec![
+                (
+                    "CREDENTIALS_DIRECTORY".into(),
+                    creds.path().display().to_string(),
+                ),
+                ("STATE_DIRECTORY".into(), state.path().display().to_string()),
+            ],
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2, "found {checked} configs");
+}
