@@ -333,11 +333,9 @@ fn list_credentials(state: &State, user_id: &str, q: &Query) -> Handled {
         .filter(|c| storage_id.is_none_or(|id| c.object_storage_id == id))
         .filter(|c| {
             let storage = state.storage(&c.object_storage_id);
-            region.is_none_or(|r| {
-                storage.is_some_and(|s| s.region.name.eq_ignore_ascii_case(r))
-            }) && display.is_none_or(|d| {
-                storage.is_some_and(|s| s.display_name.eq_ignore_ascii_case(d))
-            })
+            region.is_none_or(|r| storage.is_some_and(|s| s.region.name.eq_ignore_ascii_case(r)))
+                && display
+                    .is_none_or(|d| storage.is_some_and(|s| s.display_name.eq_ignore_ascii_case(d)))
         })
         .map(|c| credential_json(state, c))
         .collect();
