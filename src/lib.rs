@@ -4,7 +4,9 @@
 //! The binary (`src/main.rs`) is a thin shell around [`cli::main`]. The
 //! library is organised by role: [`config`] (strict TOML, validated into typed
 //! settings), [`contabo`] (API client, auth, models, simulator), [`policy`]
-//! (pure selection rules), [`inventory`] (what the account holds now), and
+//! (pure rules: selection, due-ness, limits), [`inventory`] (what the account
+//! holds now), [`rotation`] (the engine), [`state`] (the crash-safe state
+//! directory), [`sinks`] (delivery), [`schedule`] (the daemon) and
 //! [`telemetry`] (logging).
 
 pub mod cli;
@@ -12,4 +14,8 @@ pub mod config;
 pub mod contabo;
 pub mod inventory;
 pub mod policy;
+pub mod rotation;
+pub mod schedule;
+pub mod sinks;
+pub mod state;
 pub mod telemetry;

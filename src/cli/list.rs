@@ -4,6 +4,9 @@
 use super::{api_client, CliError, EXIT_FAILED, EXIT_OK};
 use crate::config::{OnFirstSight, Settings};
 use crate::inventory::{self, CredentialEntry, Inventory};
+use crate::policy::{self, History};
+use crate::rotation::key_of;
+use crate::state::{Records, StateDir};
 use anyhow::Context;
 use serde::Serialize;
 use std::io::Write;
@@ -30,7 +33,7 @@ struct Row<'a> {
     /// RFC 3339, or `null` until the rotation engine records one.
     last_rotated: Option<String>,
     due: bool,
-    due_reason: &'static str,
+    due_reason: String,
 }
 
 #[derive(Serialize)]
@@ -45,7 +48,10 @@ pub async fn run(settings: &Settings, json: bool, out: &mut impl Write) -> Resul
     let inventory = inventory::collect(&client, &settings.object_storage)
         .await
         .context("listing users and credentials")?;
-    let listing = listing(settings, &inventory);
+    let view = StateDir::open_read_only(&settings.state.dir).with_context(|| {
+        format!("reading the state directory {}", settings.state.dir.display())
+    })?;
+    let listing = listing(settings, &inventory, &view.records);
     if json {
         serde_json::to_writer_pretty(&mut *out, &listing).context("writing JSON")?;
         writeln!(out).context("writing to stdout")?;
@@ -62,15 +68,10 @@ pub async fn run(settings: &Settings, json: bool, out: &mut impl Write) -> Resul
     })
 }
 
-fn listing<'a>(settings: &Settings, inventory: &'a Inventory) -> Listing<'a> {
-    let (due, due_reason) = if !settings.object_storage.rotate {
-        (false, "rotation disabled")
-    } else {
-        match settings.object_storage.on_first_sight {
-            OnFirstSight::Rotate => (true, "never rotated (on_first_sight = rotate)"),
-            OnFirstSight::Adopt => (false, "adopted: due max_age after first sight"),
-        }
-    };
+fn listing<'a>(settings: &Settings, inventory: &'a Inventory, records: &Records) -> Listing<'a> {
+    let os = &settings.object_storage;
+    let adopt = os.on_first_sight == OnFirstSight::Adopt;
+    let now = chrono::Utc::now();
     Listing {
         api_user_id: &inventory.api_user_id,
         users_seen: inventory.users_seen,
@@ -78,18 +79,26 @@ fn listing<'a>(settings: &Settings, inventory: &'a Inventory) -> Listing<'a> {
         credentials: inventory
             .credentials
             .iter()
-            .map(|c: &CredentialEntry| Row {
-                user_id: &c.user_id,
-                user_email: &c.user_email,
-                object_storage_id: &c.object_storage_id,
-                object_storage_name: &c.object_storage_name,
-                region: &c.region,
-                s3_url: &c.s3_url,
-                credential_id: c.credential_id,
-                access_key: &c.access_key,
-                last_rotated: None,
-                due,
-                due_reason,
+            .map(|c: &CredentialEntry| {
+                let record = records.credentials.get(&key_of(c).to_string());
+                let history = History {
+                    first_seen: record.map(|r| r.first_seen),
+                    rotated_at: record.and_then(|r| r.rotated_at),
+                };
+                let reason = policy::decide(now, history, os.rotate, os.max_age, adopt, false);
+                Row {
+                    user_id: &c.user_id,
+                    user_email: &c.user_email,
+                    object_storage_id: &c.object_storage_id,
+                    object_storage_name: &c.object_storage_name,
+                    region: &c.region,
+                    s3_url: &c.s3_url,
+                    credential_id: c.credential_id,
+                    access_key: &c.access_key,
+                    last_rotated: history.rotated_at.map(|t| t.to_rfc3339()),
+                    due: reason.rotates(),
+                    due_reason: reason.to_string(),
+                }
             })
             .collect(),
         failures: inventory

@@ -3,6 +3,8 @@
 mod check;
 mod demo;
 mod list;
+mod run;
+mod status;
 
 use crate::config::{self, ConfigError, Settings};
 use crate::contabo::{ClientConfig, ContaboClient};
@@ -15,12 +17,13 @@ use std::process::ExitCode;
 pub const EXIT_OK: u8 = 0;
 /// Exit status: the run finished but at least one credential, user or sink failed.
 pub const EXIT_FAILED: u8 = 1;
-/// Exit status: usage error (clap uses 2 as well).
-pub const EXIT_USAGE: u8 = 2;
 /// Exit status: invalid configuration or unreadable secret (EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
 
 const EXIT_CODES_HELP: &str = "\
+Without a command, contabo-rotator runs as a daemon on the configured schedule;
+with --run-now it makes one pass and exits.
+
 Exit codes:
   0   success
   1   the run finished but at least one credential, user or sink failed
@@ -30,7 +33,7 @@ Exit codes:
 /// Keeps a Contabo account's API client secret and S3 object-storage credentials fresh.
 #[derive(Debug, Parser)]
 #[command(name = "contabo-rotator", version, after_help = EXIT_CODES_HELP)]
-#[command(subcommand_required = true, arg_required_else_help = true)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// Configuration file.
     #[arg(
@@ -54,6 +57,18 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
     pub quiet: u8,
 
+    /// Run one pass now and exit, instead of running as a daemon.
+    #[arg(long)]
+    pub run_now: bool,
+
+    /// With --run-now: print the plan (what would rotate and why); change nothing.
+    #[arg(long, requires = "run_now")]
+    pub dry_run: bool,
+
+    /// With --run-now: rotate every selected secret, due or not.
+    #[arg(long, requires = "run_now")]
+    pub force: bool,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -69,6 +84,12 @@ pub enum Command {
     /// List selected users and their S3 credentials with age and due state (never a secret).
     List {
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Local state: last rotations, pending work, sink deliveries, next run (never a secret).
+    Status {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -120,8 +141,19 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
             let settings = config::load(&cli.config)?;
             list::run(&settings, json, &mut std::io::stdout()).await
         }
+        Some(Command::Status { json }) => {
+            let settings = config::load(&cli.config)?;
+            status::run(&settings, json, &mut std::io::stdout())
+        }
         Some(Command::Demo) => demo::run(&mut std::io::stdout()).await,
-        None => Ok(EXIT_USAGE),
+        None if cli.run_now => {
+            let options = crate::rotation::RunOptions {
+                dry_run: cli.dry_run,
+                force: cli.force,
+            };
+            run::run_now(&cli.config, options).await
+        }
+        None => run::daemon(&cli.config).await,
     }
 }
 

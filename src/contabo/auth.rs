@@ -171,6 +171,11 @@ impl Authenticator {
         Ok(access)
     }
 
+    /// The client secret new logins use now.
+    pub fn client_secret(&self) -> SecretString {
+        self.read_credentials().client_secret.clone()
+    }
+
     /// Drops the cached token if it is still the one of `generation` (after a 401).
     pub async fn invalidate(&self, generation: u64) {
         let mut cache = self.cache.lock().await;

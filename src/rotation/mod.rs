@@ -30,6 +30,7 @@ use crate::policy::{self, History, Reason};
 use crate::state::{CredentialKey, CredentialRecord, Records, StateDir, StateError};
 use chrono::Utc;
 use secrecy::SecretString;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// How a pass behaves.
@@ -53,7 +54,8 @@ pub enum EngineError {
 /// The engine: settings, the locked state directory and the API client.
 pub struct Engine {
     settings: Settings,
-    state: StateDir,
+    /// Shared with the per-user rotation tasks.
+    state: Arc<StateDir>,
     client: ContaboClient,
     /// Client secrets to try, in order, when a login is refused: the stored
     /// one (after a rotation) and the configured one.
@@ -70,7 +72,7 @@ impl Engine {
         let client = ContaboClient::new(config)?;
         Ok(Engine {
             settings,
-            state,
+            state: Arc::new(state),
             client,
             login_secrets,
         })
@@ -144,7 +146,11 @@ impl Engine {
 
         s3::rotate_due(self, &client, &mut records, &mut credentials, due, cancel, &mut report).await;
         if client_secret_due && !cancel.is_cancelled() {
-            client_secret::rotate(self, &client, &mut records, &mut report).await;
+            if let Some(new_secret) =
+                client_secret::rotate(self, &client, &mut records, &mut report).await
+            {
+                self.login_secrets = vec![new_secret, self.settings.api.client_secret.clone()];
+            }
         }
         report.interrupted = cancel.is_cancelled();
 
@@ -258,7 +264,7 @@ impl Engine {
 }
 
 /// The state key of a credential.
-pub(crate) fn key_of(c: &CredentialEntry) -> CredentialKey {
+pub fn key_of(c: &CredentialEntry) -> CredentialKey {
     CredentialKey {
         user_id: c.user_id.clone(),
         object_storage_id: c.object_storage_id.clone(),
@@ -282,13 +288,22 @@ fn remember_first_sight(
         records
             .credentials
             .entry(key_of(c).to_string())
-            .or_insert_with(|| CredentialRecord {
-                user_email: c.user_email.clone(),
-                first_seen: now,
-                rotated_at: None,
-                rotation_id: None,
-                access_key: c.access_key.clone(),
-                secret_fingerprint: state.fingerprint(&c.secret_key),
-            });
+            .or_insert_with(|| new_record(c, state, now));
+    }
+}
+
+/// A record for a credential first seen `now`, never rotated.
+pub(crate) fn new_record(
+    c: &CredentialEntry,
+    state: &StateDir,
+    now: chrono::DateTime<Utc>,
+) -> CredentialRecord {
+    CredentialRecord {
+        user_email: c.user_email.clone(),
+        first_seen: now,
+        rotated_at: None,
+        rotation_id: None,
+        access_key: c.access_key.clone(),
+        secret_fingerprint: state.fingerprint(&c.secret_key),
     }
 }

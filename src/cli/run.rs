@@ -1,0 +1,79 @@
+//! `--run-now` (one pass) and the daemon (no command).
+
+use super::{CliError, EXIT_FAILED, EXIT_OK};
+use crate::config;
+use crate::rotation::{Engine, RunOptions};
+use crate::schedule::{self, Exit, Signal};
+use crate::state::StateDir;
+use anyhow::Context;
+use std::path::Path;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Loads the configuration and the state directory (taking its lock).
+fn engine(path: &Path) -> Result<Engine, CliError> {
+    let settings = config::load(path)?;
+    let state = StateDir::open(&settings.state.dir)
+        .with_context(|| format!("opening the state directory {}", settings.state.dir.display()))?;
+    Ok(Engine::new(settings, state).context("starting the rotation engine")?)
+}
+
+/// Forwards SIGTERM, SIGINT and SIGHUP to a channel.
+fn forward_signals() -> Result<mpsc::Receiver<Signal>, CliError> {
+    let (tx, rx) = mpsc::channel(8);
+    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
+    tokio::spawn(async move {
+        loop {
+            let sig = tokio::select! {
+                _ = term.recv() => Signal::Terminate,
+                _ = int.recv() => Signal::Terminate,
+                _ = hup.recv() => Signal::Reload,
+            };
+            if tx.send(sig).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// `--run-now [--dry-run] [--force]`: one pass; the report goes to stdout.
+/// A terminate signal finishes the credential in hand; a second exits at once.
+pub async fn run_now(path: &Path, options: RunOptions) -> Result<u8, CliError> {
+    let mut engine = engine(path)?;
+    let mut signals = forward_signals()?;
+    let cancel = CancellationToken::new();
+    let watcher = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            while let Some(sig) = signals.recv().await {
+                if sig != Signal::Terminate {
+                    continue;
+                }
+                if cancel.is_cancelled() {
+                    eprintln!("Second terminate signal: exiting at once.");
+                    std::process::exit(i32::from(EXIT_FAILED));
+                }
+                tracing::info!("Terminate signal; finishing the credential in hand, then exiting.");
+                cancel.cancel();
+            }
+        })
+    };
+    let report = engine.run_once(options, &cancel).await;
+    watcher.abort();
+    print!("{}", report.render_text());
+    Ok(report.exit_code())
+}
+
+/// The daemon: runs on the schedule until SIGTERM/SIGINT.
+pub async fn daemon(path: &Path) -> Result<u8, CliError> {
+    let engine = engine(path)?;
+    let signals = forward_signals()?;
+    match schedule::run_daemon(engine, path.to_path_buf(), signals).await {
+        Exit::Graceful => Ok(EXIT_OK),
+        Exit::Immediate => Ok(EXIT_FAILED),
+    }
+}

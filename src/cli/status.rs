@@ -1,0 +1,97 @@
+//! `status [--json]`: what the state directory says, read without the lock
+//! and without any network call: last rotations, pending work, sink
+//! deliveries and the next scheduled run. Ids, times and fingerprints only.
+
+use super::{CliError, EXIT_OK};
+use crate::config::Settings;
+use crate::schedule::next_tick;
+use crate::state::StateDir;
+use anyhow::Context;
+use serde_json::json;
+use std::io::Write;
+
+pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u8, CliError> {
+    let view = StateDir::open_read_only(&settings.state.dir)
+        .with_context(|| format!("reading the state directory {}", settings.state.dir.display()))?;
+    let next_run = next_tick(&settings.schedule, chrono::Utc::now()).map(|t| t.to_rfc3339());
+    let mut credentials: Vec<_> = view.records.credentials.iter().collect();
+    credentials.sort_by(|a, b| b.1.rotated_at.cmp(&a.1.rotated_at).then(a.0.cmp(b.0)));
+    let due_after = chrono::Duration::from_std(settings.object_storage.max_age).unwrap_or(chrono::Duration::MAX);
+    let value = json!({
+        "state_dir": view.dir,
+        "initialised": view.exists,
+        "next_run": next_run,
+        "schedule": settings.schedule.cron_expr,
+        "timezone": settings.schedule.timezone.to_string(),
+        "client_secret": view.records.client_secret.as_ref().map(|r| json!({
+            "first_seen": r.first_seen,
+            "rotated_at": r.rotated_at,
+            "rotation_id": r.rotation_id,
+            "fingerprint": r.fingerprint.0,
+        })),
+        "credentials": credentials.iter().map(|(key, r)| json!({
+            "key": key,
+            "user_email": r.user_email,
+            "access_key": r.access_key,
+            "first_seen": r.first_seen,
+            "rotated_at": r.rotated_at,
+            "rotation_id": r.rotation_id,
+            "fingerprint": r.secret_fingerprint.0,
+            "due_at": r.rotated_at.map(|t| t + due_after),
+        })).collect::<Vec<_>>(),
+        "pending_rotations": view.journal.intents.iter().map(|i| json!({
+            "rotation_id": i.rotation_id,
+            "started_at": i.started_at,
+            "kind": match &i.kind {
+                crate::state::IntentKind::ObjectStorage { key, .. } => format!("object_storage {key}"),
+                crate::state::IntentKind::ClientSecret { .. } => "client_secret".to_string(),
+            },
+        })).collect::<Vec<_>>(),
+        "sinks": view.records.sinks.iter().map(|(id, s)| json!({
+            "sink": id,
+            "delivered_at": s.delivered_at,
+            "last_attempt": s.last_attempt,
+            "last_error": s.last_error,
+        })).collect::<Vec<_>>(),
+    });
+    if as_json {
+        serde_json::to_writer_pretty(&mut *out, &value).context("writing JSON")?;
+        writeln!(out).context("writing to stdout")?;
+        return Ok(EXIT_OK);
+    }
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "never".into());
+    let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").context("writing to stdout");
+    w(out, format!("State directory: {}{}", view.dir.display(), if view.exists { "" } else { " (not created yet)" }))?;
+    w(out, format!("Next run: {} ({} in {})", text(&value["next_run"]), settings.schedule.cron_expr, settings.schedule.timezone))?;
+    match &view.records.client_secret {
+        Some(r) => w(out, format!(
+            "Client secret: last rotated {} ({})",
+            r.rotated_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into()),
+            r.fingerprint.0
+        ))?,
+        None => w(out, "Client secret: no record".into())?,
+    }
+    let rotated = credentials.iter().filter(|(_, r)| r.rotated_at.is_some()).count();
+    w(out, format!("Object-storage credentials: {} known, {rotated} rotated by contabo-rotator", credentials.len()))?;
+    for (key, r) in credentials.iter().take(20) {
+        w(out, format!(
+            "  {} {} {}  last rotated {}",
+            r.user_email,
+            key,
+            r.access_key,
+            r.rotated_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into())
+        ))?;
+    }
+    if credentials.len() > 20 {
+        w(out, format!("  … and {} more (status --json lists all)", credentials.len() - 20))?;
+    }
+    w(out, format!("Pending rotations: {}", view.journal.intents.len()))?;
+    for (id, s) in &view.records.sinks {
+        w(out, format!(
+            "Sink {id}: delivered {}{}",
+            s.delivered_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into()),
+            s.last_error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+        ))?;
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,217 @@
+//! Client-secret rotation, exactly as DESIGN.md §4: with a valid token in
+//! hand, PUT a new secret, store it (0600, fsync) before anything else,
+//! switch the login to it, confirm it with a fresh login (retrying while the
+//! identity provider catches up), then record it. If the PUT's answer is
+//! lost, the new secret is read back with `GET /v1/users/client` using the
+//! token obtained before the PUT.
+
+use super::{crash, Engine, Rotated, RunReport};
+use crate::config::Settings;
+use crate::contabo::{ApiError, ContaboClient};
+use crate::state::{
+    AuditEvent, AuditKind, ClientSecretRecord, Intent, IntentKind, Records, StateDir, StateError,
+    StoredClientSecret,
+};
+use chrono::Utc;
+use secrecy::{ExposeSecret, SecretString};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Attempts to log in with a new secret before calling it unconfirmed.
+const CONFIRM_ATTEMPTS: u32 = 6;
+
+/// The client secrets to log in with, in order. The stored secret goes first
+/// while the configuration still holds the secret it replaced; if the
+/// operator has since put a different secret into the configuration, that
+/// one is tried first and the stored one kept as the fallback.
+pub(super) fn login_order(
+    settings: &Settings,
+    state: &StateDir,
+) -> Result<Vec<SecretString>, StateError> {
+    let configured = settings.api.client_secret.clone();
+    let Some(stored) = state.load_client_secret()? else {
+        return Ok(vec![configured]);
+    };
+    let configured_fp = state.fingerprint(&configured);
+    if state.fingerprint(&stored.secret) == configured_fp {
+        Ok(vec![configured])
+    } else if stored.superseded == configured_fp {
+        Ok(vec![stored.secret, configured])
+    } else {
+        Ok(vec![configured, stored.secret])
+    }
+}
+
+/// Rotates the client secret; returns the new secret when one was stored.
+pub(super) async fn rotate(
+    engine: &Engine,
+    client: &ContaboClient,
+    records: &mut Records,
+    report: &mut RunReport,
+) -> Option<SecretString> {
+    let state = &engine.state;
+    let subject = engine.settings.api.client_id.clone();
+    let token = match client.auth().access_token().await {
+        Ok(t) => t,
+        Err(err) => {
+            report.fail("client_secret", subject, err);
+            return None;
+        }
+    };
+    let old_fp = state.fingerprint(&client.auth().client_secret());
+    let rotation_id = Uuid::new_v4();
+    let mut journal = match state.load_journal() {
+        Ok(j) => j,
+        Err(err) => {
+            report.fail("state", "journal.json", err);
+            return None;
+        }
+    };
+    journal.begin(Intent {
+        rotation_id,
+        started_at: Utc::now(),
+        kind: IntentKind::ClientSecret {
+            old_fingerprint: old_fp.clone(),
+        },
+    });
+    if let Err(err) = state.save_journal(&journal) {
+        report.fail("state", "journal.json", err);
+        return None;
+    }
+    tracing::info!(%rotation_id, client_id = %subject, "Generating a new client secret.");
+    let new_secret = match client
+        .generate_client_secret(Some(rotation_id), Some(&token))
+        .await
+    {
+        Ok(generated) => generated.secret,
+        Err(err) if err.outcome_unknown() => {
+            tracing::warn!(%rotation_id, error = %err, "No answer to the client-secret PUT; reading the secret back.");
+            match client.get_client_with_token(&token).await {
+                Ok(api_client) if state.fingerprint(&api_client.secret) != old_fp => {
+                    api_client.secret
+                }
+                Ok(_) => {
+                    settle(state, &mut journal, rotation_id);
+                    report.fail("client_secret", subject, format!("not rotated: {err}"));
+                    return None;
+                }
+                Err(read_err) => {
+                    // The intent stays: the next run reads the secret back.
+                    report.fail(
+                        "client_secret",
+                        subject,
+                        format!("{err}; reading it back failed too: {read_err}"),
+                    );
+                    return None;
+                }
+            }
+        }
+        Err(err) => {
+            settle(state, &mut journal, rotation_id);
+            report.fail("client_secret", subject, err);
+            return None;
+        }
+    };
+    if new_secret.expose_secret().is_empty() {
+        settle(state, &mut journal, rotation_id);
+        report.fail("client_secret", subject, "the API returned an empty secret");
+        return None;
+    }
+    let now = Utc::now();
+    let stored = StoredClientSecret {
+        secret: new_secret.clone(),
+        rotated_at: now,
+        rotation_id,
+        superseded: state.fingerprint(&engine.settings.api.client_secret),
+    };
+    if let Err(err) = state.store_client_secret(&stored) {
+        // The API already switched; this process keeps working with the new
+        // secret in memory, and the failure is loud.
+        tracing::error!(%rotation_id, error = %err, "The new client secret could not be stored.");
+        report.fail(
+            "client_secret",
+            subject.clone(),
+            format!("new secret NOT stored: {err}"),
+        );
+    }
+    crash::point("client-secret-after-store");
+    client.auth().set_client_secret(new_secret.clone()).await;
+    let confirmed = confirm(client, &new_secret).await;
+    crash::point("client-secret-after-confirm");
+    let new_fp = state.fingerprint(&new_secret);
+    let first_seen = records
+        .client_secret
+        .as_ref()
+        .map(|r| r.first_seen)
+        .unwrap_or(now);
+    records.client_secret = Some(ClientSecretRecord {
+        first_seen,
+        rotated_at: Some(now),
+        rotation_id: Some(rotation_id),
+        fingerprint: new_fp.clone(),
+    });
+    if let Err(err) = state.save_records(records) {
+        report.fail("state", "records.json", err);
+        return Some(new_secret);
+    }
+    settle(state, &mut journal, rotation_id);
+    let _ = state.audit(&AuditEvent {
+        at: now,
+        event: AuditKind::Rotation,
+        rotation_id: Some(rotation_id),
+        trace_id: Some(client.trace_id().to_owned()),
+        subject: subject.clone(),
+        detail: serde_json::json!({
+            "kind": "client_secret",
+            "old_fingerprint": old_fp.0,
+            "new_fingerprint": new_fp.0,
+            "confirmed": confirmed.is_ok(),
+        }),
+    });
+    if let Err(err) = confirmed {
+        report.fail(
+            "client_secret",
+            subject.clone(),
+            format!("rotated and stored, but a login with the new secret failed: {err}"),
+        );
+    } else {
+        tracing::info!(%rotation_id, "Rotated the client secret; logins now use the stored secret.");
+    }
+    report.rotated.push(Rotated {
+        kind: "client_secret",
+        subject,
+        rotation_id,
+        old_access_key: None,
+        new_access_key: None,
+        old_fingerprint: old_fp.0,
+        new_fingerprint: new_fp.0,
+        recovered: false,
+    });
+    Some(new_secret)
+}
+
+/// Logs in with the new secret, waiting a little longer after each refusal
+/// while the identity provider propagates it.
+async fn confirm(client: &ContaboClient, secret: &SecretString) -> Result<(), ApiError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match client.auth().login_with_secret(secret).await {
+            Ok(_) => return Ok(()),
+            Err(err) if attempt >= CONFIRM_ATTEMPTS => return Err(err),
+            Err(err) => {
+                tracing::debug!(attempt, error = %err, "The new client secret is not accepted yet.");
+                tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
+            }
+        }
+    }
+}
+
+/// Removes a settled intent from the journal (a failure to save it only
+/// means the next run re-checks an outcome that is already known).
+fn settle(state: &StateDir, journal: &mut crate::state::Journal, rotation_id: Uuid) {
+    journal.finish(rotation_id);
+    if let Err(err) = state.save_journal(journal) {
+        tracing::warn!(error = %err, "Could not clear a settled intent from the journal.");
+    }
+}

@@ -1,0 +1,163 @@
+//! Start-up recovery: intents left in the journal by an interrupted run are
+//! resolved before any new work, by reading the API's current values and
+//! comparing fingerprints with the values before the mutating call.
+
+use super::{new_record, Engine, Rotated, RunReport};
+use crate::contabo::ContaboClient;
+use crate::inventory::CredentialEntry;
+use crate::state::{AuditEvent, AuditKind, ClientSecretRecord, IntentKind, Records, StoredClientSecret};
+
+/// Resolves every journal intent it can; unresolved ones stay for later.
+pub(super) async fn resume(
+    engine: &mut Engine,
+    client: &ContaboClient,
+    records: &mut Records,
+    report: &mut RunReport,
+) {
+    let state = engine.state.clone();
+    let mut journal = match state.load_journal() {
+        Ok(j) => j,
+        Err(err) => {
+            report.fail("state", "journal.json", err);
+            return;
+        }
+    };
+    if journal.intents.is_empty() {
+        return;
+    }
+    tracing::info!(pending = journal.intents.len(), "Resuming rotations an earlier run left unfinished.");
+    for intent in journal.intents.clone() {
+        let id = intent.rotation_id;
+        match &intent.kind {
+            IntentKind::ObjectStorage {
+                key,
+                user_email,
+                old_access_key,
+                old_fingerprint,
+            } => {
+                let subject = format!("{user_email}/{}/{}", key.object_storage_id, key.credential_id);
+                match client
+                    .get_credential(&key.user_id, &key.object_storage_id, key.credential_id)
+                    .await
+                {
+                    Ok(current) => {
+                        let fp = state.fingerprint(&current.secret_key);
+                        if &fp != old_fingerprint || &current.access_key != old_access_key {
+                            let entry = CredentialEntry {
+                                user_id: key.user_id.clone(),
+                                user_email: user_email.clone(),
+                                object_storage_id: key.object_storage_id.clone(),
+                                object_storage_name: current.display_name.clone(),
+                                region: current.region.clone(),
+                                s3_url: String::new(),
+                                credential_id: key.credential_id,
+                                access_key: current.access_key.clone(),
+                                secret_key: current.secret_key.clone(),
+                            };
+                            let record = records
+                                .credentials
+                                .entry(key.to_string())
+                                .or_insert_with(|| new_record(&entry, &state, intent.started_at));
+                            record.rotated_at = Some(intent.started_at);
+                            record.rotation_id = Some(id);
+                            record.access_key = current.access_key.clone();
+                            record.secret_fingerprint = fp.clone();
+                            recovered(engine, client, report, "object_storage", subject, id, Some(old_access_key.clone()), Some(current.access_key.clone()), old_fingerprint.0.clone(), fp.0);
+                        } else {
+                            tracing::info!(rotation_id = %id, "The interrupted regenerate was not applied.");
+                        }
+                        journal.finish(id);
+                    }
+                    Err(err) if err.status() == Some(404) => {
+                        tracing::info!(rotation_id = %id, "The credential of an interrupted rotation no longer exists.");
+                        journal.finish(id);
+                    }
+                    Err(err) => report.fail("resume", subject, err),
+                }
+            }
+            IntentKind::ClientSecret { old_fingerprint } => {
+                let subject = engine.settings.api.client_id.clone();
+                match client.get_client().await {
+                    Ok(api_client) => {
+                        let fp = state.fingerprint(&api_client.secret);
+                        if &fp != old_fingerprint {
+                            if state.fingerprint(&client.auth().client_secret()) != fp {
+                                let stored = StoredClientSecret {
+                                    secret: api_client.secret.clone(),
+                                    rotated_at: intent.started_at,
+                                    rotation_id: id,
+                                    superseded: state.fingerprint(&engine.settings.api.client_secret),
+                                };
+                                if let Err(err) = state.store_client_secret(&stored) {
+                                    report.fail("client_secret", subject, format!("recovered secret NOT stored: {err}"));
+                                    continue;
+                                }
+                                client.auth().set_client_secret(api_client.secret.clone()).await;
+                            }
+                            engine.login_secrets = vec![api_client.secret.clone(), engine.settings.api.client_secret.clone()];
+                            let first_seen = records.client_secret.as_ref().map(|r| r.first_seen).unwrap_or(intent.started_at);
+                            records.client_secret = Some(ClientSecretRecord {
+                                first_seen,
+                                rotated_at: Some(intent.started_at),
+                                rotation_id: Some(id),
+                                fingerprint: fp.clone(),
+                            });
+                            recovered(engine, client, report, "client_secret", subject, id, None, None, old_fingerprint.0.clone(), fp.0);
+                        } else {
+                            tracing::info!(rotation_id = %id, "The interrupted client-secret rotation was not applied.");
+                        }
+                        journal.finish(id);
+                    }
+                    Err(err) => report.fail("resume", subject, err),
+                }
+            }
+        }
+    }
+    if let Err(err) = state.save_records(records) {
+        report.fail("state", "records.json", err);
+        return;
+    }
+    if let Err(err) = state.save_journal(&journal) {
+        report.fail("state", "journal.json", err);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn recovered(
+    engine: &Engine,
+    client: &ContaboClient,
+    report: &mut RunReport,
+    kind: &'static str,
+    subject: String,
+    rotation_id: uuid::Uuid,
+    old_access_key: Option<String>,
+    new_access_key: Option<String>,
+    old_fingerprint: String,
+    new_fingerprint: String,
+) {
+    tracing::info!(%rotation_id, kind, subject = %subject, "Recovered an interrupted rotation.");
+    let _ = engine.state.audit(&AuditEvent {
+        at: chrono::Utc::now(),
+        event: AuditKind::Recovery,
+        rotation_id: Some(rotation_id),
+        trace_id: Some(client.trace_id().to_owned()),
+        subject: subject.clone(),
+        detail: serde_json::json!({
+            "kind": kind,
+            "old_access_key": old_access_key,
+            "new_access_key": new_access_key,
+            "old_fingerprint": old_fingerprint,
+            "new_fingerprint": new_fingerprint,
+        }),
+    });
+    report.rotated.push(Rotated {
+        kind,
+        subject,
+        rotation_id,
+        old_access_key,
+        new_access_key,
+        old_fingerprint,
+        new_fingerprint,
+        recovered: true,
+    });
+}

@@ -1,0 +1,296 @@
+//! S3 credential rotation: PATCH regenerate (the rotation id as the
+//! `x-request-id`), then one re-read of the user's credentials that both
+//! confirms the new keys and picks up every storage sharing them.
+//!
+//! The re-read is a list of the user's credentials rather than one GET per
+//! credential: it is the confirming read for all of that user's rotations at
+//! once and catches storages whose keys changed with them (the spec says
+//! storages in several locations share credentials). Users are handled
+//! concurrently, up to `[api] concurrency` at once; within a user the
+//! credentials go one after another, and the shutdown signal is checked
+//! before each one.
+
+use super::{crash, key_of, subject_of, Engine, Rotated, RunReport};
+use crate::contabo::models::{Credential, CredentialFilter};
+use crate::contabo::{ApiError, ContaboClient};
+use crate::inventory::CredentialEntry;
+use crate::state::{AuditEvent, AuditKind, Intent, IntentKind, Records};
+use chrono::Utc;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::{Mutex, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// What happened to one user's due credentials.
+struct UserOutcome {
+    user_id: String,
+    /// (entry before, rotation id, keys from the PATCH answer if any).
+    attempted: Vec<(CredentialEntry, Uuid, Option<Credential>)>,
+    failed: Vec<(CredentialEntry, ApiError)>,
+    /// The user's credentials as re-read after the PATCHes.
+    reread: Option<Result<Vec<Credential>, ApiError>>,
+}
+
+/// Rotates the credentials at `due` (indexes into `credentials`), updates
+/// `credentials` with the API's values after the run, and records everything.
+pub(super) async fn rotate_due(
+    engine: &Engine,
+    client: &ContaboClient,
+    records: &mut Records,
+    credentials: &mut [CredentialEntry],
+    due: Vec<usize>,
+    cancel: &CancellationToken,
+    report: &mut RunReport,
+) {
+    if due.is_empty() {
+        return;
+    }
+    let mut by_user: BTreeMap<String, Vec<CredentialEntry>> = BTreeMap::new();
+    for i in due {
+        by_user
+            .entry(credentials[i].user_id.clone())
+            .or_default()
+            .push(credentials[i].clone());
+    }
+    let journal = Arc::new(Mutex::new(match engine.state.load_journal() {
+        Ok(j) => j,
+        Err(err) => {
+            report.fail("state", "journal.json", err);
+            return;
+        }
+    }));
+    let slots = Arc::new(Semaphore::new(engine.settings.api.concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    for (user_id, entries) in by_user {
+        let client = client.clone();
+        let journal = journal.clone();
+        let slots = slots.clone();
+        let cancel = cancel.clone();
+        let state = engine.state.clone();
+        tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await.expect("never closed");
+            rotate_user(&client, &state, &journal, user_id, entries, &cancel).await
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        outcomes.push(joined.expect("rotation task panicked"));
+    }
+    outcomes.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+
+    let mut finished = Vec::new();
+    for outcome in outcomes {
+        merge_user(engine, client, records, credentials, outcome, report, &mut finished);
+    }
+    // Records first, then the intents they settle: a crash in between only
+    // replays intents whose outcome the records already hold.
+    if let Err(err) = engine.state.save_records(records) {
+        report.fail("state", "records.json", err);
+        return;
+    }
+    crash::point("s3-after-record");
+    let mut journal = journal.lock().await;
+    for id in finished {
+        journal.finish(id);
+    }
+    if let Err(err) = engine.state.save_journal(&journal) {
+        report.fail("state", "journal.json", err);
+    }
+}
+
+async fn rotate_user(
+    client: &ContaboClient,
+    state: &Arc<crate::state::StateDir>,
+    journal: &Mutex<crate::state::Journal>,
+    user_id: String,
+    entries: Vec<CredentialEntry>,
+    cancel: &CancellationToken,
+) -> UserOutcome {
+    let mut outcome = UserOutcome {
+        user_id: user_id.clone(),
+        attempted: Vec::new(),
+        failed: Vec::new(),
+        reread: None,
+    };
+    for entry in entries {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let rotation_id = Uuid::new_v4();
+        {
+            let mut journal = journal.lock().await;
+            journal.begin(Intent {
+                rotation_id,
+                started_at: Utc::now(),
+                kind: IntentKind::ObjectStorage {
+                    key: key_of(&entry),
+                    user_email: entry.user_email.clone(),
+                    old_access_key: entry.access_key.clone(),
+                    old_fingerprint: state.fingerprint(&entry.secret_key),
+                },
+            });
+            if let Err(err) = state.save_journal(&journal) {
+                journal.finish(rotation_id);
+                outcome.failed.push((
+                    entry,
+                    ApiError::Setup(format!("cannot record the intent: {err}")),
+                ));
+                continue;
+            }
+        }
+        tracing::info!(
+            %rotation_id,
+            credential_id = entry.credential_id,
+            user = %entry.user_email,
+            "Regenerating object-storage credential."
+        );
+        match client
+            .regenerate_credential(
+                &entry.user_id,
+                &entry.object_storage_id,
+                entry.credential_id,
+                Some(rotation_id),
+            )
+            .await
+        {
+            Ok(new) => {
+                crash::point("s3-after-regenerate");
+                outcome.attempted.push((entry, rotation_id, Some(new)));
+            }
+            // The PATCH may have been applied: the re-read decides.
+            Err(err) if err.outcome_unknown() => {
+                tracing::warn!(%rotation_id, error = %err, "No answer to the regenerate call; reading back.");
+                outcome.attempted.push((entry, rotation_id, None));
+            }
+            Err(err) => {
+                journal.lock().await.finish(rotation_id);
+                outcome.failed.push((entry, err));
+            }
+        }
+    }
+    if !outcome.attempted.is_empty() {
+        outcome.reread = Some(
+            client
+                .list_credentials(&user_id, &CredentialFilter::default())
+                .await,
+        );
+        crash::point("s3-after-confirm");
+    }
+    outcome
+}
+
+/// Folds one user's outcome into the records, the report and the entries.
+fn merge_user(
+    engine: &Engine,
+    client: &ContaboClient,
+    records: &mut Records,
+    credentials: &mut [CredentialEntry],
+    outcome: UserOutcome,
+    report: &mut RunReport,
+    finished: &mut Vec<Uuid>,
+) {
+    let state = &engine.state;
+    for (entry, err) in outcome.failed {
+        audit_failure(engine, client, &entry, None, &err);
+        report.fail("object_storage", subject_of(&entry), err);
+    }
+    let reread = match outcome.reread {
+        Some(Ok(list)) => Some(list),
+        Some(Err(err)) => {
+            tracing::warn!(user = %outcome.user_id, error = %err, "Could not re-read the user's credentials.");
+            None
+        }
+        None => None,
+    };
+    for (entry, rotation_id, answer) in outcome.attempted {
+        let old_fp = state.fingerprint(&entry.secret_key);
+        let current = reread
+            .as_ref()
+            .and_then(|list| list.iter().find(|c| c.credential_id == entry.credential_id))
+            .or(answer.as_ref());
+        let Some(current) = current else {
+            // Neither an answer nor a re-read: the intent stays in the
+            // journal and the next run resolves it.
+            report.fail(
+                "object_storage",
+                subject_of(&entry),
+                "regenerate sent but not confirmed; will be resolved on the next run",
+            );
+            continue;
+        };
+        let new_fp = state.fingerprint(&current.secret_key);
+        finished.push(rotation_id);
+        if new_fp == old_fp && current.access_key == entry.access_key {
+            let err = "the regenerate call got no answer and the credential did not change";
+            audit_failure(engine, client, &entry, Some(rotation_id), &err);
+            report.fail("object_storage", subject_of(&entry), err);
+            continue;
+        }
+        let now = Utc::now();
+        let key = key_of(&entry).to_string();
+        let record = records
+            .credentials
+            .entry(key)
+            .or_insert_with(|| super::new_record(&entry, state, now));
+        record.rotated_at = Some(now);
+        record.rotation_id = Some(rotation_id);
+        record.access_key = current.access_key.clone();
+        record.secret_fingerprint = new_fp.clone();
+        let _ = state.audit(&AuditEvent {
+            at: now,
+            event: AuditKind::Rotation,
+            rotation_id: Some(rotation_id),
+            trace_id: Some(client.trace_id().to_owned()),
+            subject: subject_of(&entry),
+            detail: serde_json::json!({
+                "kind": "object_storage",
+                "old_access_key": entry.access_key,
+                "new_access_key": current.access_key,
+                "old_fingerprint": old_fp.0,
+                "new_fingerprint": new_fp.0,
+                "confirmed": reread.is_some(),
+            }),
+        });
+        tracing::info!(%rotation_id, credential_id = entry.credential_id, user = %entry.user_email, "Rotated object-storage credential.");
+        report.rotated.push(Rotated {
+            kind: "object_storage",
+            subject: subject_of(&entry),
+            rotation_id,
+            old_access_key: Some(entry.access_key.clone()),
+            new_access_key: Some(current.access_key.clone()),
+            old_fingerprint: old_fp.0,
+            new_fingerprint: new_fp.0,
+            recovered: false,
+        });
+    }
+    // Deliver what the API holds now, for every storage of this user.
+    let fresh = reread.unwrap_or_default();
+    for c in credentials
+        .iter_mut()
+        .filter(|c| c.user_id == outcome.user_id)
+    {
+        if let Some(now) = fresh.iter().find(|f| f.credential_id == c.credential_id) {
+            c.access_key = now.access_key.clone();
+            c.secret_key = now.secret_key.clone();
+        }
+    }
+}
+
+fn audit_failure(
+    engine: &Engine,
+    client: &ContaboClient,
+    entry: &CredentialEntry,
+    rotation_id: Option<Uuid>,
+    err: &dyn std::fmt::Display,
+) {
+    let _ = engine.state.audit(&AuditEvent {
+        at: Utc::now(),
+        event: AuditKind::Failure,
+        rotation_id,
+        trace_id: Some(client.trace_id().to_owned()),
+        subject: subject_of(entry),
+        detail: serde_json::json!({ "kind": "object_storage", "error": err.to_string() }),
+    });
+}
