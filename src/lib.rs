@@ -4,3 +4,4 @@
 //! The binary (`src/main.rs`) is a thin shell around [`cli::run`].
 
 pub mod contabo;
+pub mod state;
