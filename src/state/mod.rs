@@ -20,17 +20,20 @@
 //! takes the lock); [`StateDir::open_read_only`] is for `status`, which must
 //! neither wait for nor disturb a running daemon.
 
+mod audit;
 mod error;
 mod fingerprint;
 mod fs;
 mod journal;
 mod records;
+mod secret_store;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
 
+pub use audit::{AuditEvent, AuditKind};
 pub use error::StateError;
 pub use fingerprint::Fingerprint;
 pub use fs::{remove_stale_temp_files, write_atomic, write_atomic_with};
@@ -39,12 +42,14 @@ pub use records::{
     ClientSecretRecord, CredentialKey, CredentialRecord, ParseCredentialKeyError, Records,
     SinkRecord, RECORDS_VERSION,
 };
+pub use secret_store::StoredClientSecret;
 
 use fingerprint::FingerprintKey;
 
 const LOCK_FILE: &str = "lock";
 const RECORDS_FILE: &str = "records.json";
 const JOURNAL_FILE: &str = "journal.json";
+const AUDIT_FILE: &str = "audit.log";
 const CLIENT_SECRET_FILE: &str = "client-secret.json";
 const KEY_FILE: &str = "fingerprint.key";
 
@@ -72,8 +77,8 @@ pub struct StateView {
 
 impl StateDir {
     /// Opens `dir` for exclusive use: creates it (mode 0700, parents too) if
-    /// missing, takes the lock, removes temp files left by a crash and
-    /// loads (or creates) the fingerprint key.
+    /// missing, takes the lock, removes temp files left by a crash, ends a
+    /// torn audit line and loads (or creates) the fingerprint key.
     ///
     /// Fails with [`StateError::Locked`] if another process holds the lock.
     pub fn open(dir: &Path) -> Result<StateDir, StateError> {
@@ -87,6 +92,7 @@ impl StateDir {
                 "Removed temp files left by an interrupted write."
             );
         }
+        audit::repair_tail(dir)?;
         let key = FingerprintKey::load_or_create(dir)?;
         Ok(StateDir {
             dir: dir.to_path_buf(),

@@ -5,7 +5,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use chrono::{TimeZone, Utc};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::*;
@@ -57,6 +57,15 @@ fn sample_records(state: &StateDir) -> Records {
         },
     );
     records
+}
+
+fn stored_secret() -> StoredClientSecret {
+    StoredClientSecret {
+        secret: SecretString::from(SECRET),
+        rotated_at: Utc.with_ymd_and_hms(2026, 3, 1, 3, 30, 0).unwrap(),
+        rotation_id: Uuid::new_v4(),
+        superseded: Fingerprint("hmac-sha256:feedface".into()),
+    }
 }
 
 #[test]
@@ -241,6 +250,62 @@ fn corrupt_journal_and_key_are_reported() {
 }
 
 #[test]
+fn client_secret_round_trips_privately() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    assert!(state.load_client_secret().unwrap().is_none());
+
+    let stored = stored_secret();
+    state.store_client_secret(&stored).unwrap();
+    let path = dir.path().join(CLIENT_SECRET_FILE);
+    assert_eq!(mode(&path), 0o600);
+
+    let loaded = state.load_client_secret().unwrap().unwrap();
+    assert_eq!(loaded.secret.expose_secret(), SECRET);
+    assert_eq!(loaded.rotated_at, stored.rotated_at);
+    assert_eq!(loaded.rotation_id, stored.rotation_id);
+    assert_eq!(loaded.superseded, stored.superseded);
+
+    let debug = format!("{loaded:?} {stored:?}");
+    assert!(!debug.contains(SECRET), "{debug}");
+    assert!(debug.contains("[REDACTED]"), "{debug}");
+}
+
+#[test]
+fn a_client_secret_readable_by_others_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    state.store_client_secret(&stored_secret()).unwrap();
+    let path = dir.path().join(CLIENT_SECRET_FILE);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+
+    let err = state.load_client_secret().unwrap_err();
+    assert!(
+        matches!(&err, StateError::Permissions { mode: 0o644, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(!text.contains(SECRET), "{text}");
+
+    // Storing again replaces it with a private file.
+    state.store_client_secret(&stored_secret()).unwrap();
+    assert_eq!(mode(&path), 0o600);
+}
+
+#[test]
+fn a_corrupt_client_secret_is_reported_without_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    let path = dir.path().join(CLIENT_SECRET_FILE);
+    write_atomic(&path, format!("{{\"secret\": {SECRET}}}").as_bytes(), 0o600).unwrap();
+    let err = state.load_client_secret().unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("client-secret.json is corrupt"), "{text}");
+    assert!(!text.contains(SECRET) && !text.contains("Zq8"), "{text}");
+}
+
+#[test]
 fn a_world_readable_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(StateDir::open(dir.path()).unwrap());
@@ -251,6 +316,62 @@ fn a_world_readable_key_is_refused() {
         matches!(err, StateError::Permissions { mode: 0o604, .. }),
         "{err:?}"
     );
+}
+
+#[test]
+fn audit_appends_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    let event = |event, subject: &str| AuditEvent {
+        at: Utc::now(),
+        event,
+        rotation_id: Some(Uuid::new_v4()),
+        trace_id: Some("trace-1".into()),
+        subject: subject.into(),
+        detail: serde_json::json!({ "note": "multi\nline" }),
+    };
+    state
+        .audit(&event(AuditKind::Rotation, "u-1/os-1/42"))
+        .unwrap();
+    state
+        .audit(&event(AuditKind::Delivery, "file:/etc/app.json"))
+        .unwrap();
+
+    let path = dir.path().join(AUDIT_FILE);
+    assert_eq!(mode(&path), 0o600);
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.ends_with('\n'));
+    let events: Vec<AuditEvent> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].event, AuditKind::Rotation);
+    assert_eq!(events[1].subject, "file:/etc/app.json");
+    assert!(text.contains(r#""event":"delivery""#), "{text}");
+}
+
+#[test]
+fn a_torn_audit_line_is_ended_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(StateDir::open(dir.path()).unwrap());
+    let path = dir.path().join(AUDIT_FILE);
+    fs::write(&path, "{\"at\":\"2026-01-01T00:00:00Z\",\"ev").unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    state
+        .audit(&AuditEvent {
+            at: Utc::now(),
+            event: AuditKind::Recovery,
+            rotation_id: None,
+            trace_id: None,
+            subject: "client_secret".into(),
+            detail: serde_json::Value::Null,
+        })
+        .unwrap();
+    let text = fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    serde_json::from_str::<AuditEvent>(lines[1]).unwrap();
 }
 
 #[test]
