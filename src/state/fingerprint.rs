@@ -1,0 +1,127 @@
+//! Secret fingerprints: a keyed hash that tells two secrets apart without
+//! revealing either.
+//!
+//! A plain hash of a short secret could be brute-forced from the records or
+//! the audit log, so fingerprints are HMAC-SHA256 under a random key that
+//! never leaves the state directory (`fingerprint.key`, mode 0600, created on
+//! first open). The same secret always gets the same fingerprint for a given
+//! state directory; a different directory (key) gives a different one.
+
+use std::fmt;
+use std::path::Path;
+
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use super::fs::{read_private, write_atomic};
+use super::StateError;
+
+/// Length of the key in `fingerprint.key`.
+const KEY_LEN: usize = 32;
+/// How many bytes of the MAC are kept: 128 bits is ample to tell secrets apart.
+const KEPT_LEN: usize = 16;
+const PREFIX: &str = "hmac-sha256:";
+
+/// `hmac-sha256:<32 hex digits>`: identifies a secret in records, audit
+/// lines and webhooks without revealing it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Fingerprint(pub String);
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The HMAC key; its `Debug` is redacted and it is zeroed on drop.
+pub(crate) struct FingerprintKey(SecretBox<[u8; KEY_LEN]>);
+
+impl fmt::Debug for FingerprintKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FingerprintKey([REDACTED])")
+    }
+}
+
+impl FingerprintKey {
+    /// Loads `<dir>/fingerprint.key`, creating it with fresh random bytes if
+    /// absent. The caller holds the directory lock, so creation cannot race.
+    pub(crate) fn load_or_create(dir: &Path) -> Result<FingerprintKey, StateError> {
+        let path = dir.join(super::KEY_FILE);
+        if let Some(bytes) = read_private(&path)? {
+            let key: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {
+                StateError::corrupt(
+                    &path,
+                    format!("it holds {} bytes, a key is {KEY_LEN}", bytes.len()),
+                )
+            })?;
+            return Ok(FingerprintKey::from_bytes(key));
+        }
+        let mut key = [0u8; KEY_LEN];
+        rand::rng().fill_bytes(&mut key);
+        let created = FingerprintKey::from_bytes(key);
+        write_atomic(&path, created.0.expose_secret(), 0o600)?;
+        Ok(created)
+    }
+
+    fn from_bytes(key: [u8; KEY_LEN]) -> FingerprintKey {
+        FingerprintKey(SecretBox::new(Box::new(key)))
+    }
+
+    /// The fingerprint of `secret` under this key.
+    pub(crate) fn fingerprint(&self, secret: &SecretString) -> Fingerprint {
+        fingerprint_with(self.0.expose_secret(), secret.expose_secret().as_bytes())
+    }
+}
+
+fn fingerprint_with(key: &[u8], secret: &[u8]) -> Fingerprint {
+    // HMAC takes keys of any length, so this cannot fail.
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
+    mac.update(secret);
+    let digest = mac.finalize().into_bytes();
+    let mut text = String::with_capacity(PREFIX.len() + 2 * KEPT_LEN);
+    text.push_str(PREFIX);
+    for byte in &digest[..KEPT_LEN] {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    Fingerprint(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> FingerprintKey {
+        FingerprintKey::from_bytes([byte; KEY_LEN])
+    }
+
+    #[test]
+    fn format_is_truncated_hmac_sha256() {
+        // RFC 4231 test case 1: the format must never change, or every
+        // recorded fingerprint would stop matching after an upgrade.
+        let fp = fingerprint_with(&[0x0b; 20], b"Hi There");
+        assert_eq!(fp.0, "hmac-sha256:b0344c61d8db38535ca8afceaf0bf12b");
+    }
+
+    #[test]
+    fn stable_for_one_key_different_across_keys() {
+        let secret = SecretString::from("Q7!zP-9#kX$wLm@R");
+        assert_eq!(key(1).fingerprint(&secret), key(1).fingerprint(&secret));
+        assert_ne!(key(1).fingerprint(&secret), key(2).fingerprint(&secret));
+        let other = SecretString::from("Q7!zP-9#kX$wLm@S");
+        assert_ne!(key(1).fingerprint(&secret), key(1).fingerprint(&other));
+    }
+
+    #[test]
+    fn reveals_no_part_of_the_secret() {
+        let text = "Q7!zP-9#kX$wLm@R";
+        let fp = key(7).fingerprint(&SecretString::from(text)).0;
+        for window in text.as_bytes().windows(3) {
+            let window = std::str::from_utf8(window).unwrap();
+            assert!(!fp.contains(window), "{fp} contains {window}");
+        }
+        assert!(!format!("{:?}", key(7)).contains('7'));
+    }
+}

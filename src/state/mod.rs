@@ -1,0 +1,137 @@
+//! The state directory: the daemon's durable memory.
+//!
+//! ```text
+//! <dir>/                   mode 0700 when created here
+//!   lock                   exclusive lock for the process lifetime; holds its pid
+//!   records.json           rotation and delivery records (no secrets)
+//!   journal.json           rotations in flight, resumed at start-up
+//!   audit.log              append-only JSON lines
+//!   client-secret.json     the rotated client secret (0600; the only secret here)
+//!   fingerprint.key        32 random bytes (0600): the HMAC key of fingerprints
+//! ```
+//!
+//! Every file is replaced with [`write_atomic`], so a crash at any instant
+//! leaves the old or the new version. A state file that cannot be parsed is
+//! an error ([`StateError::Corrupt`]), never a silent reset to empty: an
+//! empty record set would make every credential look new. A missing file is
+//! a first run.
+//!
+//! [`StateDir::open`] is for the process that works on the directory (it
+//! takes the lock); [`StateDir::open_read_only`] is for `status`, which must
+//! neither wait for nor disturb a running daemon.
+
+mod audit;
+mod error;
+mod fingerprint;
+mod fs;
+mod journal;
+mod records;
+mod secret_store;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+
+pub use audit::{AuditEvent, AuditKind};
+pub use error::StateError;
+pub use fingerprint::Fingerprint;
+pub use fs::{remove_stale_temp_files, write_atomic, write_atomic_with};
+pub use journal::{Intent, IntentKind, Journal, JOURNAL_VERSION};
+pub use records::{
+    ClientSecretRecord, CredentialKey, CredentialRecord, ParseCredentialKeyError, Records,
+    SinkRecord, RECORDS_VERSION,
+};
+pub use secret_store::StoredClientSecret;
+
+use fingerprint::FingerprintKey;
+
+const LOCK_FILE: &str = "lock";
+const RECORDS_FILE: &str = "records.json";
+const JOURNAL_FILE: &str = "journal.json";
+const AUDIT_FILE: &str = "audit.log";
+const CLIENT_SECRET_FILE: &str = "client-secret.json";
+const KEY_FILE: &str = "fingerprint.key";
+
+/// An open, locked state directory. Dropping it releases the lock.
+#[derive(Debug)]
+pub struct StateDir {
+    dir: PathBuf,
+    /// Held only for its lock, which lasts as long as this handle is open.
+    _lock: File,
+    /// Keys every [`Fingerprint`] made through [`StateDir::fingerprint`].
+    key: FingerprintKey,
+}
+
+/// A snapshot of the state read without the lock, for `status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateView {
+    /// The directory that was read.
+    pub dir: PathBuf,
+    /// False if the directory does not exist yet (the daemon never ran);
+    /// records and journal are then empty.
+    pub exists: bool,
+    pub records: Records,
+    pub journal: Journal,
+}
+
+impl StateDir {
+    /// Opens `dir` for exclusive use: creates it (mode 0700, parents too) if
+    /// missing, takes the lock, removes temp files left by a crash, ends a
+    /// torn audit line and loads (or creates) the fingerprint key.
+    ///
+    /// Fails with [`StateError::Locked`] if another process holds the lock.
+    pub fn open(dir: &Path) -> Result<StateDir, StateError> {
+        fs::create_dir(dir)?;
+        let lock = fs::lock(dir)?;
+        let removed = fs::remove_all_temp_files(dir)?;
+        if removed > 0 {
+            tracing::info!(
+                dir = %dir.display(),
+                removed,
+                "Removed temp files left by an interrupted write."
+            );
+        }
+        audit::repair_tail(dir)?;
+        let key = FingerprintKey::load_or_create(dir)?;
+        Ok(StateDir {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            key,
+        })
+    }
+
+    /// Reads the records and the journal without taking the lock and without
+    /// writing anything. A missing directory is an empty view.
+    pub fn open_read_only(dir: &Path) -> Result<StateView, StateError> {
+        let exists = match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => true,
+            Ok(_) => {
+                let err = std::io::Error::other("it exists but is not a directory");
+                return Err(StateError::io("read", dir, err));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(StateError::io("read", dir, e)),
+        };
+        Ok(StateView {
+            dir: dir.to_path_buf(),
+            exists,
+            records: records::load(dir)?,
+            journal: journal::load(dir)?,
+        })
+    }
+
+    /// The directory this handle locks.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `hmac-sha256:<hex>` of `secret` under this directory's key: stable
+    /// for the same secret, useless for recovering it.
+    pub fn fingerprint(&self, secret: &SecretString) -> Fingerprint {
+        self.key.fingerprint(secret)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+//! `records.json`: what the daemon knows about each secret it manages and
+//! what each sink last received.
+//!
+//! The Contabo API gives no timestamps, so these records are the only source
+//! of "when was this rotated". They hold identifiers, times and
+//! [`Fingerprint`]s, never a secret value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use uuid::Uuid;
+
+use super::fs::{check_version, read_json, to_json, write_atomic};
+use super::{Fingerprint, StateDir, StateError};
+
+/// The `version` this build writes and reads.
+pub const RECORDS_VERSION: u32 = 1;
+
+/// The content of `records.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Records {
+    /// Format version, [`RECORDS_VERSION`].
+    pub version: u32,
+    /// Object-storage credentials by [`CredentialKey::to_string`].
+    #[serde(default)]
+    pub credentials: BTreeMap<String, CredentialRecord>,
+    /// The account's OAuth client secret, once seen.
+    #[serde(default)]
+    pub client_secret: Option<ClientSecretRecord>,
+    /// Delivery state by a sink id chosen by the sink layer.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkRecord>,
+}
+
+impl Default for Records {
+    /// Empty records of the current version (a first run).
+    fn default() -> Records {
+        Records {
+            version: RECORDS_VERSION,
+            credentials: BTreeMap::new(),
+            client_secret: None,
+            sinks: BTreeMap::new(),
+        }
+    }
+}
+
+/// Identifies one S3 credential: `user_id/object_storage_id/credential_id`.
+/// Serialised as that string.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CredentialKey {
+    pub user_id: String,
+    pub object_storage_id: String,
+    pub credential_id: i64,
+}
+
+impl fmt::Display for CredentialKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}",
+            self.user_id, self.object_storage_id, self.credential_id
+        )
+    }
+}
+
+/// A string that is not `user_id/object_storage_id/credential_id`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a credential key is \"user_id/object_storage_id/credential_id\" with a numeric credential id"
+)]
+pub struct ParseCredentialKeyError;
+
+impl FromStr for CredentialKey {
+    type Err = ParseCredentialKeyError;
+
+    fn from_str(s: &str) -> Result<CredentialKey, ParseCredentialKeyError> {
+        let mut parts = s.split('/');
+        let (Some(user_id), Some(object_storage_id), Some(credential_id), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(ParseCredentialKeyError);
+        };
+        if user_id.is_empty() || object_storage_id.is_empty() {
+            return Err(ParseCredentialKeyError);
+        }
+        Ok(CredentialKey {
+            user_id: user_id.to_owned(),
+            object_storage_id: object_storage_id.to_owned(),
+            credential_id: credential_id.parse().map_err(|_| ParseCredentialKeyError)?,
+        })
+    }
+}
+
+impl Serialize for CredentialKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for CredentialKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<CredentialKey, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What is known about one object-storage credential.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialRecord {
+    /// The owning user's e-mail, for humans reading status and audit.
+    pub user_email: String,
+    /// When the daemon first saw the credential (the clock for "adopt").
+    pub first_seen: DateTime<Utc>,
+    /// When the daemon last rotated it; `None` if it never did.
+    pub rotated_at: Option<DateTime<Utc>>,
+    /// The rotation that produced the current secret (the API `x-request-id`).
+    pub rotation_id: Option<Uuid>,
+    /// The current access key (not a secret: it names the key pair).
+    pub access_key: String,
+    /// Fingerprint of the current secret key, to notice out-of-band changes.
+    pub secret_fingerprint: Fingerprint,
+}
+
+/// What is known about the account's OAuth client secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientSecretRecord {
+    pub first_seen: DateTime<Utc>,
+    pub rotated_at: Option<DateTime<Utc>>,
+    pub rotation_id: Option<Uuid>,
+    pub fingerprint: Fingerprint,
+}
+
+/// Delivery state of one sink: converged when `delivered_version` equals the
+/// version of the current content.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkRecord {
+    /// Opaque version (e.g. a fingerprint of the content) last delivered.
+    pub delivered_version: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// The last failure's message, cleared by the sink layer on success.
+    pub last_error: Option<String>,
+    pub last_attempt: Option<DateTime<Utc>>,
+}
+
+impl StateDir {
+    /// Reads `records.json`; a missing file means a first run (empty records).
+    pub fn load_records(&self) -> Result<Records, StateError> {
+        load(self.path())
+    }
+
+    /// Atomically replaces `records.json`.
+    pub fn save_records(&self, records: &Records) -> Result<(), StateError> {
+        let path = self.path().join(super::RECORDS_FILE);
+        write_atomic(&path, &to_json(&path, records)?, 0o600)
+    }
+}
+
+/// Reads `<dir>/records.json` without a [`StateDir`] (read-only views too).
+pub(crate) fn load(dir: &Path) -> Result<Records, StateError> {
+    let path = dir.join(super::RECORDS_FILE);
+    let Some(records) = read_json::<Records>(&path)? else {
+        return Ok(Records::default());
+    };
+    check_version(&path, records.version, RECORDS_VERSION)?;
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> CredentialKey {
+        CredentialKey {
+            user_id: "6f2a6f36-0d9e-4e0a-9f0c-6a1b2c3d4e5f".into(),
+            object_storage_id: "a1b2c3d4-aaaa-bbbb-cccc-1234567890ab".into(),
+            credential_id: 12345,
+        }
+    }
+
+    #[test]
+    fn credential_key_round_trips_as_a_string() {
+        let key = key();
+        let text = key.to_string();
+        assert_eq!(
+            text,
+            "6f2a6f36-0d9e-4e0a-9f0c-6a1b2c3d4e5f/a1b2c3d4-aaaa-bbbb-cccc-1234567890ab/12345"
+        );
+        assert_eq!(text.parse::<CredentialKey>().unwrap(), key);
+        let json = serde_json::to_string(&key).unwrap();
+        assert_eq!(json, format!("\"{text}\""));
+        assert_eq!(serde_json::from_str::<CredentialKey>(&json).unwrap(), key);
+    }
+
+    #[test]
+    fn credential_key_rejects_malformed_strings() {
+        for bad in ["", "a/b", "a/b/c", "a/b/1/2", "/b/1", "a//1", "a/b/"] {
+            assert_eq!(
+                bad.parse::<CredentialKey>(),
+                Err(ParseCredentialKeyError),
+                "{bad}"
+            );
+        }
+        assert_eq!("a/b/-1".parse::<CredentialKey>().unwrap().credential_id, -1);
+    }
+
+    #[test]
+    fn default_records_are_of_the_current_version() {
+        assert_eq!(Records::default().version, RECORDS_VERSION);
+    }
+}

@@ -1,0 +1,111 @@
+//! `client-secret.json`: the daemon's own copy of the rotated OAuth client
+//! secret, the only state file that holds a secret.
+//!
+//! After a client-secret rotation the secret in the config is dead, so the
+//! new one is written here (mode 0600 from creation, fsync'd) before anything
+//! else happens, and the daemon authenticates with it from then on. The
+//! secret is exposed in exactly one place: [`encode`], which builds the
+//! file's bytes. There is deliberately no `Serialize` impl, so no other code
+//! path can turn a [`StoredClientSecret`] into text.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use secrecy::zeroize::Zeroizing;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::fs::{check_version, parse_json, read_private, write_atomic};
+use super::{Fingerprint, StateDir, StateError};
+
+/// The `version` this build writes and reads.
+const STORE_VERSION: u32 = 1;
+
+/// The current client secret and where it came from.
+#[derive(Clone)]
+pub struct StoredClientSecret {
+    pub secret: SecretString,
+    pub rotated_at: DateTime<Utc>,
+    pub rotation_id: Uuid,
+    /// Fingerprint of the secret this one replaced.
+    pub superseded: Fingerprint,
+}
+
+impl fmt::Debug for StoredClientSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredClientSecret")
+            .field("secret", &format_args!("[REDACTED]"))
+            .field("rotated_at", &self.rotated_at)
+            .field("rotation_id", &self.rotation_id)
+            .field("superseded", &self.superseded)
+            .finish()
+    }
+}
+
+/// The file layout, borrowing the exposed secret for the length of one write.
+#[derive(Serialize)]
+struct OnDiskRef<'a> {
+    version: u32,
+    secret: &'a str,
+    rotated_at: DateTime<Utc>,
+    rotation_id: Uuid,
+    superseded: &'a Fingerprint,
+}
+
+/// The file layout as read back; the secret goes straight into a `SecretString`.
+#[derive(Deserialize)]
+struct OnDisk {
+    version: u32,
+    secret: SecretString,
+    rotated_at: DateTime<Utc>,
+    rotation_id: Uuid,
+    superseded: Fingerprint,
+}
+
+impl StateDir {
+    /// Reads the stored client secret; `None` if the daemon never rotated it.
+    /// A file accessible to group or others is refused.
+    pub fn load_client_secret(&self) -> Result<Option<StoredClientSecret>, StateError> {
+        let path = self.path().join(super::CLIENT_SECRET_FILE);
+        let Some(bytes) = read_private(&path)? else {
+            return Ok(None);
+        };
+        let stored: OnDisk = parse_json(&path, &bytes)?;
+        check_version(&path, stored.version, STORE_VERSION)?;
+        Ok(Some(StoredClientSecret {
+            secret: stored.secret,
+            rotated_at: stored.rotated_at,
+            rotation_id: stored.rotation_id,
+            superseded: stored.superseded,
+        }))
+    }
+
+    /// Atomically replaces the stored client secret (mode 0600 from
+    /// creation); durable on disk when this returns.
+    pub fn store_client_secret(&self, stored: &StoredClientSecret) -> Result<(), StateError> {
+        let path = self.path().join(super::CLIENT_SECRET_FILE);
+        let bytes = encode(stored).map_err(|e| StateError::io("encode", &path, e.into()))?;
+        write_atomic(&path, &bytes, 0o600)
+    }
+}
+
+/// The file's bytes, in a buffer zeroed on drop and sized so that it never
+/// reallocates (which would leave an unzeroed copy behind).
+fn encode(stored: &StoredClientSecret) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
+    let secret = stored.secret.expose_secret();
+    // JSON escaping at most sextuples a byte (`\u00XX`); the rest is < 256 bytes.
+    let mut bytes = Zeroizing::new(Vec::with_capacity(6 * secret.len() + 256));
+    serde_json::to_writer_pretty(
+        &mut *bytes,
+        &OnDiskRef {
+            version: STORE_VERSION,
+            secret,
+            rotated_at: stored.rotated_at,
+            rotation_id: stored.rotation_id,
+            superseded: &stored.superseded,
+        },
+    )?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}

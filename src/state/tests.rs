@@ -1,0 +1,400 @@
+//! Tests of [`StateDir`] as a whole, against real temp directories.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use chrono::{TimeZone, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use super::*;
+
+const SECRET: &str = "Zq8!vN-3#pW@sK7$";
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().mode() & 0o7777
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+fn sample_records(state: &StateDir) -> Records {
+    let key = CredentialKey {
+        user_id: "u-1".into(),
+        object_storage_id: "os-1".into(),
+        credential_id: 42,
+    };
+    let mut records = Records::default();
+    records.credentials.insert(
+        key.to_string(),
+        CredentialRecord {
+            user_email: "app@example.com".into(),
+            first_seen: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+            rotated_at: Some(Utc.with_ymd_and_hms(2026, 2, 2, 3, 4, 5).unwrap()),
+            rotation_id: Some(Uuid::new_v4()),
+            access_key: "AKIAEXAMPLE".into(),
+            secret_fingerprint: state.fingerprint(&SecretString::from(SECRET)),
+        },
+    );
+    records.client_secret = Some(ClientSecretRecord {
+        first_seen: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        rotated_at: None,
+        rotation_id: None,
+        fingerprint: Fingerprint("hmac-sha256:0123".into()),
+    });
+    records.sinks.insert(
+        "file:/etc/app.json".into(),
+        SinkRecord {
+            last_error: Some("cannot write /etc/app.json: disk full".into()),
+            ..SinkRecord::default()
+        },
+    );
+    records
+}
+
+fn stored_secret() -> StoredClientSecret {
+    StoredClientSecret {
+        secret: SecretString::from(SECRET),
+        rotated_at: Utc.with_ymd_and_hms(2026, 3, 1, 3, 30, 0).unwrap(),
+        rotation_id: Uuid::new_v4(),
+        superseded: Fingerprint("hmac-sha256:feedface".into()),
+    }
+}
+
+#[test]
+fn open_creates_the_directory_and_a_private_key() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("var/lib/contabo-rotator");
+    let state = StateDir::open(&dir).unwrap();
+    assert_eq!(state.path(), dir);
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&root.path().join("var/lib")), 0o700);
+    let key = dir.join(KEY_FILE);
+    assert_eq!(mode(&key), 0o600);
+    assert_eq!(fs::read(&key).unwrap().len(), 32);
+    assert_eq!(
+        fs::read_to_string(dir.join(LOCK_FILE)).unwrap(),
+        format!("{}\n", std::process::id())
+    );
+}
+
+#[test]
+fn a_second_open_is_refused_with_the_holders_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = StateDir::open(dir.path()).unwrap();
+    // flock locks belong to the open file description, so a second open in
+    // this same process conflicts just as another process would.
+    let err = StateDir::open(dir.path()).unwrap_err();
+    let pid = std::process::id();
+    assert!(
+        matches!(&err, StateError::Locked { pid: Some(p), .. } if *p == pid),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "state directory {} is in use by another contabo-rotator (pid {pid})",
+            dir.path().display()
+        )
+    );
+    drop(first);
+    StateDir::open(dir.path()).expect("the lock is released on drop");
+}
+
+#[test]
+fn the_key_survives_reopening_so_fingerprints_are_stable() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = SecretString::from(SECRET);
+    let before = StateDir::open(dir.path()).unwrap().fingerprint(&secret);
+    let after = StateDir::open(dir.path()).unwrap().fingerprint(&secret);
+    assert_eq!(before, after);
+
+    let other = tempfile::tempdir().unwrap();
+    assert_ne!(
+        StateDir::open(other.path()).unwrap().fingerprint(&secret),
+        before
+    );
+    assert!(before.0.starts_with("hmac-sha256:"));
+    assert_eq!(before.0.len(), "hmac-sha256:".len() + 32);
+}
+
+#[test]
+fn records_and_journal_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    assert_eq!(state.load_records().unwrap(), Records::default());
+    assert_eq!(state.load_journal().unwrap(), Journal::default());
+
+    let records = sample_records(&state);
+    state.save_records(&records).unwrap();
+    assert_eq!(state.load_records().unwrap(), records);
+
+    let mut journal = Journal::default();
+    let rotation_id = Uuid::new_v4();
+    journal.begin(Intent {
+        rotation_id,
+        started_at: Utc::now(),
+        kind: IntentKind::ObjectStorage {
+            key: "u-1/os-1/42".parse().unwrap(),
+            user_email: "app@example.com".into(),
+            old_access_key: "AKIAOLD".into(),
+            old_fingerprint: Fingerprint("hmac-sha256:aa".into()),
+        },
+    });
+    journal.begin(Intent {
+        rotation_id: Uuid::new_v4(),
+        started_at: Utc::now(),
+        kind: IntentKind::ClientSecret {
+            old_fingerprint: Fingerprint("hmac-sha256:bb".into()),
+        },
+    });
+    state.save_journal(&journal).unwrap();
+    assert_eq!(state.load_journal().unwrap(), journal);
+
+    journal.finish(rotation_id).unwrap();
+    state.save_journal(&journal).unwrap();
+    assert_eq!(state.load_journal().unwrap().intents.len(), 1);
+
+    for file in [RECORDS_FILE, JOURNAL_FILE] {
+        assert_eq!(mode(&dir.path().join(file)), 0o600, "{file}");
+        let text = fs::read_to_string(dir.path().join(file)).unwrap();
+        assert!(!text.contains(SECRET), "{file} holds a secret");
+    }
+}
+
+#[test]
+fn leftover_temp_files_are_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(StateDir::open(dir.path()).unwrap());
+    fs::write(dir.path().join(".records.json.tmp-00000000deadbeef"), "{").unwrap();
+    fs::write(
+        dir.path().join(".client-secret.json.tmp-0123456789abcdef"),
+        "x",
+    )
+    .unwrap();
+    fs::write(dir.path().join("operator-notes.txt"), "keep me").unwrap();
+    let _state = StateDir::open(dir.path()).unwrap();
+    assert_eq!(
+        names(dir.path()),
+        [KEY_FILE, LOCK_FILE, "operator-notes.txt"]
+    );
+}
+
+#[test]
+fn corrupt_records_are_reported_never_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    state.save_records(&sample_records(&state)).unwrap();
+    let path = dir.path().join(RECORDS_FILE);
+    let good = fs::read_to_string(&path).unwrap();
+
+    let cases = [
+        ("truncated", good[..good.len() / 2].to_string()),
+        ("empty", String::new()),
+        ("garbage", "credentials=AKIAEXAMPLE hunter2\n".to_string()),
+        (
+            "wrong shape",
+            r#"{"version": 1, "credentials": ["hunter2"]}"#.to_string(),
+        ),
+        ("future version", r#"{"version": 9}"#.to_string()),
+    ];
+    for (case, content) in cases {
+        fs::write(&path, &content).unwrap();
+        let err = state.load_records().unwrap_err();
+        assert!(
+            matches!(&err, StateError::Corrupt { path: p, .. } if *p == path),
+            "{case}: {err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{case}: {text}");
+        assert!(text.contains("move it aside"), "{case}: {text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("AKIAEXAMPLE"),
+            "{case}: {text}"
+        );
+        // Still there for the operator to inspect.
+        assert_eq!(fs::read_to_string(&path).unwrap(), content, "{case}");
+    }
+}
+
+#[test]
+fn corrupt_journal_and_key_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    fs::write(
+        dir.path().join(JOURNAL_FILE),
+        "{\"version\": 1, \"intents\": [",
+    )
+    .unwrap();
+    let err = state.load_journal().unwrap_err();
+    assert!(err.to_string().contains("journal.json is corrupt"), "{err}");
+    assert!(err.to_string().contains("not be resumed"), "{err}");
+    drop(state);
+
+    let key = dir.path().join(KEY_FILE);
+    fs::write(&key, [7u8; 31]).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let err = StateDir::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, StateError::Corrupt { path, .. } if *path == key),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("31 bytes"), "{err}");
+}
+
+#[test]
+fn client_secret_round_trips_privately() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    assert!(state.load_client_secret().unwrap().is_none());
+
+    let stored = stored_secret();
+    state.store_client_secret(&stored).unwrap();
+    let path = dir.path().join(CLIENT_SECRET_FILE);
+    assert_eq!(mode(&path), 0o600);
+
+    let loaded = state.load_client_secret().unwrap().unwrap();
+    assert_eq!(loaded.secret.expose_secret(), SECRET);
+    assert_eq!(loaded.rotated_at, stored.rotated_at);
+    assert_eq!(loaded.rotation_id, stored.rotation_id);
+    assert_eq!(loaded.superseded, stored.superseded);
+
+    let debug = format!("{loaded:?} {stored:?}");
+    assert!(!debug.contains(SECRET), "{debug}");
+    assert!(debug.contains("[REDACTED]"), "{debug}");
+}
+
+#[test]
+fn a_client_secret_readable_by_others_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    state.store_client_secret(&stored_secret()).unwrap();
+    let path = dir.path().join(CLIENT_SECRET_FILE);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+
+    let err = state.load_client_secret().unwrap_err();
+    assert!(
+        matches!(&err, StateError::Permissions { mode: 0o644, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(!text.contains(SECRET), "{text}");
+
+    // Storing again replaces it with a private file.
+    state.store_client_secret(&stored_secret()).unwrap();
+    assert_eq!(mode(&path), 0o600);
+}
+
+#[test]
+fn a_corrupt_client_secret_is_reported_without_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    let path = dir.path().join(CLIENT_SECRET_FILE);
+    write_atomic(&path, format!("{{\"secret\": {SECRET}}}").as_bytes(), 0o600).unwrap();
+    let err = state.load_client_secret().unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("client-secret.json is corrupt"), "{text}");
+    assert!(!text.contains(SECRET) && !text.contains("Zq8"), "{text}");
+}
+
+#[test]
+fn a_world_readable_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(StateDir::open(dir.path()).unwrap());
+    let key = dir.path().join(KEY_FILE);
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o604)).unwrap();
+    let err = StateDir::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, StateError::Permissions { mode: 0o604, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn audit_appends_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    let event = |event, subject: &str| AuditEvent {
+        at: Utc::now(),
+        event,
+        rotation_id: Some(Uuid::new_v4()),
+        trace_id: Some("trace-1".into()),
+        subject: subject.into(),
+        detail: serde_json::json!({ "note": "multi\nline" }),
+    };
+    state
+        .audit(&event(AuditKind::Rotation, "u-1/os-1/42"))
+        .unwrap();
+    state
+        .audit(&event(AuditKind::Delivery, "file:/etc/app.json"))
+        .unwrap();
+
+    let path = dir.path().join(AUDIT_FILE);
+    assert_eq!(mode(&path), 0o600);
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.ends_with('\n'));
+    let events: Vec<AuditEvent> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].event, AuditKind::Rotation);
+    assert_eq!(events[1].subject, "file:/etc/app.json");
+    assert!(text.contains(r#""event":"delivery""#), "{text}");
+}
+
+#[test]
+fn a_torn_audit_line_is_ended_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(StateDir::open(dir.path()).unwrap());
+    let path = dir.path().join(AUDIT_FILE);
+    fs::write(&path, "{\"at\":\"2026-01-01T00:00:00Z\",\"ev").unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    state
+        .audit(&AuditEvent {
+            at: Utc::now(),
+            event: AuditKind::Recovery,
+            rotation_id: None,
+            trace_id: None,
+            subject: "client_secret".into(),
+            detail: serde_json::Value::Null,
+        })
+        .unwrap();
+    let text = fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    serde_json::from_str::<AuditEvent>(lines[1]).unwrap();
+}
+
+#[test]
+fn read_only_view_needs_no_lock_and_writes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let missing = root.path().join("never-ran");
+    let view = StateDir::open_read_only(&missing).unwrap();
+    assert!(!view.exists);
+    assert_eq!(view.records, Records::default());
+    assert!(
+        !missing.exists(),
+        "a read-only open must not create the directory"
+    );
+
+    let dir = root.path().join("state");
+    let state = StateDir::open(&dir).unwrap();
+    let records = sample_records(&state);
+    state.save_records(&records).unwrap();
+    let before = names(&dir);
+    // Works while the daemon holds the lock.
+    let view = StateDir::open_read_only(&dir).unwrap();
+    assert!(view.exists);
+    assert_eq!(view.records, records);
+    assert_eq!(view.journal, Journal::default());
+    assert_eq!(names(&dir), before);
+}
