@@ -33,7 +33,6 @@ Exit codes:
 /// Keeps a Contabo account's API client secret and S3 object-storage credentials fresh.
 #[derive(Debug, Parser)]
 #[command(name = "contabo-rotator", version, after_help = EXIT_CODES_HELP)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// Configuration file.
     #[arg(
@@ -109,6 +108,15 @@ pub enum CliError {
 /// Parses arguments, runs the command and returns its exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.run_now && cli.command.is_some() {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--run-now cannot be combined with a command",
+            )
+            .exit();
+    }
     telemetry::init(cli.log_format, cli.verbose as i8 - cli.quiet as i8);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -174,7 +174,6 @@ pub(crate) fn lock(dir: &Path) -> Result<File, StateError> {
         .map_err(|e| StateError::io("open", &path, e))?;
     // `File::try_lock` is stable since Rust 1.89, above the manifest's
     // `rust-version`; the manifest is to be raised (the lint stays local).
-    #[allow(clippy::incompatible_msrv)]
     let locked = file.try_lock();
     match locked {
         Ok(()) => {}

@@ -280,6 +280,8 @@ async fn demo_runs_on_a_fresh_machine_and_prints_no_secret() {
 async fn usage_errors_exit_2() {
     let out = run_bin(vec!["list".into(), "--bogus".into()]).await;
     assert_eq!(out.status.code(), Some(2));
-    let out = run_bin(vec![]).await;
-    assert_eq!(out.status.code(), Some(2));
+    let out = run_bin(vec!["--dry-run".into()]).await;
+    assert_eq!(out.status.code(), Some(2), "--dry-run needs --run-now");
+    let out = run_bin(vec!["--run-now".into(), "check".into()]).await;
+    assert_eq!(out.status.code(), Some(2), "--run-now with a command");
 }
