@@ -141,7 +141,9 @@ fn reload(engine: &mut Engine, path: &std::path::Path) {
         }
         Ok(settings) => match engine.reload(settings) {
             Ok(()) => tracing::info!(config = %path.display(), "Configuration reloaded."),
-            Err(err) => tracing::error!(error = %err, "Reload failed; keeping the old configuration."),
+            Err(err) => {
+                tracing::error!(error = %err, "Reload failed; keeping the old configuration.")
+            }
         },
         Err(err) => {
             tracing::error!(error = %err, "Reload failed: the new configuration is invalid; keeping the old one.")
@@ -160,7 +162,9 @@ mod tests {
             "[api]\nclient_id = \"I\"\nclient_secret = \"s\"\nusername = \"u\"\npassword = \"p\"\n\
              [schedule]\ncron = \"{cron}\"\ntimezone = \"{tz}\"\n"
         );
-        config::load_from_str(&text, Path::new("t.toml")).unwrap().schedule
+        config::load_from_str(&text, Path::new("t.toml"))
+            .unwrap()
+            .schedule
     }
 
     #[test]
@@ -168,16 +172,28 @@ mod tests {
         let s = schedule("0 30 3 * * *", "Europe/Berlin");
         // Before the change to summer time (CET, UTC+1): 03:30 local is 02:30 UTC.
         let winter = Utc.with_ymd_and_hms(2026, 3, 20, 12, 0, 0).unwrap();
-        assert_eq!(next_tick(&s, winter).unwrap(), Utc.with_ymd_and_hms(2026, 3, 21, 2, 30, 0).unwrap());
+        assert_eq!(
+            next_tick(&s, winter).unwrap(),
+            Utc.with_ymd_and_hms(2026, 3, 21, 2, 30, 0).unwrap()
+        );
         // After it (CEST, UTC+2): 03:30 local is 01:30 UTC.
         let summer = Utc.with_ymd_and_hms(2026, 4, 2, 12, 0, 0).unwrap();
-        assert_eq!(next_tick(&s, summer).unwrap(), Utc.with_ymd_and_hms(2026, 4, 3, 1, 30, 0).unwrap());
+        assert_eq!(
+            next_tick(&s, summer).unwrap(),
+            Utc.with_ymd_and_hms(2026, 4, 3, 1, 30, 0).unwrap()
+        );
     }
 
     #[test]
     fn five_and_six_field_expressions() {
         let t = Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap();
-        assert_eq!(next_tick(&schedule("*/2 * * * * *", "UTC"), t).unwrap(), t + chrono::Duration::seconds(2));
-        assert_eq!(next_tick(&schedule("15 * * * *", "UTC"), t).unwrap(), t + chrono::Duration::minutes(15));
+        assert_eq!(
+            next_tick(&schedule("*/2 * * * * *", "UTC"), t).unwrap(),
+            t + chrono::Duration::seconds(2)
+        );
+        assert_eq!(
+            next_tick(&schedule("15 * * * *", "UTC"), t).unwrap(),
+            t + chrono::Duration::minutes(15)
+        );
     }
 }

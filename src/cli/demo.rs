@@ -1,15 +1,20 @@
 //! `demo`: starts the built-in Contabo simulator on loopback, writes a
 //! throw-away configuration that points at it (secrets in 0600 files, state
-//! and sinks in a temporary directory) and runs the real commands against it.
+//! and sinks in a temporary directory) and runs the real commands against it:
+//! `list`, a full `--run-now` rotation (before and after shown by access key
+//! and fingerprint, never by secret), and `list` again.
 
-use super::{list, CliError, EXIT_OK};
+use super::{list, CliError};
 use crate::config;
 use crate::contabo::simulator::{Simulator, SimulatorOptions};
+use crate::rotation::{Engine, RunOptions};
+use crate::state::StateDir;
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use tokio_util::sync::CancellationToken;
 
 /// Runs the demo, writing what it does to `out`.
 pub async fn run(out: &mut impl Write) -> Result<u8, CliError> {
@@ -49,6 +54,10 @@ password = {{ file = "{root}/api-password" }}
 [state]
 dir = "{root}/state"
 
+[client_secret]
+rotate = true
+max_age = "30d"
+
 [object_storage]
 rotate = true
 max_age = "7d"
@@ -81,7 +90,33 @@ format = "json"
     let settings = config::load(&config_path)?;
     writeln!(out, "\n$ contabo-rotator -c {} list", config_path.display())
         .context("writing to stdout")?;
-    let status = list::run(&settings, false, out).await?;
+    let mut status = list::run(&settings, false, out).await?;
+
+    std::fs::create_dir_all(root.join("out")).context("creating the sink directory")?;
+    writeln!(
+        out,
+        "\n$ contabo-rotator -c {} --run-now",
+        config_path.display()
+    )
+    .context("writing to stdout")?;
+    let state = StateDir::open(&settings.state.dir).context("opening the state directory")?;
+    let mut engine = Engine::new(settings.clone(), state).context("starting the engine")?;
+    let report = engine
+        .run_once(RunOptions::default(), &CancellationToken::new())
+        .await;
+    drop(engine);
+    write!(out, "{}", report.render_text()).context("writing to stdout")?;
+    status = status.max(report.exit_code());
+
+    writeln!(out, "\n$ contabo-rotator -c {} list", config_path.display())
+        .context("writing to stdout")?;
+    status = status.max(list::run(&settings, false, out).await?);
+    writeln!(
+        out,
+        "\nThe json sink {} holds the rotated values (mode 0600); the demo directory is removed on exit.",
+        root.join("out/contabo.json").display()
+    )
+    .context("writing to stdout")?;
 
     let requests = simulator.requests();
     writeln!(
@@ -95,7 +130,7 @@ format = "json"
     )
     .context("writing to stdout")?;
     simulator.shutdown().await;
-    Ok(if status == EXIT_OK { EXIT_OK } else { status })
+    Ok(status)
 }
 
 /// Writes a file created with mode 0600 from the start.

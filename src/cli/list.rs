@@ -49,7 +49,10 @@ pub async fn run(settings: &Settings, json: bool, out: &mut impl Write) -> Resul
         .await
         .context("listing users and credentials")?;
     let view = StateDir::open_read_only(&settings.state.dir).with_context(|| {
-        format!("reading the state directory {}", settings.state.dir.display())
+        format!(
+            "reading the state directory {}",
+            settings.state.dir.display()
+        )
     })?;
     let listing = listing(settings, &inventory, &view.records);
     if json {
@@ -95,7 +98,9 @@ fn listing<'a>(settings: &Settings, inventory: &'a Inventory, records: &Records)
                     s3_url: &c.s3_url,
                     credential_id: c.credential_id,
                     access_key: &c.access_key,
-                    last_rotated: history.rotated_at.map(|t| t.to_rfc3339()),
+                    last_rotated: history
+                        .rotated_at
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
                     due: reason.rotates(),
                     due_reason: reason.to_string(),
                 }

@@ -9,6 +9,7 @@ mod status;
 use crate::config::{self, ConfigError, Settings};
 use crate::contabo::{ClientConfig, ContaboClient};
 use crate::telemetry::{self, LogFormat};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -165,9 +166,13 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
     }
 }
 
-/// The API client for a validated configuration.
+/// The API client for a validated configuration. It logs in with the
+/// daemon's stored client secret when the configuration still holds the one
+/// a rotation replaced (read without the state lock).
 pub fn api_client(settings: &Settings) -> anyhow::Result<ContaboClient> {
-    Ok(ContaboClient::new(ClientConfig::from_settings(
-        &settings.api,
-    ))?)
+    let mut config = ClientConfig::from_settings(&settings.api);
+    let secrets = crate::state::login_secrets(&settings.state.dir, &settings.api.client_secret)
+        .context("reading the stored client secret")?;
+    config.credentials.client_secret = secrets[0].clone();
+    Ok(ContaboClient::new(config)?)
 }

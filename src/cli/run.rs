@@ -14,8 +14,12 @@ use tokio_util::sync::CancellationToken;
 /// Loads the configuration and the state directory (taking its lock).
 fn engine(path: &Path) -> Result<Engine, CliError> {
     let settings = config::load(path)?;
-    let state = StateDir::open(&settings.state.dir)
-        .with_context(|| format!("opening the state directory {}", settings.state.dir.display()))?;
+    let state = StateDir::open(&settings.state.dir).with_context(|| {
+        format!(
+            "opening the state directory {}",
+            settings.state.dir.display()
+        )
+    })?;
     Ok(Engine::new(settings, state).context("starting the rotation engine")?)
 }
 

@@ -11,12 +11,18 @@ use serde_json::json;
 use std::io::Write;
 
 pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u8, CliError> {
-    let view = StateDir::open_read_only(&settings.state.dir)
-        .with_context(|| format!("reading the state directory {}", settings.state.dir.display()))?;
-    let next_run = next_tick(&settings.schedule, chrono::Utc::now()).map(|t| t.to_rfc3339());
+    let view = StateDir::open_read_only(&settings.state.dir).with_context(|| {
+        format!(
+            "reading the state directory {}",
+            settings.state.dir.display()
+        )
+    })?;
+    let next_run = next_tick(&settings.schedule, chrono::Utc::now())
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     let mut credentials: Vec<_> = view.records.credentials.iter().collect();
     credentials.sort_by(|a, b| b.1.rotated_at.cmp(&a.1.rotated_at).then(a.0.cmp(b.0)));
-    let due_after = chrono::Duration::from_std(settings.object_storage.max_age).unwrap_or(chrono::Duration::MAX);
+    let due_after = chrono::Duration::from_std(settings.object_storage.max_age)
+        .unwrap_or(chrono::Duration::MAX);
     let value = json!({
         "state_dir": view.dir,
         "initialised": view.exists,
@@ -59,39 +65,98 @@ pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u
         writeln!(out).context("writing to stdout")?;
         return Ok(EXIT_OK);
     }
-    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "never".into());
+    let text = |v: &serde_json::Value| {
+        v.as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| "never".into())
+    };
     let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").context("writing to stdout");
-    w(out, format!("State directory: {}{}", view.dir.display(), if view.exists { "" } else { " (not created yet)" }))?;
-    w(out, format!("Next run: {} ({} in {})", text(&value["next_run"]), settings.schedule.cron_expr, settings.schedule.timezone))?;
+    w(
+        out,
+        format!(
+            "State directory: {}{}",
+            view.dir.display(),
+            if view.exists {
+                ""
+            } else {
+                " (not created yet)"
+            }
+        ),
+    )?;
+    w(
+        out,
+        format!(
+            "Next run: {} ({} in {})",
+            text(&value["next_run"]),
+            settings.schedule.cron_expr,
+            settings.schedule.timezone
+        ),
+    )?;
     match &view.records.client_secret {
-        Some(r) => w(out, format!(
-            "Client secret: last rotated {} ({})",
-            r.rotated_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into()),
-            r.fingerprint.0
-        ))?,
+        Some(r) => w(
+            out,
+            format!(
+                "Client secret: last rotated {} ({})",
+                r.rotated_at
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_else(|| "never".into()),
+                r.fingerprint.0
+            ),
+        )?,
         None => w(out, "Client secret: no record".into())?,
     }
-    let rotated = credentials.iter().filter(|(_, r)| r.rotated_at.is_some()).count();
-    w(out, format!("Object-storage credentials: {} known, {rotated} rotated by contabo-rotator", credentials.len()))?;
+    let rotated = credentials
+        .iter()
+        .filter(|(_, r)| r.rotated_at.is_some())
+        .count();
+    w(
+        out,
+        format!(
+            "Object-storage credentials: {} known, {rotated} rotated by contabo-rotator",
+            credentials.len()
+        ),
+    )?;
     for (key, r) in credentials.iter().take(20) {
-        w(out, format!(
-            "  {} {} {}  last rotated {}",
-            r.user_email,
-            key,
-            r.access_key,
-            r.rotated_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into())
-        ))?;
+        w(
+            out,
+            format!(
+                "  {} {} {}  last rotated {}",
+                r.user_email,
+                key,
+                r.access_key,
+                r.rotated_at
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_else(|| "never".into())
+            ),
+        )?;
     }
     if credentials.len() > 20 {
-        w(out, format!("  … and {} more (status --json lists all)", credentials.len() - 20))?;
+        w(
+            out,
+            format!(
+                "  … and {} more (status --json lists all)",
+                credentials.len() - 20
+            ),
+        )?;
     }
-    w(out, format!("Pending rotations: {}", view.journal.intents.len()))?;
+    w(
+        out,
+        format!("Pending rotations: {}", view.journal.intents.len()),
+    )?;
     for (id, s) in &view.records.sinks {
-        w(out, format!(
-            "Sink {id}: delivered {}{}",
-            s.delivered_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into()),
-            s.last_error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default()
-        ))?;
+        w(
+            out,
+            format!(
+                "Sink {id}: delivered {}{}",
+                s.delivered_at
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_else(|| "never".into()),
+                s.last_error
+                    .as_deref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            ),
+        )?;
     }
     Ok(EXIT_OK)
 }

@@ -20,26 +20,12 @@ use uuid::Uuid;
 /// Attempts to log in with a new secret before calling it unconfirmed.
 const CONFIRM_ATTEMPTS: u32 = 6;
 
-/// The client secrets to log in with, in order. The stored secret goes first
-/// while the configuration still holds the secret it replaced; if the
-/// operator has since put a different secret into the configuration, that
-/// one is tried first and the stored one kept as the fallback.
+/// The client secrets to log in with, in order (see [`crate::state::login_secrets`]).
 pub(super) fn login_order(
     settings: &Settings,
     state: &StateDir,
 ) -> Result<Vec<SecretString>, StateError> {
-    let configured = settings.api.client_secret.clone();
-    let Some(stored) = state.load_client_secret()? else {
-        return Ok(vec![configured]);
-    };
-    let configured_fp = state.fingerprint(&configured);
-    if state.fingerprint(&stored.secret) == configured_fp {
-        Ok(vec![configured])
-    } else if stored.superseded == configured_fp {
-        Ok(vec![stored.secret, configured])
-    } else {
-        Ok(vec![configured, stored.secret])
-    }
+    crate::state::login_secrets(state.path(), &settings.api.client_secret)
 }
 
 /// Rotates the client secret; returns the new secret when one was stored.

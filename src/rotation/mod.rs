@@ -144,7 +144,16 @@ impl Engine {
             return report;
         }
 
-        s3::rotate_due(self, &client, &mut records, &mut credentials, due, cancel, &mut report).await;
+        s3::rotate_due(
+            self,
+            &client,
+            &mut records,
+            &mut credentials,
+            due,
+            cancel,
+            &mut report,
+        )
+        .await;
         if client_secret_due && !cancel.is_cancelled() {
             if let Some(new_secret) =
                 client_secret::rotate(self, &client, &mut records, &mut report).await
@@ -153,6 +162,7 @@ impl Engine {
             }
         }
         report.interrupted = cancel.is_cancelled();
+        report.rotated.sort_by(|a, b| a.subject.cmp(&b.subject));
 
         if inventory.failures.is_empty() {
             deliver::deliver_all(self, &client, &mut records, &credentials, &mut report).await;
@@ -211,7 +221,8 @@ impl Engine {
                     first_seen: record.map(|r| r.first_seen),
                     rotated_at: record.and_then(|r| r.rotated_at),
                 };
-                let reason = policy::decide(now, history, os.rotate, os.max_age, adopt, options.force);
+                let reason =
+                    policy::decide(now, history, os.rotate, os.max_age, adopt, options.force);
                 (reason, history.rotated_at.or(history.first_seen))
             })
             .collect();
@@ -274,7 +285,10 @@ pub fn key_of(c: &CredentialEntry) -> CredentialKey {
 
 /// How a credential is named in reports and logs.
 pub(crate) fn subject_of(c: &CredentialEntry) -> String {
-    format!("{}/{}/{}", c.user_email, c.object_storage_name, c.credential_id)
+    format!(
+        "{}/{}/{}",
+        c.user_email, c.object_storage_name, c.credential_id
+    )
 }
 
 /// Records a first sight for credentials the state has never seen.

@@ -71,7 +71,12 @@ impl RunReport {
         }
     }
 
-    pub(crate) fn fail(&mut self, kind: &'static str, subject: impl Into<String>, error: impl ToString) {
+    pub(crate) fn fail(
+        &mut self,
+        kind: &'static str,
+        subject: impl Into<String>,
+        error: impl ToString,
+    ) {
         let subject = subject.into();
         let error = error.to_string();
         tracing::error!(kind, subject = %subject, error = %error, "Failed.");
@@ -128,7 +133,10 @@ impl RunReport {
             "{} rotated, {} failed, {} sinks written{}.\n",
             self.rotated.len(),
             self.failed.len(),
-            self.deliveries.iter().filter(|d| d.outcome == "written").count(),
+            self.deliveries
+                .iter()
+                .filter(|d| d.outcome == "written")
+                .count(),
             if self.interrupted {
                 "; stopped early by a shutdown signal"
             } else {

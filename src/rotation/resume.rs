@@ -5,7 +5,9 @@
 use super::{new_record, Engine, Rotated, RunReport};
 use crate::contabo::ContaboClient;
 use crate::inventory::CredentialEntry;
-use crate::state::{AuditEvent, AuditKind, ClientSecretRecord, IntentKind, Records, StoredClientSecret};
+use crate::state::{
+    AuditEvent, AuditKind, ClientSecretRecord, IntentKind, Records, StoredClientSecret,
+};
 
 /// Resolves every journal intent it can; unresolved ones stay for later.
 pub(super) async fn resume(
@@ -25,7 +27,10 @@ pub(super) async fn resume(
     if journal.intents.is_empty() {
         return;
     }
-    tracing::info!(pending = journal.intents.len(), "Resuming rotations an earlier run left unfinished.");
+    tracing::info!(
+        pending = journal.intents.len(),
+        "Resuming rotations an earlier run left unfinished."
+    );
     for intent in journal.intents.clone() {
         let id = intent.rotation_id;
         match &intent.kind {
@@ -35,7 +40,10 @@ pub(super) async fn resume(
                 old_access_key,
                 old_fingerprint,
             } => {
-                let subject = format!("{user_email}/{}/{}", key.object_storage_id, key.credential_id);
+                let subject = format!(
+                    "{user_email}/{}/{}",
+                    key.object_storage_id, key.credential_id
+                );
                 match client
                     .get_credential(&key.user_id, &key.object_storage_id, key.credential_id)
                     .await
@@ -62,7 +70,18 @@ pub(super) async fn resume(
                             record.rotation_id = Some(id);
                             record.access_key = current.access_key.clone();
                             record.secret_fingerprint = fp.clone();
-                            recovered(engine, client, report, "object_storage", subject, id, Some(old_access_key.clone()), Some(current.access_key.clone()), old_fingerprint.0.clone(), fp.0);
+                            recovered(
+                                engine,
+                                client,
+                                report,
+                                "object_storage",
+                                subject,
+                                id,
+                                Some(old_access_key.clone()),
+                                Some(current.access_key.clone()),
+                                old_fingerprint.0.clone(),
+                                fp.0,
+                            );
                         } else {
                             tracing::info!(rotation_id = %id, "The interrupted regenerate was not applied.");
                         }
@@ -86,23 +105,49 @@ pub(super) async fn resume(
                                     secret: api_client.secret.clone(),
                                     rotated_at: intent.started_at,
                                     rotation_id: id,
-                                    superseded: state.fingerprint(&engine.settings.api.client_secret),
+                                    superseded: state
+                                        .fingerprint(&engine.settings.api.client_secret),
                                 };
                                 if let Err(err) = state.store_client_secret(&stored) {
-                                    report.fail("client_secret", subject, format!("recovered secret NOT stored: {err}"));
+                                    report.fail(
+                                        "client_secret",
+                                        subject,
+                                        format!("recovered secret NOT stored: {err}"),
+                                    );
                                     continue;
                                 }
-                                client.auth().set_client_secret(api_client.secret.clone()).await;
+                                client
+                                    .auth()
+                                    .set_client_secret(api_client.secret.clone())
+                                    .await;
                             }
-                            engine.login_secrets = vec![api_client.secret.clone(), engine.settings.api.client_secret.clone()];
-                            let first_seen = records.client_secret.as_ref().map(|r| r.first_seen).unwrap_or(intent.started_at);
+                            engine.login_secrets = vec![
+                                api_client.secret.clone(),
+                                engine.settings.api.client_secret.clone(),
+                            ];
+                            let first_seen = records
+                                .client_secret
+                                .as_ref()
+                                .map(|r| r.first_seen)
+                                .unwrap_or(intent.started_at);
                             records.client_secret = Some(ClientSecretRecord {
                                 first_seen,
                                 rotated_at: Some(intent.started_at),
                                 rotation_id: Some(id),
                                 fingerprint: fp.clone(),
                             });
-                            recovered(engine, client, report, "client_secret", subject, id, None, None, old_fingerprint.0.clone(), fp.0);
+                            recovered(
+                                engine,
+                                client,
+                                report,
+                                "client_secret",
+                                subject,
+                                id,
+                                None,
+                                None,
+                                old_fingerprint.0.clone(),
+                                fp.0,
+                            );
                         } else {
                             tracing::info!(rotation_id = %id, "The interrupted client-secret rotation was not applied.");
                         }

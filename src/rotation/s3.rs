@@ -82,7 +82,15 @@ pub(super) async fn rotate_due(
 
     let mut finished = Vec::new();
     for outcome in outcomes {
-        merge_user(engine, client, records, credentials, outcome, report, &mut finished);
+        merge_user(
+            engine,
+            client,
+            records,
+            credentials,
+            outcome,
+            report,
+            &mut finished,
+        );
     }
     // Records first, then the intents they settle: a crash in between only
     // replays intents whose outcome the records already hold.

@@ -26,7 +26,10 @@ pub fn deliver(
         other => {
             return Err(SinkError::Unsupported {
                 sink: name,
-                what: format!("format \"{}\" arrives with the sinks release", other.as_str()),
+                what: format!(
+                    "format \"{}\" arrives with the sinks release",
+                    other.as_str()
+                ),
             })
         }
     };

@@ -50,20 +50,30 @@ impl FingerprintKey {
     /// absent. The caller holds the directory lock, so creation cannot race.
     pub(crate) fn load_or_create(dir: &Path) -> Result<FingerprintKey, StateError> {
         let path = dir.join(super::KEY_FILE);
-        if let Some(bytes) = read_private(&path)? {
-            let key: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {
-                StateError::corrupt(
-                    &path,
-                    format!("it holds {} bytes, a key is {KEY_LEN}", bytes.len()),
-                )
-            })?;
-            return Ok(FingerprintKey::from_bytes(key));
+        if let Some(key) = FingerprintKey::load(dir)? {
+            return Ok(key);
         }
         let mut key = [0u8; KEY_LEN];
         rand::rng().fill_bytes(&mut key);
         let created = FingerprintKey::from_bytes(key);
         write_atomic(&path, created.0.expose_secret(), 0o600)?;
         Ok(created)
+    }
+
+    /// Loads `<dir>/fingerprint.key` without creating it (no lock needed):
+    /// `None` when the directory has none yet.
+    pub(crate) fn load(dir: &Path) -> Result<Option<FingerprintKey>, StateError> {
+        let path = dir.join(super::KEY_FILE);
+        let Some(bytes) = read_private(&path)? else {
+            return Ok(None);
+        };
+        let key: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {
+            StateError::corrupt(
+                &path,
+                format!("it holds {} bytes, a key is {KEY_LEN}", bytes.len()),
+            )
+        })?;
+        Ok(Some(FingerprintKey::from_bytes(key)))
     }
 
     fn from_bytes(key: [u8; KEY_LEN]) -> FingerprintKey {

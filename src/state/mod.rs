@@ -42,7 +42,7 @@ pub use records::{
     ClientSecretRecord, CredentialKey, CredentialRecord, ParseCredentialKeyError, Records,
     SinkRecord, RECORDS_VERSION,
 };
-pub use secret_store::StoredClientSecret;
+pub use secret_store::{login_secrets, StoredClientSecret};
 
 use fingerprint::FingerprintKey;
 

@@ -16,8 +16,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::fingerprint::FingerprintKey;
 use super::fs::{check_version, parse_json, read_private, write_atomic};
 use super::{Fingerprint, StateDir, StateError};
+use std::path::Path;
 
 /// The `version` this build writes and reads.
 const STORE_VERSION: u32 = 1;
@@ -63,22 +65,53 @@ struct OnDisk {
     superseded: Fingerprint,
 }
 
+/// The client secrets to log in with, in order, read without taking the
+/// lock (so `list` and `check --online` work next to a running daemon).
+///
+/// The stored secret goes first while the configuration still holds the
+/// secret it replaced; if the operator has since put a different secret into
+/// the configuration, that one is tried first and the stored one kept as the
+/// fallback. Without a store, only the configured secret.
+pub fn login_secrets(
+    dir: &Path,
+    configured: &SecretString,
+) -> Result<Vec<SecretString>, StateError> {
+    let Some(stored) = load_client_secret_at(dir)? else {
+        return Ok(vec![configured.clone()]);
+    };
+    let Some(key) = FingerprintKey::load(dir)? else {
+        return Ok(vec![configured.clone(), stored.secret]);
+    };
+    let configured_fp = key.fingerprint(configured);
+    Ok(if key.fingerprint(&stored.secret) == configured_fp {
+        vec![configured.clone()]
+    } else if stored.superseded == configured_fp {
+        vec![stored.secret, configured.clone()]
+    } else {
+        vec![configured.clone(), stored.secret]
+    })
+}
+
+fn load_client_secret_at(dir: &Path) -> Result<Option<StoredClientSecret>, StateError> {
+    let path = dir.join(super::CLIENT_SECRET_FILE);
+    let Some(bytes) = read_private(&path)? else {
+        return Ok(None);
+    };
+    let stored: OnDisk = parse_json(&path, &bytes)?;
+    check_version(&path, stored.version, STORE_VERSION)?;
+    Ok(Some(StoredClientSecret {
+        secret: stored.secret,
+        rotated_at: stored.rotated_at,
+        rotation_id: stored.rotation_id,
+        superseded: stored.superseded,
+    }))
+}
+
 impl StateDir {
     /// Reads the stored client secret; `None` if the daemon never rotated it.
     /// A file accessible to group or others is refused.
     pub fn load_client_secret(&self) -> Result<Option<StoredClientSecret>, StateError> {
-        let path = self.path().join(super::CLIENT_SECRET_FILE);
-        let Some(bytes) = read_private(&path)? else {
-            return Ok(None);
-        };
-        let stored: OnDisk = parse_json(&path, &bytes)?;
-        check_version(&path, stored.version, STORE_VERSION)?;
-        Ok(Some(StoredClientSecret {
-            secret: stored.secret,
-            rotated_at: stored.rotated_at,
-            rotation_id: stored.rotation_id,
-            superseded: stored.superseded,
-        }))
+        load_client_secret_at(self.path())
     }
 
     /// Atomically replaces the stored client secret (mode 0600 from

@@ -53,14 +53,15 @@ dir = "{root}/state"
         sim.token_url(),
         opts.client_id,
         opts.username,
-        root = root.display()
+        root = root.display(),
+        extra = extra.replace("{root}", &root.display().to_string()),
     );
     let config = root.join("config.toml");
     write_secret(&config, &text);
     Setup { dir, config }
 }
 
-fn write_secret(path: &Path, text: &str) {
+pub fn write_secret(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
@@ -87,14 +88,14 @@ pub async fn run_bin_env(args: Vec<String>, env: Vec<(String, String)>) -> Outpu
     .unwrap()
 }
 
-fn args(config: &Path, rest: &[&str]) -> Vec<String> {
+pub fn args(config: &Path, rest: &[&str]) -> Vec<String> {
     let mut v = vec!["-c".to_string(), config.display().to_string()];
     v.extend(rest.iter().map(|s| s.to_string()));
     v
 }
 
 /// Every secret the simulator ever issued, checked against a text.
-fn assert_no_secret(sim: &Simulator, text: &str) {
+pub fn assert_no_secret(sim: &Simulator, text: &str) {
     for secret in sim.issued_secrets() {
         let s = secret.expose_secret();
         assert!(!s.is_empty());

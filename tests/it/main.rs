@@ -4,5 +4,6 @@ mod cli;
 mod client;
 mod contract;
 mod examples;
+mod rotation;
 mod secrets;
 mod util;
