@@ -166,6 +166,8 @@ pub(super) async fn rotate(
     report.rotated.push(Rotated {
         kind: "client_secret",
         subject,
+        credential: None,
+        at: now,
         rotation_id,
         old_access_key: None,
         new_access_key: None,

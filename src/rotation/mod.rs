@@ -20,7 +20,7 @@ mod report;
 mod resume;
 mod s3;
 
-pub use report::{Delivery, Failed, PlanItem, Rotated, RunReport};
+pub use report::{CredentialRef, Delivery, Failed, PlanItem, Rotated, RunReport};
 
 use crate::config::{OnFirstSight, Settings};
 use crate::contabo::client::new_trace_id;

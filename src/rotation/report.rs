@@ -18,11 +18,39 @@ pub struct PlanItem {
     pub reason_code: Option<Reason>,
 }
 
+/// Which S3 credential a rotation or failure is about.
+#[derive(Debug, Clone, Serialize)]
+pub struct CredentialRef {
+    pub user_id: String,
+    pub user_email: String,
+    pub object_storage_id: String,
+    pub object_storage_name: String,
+    pub region: String,
+    pub credential_id: i64,
+}
+
+impl CredentialRef {
+    pub(crate) fn of(c: &crate::inventory::CredentialEntry) -> Self {
+        CredentialRef {
+            user_id: c.user_id.clone(),
+            user_email: c.user_email.clone(),
+            object_storage_id: c.object_storage_id.clone(),
+            object_storage_name: c.object_storage_name.clone(),
+            region: c.region.clone(),
+            credential_id: c.credential_id,
+        }
+    }
+}
+
 /// One secret rotated in this run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Rotated {
     pub kind: &'static str,
     pub subject: String,
+    /// The credential, for `object_storage` rotations.
+    pub credential: Option<CredentialRef>,
+    /// When the rotation happened.
+    pub at: chrono::DateTime<chrono::Utc>,
     pub rotation_id: uuid::Uuid,
     pub old_access_key: Option<String>,
     pub new_access_key: Option<String>,
@@ -38,6 +66,10 @@ pub struct Failed {
     pub kind: &'static str,
     pub subject: String,
     pub error: String,
+    /// The credential, when an S3 credential failed.
+    pub credential: Option<CredentialRef>,
+    /// The rotation id, when a rotation had started.
+    pub rotation_id: Option<uuid::Uuid>,
 }
 
 /// One sink's delivery.
@@ -84,7 +116,23 @@ impl RunReport {
             kind,
             subject,
             error,
+            credential: None,
+            rotation_id: None,
         });
+    }
+
+    /// Like [`RunReport::fail`], naming the credential and rotation.
+    pub(crate) fn fail_credential(
+        &mut self,
+        entry: &crate::inventory::CredentialEntry,
+        rotation_id: Option<uuid::Uuid>,
+        error: impl ToString,
+    ) {
+        self.fail("object_storage", super::subject_of(entry), error);
+        if let Some(last) = self.failed.last_mut() {
+            last.credential = Some(CredentialRef::of(entry));
+            last.rotation_id = rotation_id;
+        }
     }
 
     /// A human summary, one line per item, for `--run-now` and `--dry-run`.

@@ -2,7 +2,7 @@
 //! resolved before any new work, by reading the API's current values and
 //! comparing fingerprints with the values before the mutating call.
 
-use super::{new_record, Engine, Rotated, RunReport};
+use super::{new_record, CredentialRef, Engine, Rotated, RunReport};
 use crate::contabo::ContaboClient;
 use crate::inventory::CredentialEntry;
 use crate::state::{
@@ -70,18 +70,19 @@ pub(super) async fn resume(
                             record.rotation_id = Some(id);
                             record.access_key = current.access_key.clone();
                             record.secret_fingerprint = fp.clone();
-                            recovered(
-                                engine,
-                                client,
-                                report,
-                                "object_storage",
+                            let rotated = Rotated {
+                                kind: "object_storage",
                                 subject,
-                                id,
-                                Some(old_access_key.clone()),
-                                Some(current.access_key.clone()),
-                                old_fingerprint.0.clone(),
-                                fp.0,
-                            );
+                                credential: Some(CredentialRef::of(&entry)),
+                                at: intent.started_at,
+                                rotation_id: id,
+                                old_access_key: Some(old_access_key.clone()),
+                                new_access_key: Some(current.access_key.clone()),
+                                old_fingerprint: old_fingerprint.0.clone(),
+                                new_fingerprint: fp.0,
+                                recovered: true,
+                            };
+                            recovered(engine, client, report, rotated);
                         } else {
                             tracing::info!(rotation_id = %id, "The interrupted regenerate was not applied.");
                         }
@@ -136,18 +137,19 @@ pub(super) async fn resume(
                                 rotation_id: Some(id),
                                 fingerprint: fp.clone(),
                             });
-                            recovered(
-                                engine,
-                                client,
-                                report,
-                                "client_secret",
+                            let rotated = Rotated {
+                                kind: "client_secret",
                                 subject,
-                                id,
-                                None,
-                                None,
-                                old_fingerprint.0.clone(),
-                                fp.0,
-                            );
+                                credential: None,
+                                at: intent.started_at,
+                                rotation_id: id,
+                                old_access_key: None,
+                                new_access_key: None,
+                                old_fingerprint: old_fingerprint.0.clone(),
+                                new_fingerprint: fp.0,
+                                recovered: true,
+                            };
+                            recovered(engine, client, report, rotated);
                         } else {
                             tracing::info!(rotation_id = %id, "The interrupted client-secret rotation was not applied.");
                         }
@@ -167,42 +169,23 @@ pub(super) async fn resume(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn recovered(
-    engine: &Engine,
-    client: &ContaboClient,
-    report: &mut RunReport,
-    kind: &'static str,
-    subject: String,
-    rotation_id: uuid::Uuid,
-    old_access_key: Option<String>,
-    new_access_key: Option<String>,
-    old_fingerprint: String,
-    new_fingerprint: String,
-) {
-    tracing::info!(%rotation_id, kind, subject = %subject, "Recovered an interrupted rotation.");
+/// Audits and reports a rotation an earlier run left unfinished, now known
+/// to have happened.
+fn recovered(engine: &Engine, client: &ContaboClient, report: &mut RunReport, r: Rotated) {
+    tracing::info!(rotation_id = %r.rotation_id, kind = r.kind, subject = %r.subject, "Recovered an interrupted rotation.");
     let _ = engine.state.audit(&AuditEvent {
         at: chrono::Utc::now(),
         event: AuditKind::Recovery,
-        rotation_id: Some(rotation_id),
+        rotation_id: Some(r.rotation_id),
         trace_id: Some(client.trace_id().to_owned()),
-        subject: subject.clone(),
+        subject: r.subject.clone(),
         detail: serde_json::json!({
-            "kind": kind,
-            "old_access_key": old_access_key,
-            "new_access_key": new_access_key,
-            "old_fingerprint": old_fingerprint,
-            "new_fingerprint": new_fingerprint,
+            "kind": r.kind,
+            "old_access_key": r.old_access_key,
+            "new_access_key": r.new_access_key,
+            "old_fingerprint": r.old_fingerprint,
+            "new_fingerprint": r.new_fingerprint,
         }),
     });
-    report.rotated.push(Rotated {
-        kind,
-        subject,
-        rotation_id,
-        old_access_key,
-        new_access_key,
-        old_fingerprint,
-        new_fingerprint,
-        recovered: true,
-    });
+    report.rotated.push(r);
 }

@@ -10,7 +10,7 @@
 //! credentials go one after another, and the shutdown signal is checked
 //! before each one.
 
-use super::{crash, key_of, subject_of, Engine, Rotated, RunReport};
+use super::{crash, key_of, subject_of, CredentialRef, Engine, Rotated, RunReport};
 use crate::contabo::models::{Credential, CredentialFilter};
 use crate::contabo::{ApiError, ContaboClient};
 use crate::inventory::CredentialEntry;
@@ -202,7 +202,7 @@ fn merge_user(
     let state = &engine.state;
     for (entry, err) in outcome.failed {
         audit_failure(engine, client, &entry, None, &err);
-        report.fail("object_storage", subject_of(&entry), err);
+        report.fail_credential(&entry, None, err);
     }
     let reread = match outcome.reread {
         Some(Ok(list)) => Some(list),
@@ -221,9 +221,9 @@ fn merge_user(
         let Some(current) = current else {
             // Neither an answer nor a re-read: the intent stays in the
             // journal and the next run resolves it.
-            report.fail(
-                "object_storage",
-                subject_of(&entry),
+            report.fail_credential(
+                &entry,
+                Some(rotation_id),
                 "regenerate sent but not confirmed; will be resolved on the next run",
             );
             continue;
@@ -233,7 +233,7 @@ fn merge_user(
         if new_fp == old_fp && current.access_key == entry.access_key {
             let err = "the regenerate call got no answer and the credential did not change";
             audit_failure(engine, client, &entry, Some(rotation_id), &err);
-            report.fail("object_storage", subject_of(&entry), err);
+            report.fail_credential(&entry, Some(rotation_id), err);
             continue;
         }
         let now = Utc::now();
@@ -265,6 +265,8 @@ fn merge_user(
         report.rotated.push(Rotated {
             kind: "object_storage",
             subject: subject_of(&entry),
+            credential: Some(CredentialRef::of(&entry)),
+            at: now,
             rotation_id,
             old_access_key: Some(entry.access_key.clone()),
             new_access_key: Some(current.access_key.clone()),
