@@ -67,6 +67,10 @@ pub async fn run_daemon(
     let cancel = CancellationToken::new();
     let mut run_now = engine.settings().schedule.run_on_start;
     tracing::info!(config = %config_path.display(), "Daemon started.");
+    // The configuration is valid, the state directory locked and the
+    // schedule about to run: tell systemd (Type=notify) we are ready.
+    notify(&[sd_notify::NotifyState::Ready]);
+    let _watchdog = start_watchdog();
     loop {
         if !run_now {
             let schedule = engine.settings().schedule.clone();
@@ -83,6 +87,10 @@ pub async fn run_daemon(
             let delay = jitter(&schedule);
             let wait = (next - Utc::now()).to_std().unwrap_or_default() + delay;
             tracing::info!(next_run = %next.to_rfc3339(), jitter_ms = delay.as_millis() as u64, "Waiting for the next run.");
+            notify(&[sd_notify::NotifyState::Status(&format!(
+                "Next run at {}",
+                next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ))]);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 signal = signals.recv() => match signal {
@@ -95,6 +103,7 @@ pub async fn run_daemon(
             }
         }
         run_now = false;
+        notify(&[sd_notify::NotifyState::Status("Rotating")]);
         let mut reload_requested = false;
         {
             let run = engine.run_once(RunOptions::default(), &cancel);
@@ -129,6 +138,29 @@ pub async fn run_daemon(
     }
 }
 
+/// Sends a state to systemd when `NOTIFY_SOCKET` is set; a no-op otherwise.
+fn notify(state: &[sd_notify::NotifyState]) {
+    if let Err(err) = sd_notify::notify(false, state) {
+        tracing::debug!(error = %err, "Could not notify systemd.");
+    }
+}
+
+/// Pings the systemd watchdog at half its interval while the runtime is
+/// alive (`WatchdogSec=`); `None` when no watchdog is configured.
+fn start_watchdog() -> Option<tokio::task::JoinHandle<()>> {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return None;
+    }
+    let period = Duration::from_micros(usec / 2);
+    Some(tokio::spawn(async move {
+        loop {
+            notify(&[sd_notify::NotifyState::Watchdog]);
+            tokio::time::sleep(period).await;
+        }
+    }))
+}
+
 /// Validates the configuration file again and swaps it in; on error the old
 /// configuration stays and the error is logged.
 fn reload(engine: &mut Engine, path: &std::path::Path) {
@@ -140,7 +172,10 @@ fn reload(engine: &mut Engine, path: &std::path::Path) {
             );
         }
         Ok(settings) => match engine.reload(settings) {
-            Ok(()) => tracing::info!(config = %path.display(), "Configuration reloaded."),
+            Ok(()) => {
+                notify(&[sd_notify::NotifyState::Ready]);
+                tracing::info!(config = %path.display(), "Configuration reloaded.")
+            }
             Err(err) => {
                 tracing::error!(error = %err, "Reload failed; keeping the old configuration.")
             }

@@ -550,3 +550,47 @@ async fn one_failing_credential_does_not_stop_the_others_and_is_reported() {
         stdout(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_tells_systemd_it_is_ready_and_when_it_runs_next() {
+    let opts = options(1);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = setup_with_sink(&sim, &opts, "[schedule]\ncron = \"0 0 4 1 1 *\"\n");
+    let socket_path = setup.dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let log = setup.dir.path().join("daemon.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("contabo-rotator"))
+        .args(["-c", &setup.config.display().to_string()])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let mut daemon = Daemon { child, log };
+    let mut messages = String::new();
+    let mut buf = [0u8; 4096];
+    while !(messages.contains("READY=1") && messages.contains("STATUS=Next run at")) {
+        let n = socket.recv(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "no notification ({e}); got {messages:?}\n{}",
+                daemon.log_text()
+            )
+        });
+        messages.push_str(&String::from_utf8_lossy(&buf[..n]));
+        messages.push('\n');
+    }
+    assert!(
+        sim.requests().is_empty(),
+        "ready before any run: the first run is on 1 January"
+    );
+    daemon.signal("TERM");
+    let (code, daemon) =
+        tokio::task::spawn_blocking(move || (daemon.wait(Duration::from_secs(30)), daemon))
+            .await
+            .unwrap();
+    assert_eq!(code, Some(0), "{}", daemon.log_text());
+}
