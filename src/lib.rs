@@ -7,12 +7,13 @@
 //! (pure rules: selection, due-ness, limits), [`inventory`] (what the account
 //! holds now), [`rotation`] (the engine), [`state`] (the crash-safe state
 //! directory), [`sinks`] (delivery), [`schedule`] (the daemon) and
-//! [`telemetry`] (logging).
+//! [`telemetry`] (logging) with [`metrics`] (Prometheus and health endpoints).
 
 pub mod cli;
 pub mod config;
 pub mod contabo;
 pub mod inventory;
+pub mod metrics;
 pub mod policy;
 pub mod rotation;
 pub mod schedule;

@@ -84,6 +84,7 @@ pub async fn run_daemon(
                     _ => return Exit::Graceful,
                 }
             };
+            crate::metrics::metrics().set_next_run(next);
             let delay = jitter(&schedule);
             let wait = (next - Utc::now()).to_std().unwrap_or_default() + delay;
             tracing::info!(next_run = %next.to_rfc3339(), jitter_ms = delay.as_millis() as u64, "Waiting for the next run.");
@@ -111,6 +112,7 @@ pub async fn run_daemon(
             loop {
                 tokio::select! {
                     report = &mut run => {
+                        crate::metrics::metrics().record_run(&report);
                         let code = report.exit_code();
                         tracing::info!(rotated = report.rotated.len(), failed = report.failed.len(), exit_code = code, "Scheduled run finished.");
                         break;
@@ -127,6 +129,12 @@ pub async fn run_daemon(
                         }
                     },
                 }
+            }
+        }
+        match engine.state().load_records() {
+            Ok(records) => crate::metrics::metrics().record_ages(&records),
+            Err(err) => {
+                tracing::warn!(error = %err, "Could not read the records for the age metrics.")
             }
         }
         if cancel.is_cancelled() {

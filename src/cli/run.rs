@@ -67,6 +67,7 @@ pub async fn run_now(path: &Path, options: RunOptions) -> Result<u8, CliError> {
         })
     };
     let report = engine.run_once(options, &cancel).await;
+    crate::metrics::metrics().record_run(&report);
     watcher.abort();
     print!("{}", report.render_text());
     Ok(report.exit_code())
@@ -76,6 +77,16 @@ pub async fn run_now(path: &Path, options: RunOptions) -> Result<u8, CliError> {
 pub async fn daemon(path: &Path) -> Result<u8, CliError> {
     let engine = engine(path)?;
     let signals = forward_signals()?;
+    // Bound before READY=1, so a port in use fails the start loudly. The
+    // address cannot change on reload.
+    let _metrics = match engine.settings().metrics.as_ref() {
+        Some(m) => Some(
+            crate::metrics::serve(m.listen)
+                .await
+                .with_context(|| format!("binding the metrics address {}", m.listen))?,
+        ),
+        None => None,
+    };
     match schedule::run_daemon(engine, path.to_path_buf(), signals).await {
         Exit::Graceful => Ok(EXIT_OK),
         Exit::Immediate => Ok(EXIT_FAILED),

@@ -253,8 +253,12 @@ impl Authenticator {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| ApiError::from_reqwest(OP, e, self.timeout))?;
+            .map_err(|e| {
+                crate::metrics::metrics().api_request(OP, 0);
+                ApiError::from_reqwest(OP, e, self.timeout)
+            })?;
         let status = response.status();
+        crate::metrics::metrics().api_request(OP, status.as_u16());
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)

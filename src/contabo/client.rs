@@ -473,11 +473,12 @@ impl ContaboClient {
         if let Some(body) = &call.body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ApiError::from_reqwest(op, e, inner.timeout))?;
+        let response = request.send().await.map_err(|e| {
+            crate::metrics::metrics().api_request(op, 0);
+            ApiError::from_reqwest(op, e, inner.timeout)
+        })?;
         let status = response.status().as_u16();
+        crate::metrics::metrics().api_request(op, status);
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)

@@ -594,3 +594,91 @@ async fn daemon_tells_systemd_it_is_ready_and_when_it_runs_next() {
             .unwrap();
     assert_eq!(code, Some(0), "{}", daemon.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_serves_metrics_health_and_readiness_that_change_after_a_run() {
+    let opts = options(2);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let setup = setup_with_sink(
+        &sim,
+        &opts,
+        &format!("{SINK_AND_CLIENT}\n[schedule]\ncron = \"*/2 * * * * *\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let mut daemon = Daemon::start(&setup.config, setup.dir.path());
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let http = http.clone();
+        let url = format!("{base}{path}");
+        async move {
+            match http.get(url).send().await {
+                Ok(r) => Some((r.status().as_u16(), r.text().await.unwrap_or_default())),
+                Err(_) => None,
+            }
+        }
+    };
+    let started = Instant::now();
+    let first = loop {
+        if let Some(answer) = get("/metrics").await {
+            break answer;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "metrics never served:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(first.0, 200);
+    assert_eq!(get("/healthz").await.unwrap().0, 200);
+    assert_eq!(get("/readyz").await.unwrap().0, 200);
+    let runs = |d: &Daemon| d.log_text().matches("Scheduled run finished").count();
+    wait_for(Duration::from_secs(30), "a run", || runs(&daemon) >= 1).await;
+    let (status, after) = get("/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        after.contains(
+            "contabo_rotator_rotations_total{kind=\"object_storage\",result=\"success\"} 6"
+        ),
+        "{after}"
+    );
+    assert!(after.contains("contabo_rotator_api_requests_total{operation=\"regenerateObjectStorageCredentials\",status=\"200\"}"), "{after}");
+    assert!(
+        after.contains("contabo_rotator_sink_deliveries_total"),
+        "{after}"
+    );
+    assert!(
+        after.contains("contabo_rotator_credential_age_seconds"),
+        "{after}"
+    );
+    assert!(
+        after.contains("contabo_rotator_next_run_timestamp_seconds"),
+        "{after}"
+    );
+    assert!(
+        after.contains("contabo_rotator_last_success_timestamp_seconds"),
+        "{after}"
+    );
+    assert_ne!(first.1, after);
+    assert_no_secret(&sim, &after);
+
+    // A run with a failure (the sink's directory is gone) makes /readyz answer 503.
+    std::fs::remove_dir_all(setup.dir.path().join("out")).unwrap();
+    let before = runs(&daemon);
+    wait_for(Duration::from_secs(60), "a failing run", || {
+        runs(&daemon) > before
+    })
+    .await;
+    assert_eq!(get("/readyz").await.unwrap().0, 503);
+    daemon.signal("TERM");
+    let (code, daemon) =
+        tokio::task::spawn_blocking(move || (daemon.wait(Duration::from_secs(60)), daemon))
+            .await
+            .unwrap();
+    assert_eq!(code, Some(0), "{}", daemon.log_text());
+}
