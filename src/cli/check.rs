@@ -6,41 +6,74 @@ use anyhow::Context;
 use std::io::Write;
 use std::path::Path;
 
-pub async fn run(path: &Path, online: bool) -> Result<u8, CliError> {
+/// Validates (and with `online`, logs in); text or, with `json`, one JSON object.
+pub async fn run(path: &Path, online: bool, json: bool) -> Result<u8, CliError> {
     let settings = config::load(path)?;
     let mut out = std::io::stdout();
-    print_summary(&settings, &mut out).context("writing to stdout")?;
-    if !online {
-        return Ok(EXIT_OK);
+    let mut result = serde_json::json!({
+        "config": settings.path,
+        "valid": true,
+        "state_dir": settings.state.dir,
+        "sinks": settings.sinks.iter().map(|s| s.describe()).collect::<Vec<_>>(),
+    });
+    if !json {
+        print_summary(&settings, &mut out).context("writing to stdout")?;
     }
-    let client = api_client(&settings)?;
+    let code = if online {
+        check_online(&settings, &mut result, json, &mut out).await?
+    } else {
+        EXIT_OK
+    };
+    if json {
+        writeln!(out, "{result}").context("writing to stdout")?;
+    }
+    Ok(code)
+}
+
+/// Logs in and reads the OAuth client; records what it found in `result`.
+async fn check_online(
+    settings: &Settings,
+    result: &mut serde_json::Value,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<u8, CliError> {
+    let client = api_client(settings)?;
     let user_id = match client.api_user_id().await {
         Ok(id) => id,
         Err(err) => {
-            eprintln!("error: login as {} failed: {err}", settings.api.username);
+            tracing::error!(user = %settings.api.username, error = %err, "Login failed.");
+            result["login"] = serde_json::json!({ "ok": false, "error": err.to_string() });
             return Ok(EXIT_FAILED);
         }
     };
-    writeln!(
-        out,
-        "Logged in as {} (API user id {user_id}).",
-        settings.api.username
-    )
-    .context("writing to stdout")?;
+    result["login"] = serde_json::json!({ "ok": true, "api_user_id": user_id });
+    if !json {
+        writeln!(
+            out,
+            "Logged in as {} (API user id {user_id}).",
+            settings.api.username
+        )
+        .context("writing to stdout")?;
+    }
     match client.get_client().await {
         Ok(api_client) => {
-            writeln!(out, "OAuth client id: {}.", api_client.client_id)
-                .context("writing to stdout")?;
+            result["client_id"] = serde_json::json!(api_client.client_id);
+            if !json {
+                writeln!(out, "OAuth client id: {}.", api_client.client_id)
+                    .context("writing to stdout")?;
+            }
             if api_client.client_id != settings.api.client_id {
-                eprintln!(
-                    "warning: the API reports client id {} but the configuration says {}",
-                    api_client.client_id, settings.api.client_id
+                tracing::warn!(
+                    api = %api_client.client_id,
+                    configured = %settings.api.client_id,
+                    "The API reports another client id than the configuration."
                 );
             }
             Ok(EXIT_OK)
         }
         Err(err) => {
-            eprintln!("error: reading the OAuth client failed: {err}");
+            tracing::error!(error = %err, "Reading the OAuth client failed.");
+            result["client_error"] = serde_json::json!(err.to_string());
             Ok(EXIT_FAILED)
         }
     }

@@ -56,13 +56,10 @@ pub async fn run(settings: &Settings, json: bool, out: &mut impl Write) -> Resul
     })?;
     let listing = listing(settings, &inventory, &view.records);
     if json {
-        serde_json::to_writer_pretty(&mut *out, &listing).context("writing JSON")?;
+        serde_json::to_writer(&mut *out, &listing).context("writing JSON")?;
         writeln!(out).context("writing to stdout")?;
     } else {
         print_table(&listing, out).context("writing to stdout")?;
-    }
-    for failure in &listing.failures {
-        eprintln!("error: {}: {}", failure.user_email, failure.error);
     }
     Ok(if listing.failures.is_empty() {
         EXIT_OK

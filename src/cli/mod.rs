@@ -126,17 +126,26 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
+    let json_logs = cli.log_format == LogFormat::Json;
     let result = runtime.block_on(run(cli));
+    // Errors are logged once; in text mode as a plain `error:` line, in JSON
+    // mode as a log record, so that every line printed stays JSON.
     ExitCode::from(match result {
         Ok(code) => code,
         Err(CliError::Config(err)) => {
-            tracing::error!("Invalid configuration: {err}");
-            eprintln!("error: {err}");
+            if json_logs {
+                tracing::error!(error = %err, "Invalid configuration.");
+            } else {
+                eprintln!("error: {err}");
+            }
             EXIT_CONFIG
         }
         Err(CliError::Other(err)) => {
-            tracing::error!("{err:#}");
-            eprintln!("error: {err:#}");
+            if json_logs {
+                tracing::error!(error = format!("{err:#}"), "Failed.");
+            } else {
+                eprintln!("error: {err:#}");
+            }
             EXIT_FAILED
         }
     })
@@ -144,15 +153,17 @@ pub fn main() -> ExitCode {
 
 /// Runs one parsed command line; the status is the command's own verdict.
 pub async fn run(cli: Cli) -> Result<u8, CliError> {
+    // With JSON logs, every command prints JSON (demo excepted).
+    let json_logs = cli.log_format == LogFormat::Json;
     match cli.command {
-        Some(Command::Check { online }) => check::run(&cli.config, online).await,
+        Some(Command::Check { online }) => check::run(&cli.config, online, json_logs).await,
         Some(Command::List { json }) => {
             let settings = config::load(&cli.config)?;
-            list::run(&settings, json, &mut std::io::stdout()).await
+            list::run(&settings, json || json_logs, &mut std::io::stdout()).await
         }
         Some(Command::Status { json }) => {
             let settings = config::load(&cli.config)?;
-            status::run(&settings, json, &mut std::io::stdout())
+            status::run(&settings, json || json_logs, &mut std::io::stdout())
         }
         Some(Command::Demo) => demo::run(&mut std::io::stdout()).await,
         None if cli.run_now => {
@@ -160,7 +171,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
                 dry_run: cli.dry_run,
                 force: cli.force,
             };
-            run::run_now(&cli.config, options).await
+            run::run_now(&cli.config, options, json_logs).await
         }
         None => run::daemon(&cli.config).await,
     }

@@ -44,9 +44,10 @@ fn forward_signals() -> Result<mpsc::Receiver<Signal>, CliError> {
     Ok(rx)
 }
 
-/// `--run-now [--dry-run] [--force]`: one pass; the report goes to stdout.
+/// `--run-now [--dry-run] [--force]`: one pass; the report goes to stdout
+/// (one JSON object with `--log-format json`).
 /// A terminate signal finishes the credential in hand; a second exits at once.
-pub async fn run_now(path: &Path, options: RunOptions) -> Result<u8, CliError> {
+pub async fn run_now(path: &Path, options: RunOptions, json: bool) -> Result<u8, CliError> {
     let mut engine = engine(path)?;
     let mut signals = forward_signals()?;
     let cancel = CancellationToken::new();
@@ -58,7 +59,7 @@ pub async fn run_now(path: &Path, options: RunOptions) -> Result<u8, CliError> {
                     continue;
                 }
                 if cancel.is_cancelled() {
-                    eprintln!("Second terminate signal: exiting at once.");
+                    tracing::warn!("Second terminate signal; exiting at once.");
                     std::process::exit(i32::from(EXIT_FAILED));
                 }
                 tracing::info!("Terminate signal; finishing the credential in hand, then exiting.");
@@ -69,7 +70,14 @@ pub async fn run_now(path: &Path, options: RunOptions) -> Result<u8, CliError> {
     let report = engine.run_once(options, &cancel).await;
     crate::metrics::metrics().record_run(&report);
     watcher.abort();
-    print!("{}", report.render_text());
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).context("writing the report")?
+        );
+    } else {
+        print!("{}", report.render_text());
+    }
     Ok(report.exit_code())
 }
 

@@ -61,7 +61,7 @@ pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u
         })).collect::<Vec<_>>(),
     });
     if as_json {
-        serde_json::to_writer_pretty(&mut *out, &value).context("writing JSON")?;
+        serde_json::to_writer(&mut *out, &value).context("writing JSON")?;
         writeln!(out).context("writing to stdout")?;
         return Ok(EXIT_OK);
     }

@@ -682,3 +682,48 @@ async fn daemon_serves_metrics_health_and_readiness_that_change_after_a_run() {
             .unwrap();
     assert_eq!(code, Some(0), "{}", daemon.log_text());
 }
+
+/// Every non-empty line is a JSON value.
+fn assert_all_json(what: &str, text: &str) {
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "{what}: not JSON: {line}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_json_logs_every_printed_line_is_json() {
+    let opts = options(2);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = setup_with_sink(&sim, &opts, SINK_AND_CLIENT);
+    let mut printed = 0;
+    for command in [
+        &["check"][..],
+        &["check", "--online"],
+        &["list"],
+        &["-v", "--run-now", "--dry-run"],
+        &["-vv", "--run-now"],
+        &["status"],
+    ] {
+        let mut a = vec!["--log-format", "json"];
+        a.extend_from_slice(command);
+        let out = run_bin(args(&setup.config, &a)).await;
+        assert!(out.status.success(), "{command:?}: {}", stderr(&out));
+        assert_all_json(&format!("{command:?} stdout"), &stdout(&out));
+        assert_all_json(&format!("{command:?} stderr"), &stderr(&out));
+        assert_no_secret(&sim, &(stdout(&out) + &stderr(&out)));
+        printed += stdout(&out).lines().count() + stderr(&out).lines().count();
+    }
+    assert!(
+        printed > 20,
+        "the commands printed something ({printed} lines)"
+    );
+    // Errors too: an invalid configuration and a failing run.
+    crate::cli::write_secret(&setup.config, "[api]\nclient_idd = 1\n");
+    let out = run_bin(args(&setup.config, &["--log-format", "json", "--run-now"])).await;
+    assert_eq!(out.status.code(), Some(78));
+    assert!(!stderr(&out).is_empty());
+    assert_all_json("config error", &stderr(&out));
+}
