@@ -18,7 +18,7 @@ use crate::state::{AuditEvent, AuditKind, Intent, IntentKind, Records};
 use chrono::Utc;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -28,7 +28,10 @@ struct UserOutcome {
     user_id: String,
     /// (entry before, rotation id, keys from the PATCH answer if any).
     attempted: Vec<(CredentialEntry, Uuid, Option<Credential>)>,
-    failed: Vec<(CredentialEntry, ApiError)>,
+    /// Refused by the API (the intent is settled: nothing changed).
+    failed: Vec<(CredentialEntry, Uuid, ApiError)>,
+    /// Skipped after a shutdown signal (the intent is settled too).
+    not_attempted: Vec<Uuid>,
     /// The user's credentials as re-read after the PATCHes.
     reread: Option<Result<Vec<Credential>, ApiError>>,
 }
@@ -47,31 +50,50 @@ pub(super) async fn rotate_due(
     if due.is_empty() {
         return;
     }
-    let mut by_user: BTreeMap<String, Vec<CredentialEntry>> = BTreeMap::new();
-    for i in due {
-        by_user
-            .entry(credentials[i].user_id.clone())
-            .or_default()
-            .push(credentials[i].clone());
-    }
-    let journal = Arc::new(Mutex::new(match engine.state.load_journal() {
+    let mut journal = match engine.state.load_journal() {
         Ok(j) => j,
         Err(err) => {
             report.fail("state", "journal.json", err);
             return;
         }
-    }));
+    };
+    // One intent per due credential, written (and fsync'd) once before the
+    // first regenerate: a crash at any later point leaves every credential
+    // that may have changed in the journal, and the next start reads each
+    // back. One write per run instead of one per credential.
+    let started_at = Utc::now();
+    let mut by_user: BTreeMap<String, Vec<(CredentialEntry, Uuid)>> = BTreeMap::new();
+    for i in due {
+        let entry = credentials[i].clone();
+        let rotation_id = Uuid::new_v4();
+        journal.begin(Intent {
+            rotation_id,
+            started_at,
+            kind: IntentKind::ObjectStorage {
+                key: key_of(&entry),
+                user_email: entry.user_email.clone(),
+                old_access_key: entry.access_key.clone(),
+                old_fingerprint: engine.state.fingerprint(&entry.secret_key),
+            },
+        });
+        by_user
+            .entry(entry.user_id.clone())
+            .or_default()
+            .push((entry, rotation_id));
+    }
+    if let Err(err) = engine.state.save_journal(&journal) {
+        report.fail("state", "journal.json: no credential rotated", err);
+        return;
+    }
     let slots = Arc::new(Semaphore::new(engine.settings.api.concurrency.max(1)));
     let mut tasks = JoinSet::new();
     for (user_id, entries) in by_user {
         let client = client.clone();
-        let journal = journal.clone();
         let slots = slots.clone();
         let cancel = cancel.clone();
-        let state = engine.state.clone();
         tasks.spawn(async move {
             let _slot = slots.acquire_owned().await.expect("never closed");
-            rotate_user(&client, &state, &journal, user_id, entries, &cancel).await
+            rotate_user(&client, user_id, entries, &cancel).await
         });
     }
     let mut outcomes = Vec::new();
@@ -81,6 +103,7 @@ pub(super) async fn rotate_due(
     outcomes.sort_by(|a, b| a.user_id.cmp(&b.user_id));
 
     let mut finished = Vec::new();
+    let mut audit = Vec::new();
     for outcome in outcomes {
         merge_user(
             engine,
@@ -89,8 +112,14 @@ pub(super) async fn rotate_due(
             credentials,
             outcome,
             report,
-            &mut finished,
+            &mut Settled {
+                intents: &mut finished,
+                audit: &mut audit,
+            },
         );
+    }
+    if let Err(err) = engine.state.audit_all(&audit) {
+        tracing::warn!(error = %err, "Could not append to the audit log.");
     }
     // Records first, then the intents they settle: a crash in between only
     // replays intents whose outcome the records already hold.
@@ -99,7 +128,6 @@ pub(super) async fn rotate_due(
         return;
     }
     crash::point("s3-after-record");
-    let mut journal = journal.lock().await;
     for id in finished {
         journal.finish(id);
     }
@@ -110,43 +138,21 @@ pub(super) async fn rotate_due(
 
 async fn rotate_user(
     client: &ContaboClient,
-    state: &Arc<crate::state::StateDir>,
-    journal: &Mutex<crate::state::Journal>,
     user_id: String,
-    entries: Vec<CredentialEntry>,
+    entries: Vec<(CredentialEntry, Uuid)>,
     cancel: &CancellationToken,
 ) -> UserOutcome {
     let mut outcome = UserOutcome {
         user_id: user_id.clone(),
         attempted: Vec::new(),
         failed: Vec::new(),
+        not_attempted: Vec::new(),
         reread: None,
     };
-    for entry in entries {
+    for (entry, rotation_id) in entries {
         if cancel.is_cancelled() {
-            break;
-        }
-        let rotation_id = Uuid::new_v4();
-        {
-            let mut journal = journal.lock().await;
-            journal.begin(Intent {
-                rotation_id,
-                started_at: Utc::now(),
-                kind: IntentKind::ObjectStorage {
-                    key: key_of(&entry),
-                    user_email: entry.user_email.clone(),
-                    old_access_key: entry.access_key.clone(),
-                    old_fingerprint: state.fingerprint(&entry.secret_key),
-                },
-            });
-            if let Err(err) = state.save_journal(&journal) {
-                journal.finish(rotation_id);
-                outcome.failed.push((
-                    entry,
-                    ApiError::Setup(format!("cannot record the intent: {err}")),
-                ));
-                continue;
-            }
+            outcome.not_attempted.push(rotation_id);
+            continue;
         }
         tracing::info!(
             %rotation_id,
@@ -172,10 +178,7 @@ async fn rotate_user(
                 tracing::warn!(%rotation_id, error = %err, "No answer to the regenerate call; reading back.");
                 outcome.attempted.push((entry, rotation_id, None));
             }
-            Err(err) => {
-                journal.lock().await.finish(rotation_id);
-                outcome.failed.push((entry, err));
-            }
+            Err(err) => outcome.failed.push((entry, rotation_id, err)),
         }
     }
     if !outcome.attempted.is_empty() {
@@ -197,12 +200,16 @@ fn merge_user(
     credentials: &mut [CredentialEntry],
     outcome: UserOutcome,
     report: &mut RunReport,
-    finished: &mut Vec<Uuid>,
+    settled: &mut Settled<'_>,
 ) {
     let state = &engine.state;
-    for (entry, err) in outcome.failed {
-        audit_failure(engine, client, &entry, None, &err);
-        report.fail_credential(&entry, None, err);
+    settled.intents.extend(outcome.not_attempted);
+    for (entry, rotation_id, err) in outcome.failed {
+        settled.intents.push(rotation_id);
+        settled
+            .audit
+            .push(failure_event(client, &entry, Some(rotation_id), &err));
+        report.fail_credential(&entry, Some(rotation_id), err);
     }
     let reread = match outcome.reread {
         Some(Ok(list)) => Some(list),
@@ -229,10 +236,12 @@ fn merge_user(
             continue;
         };
         let new_fp = state.fingerprint(&current.secret_key);
-        finished.push(rotation_id);
+        settled.intents.push(rotation_id);
         if new_fp == old_fp && current.access_key == entry.access_key {
             let err = "the regenerate call got no answer and the credential did not change";
-            audit_failure(engine, client, &entry, Some(rotation_id), &err);
+            settled
+                .audit
+                .push(failure_event(client, &entry, Some(rotation_id), &err));
             report.fail_credential(&entry, Some(rotation_id), err);
             continue;
         }
@@ -246,7 +255,7 @@ fn merge_user(
         record.rotation_id = Some(rotation_id);
         record.access_key = current.access_key.clone();
         record.secret_fingerprint = new_fp.clone();
-        let _ = state.audit(&AuditEvent {
+        settled.audit.push(AuditEvent {
             at: now,
             event: AuditKind::Rotation,
             rotation_id: Some(rotation_id),
@@ -288,19 +297,24 @@ fn merge_user(
     }
 }
 
-fn audit_failure(
-    engine: &Engine,
+fn failure_event(
     client: &ContaboClient,
     entry: &CredentialEntry,
     rotation_id: Option<Uuid>,
     err: &dyn std::fmt::Display,
-) {
-    let _ = engine.state.audit(&AuditEvent {
+) -> AuditEvent {
+    AuditEvent {
         at: Utc::now(),
         event: AuditKind::Failure,
         rotation_id,
         trace_id: Some(client.trace_id().to_owned()),
         subject: subject_of(entry),
         detail: serde_json::json!({ "kind": "object_storage", "error": err.to_string() }),
-    });
+    }
+}
+
+/// What merging users settles: journal intents to clear and audit lines to append.
+struct Settled<'a> {
+    intents: &'a mut Vec<Uuid>,
+    audit: &'a mut Vec<AuditEvent>,
 }

@@ -48,13 +48,25 @@ pub enum AuditKind {
 impl StateDir {
     /// Appends `event` to `audit.log` and syncs it to disk.
     pub fn audit(&self, event: &AuditEvent) -> Result<(), StateError> {
+        self.audit_all(std::slice::from_ref(event))
+    }
+
+    /// Appends several events with one write and one `sync_data` (a run
+    /// rotating thousands of credentials must not pay a sync per line).
+    pub fn audit_all(&self, events: &[AuditEvent]) -> Result<(), StateError> {
+        if events.is_empty() {
+            return Ok(());
+        }
         let path = self.path().join(super::AUDIT_FILE);
-        let mut line = serde_json::to_vec(event)
-            .map_err(|e| StateError::io("encode an event for", &path, e.into()))?;
-        line.push(b'\n');
+        let mut lines = Vec::new();
+        for event in events {
+            serde_json::to_writer(&mut lines, event)
+                .map_err(|e| StateError::io("encode an event for", &path, e.into()))?;
+            lines.push(b'\n');
+        }
 
         let (mut file, created) = open_append(&path)?;
-        file.write_all(&line)
+        file.write_all(&lines)
             .and_then(|()| file.sync_data())
             .map_err(|e| StateError::io("append to", &path, e))?;
         if created {
