@@ -195,6 +195,16 @@ fn running_as_root() -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// Writes a secret file with mode 0600 (others-readable ones are refused).
+    fn write_private(
+        path: impl AsRef<std::path::Path>,
+        content: impl AsRef<[u8]>,
+    ) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path.as_ref(), content)?;
+        std::fs::set_permissions(path.as_ref(), std::fs::Permissions::from_mode(0o600))
+    }
+
     use std::collections::HashMap;
     use std::path::PathBuf;
     use std::time::Duration;
@@ -308,13 +318,13 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
     /// A temporary credentials directory holding the example's secrets.
     fn example_secrets() -> (tempfile::TempDir, String) {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
+        write_private(
             dir.path().join("client-secret"),
             format!("{CLIENT_SECRET}\n"),
         )
         .unwrap();
-        std::fs::write(dir.path().join("api-password"), format!("{PASSWORD}\r\n")).unwrap();
-        std::fs::write(dir.path().join("webhook.key"), format!("{WHSEC}\n")).unwrap();
+        write_private(dir.path().join("api-password"), format!("{PASSWORD}\r\n")).unwrap();
+        write_private(dir.path().join("webhook.key"), format!("{WHSEC}\n")).unwrap();
         let text = EXAMPLE.replace(
             "/etc/contabo-rotator/webhook.key",
             dir.path().join("webhook.key").to_str().unwrap(),
@@ -475,7 +485,7 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
             ("none", "s3cret", "s3cret"),
             ("spaces", " s3cret \n", " s3cret "),
         ] {
-            std::fs::write(dir.path().join(name), content).unwrap();
+            write_private(dir.path().join(name), content).unwrap();
             let text = MINIMAL.replace(
                 "\"pw-plain-0002\"",
                 &format!("{{ file = \"{}\" }}", dir.path().join(name).display()),
@@ -488,7 +498,7 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
     #[test]
     fn secrets_from_env_and_relative_files() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("pw"), "from-file\n").unwrap();
+        write_private(dir.path().join("pw"), "from-file\n").unwrap();
         let path = dir.path().join("config.toml");
         let text = MINIMAL
             .replace("\"pw-plain-0002\"", "{ file = \"pw\" }")

@@ -263,8 +263,22 @@ impl Resolver<'_> {
     }
 }
 
-/// The file's content without one trailing `\n` or `\r\n`.
+/// The file's content without one trailing `\n` or `\r\n`. A file that
+/// others may read is refused: whoever can read it holds the account.
 fn read_secret_file(path: &Path) -> Result<SecretString, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o004 != 0 {
+        return Err(format!(
+            "secret file {} is readable by others (mode {:04o}); restrict it, e.g. chmod 600 {}",
+            path.display(),
+            mode & 0o7777,
+            path.display()
+        ));
+    }
     let mut text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
     if text.ends_with("\r\n") {

@@ -11,7 +11,7 @@ async fn every_shipped_config_passes_check() {
         ("api-password", "example-password"),
         ("webhook-key", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
     ] {
-        std::fs::write(creds.path().join(name), value).unwrap();
+        crate::cli::write_secret(&creds.path().join(name), value);
     }
     let state = tempfile::tempdir().unwrap();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");

@@ -1,5 +1,6 @@
 //! The integration-test binary: one binary, one module per area, shared helpers.
 
+mod bad_input;
 mod cli;
 mod client;
 mod contract;
