@@ -1,0 +1,147 @@
+//! Malformed API answers through the real binary: each gives a typed error
+//! naming the operation, no panic, and a run that reports it (exit 1).
+
+use crate::cli::{args, write_secret};
+use crate::util::{token_body, USER_ID};
+use serde_json::json;
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn user() -> serde_json::Value {
+    json!({"userId": USER_ID, "email": "app@example.com", "locale": "en", "roles": []})
+}
+
+fn variants() -> Vec<(&'static str, ResponseTemplate, &'static str)> {
+    vec![
+        (
+            "truncated JSON",
+            ResponseTemplate::new(200).set_body_string(r#"{"data":[{"userId":"#),
+            "truncated JSON",
+        ),
+        (
+            "wrong types",
+            ResponseTemplate::new(200).set_body_string(r#"{"data":"yes"}"#),
+            "wrong shape",
+        ),
+        (
+            "empty body",
+            ResponseTemplate::new(200).set_body_string(""),
+            "empty body",
+        ),
+        (
+            "oversized body",
+            ResponseTemplate::new(200).set_body_string(format!(
+                r#"{{"data":[],"pad":"{}"}}"#,
+                "x".repeat(17 * 1024 * 1024)
+            )),
+            "larger than",
+        ),
+        (
+            "HTML error page with 200",
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/html")
+                .set_body_string("<html><body>502 Bad Gateway</body></html>"),
+            "invalid JSON",
+        ),
+        (
+            "missing data array",
+            ResponseTemplate::new(200).set_body_json(json!({"_links": {}})),
+            "no `data` array",
+        ),
+        (
+            "HTML error page with 404",
+            ResponseTemplate::new(404).set_body_string("<html>Not Found</html>"),
+            "HTTP 404",
+        ),
+    ]
+}
+
+async fn server(endpoint: &str, answer: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(token_body("m", 300)))
+        .mount(&server)
+        .await;
+    // The endpoint under test answers badly; the others answer well.
+    Mock::given(method("GET"))
+        .and(path_regex(endpoint))
+        .respond_with(answer)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/users"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"data": [user()], "_pagination": {"totalPages": 1}})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/object-storages"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"data": [], "_pagination": {"totalPages": 1}})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/v1/users/[^/]+/object-storages/credentials$"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"data": [], "_pagination": {"totalPages": 1}})),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_answers_are_typed_errors_reported_by_the_run() {
+    let endpoints = [
+        ("^/v1/users$", "retrieveUserList"),
+        ("^/v1/object-storages$", "retrieveObjectStorageList"),
+        (
+            "^/v1/users/[^/]+/object-storages/credentials$",
+            "listObjectStorageCredentials",
+        ),
+    ];
+    let mut checked = 0;
+    for (endpoint, op) in endpoints {
+        for (what, answer, expected) in variants() {
+            let server = server(endpoint, answer).await;
+            let dir = tempfile::tempdir().unwrap();
+            write_secret(&dir.path().join("secret"), "client-secret-x");
+            let config = dir.path().join("config.toml");
+            write_secret(
+                &config,
+                &format!(
+                    "[api]\nbase_url = \"{uri}\"\ntoken_url = \"{uri}/token\"\nclient_id = \"INT-1\"\n\
+                     client_secret = {{ file = \"{root}/secret\" }}\nusername = \"u@example.com\"\n\
+                     password = {{ file = \"{root}/secret\" }}\nmax_retries = 0\n[state]\ndir = \"{root}/state\"\n",
+                    uri = server.uri(),
+                    root = dir.path().display()
+                ),
+            );
+            let out = crate::cli::run_bin(args(&config, &["--run-now"])).await;
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(out.status.code(), Some(1), "{op} / {what}: {text}");
+            assert!(!text.contains("panicked"), "{op} / {what}: {text}");
+            assert!(
+                text.contains(op),
+                "{op} / {what}: the report names the operation: {text}"
+            );
+            assert!(
+                text.contains(expected),
+                "{op} / {what}: expected {expected:?} in {text}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 21);
+}
