@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod contract;
 mod examples;
+mod fuzz;
 mod malformed;
 mod rotation;
 mod secrets;
