@@ -118,6 +118,10 @@ struct Call<'a> {
     body: Option<serde_json::Value>,
     request_id: Option<Uuid>,
     token: Option<&'a AccessToken>,
+    /// False for calls that must not be repeated blindly: only a 429 (which
+    /// the server did not act on) is retried; any other failure goes back to
+    /// the caller, who reads the state back instead.
+    repeatable: bool,
 }
 
 impl<'a> Call<'a> {
@@ -130,6 +134,7 @@ impl<'a> Call<'a> {
             body: None,
             request_id: None,
             token: None,
+            repeatable: true,
         }
     }
 }
@@ -253,7 +258,9 @@ impl ContaboClient {
     }
 
     /// `PUT /v1/users/client/secret`: a new client secret; the old one stops
-    /// working for new logins. `token` pins the access token to use.
+    /// working for new logins. `token` pins the access token to use. Only a
+    /// 429 is retried: after any other failure the outcome may be unknown,
+    /// and the caller reads the secret back with `GET /v1/users/client`.
     pub async fn generate_client_secret(
         &self,
         request_id: Option<Uuid>,
@@ -266,6 +273,9 @@ impl ContaboClient {
         );
         call.request_id = request_id;
         call.token = token;
+        // A second PUT after a lost answer would rotate the secret again;
+        // the caller reads the secret back instead (DESIGN.md §4).
+        call.repeatable = false;
         self.one(call).await
     }
 
@@ -421,6 +431,9 @@ impl ContaboClient {
         loop {
             match self.attempt(&call).await {
                 Ok(body) => return Ok(body),
+                Err(err) if !call.repeatable && !matches!(err, ApiError::RateLimited { .. }) => {
+                    return Err(err)
+                }
                 Err(err) => tokio::time::sleep(backoff.next(err)?).await,
             }
         }

@@ -65,37 +65,50 @@ pub(super) async fn rotate(
         return None;
     }
     tracing::info!(%rotation_id, client_id = %subject, "Generating a new client secret.");
-    let new_secret = match client
-        .generate_client_secret(Some(rotation_id), Some(&token))
-        .await
-    {
-        Ok(generated) => generated.secret,
-        Err(err) if err.outcome_unknown() => {
-            tracing::warn!(%rotation_id, error = %err, "No answer to the client-secret PUT; reading the secret back.");
-            match client.get_client_with_token(&token).await {
-                Ok(api_client) if state.fingerprint(&api_client.secret) != old_fp => {
-                    api_client.secret
-                }
-                Ok(_) => {
-                    settle(state, &mut journal, rotation_id);
-                    report.fail("client_secret", subject, format!("not rotated: {err}"));
-                    return None;
-                }
-                Err(read_err) => {
-                    // The intent stays: the next run reads the secret back.
-                    report.fail(
-                        "client_secret",
-                        subject,
-                        format!("{err}; reading it back failed too: {read_err}"),
-                    );
-                    return None;
-                }
+    // The PUT is never repeated blindly: after a failure whose outcome is
+    // unknown, the secret is read back first, and the PUT is tried again only
+    // when the read shows that it was not applied.
+    let mut attempts = 0;
+    let new_secret = loop {
+        attempts += 1;
+        let err = match client
+            .generate_client_secret(Some(rotation_id), Some(&token))
+            .await
+        {
+            Ok(generated) => break generated.secret,
+            Err(err) if err.outcome_unknown() => err,
+            Err(err) => {
+                settle(state, &mut journal, rotation_id);
+                report.fail("client_secret", subject, err);
+                return None;
             }
-        }
-        Err(err) => {
-            settle(state, &mut journal, rotation_id);
-            report.fail("client_secret", subject, err);
-            return None;
+        };
+        tracing::warn!(%rotation_id, error = %err, "No answer to the client-secret PUT; reading the secret back.");
+        // A request we stopped waiting for may still be applied by the
+        // server: give it the timeout's length before reading back.
+        tokio::time::sleep(engine.settings.api.timeout).await;
+        match client.get_client_with_token(&token).await {
+            Ok(api_client) if state.fingerprint(&api_client.secret) != old_fp => {
+                break api_client.secret;
+            }
+            Ok(_) if attempts <= engine.settings.api.max_retries => {
+                tracing::info!(%rotation_id, attempt = attempts, "The PUT was not applied; trying again.");
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempts))).await;
+            }
+            Ok(_) => {
+                settle(state, &mut journal, rotation_id);
+                report.fail("client_secret", subject, format!("not rotated: {err}"));
+                return None;
+            }
+            Err(read_err) => {
+                // The intent stays: the next run reads the secret back.
+                report.fail(
+                    "client_secret",
+                    subject,
+                    format!("{err}; reading it back failed too: {read_err}"),
+                );
+                return None;
+            }
         }
     };
     if new_secret.expose_secret().is_empty() {
@@ -104,25 +117,45 @@ pub(super) async fn rotate(
         return None;
     }
     let now = Utc::now();
-    let stored = StoredClientSecret {
-        secret: new_secret.clone(),
-        rotated_at: now,
-        rotation_id,
-        superseded: state.fingerprint(&engine.settings.api.client_secret),
-    };
-    if let Err(err) = state.store_client_secret(&stored) {
-        // The API already switched; this process keeps working with the new
-        // secret in memory, and the failure is loud.
-        tracing::error!(%rotation_id, error = %err, "The new client secret could not be stored.");
-        report.fail(
-            "client_secret",
-            subject.clone(),
-            format!("new secret NOT stored: {err}"),
-        );
+    let superseded = state.fingerprint(&engine.settings.api.client_secret);
+    let mut new_secret = new_secret;
+    let mut confirmed;
+    let mut reads_back = 0;
+    loop {
+        let stored = StoredClientSecret {
+            secret: new_secret.clone(),
+            rotated_at: now,
+            rotation_id,
+            superseded: superseded.clone(),
+        };
+        if let Err(err) = state.store_client_secret(&stored) {
+            // The API already switched; this process keeps working with the
+            // new secret in memory, and the failure is loud.
+            tracing::error!(%rotation_id, error = %err, "The new client secret could not be stored.");
+            report.fail(
+                "client_secret",
+                subject.clone(),
+                format!("new secret NOT stored: {err}"),
+            );
+        }
+        crash::point("client-secret-after-store");
+        client.auth().set_client_secret(new_secret.clone()).await;
+        confirmed = confirm(client, &new_secret).await;
+        // Whether or not the login worked, check with the token from before
+        // the PUT (still valid) that the secret we hold is the API's current
+        // one: a delayed or repeated PUT may have changed it again.
+        if reads_back >= 3 {
+            break;
+        }
+        reads_back += 1;
+        match client.get_client_with_token(&token).await {
+            Ok(current) if state.fingerprint(&current.secret) != state.fingerprint(&new_secret) => {
+                tracing::warn!(%rotation_id, "The client secret changed again after the PUT; adopting the current one.");
+                new_secret = current.secret;
+            }
+            _ => break,
+        }
     }
-    crash::point("client-secret-after-store");
-    client.auth().set_client_secret(new_secret.clone()).await;
-    let confirmed = confirm(client, &new_secret).await;
     crash::point("client-secret-after-confirm");
     let new_fp = state.fingerprint(&new_secret);
     let first_seen = records

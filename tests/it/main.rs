@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod contract;
 mod examples;
+mod faults;
 mod fuzz;
 mod malformed;
 mod rotation;

@@ -228,7 +228,8 @@ async fn lost_client_secret_answer_is_recovered_through_get() {
     // Fewer retries so the dropped answers exhaust them quickly.
     let text = std::fs::read_to_string(&setup.config)
         .unwrap()
-        .replace("max_retries = 10", "max_retries = 1");
+        .replace("max_retries = 10", "max_retries = 1")
+        .replace("timeout = \"10s\"", "timeout = \"1s\"");
     crate::cli::write_secret(&setup.config, &text);
     let out = run_bin(args(&setup.config, &["--run-now"])).await;
     assert_eq!(

@@ -1,0 +1,169 @@
+//! Fault suite: each kind of fault on each kind of call, the client-secret
+//! PUT and the regenerate PATCH included. After at most three runs the sink
+//! equals the API, and a further run logs in and changes nothing.
+
+use crate::cli::{args, options, run_bin, write_config, write_secret};
+use contabo_rotator::contabo::simulator::{Fault, FaultRule, Operation, Simulator};
+use secrecy::ExposeSecret;
+use std::collections::HashMap;
+use std::time::Duration;
+
+const EXTRA: &str = r#"
+[client_secret]
+rotate = true
+
+[[sinks]]
+type = "file"
+path = "{root}/out/contabo.json"
+format = "json"
+"#;
+
+fn faults() -> Vec<(&'static str, Fault)> {
+    vec![
+        (
+            "429 with Retry-After",
+            Fault::TooManyRequests {
+                retry_after: Some(1),
+            },
+        ),
+        (
+            "429 without Retry-After",
+            Fault::TooManyRequests { retry_after: None },
+        ),
+        ("500", Fault::InternalServerError),
+        ("503", Fault::ServiceUnavailable),
+        ("dropped before applying", Fault::DropBeforeApply),
+        ("dropped after applying", Fault::DropAfterApply),
+        (
+            "latency above the timeout",
+            Fault::Latency(Duration::from_millis(1500)),
+        ),
+    ]
+}
+
+fn mutations(sim: &Simulator) -> usize {
+    sim.requests()
+        .iter()
+        .filter(|r| r.operation.is_mutating())
+        .count()
+}
+
+fn sink_equals_api(path: &std::path::Path, sim: &Simulator) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let snapshot = sim.snapshot();
+    let api: HashMap<i64, (String, String)> = snapshot
+        .users
+        .iter()
+        .flat_map(|u| u.credentials.iter())
+        .map(|c| {
+            (
+                c.credential_id,
+                (
+                    c.access_key.clone(),
+                    c.secret_key.expose_secret().to_owned(),
+                ),
+            )
+        })
+        .collect();
+    let sink: HashMap<i64, (String, String)> = json["object_storage_credentials"]
+        .as_array()
+        .ok_or("no credentials array")?
+        .iter()
+        .map(|c| {
+            (
+                c["credential_id"].as_i64().unwrap_or_default(),
+                (
+                    c["access_key"].as_str().unwrap_or_default().to_owned(),
+                    c["secret_key"].as_str().unwrap_or_default().to_owned(),
+                ),
+            )
+        })
+        .collect();
+    if sink != api {
+        return Err("S3 credentials differ".into());
+    }
+    if json["client"]["client_secret"] != snapshot.client_secret.expose_secret() {
+        return Err("client secret differs".into());
+    }
+    Ok(())
+}
+
+/// Every fault kind on one operation, each in a fresh account.
+async fn faults_on(operation: Operation) {
+    for (name, fault) in faults() {
+        let opts = options(2);
+        let sim = Simulator::start(opts.clone()).await.unwrap();
+        // Three faults in a row: more than one run's retries absorb.
+        sim.set_faults(vec![FaultRule::always(fault).on(operation).times(3)]);
+        let setup = write_config(&sim, &opts, EXTRA);
+        std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
+        let text = std::fs::read_to_string(&setup.config)
+            .unwrap()
+            .replace("max_retries = 10", "max_retries = 1")
+            .replace("timeout = \"10s\"", "timeout = \"1s\"");
+        write_secret(&setup.config, &text);
+        let sink = setup.dir.path().join("out/contabo.json");
+        let mut runs = 0;
+        let mut last = String::new();
+        while runs < 3 {
+            runs += 1;
+            let out = run_bin(args(&setup.config, &["--run-now"])).await;
+            last = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!last.contains("panicked"), "{operation:?} / {name}: {last}");
+            if out.status.code() == Some(0) && sink_equals_api(&sink, &sim).is_ok() {
+                break;
+            }
+        }
+        sink_equals_api(&sink, &sim)
+            .unwrap_or_else(|e| panic!("{operation:?} / {name}: after {runs} runs: {e}\n{last}"));
+        let before = mutations(&sim);
+        let out = run_bin(args(&setup.config, &["--run-now"])).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{operation:?} / {name}: the daemon can log in: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(mutations(&sim), before, "{operation:?} / {name}: converged");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_on_the_token_endpoint() {
+    faults_on(Operation::Token).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_on_listing_users() {
+    faults_on(Operation::RetrieveUserList).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_on_listing_object_storages() {
+    faults_on(Operation::RetrieveObjectStorageList).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_on_listing_credentials() {
+    faults_on(Operation::ListObjectStorageCredentials).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_on_regenerating_credentials() {
+    faults_on(Operation::RegenerateObjectStorageCredentials).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_on_generating_the_client_secret() {
+    faults_on(Operation::GenerateClientSecret).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_on_reading_the_client() {
+    faults_on(Operation::RetrieveUserClient).await;
+}
