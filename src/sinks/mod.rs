@@ -8,9 +8,10 @@
 //! succeeded is left alone.
 
 pub mod file;
+pub mod formats;
 pub mod snapshot;
 
-pub use snapshot::{Snapshot, SnapshotCredential};
+pub use snapshot::{Redactor, Snapshot, SnapshotCredential};
 
 use crate::config::SinkSettings;
 
