@@ -1,7 +1,9 @@
-//! `check [--online]`: validate the configuration; optionally log in.
+//! `check [--online]`: validate the configuration; with `--online` also
+//! probe every sink (see [`sinks::healthcheck`]) and log in.
 
 use super::{api_client, CliError, EXIT_FAILED, EXIT_OK};
 use crate::config::{self, Settings};
+use crate::sinks;
 use anyhow::Context;
 use std::io::Write;
 use std::path::Path;
@@ -13,12 +15,39 @@ pub async fn run(path: &Path, online: bool) -> Result<u8, CliError> {
     if !online {
         return Ok(EXIT_OK);
     }
-    let client = api_client(&settings)?;
+    let sinks_ok = check_sinks(&settings, &mut out).context("writing to stdout")?;
+    let api_ok = check_api(&settings, &mut out).await?;
+    Ok(if sinks_ok && api_ok {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    })
+}
+
+/// Probes every sink without delivering to it (see [`sinks::healthcheck`]);
+/// false if any failed.
+fn check_sinks(settings: &Settings, out: &mut impl Write) -> std::io::Result<bool> {
+    let mut ok = true;
+    for (i, sink) in settings.sinks.iter().enumerate() {
+        match sinks::healthcheck(sink) {
+            Ok(()) => writeln!(out, "sinks[{i}] {}: ok.", sink.describe())?,
+            Err(err) => {
+                eprintln!("error: sinks[{i}]: {err}");
+                ok = false;
+            }
+        }
+    }
+    Ok(ok)
+}
+
+/// Logs in and reads the OAuth client; false if either failed.
+async fn check_api(settings: &Settings, out: &mut impl Write) -> Result<bool, CliError> {
+    let client = api_client(settings)?;
     let user_id = match client.api_user_id().await {
         Ok(id) => id,
         Err(err) => {
             eprintln!("error: login as {} failed: {err}", settings.api.username);
-            return Ok(EXIT_FAILED);
+            return Ok(false);
         }
     };
     writeln!(
@@ -37,11 +66,11 @@ pub async fn run(path: &Path, online: bool) -> Result<u8, CliError> {
                     api_client.client_id, settings.api.client_id
                 );
             }
-            Ok(EXIT_OK)
+            Ok(true)
         }
         Err(err) => {
             eprintln!("error: reading the OAuth client failed: {err}");
-            Ok(EXIT_FAILED)
+            Ok(false)
         }
     }
 }

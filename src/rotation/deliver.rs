@@ -26,12 +26,15 @@ pub(super) async fn deliver_all(
         let id = sinks::sink_id(sink);
         let record = records.sinks.entry(id).or_default();
         let result = match sink {
-            SinkSettings::File(f) => file::deliver(
-                f,
-                &snapshot,
-                &engine.state,
-                record.delivered_version.as_deref(),
-            ),
+            SinkSettings::File(f) => {
+                file::deliver(
+                    f,
+                    &snapshot,
+                    &engine.state,
+                    record.delivered_version.as_deref(),
+                )
+                .await
+            }
             other => Err(SinkError::Unsupported {
                 sink: other.describe(),
                 what: "this sink type arrives with the sinks release".into(),
@@ -62,6 +65,12 @@ pub(super) async fn deliver_all(
                 "unchanged"
             }
             Err(err) => {
+                if matches!(err, SinkError::OnChange { .. }) {
+                    // The file is in place but its reader was not told:
+                    // forget the version so the next run writes it and runs
+                    // on_change again, whatever the content.
+                    record.delivered_version = None;
+                }
                 record.last_error = Some(err.to_string());
                 let _ = engine.state.audit(&AuditEvent {
                     at: now,
