@@ -6,7 +6,7 @@ use super::{crash, key_of, Delivery, Engine, RunReport};
 use crate::config::SinkSettings;
 use crate::contabo::ContaboClient;
 use crate::inventory::CredentialEntry;
-use crate::sinks::{self, file, SinkError, Snapshot, SnapshotCredential};
+use crate::sinks::{self, file, template, SinkError, Snapshot, SnapshotCredential};
 use crate::state::{AuditEvent, AuditKind, Records};
 use chrono::Utc;
 
@@ -29,6 +29,15 @@ pub(super) async fn deliver_all(
             SinkSettings::File(f) => {
                 file::deliver(
                     f,
+                    &snapshot,
+                    &engine.state,
+                    record.delivered_version.as_deref(),
+                )
+                .await
+            }
+            SinkSettings::Template(t) => {
+                template::deliver(
+                    t,
                     &snapshot,
                     &engine.state,
                     record.delivered_version.as_deref(),

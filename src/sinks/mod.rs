@@ -9,10 +9,11 @@
 //!
 //! * [`file`]: a fixed format ([`formats`]: `json`, `env`,
 //!   `aws-credentials`);
+//! * [`template`]: a Jinja template compiled at configuration load;
 //! * both write through [`write`]: atomic replace with the final mode, owner
 //!   and group from creation, then `on_change`.
 //!
-//! The engine calls [`file::deliver`] with the last
+//! The engine calls [`file::deliver`] / [`template::deliver`] with the last
 //! delivered version and records the version they return; on
 //! [`SinkError::OnChange`] it forgets the recorded version so the next run
 //! writes the file and runs `on_change` again. `check --online` calls
@@ -21,6 +22,7 @@
 pub mod file;
 pub mod formats;
 pub mod snapshot;
+pub mod template;
 pub mod write;
 
 pub use snapshot::{Redactor, Snapshot, SnapshotCredential};
@@ -62,7 +64,7 @@ pub fn sink_id(sink: &SinkSettings) -> String {
 pub fn healthcheck(sink: &SinkSettings) -> Result<(), SinkError> {
     match sink {
         SinkSettings::File(f) => file::healthcheck(f),
-        SinkSettings::Template(_) => Ok(()),
+        SinkSettings::Template(t) => template::healthcheck(t),
         SinkSettings::Webhook(_) => Ok(()),
     }
 }
