@@ -6,4 +6,5 @@ mod contract;
 mod examples;
 mod rotation;
 mod secrets;
+mod sinks;
 mod util;
