@@ -234,21 +234,30 @@ async fn run_on_change(
     }
 }
 
-/// The first [`OUTPUT_LIMIT`] bytes of a stream, reading it to its end.
+/// The whole lines within the first [`OUTPUT_LIMIT`] bytes of a stream,
+/// reading it to its end. A line cut by the limit is dropped: it could end
+/// in the first part of a secret, which redaction would not recognise.
 async fn read_limited(stream: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
     let Some(mut stream) = stream else {
         return Vec::new();
     };
     let mut kept = Vec::new();
+    let mut truncated = false;
     let mut buf = [0u8; 8192];
     loop {
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 let room = OUTPUT_LIMIT.saturating_sub(kept.len());
+                truncated |= n > room;
                 kept.extend_from_slice(&buf[..n.min(room)]);
             }
         }
+    }
+    if truncated {
+        let whole = kept.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        kept.truncate(whole);
+        kept.extend_from_slice(b"[output truncated]\n");
     }
     kept
 }
@@ -388,6 +397,23 @@ mod tests {
         run_on_change(&env, &t, Duration::from_secs(10), &redactor)
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn long_output_is_cut_at_a_line_boundary() {
+        let mut text = "x".repeat(OUTPUT_LIMIT - 10);
+        text.push('\n');
+        text.push_str("a-secret-cut-by-the-limit\nmore\n");
+        let kept = read_limited(Some(text.as_bytes())).await;
+        let kept = String::from_utf8(kept).unwrap();
+        assert!(
+            kept.ends_with("x\n[output truncated]\n"),
+            "{}",
+            &kept[kept.len() - 40..]
+        );
+        assert!(!kept.contains("a-secret"));
+        let short = read_limited(Some(&b"one\ntwo"[..])).await;
+        assert_eq!(short, b"one\ntwo");
     }
 
     #[test]
