@@ -1,12 +1,14 @@
-//! `check [--online]`: validate the configuration; optionally log in.
+//! `check [--online]`: validate the configuration; with `--online` also
+//! probe every sink (without delivering) and log in to the API.
 
 use super::{api_client, CliError, EXIT_FAILED, EXIT_OK};
 use crate::config::{self, Settings};
+use crate::sinks;
 use anyhow::Context;
 use std::io::Write;
 use std::path::Path;
 
-/// Validates (and with `online`, logs in); text or, with `json`, one JSON object.
+/// Validates (and with `online`, probes); text or, with `json`, one JSON object.
 pub async fn run(path: &Path, online: bool, json: bool) -> Result<u8, CliError> {
     let settings = config::load(path)?;
     let mut out = std::io::stdout();
@@ -20,7 +22,13 @@ pub async fn run(path: &Path, online: bool, json: bool) -> Result<u8, CliError> 
         print_summary(&settings, &mut out).context("writing to stdout")?;
     }
     let code = if online {
-        check_online(&settings, &mut result, json, &mut out).await?
+        let sinks_ok = check_sinks(&settings, &mut result, json, &mut out).await?;
+        let api_ok = check_api(&settings, &mut result, json, &mut out).await?;
+        if sinks_ok && api_ok {
+            EXIT_OK
+        } else {
+            EXIT_FAILED
+        }
     } else {
         EXIT_OK
     };
@@ -30,20 +38,52 @@ pub async fn run(path: &Path, online: bool, json: bool) -> Result<u8, CliError> 
     Ok(code)
 }
 
-/// Logs in and reads the OAuth client; records what it found in `result`.
-async fn check_online(
+/// Probes every sink without delivering to it (see [`sinks::healthcheck`]);
+/// false if any failed.
+async fn check_sinks(
     settings: &Settings,
     result: &mut serde_json::Value,
     json: bool,
     out: &mut impl Write,
-) -> Result<u8, CliError> {
+) -> Result<bool, CliError> {
+    let mut ok = true;
+    let mut checks = Vec::new();
+    for (i, sink) in settings.sinks.iter().enumerate() {
+        match sinks::healthcheck(sink) {
+            Ok(()) => {
+                checks.push(serde_json::json!({ "sink": sink.describe(), "ok": true }));
+                if !json {
+                    writeln!(out, "sinks[{i}] {}: ok.", sink.describe())
+                        .context("writing to stdout")?;
+                }
+            }
+            Err(err) => {
+                tracing::error!(sink = i, error = %err, "Sink check failed.");
+                checks.push(serde_json::json!({
+                    "sink": sink.describe(), "ok": false, "error": err.to_string(),
+                }));
+                ok = false;
+            }
+        }
+    }
+    result["sink_checks"] = serde_json::Value::Array(checks);
+    Ok(ok)
+}
+
+/// Logs in and reads the OAuth client; false if either failed.
+async fn check_api(
+    settings: &Settings,
+    result: &mut serde_json::Value,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<bool, CliError> {
     let client = api_client(settings)?;
     let user_id = match client.api_user_id().await {
         Ok(id) => id,
         Err(err) => {
             tracing::error!(user = %settings.api.username, error = %err, "Login failed.");
             result["login"] = serde_json::json!({ "ok": false, "error": err.to_string() });
-            return Ok(EXIT_FAILED);
+            return Ok(false);
         }
     };
     result["login"] = serde_json::json!({ "ok": true, "api_user_id": user_id });
@@ -69,12 +109,12 @@ async fn check_online(
                     "The API reports another client id than the configuration."
                 );
             }
-            Ok(EXIT_OK)
+            Ok(true)
         }
         Err(err) => {
             tracing::error!(error = %err, "Reading the OAuth client failed.");
             result["client_error"] = serde_json::json!(err.to_string());
-            Ok(EXIT_FAILED)
+            Ok(false)
         }
     }
 }

@@ -8,7 +8,10 @@
 //! 2. validate them into settings that cannot be invalid (`validate`; no
 //!    I/O), with secrets still references;
 //! 3. resolve the secret references (`secret`): read files, `$VARS` and
-//!    systemd credentials, and check the webhook signing keys;
+//!    systemd credentials, and check the webhook signing keys; read and
+//!    compile the sinks' templates (a missing file, a syntax error or an
+//!    unknown variable is reported at `sinks[N].template`, with the
+//!    template's file and line);
 //! 4. pick the default state directory from the environment if none is set.
 //!
 //! Errors name the file, line, key path and problem, and never contain a
@@ -36,6 +39,7 @@ pub use settings::{
 };
 pub use validate::default_state_dir;
 
+use crate::sinks::template::Template;
 use error::Ctx;
 use locate::Locator;
 use raw::RawConfig;
@@ -149,6 +153,20 @@ fn resolve(
     for sink in v.sinks {
         sinks.push(match sink {
             PendingSink::Ready(sink) => sink,
+            PendingSink::Template(t) => {
+                let compiled = Template::compile(&t.template)
+                    .map_err(|message| resolver.ctx.invalid(&t.key, message))?;
+                SinkSettings::Template(TemplateSink {
+                    template: t.template,
+                    compiled,
+                    path: t.path,
+                    mode: t.mode,
+                    owner: t.owner,
+                    group: t.group,
+                    select: t.select,
+                    on_change: t.on_change,
+                })
+            }
             PendingSink::Webhook(w) => {
                 let mut signing_secrets = Vec::with_capacity(w.signing_secrets.len());
                 for (key, reference) in &w.signing_secrets {
@@ -325,10 +343,20 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
         .unwrap();
         write_private(dir.path().join("api-password"), format!("{PASSWORD}\r\n")).unwrap();
         write_private(dir.path().join("webhook.key"), format!("{WHSEC}\n")).unwrap();
-        let text = EXAMPLE.replace(
-            "/etc/contabo-rotator/webhook.key",
-            dir.path().join("webhook.key").to_str().unwrap(),
-        );
+        std::fs::write(
+            dir.path().join("app.env.j2"),
+            "{% for c in object_storage_credentials %}{{ c.access_key }}{% endfor %}\n",
+        )
+        .unwrap();
+        let text = EXAMPLE
+            .replace(
+                "/etc/contabo-rotator/webhook.key",
+                dir.path().join("webhook.key").to_str().unwrap(),
+            )
+            .replace(
+                "/etc/contabo-rotator/app.env.j2",
+                dir.path().join("app.env.j2").to_str().unwrap(),
+            );
         (dir, text)
     }
 
@@ -622,6 +650,7 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
             ("empty env var", edit("\"pw-plain-0002\"", "{ env = \"EMPTY\" }"), &["api.password: environment variable `EMPTY` is empty"]),
             ("no credentials dir", edit("\"cs-plain-0001\"", "{ credential = \"cs\" }"), &["api.client_secret: credential `cs`: `CREDENTIALS_DIRECTORY` is not set"]),
             ("empty plain secret", edit("\"pw-plain-0002\"", "\"\""), &["api.password: the secret is empty"]),
+            ("missing template", sink("type = \"template\"\ntemplate = \"t.j2\"\npath = \"/x/out\"\n"), &[":8:12: sinks[0].template: cannot read template /etc/contabo-rotator/t.j2: No such file or directory"]),
             ("webhook key file", hook("").replace(&format!("\"{WHSEC}\""), "{ file = \"/nonexistent/key\" }"), &["sinks[0].signing_secret: cannot read secret file /nonexistent/key"]),
             // Not TOML at all.
             ("duplicate key", format!("{MINIMAL}client_id = \"again\"\n"), &[":6:1: duplicate key `client_id`"]),
@@ -723,6 +752,51 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
             "tok3n-in-path",
         ] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
+
+    #[test]
+    fn templates_are_compiled_at_load_relative_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::create_dir(dir.path().join("templates")).unwrap();
+        let template = dir.path().join("templates/app.env.j2");
+        let text =
+            sink("type = \"template\"\ntemplate = \"templates/app.env.j2\"\npath = \"out.env\"\n");
+        let env = Environment {
+            var: &|_| None,
+            is_root: true,
+            file_mode: None,
+        };
+        std::fs::write(&template, "A={{ object_storage_credentials | length }}\n").unwrap();
+        let s = load_with_env(&text, &path, &env).unwrap().settings;
+        let SinkSettings::Template(t) = &s.sinks[0] else {
+            panic!()
+        };
+        assert_eq!(t.compiled.path(), template);
+        assert_eq!(t.path, dir.path().join("out.env"));
+        assert!(
+            !format!("{s:?}").contains("length"),
+            "Debug shows no template text"
+        );
+        for (source, want) in [
+            (
+                "ok\n{% for c in object_storage_credentials %}\n",
+                "templates/app.env.j2:2: syntax error: unexpected end of input",
+            ),
+            (
+                "{{ AWS_KEY }}",
+                "templates/app.env.j2: unknown variable `AWS_KEY`",
+            ),
+        ] {
+            std::fs::write(&template, source).unwrap();
+            let err = load_with_env(&text, &path, &env).unwrap_err().to_string();
+            let want = format!(
+                "{}:8:12: sinks[0].template: {}/{want}",
+                path.display(),
+                dir.path().display()
+            );
+            assert!(err.starts_with(&want), "got  {err}\nwant {want}");
         }
     }
 

@@ -219,24 +219,33 @@ pub struct RawSink {
     pub path: Option<PathBuf>,
     /// file (required): `"json"` (the snapshot), `"env"` (`AWS_*` variables;
     /// the selection must hold exactly one credential) or
-    /// `"aws-credentials"` (an INI profile per credential).
+    /// `"aws-credentials"` (an INI profile per credential, named
+    /// `<e-mail>-<region code>-<credential id>`). See `sinks::formats` for
+    /// the quoting rules.
     pub format: Option<FileFormat>,
-    /// template (required): a Jinja (minijinja) template rendered with the
-    /// snapshot; an undefined variable is an error.
+    /// template (required): a Jinja (minijinja) template, read and compiled
+    /// when the configuration is loaded (a missing file, a syntax error or
+    /// an unknown variable is a configuration error). Rendered with the
+    /// snapshot (`client`, `object_storage_credentials`) and the helpers of
+    /// `sinks::template`; an undefined value is a render error, which
+    /// leaves the old file untouched.
     pub template: Option<PathBuf>,
     /// file, template: permission bits as an octal string. Nothing for
     /// others is allowed, since the file holds secrets. Default `"0600"`.
     pub mode: Option<ModeStr>,
-    /// file, template: owner (name or uid) to give the file. Default: the
-    /// daemon's user.
+    /// file, template: owner (name or uid) to give the file, set before any
+    /// byte is written. Default: the daemon's user.
     pub owner: Option<String>,
-    /// file, template: group (name or gid) to give the file. Default: the
-    /// daemon's group.
+    /// file, template: group (name or gid) to give the file, set before any
+    /// byte is written. Default: the daemon's group.
     pub group: Option<String>,
     /// file, template: which credentials the sink receives. Default: all.
     pub select: Option<RawSelect>,
     /// file, template: a command (argv, no shell) run once after each
-    /// changed write, e.g. `["systemctl", "reload", "myapp"]`.
+    /// changed write, e.g. `["systemctl", "reload", "myapp"]`, with 60 s to
+    /// finish and `CONTABO_ROTATOR_SINK_PATH` set to the file. Its output
+    /// is logged with secrets redacted; if it fails, the next run writes
+    /// the file and runs it again.
     pub on_change: Option<Vec<String>>,
     /// webhook (required): where to POST events, http or https.
     pub url: Option<String>,

@@ -18,6 +18,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
+use crate::sinks::template::Template;
+
 /// The whole configuration, validated and with every secret resolved.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -271,8 +273,12 @@ impl FileFormat {
 /// `type = "template"`: the selected secrets rendered through a template.
 #[derive(Debug, Clone)]
 pub struct TemplateSink {
-    /// The template file; read and compiled by the sink, not here.
+    /// The template file, as configured (relative to the configuration's
+    /// directory).
     pub template: PathBuf,
+    /// The template, read and compiled while the configuration was loaded.
+    /// Its `Debug` shows the file only.
+    pub compiled: Template,
     pub path: PathBuf,
     pub mode: u32,
     pub owner: Option<String>,

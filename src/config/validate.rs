@@ -22,7 +22,7 @@ use super::raw::{RawApi, RawConfig, RawObjectStorage, RawSchedule, RawSelect, Ra
 use super::secret::SecretRef;
 use super::settings::{
     six_fields, ClientSecretSettings, FileSink, MetricsSettings, ObjectStorageSettings,
-    ScheduleSettings, Selection, SinkSettings, TemplateSink,
+    ScheduleSettings, Selection, SinkSettings,
 };
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -59,7 +59,22 @@ pub(super) struct PendingApi {
 #[derive(Debug)]
 pub(super) enum PendingSink {
     Ready(SinkSettings),
+    Template(PendingTemplate),
     Webhook(PendingWebhook),
+}
+
+/// A template sink whose template is not read yet.
+#[derive(Debug)]
+pub(super) struct PendingTemplate {
+    /// `sinks[N].template`, for errors.
+    pub key: String,
+    pub template: PathBuf,
+    pub path: PathBuf,
+    pub mode: u32,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub select: Selection,
+    pub on_change: Option<Vec<String>>,
 }
 
 /// A webhook sink with its signing secrets unread.
@@ -255,7 +270,8 @@ fn validate_sink(ctx: &Ctx, key: &str, raw: RawSink) -> Result<PendingSink, Conf
             if normalized(&template) == normalized(&target) {
                 return Err(ctx.invalid(sub("path"), "would overwrite the sink's own template"));
             }
-            Ok(PendingSink::Ready(SinkSettings::Template(TemplateSink {
+            Ok(PendingSink::Template(PendingTemplate {
+                key: sub("template"),
                 template,
                 path: target,
                 mode: mode(ctx, &sub("mode"), raw.mode)?,
@@ -263,7 +279,7 @@ fn validate_sink(ctx: &Ctx, key: &str, raw: RawSink) -> Result<PendingSink, Conf
                 group: optional_name(ctx, &sub("group"), raw.group)?,
                 select: select(raw.select)?,
                 on_change: on_change(ctx, &sub("on_change"), raw.on_change)?,
-            })))
+            }))
         }
         SinkType::Webhook => {
             let url = raw.url.ok_or_else(|| missing("url"))?;
@@ -313,6 +329,7 @@ fn check_distinct_paths(ctx: &Ctx, sinks: &[PendingSink]) -> Result<(), ConfigEr
         let path = match sink {
             PendingSink::Ready(SinkSettings::File(s)) => &s.path,
             PendingSink::Ready(SinkSettings::Template(s)) => &s.path,
+            PendingSink::Template(s) => &s.path,
             _ => continue,
         };
         if let Some(first) = seen.insert(normalized(path), i) {

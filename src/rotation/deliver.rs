@@ -6,7 +6,7 @@ use super::{crash, key_of, Delivery, Engine, RunReport};
 use crate::config::SinkSettings;
 use crate::contabo::ContaboClient;
 use crate::inventory::CredentialEntry;
-use crate::sinks::{self, file, SinkError, Snapshot, SnapshotCredential};
+use crate::sinks::{self, file, template, SinkError, Snapshot, SnapshotCredential};
 use crate::state::{AuditEvent, AuditKind, Records};
 use chrono::Utc;
 
@@ -26,12 +26,24 @@ pub(super) async fn deliver_all(
         let id = sinks::sink_id(sink);
         let record = records.sinks.entry(id).or_default();
         let result = match sink {
-            SinkSettings::File(f) => file::deliver(
-                f,
-                &snapshot,
-                &engine.state,
-                record.delivered_version.as_deref(),
-            ),
+            SinkSettings::File(f) => {
+                file::deliver(
+                    f,
+                    &snapshot,
+                    &engine.state,
+                    record.delivered_version.as_deref(),
+                )
+                .await
+            }
+            SinkSettings::Template(t) => {
+                template::deliver(
+                    t,
+                    &snapshot,
+                    &engine.state,
+                    record.delivered_version.as_deref(),
+                )
+                .await
+            }
             other => Err(SinkError::Unsupported {
                 sink: other.describe(),
                 what: "this sink type arrives with the sinks release".into(),
@@ -62,6 +74,12 @@ pub(super) async fn deliver_all(
                 "unchanged"
             }
             Err(err) => {
+                if matches!(err, SinkError::OnChange { .. }) {
+                    // The file is in place but its reader was not told:
+                    // forget the version so the next run writes it and runs
+                    // on_change again, whatever the content.
+                    record.delivered_version = None;
+                }
                 record.last_error = Some(err.to_string());
                 let _ = engine.state.audit(&AuditEvent {
                     at: now,

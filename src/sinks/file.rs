@@ -1,47 +1,59 @@
-//! The `file` sink: the snapshot rendered in one format, written atomically
-//! with its final mode from creation, only when the content changed.
+//! The `file` sink: the sink's selection of the snapshot in one fixed
+//! format (`json`, `env` or `aws-credentials`; see [`super::formats`]),
+//! written by [`super::write`]: atomically, with its final mode, owner and
+//! group from creation, only when it changed, then `on_change`.
 
-use super::{SinkError, Snapshot};
+use secrecy::SecretString;
+
+use super::write::{self, Target};
+use super::{formats, SinkError, Snapshot};
 use crate::config::{FileFormat, FileSink};
-use crate::state::{write_atomic, StateDir};
-use secrecy::ExposeSecret;
+use crate::state::StateDir;
 
-/// Writes the sink if its content differs from `delivered` (the version it
-/// last delivered) or the file is gone. Returns the new version when it wrote.
-pub fn deliver(
+/// Delivers the sink: renders its format from its selection of `snapshot`
+/// and writes it unless `delivered` (the version it last delivered) says
+/// the file already holds it. Returns the new version when it wrote.
+///
+/// A format that cannot hold the selection (`env` with other than one
+/// credential, a value INI cannot carry) fails with
+/// [`SinkError::Content`] and leaves the file untouched.
+pub async fn deliver(
     sink: &FileSink,
     snapshot: &Snapshot,
     state: &StateDir,
     delivered: Option<&str>,
 ) -> Result<Option<String>, SinkError> {
-    let name = format!("file sink {}", sink.path.display());
-    if sink.owner.is_some() || sink.group.is_some() || sink.on_change.is_some() {
-        return Err(SinkError::Unsupported {
-            sink: name,
-            what: "owner, group and on_change arrive with the sinks release".into(),
-        });
-    }
-    let content = match sink.format {
-        FileFormat::Json => snapshot.select(&sink.select).to_json(),
-        other => {
-            return Err(SinkError::Unsupported {
-                sink: name,
-                what: format!(
-                    "format \"{}\" arrives with the sinks release",
-                    other.as_str()
-                ),
-            })
-        }
-    };
-    let version = state.fingerprint(&content).0;
-    if delivered == Some(version.as_str()) && sink.path.exists() {
-        return Ok(None);
-    }
-    write_atomic(&sink.path, content.expose_secret().as_bytes(), sink.mode).map_err(|e| {
-        SinkError::Write {
-            sink: name,
-            detail: e.to_string(),
+    let target = target(sink);
+    let content = render(sink.format, &snapshot.select(&sink.select)).map_err(|detail| {
+        SinkError::Content {
+            sink: target.name.clone(),
+            detail,
         }
     })?;
-    Ok(Some(version))
+    write::deliver(&target, &content, state, delivered, &snapshot.redactor()).await
+}
+
+/// `check --online` for this sink (see [`write::healthcheck`]).
+pub fn healthcheck(sink: &FileSink) -> Result<(), SinkError> {
+    write::healthcheck(&target(sink))
+}
+
+/// The content of `format` for an already selected snapshot.
+pub fn render(format: FileFormat, selected: &Snapshot) -> Result<SecretString, String> {
+    match format {
+        FileFormat::Json => Ok(selected.to_json()),
+        FileFormat::Env => formats::env(selected),
+        FileFormat::AwsCredentials => formats::aws_credentials(selected),
+    }
+}
+
+fn target(sink: &FileSink) -> Target<'_> {
+    Target {
+        name: format!("file sink {}", sink.path.display()),
+        path: &sink.path,
+        mode: sink.mode,
+        owner: sink.owner.as_deref(),
+        group: sink.group.as_deref(),
+        on_change: sink.on_change.as_deref(),
+    }
 }

@@ -6,11 +6,26 @@
 //! the delivered version (a keyed fingerprint of the content) per sink, so a
 //! sink that failed is delivered again on the next run and a sink that
 //! succeeded is left alone.
+//!
+//! * [`file`]: a fixed format ([`formats`]: `json`, `env`,
+//!   `aws-credentials`);
+//! * [`template`]: a Jinja template compiled at configuration load;
+//! * both write through [`write`]: atomic replace with the final mode, owner
+//!   and group from creation, then `on_change`.
+//!
+//! The engine calls [`file::deliver`] / [`template::deliver`] with the last
+//! delivered version and records the version they return; on
+//! [`SinkError::OnChange`] it forgets the recorded version so the next run
+//! writes the file and runs `on_change` again. `check --online` calls
+//! [`healthcheck`].
 
 pub mod file;
+pub mod formats;
 pub mod snapshot;
+pub mod template;
+pub mod write;
 
-pub use snapshot::{Snapshot, SnapshotCredential};
+pub use snapshot::{Redactor, Snapshot, SnapshotCredential};
 
 use crate::config::SinkSettings;
 
@@ -18,10 +33,18 @@ use crate::config::SinkSettings;
 /// carry a secret value.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    /// The file could not be written (or, from [`healthcheck`], could not
+    /// be): directory, permissions, owner or group, disk.
     #[error("{sink}: {detail}")]
     Write { sink: String, detail: String },
+    /// The content could not be produced (a template's render error, a
+    /// format that cannot hold the selection); nothing was written.
     #[error("{sink}: {detail}")]
     Content { sink: String, detail: String },
+    /// The file is in place but `on_change` failed or timed out: the next
+    /// run must write it and run `on_change` again.
+    #[error("{sink}: {detail}")]
+    OnChange { sink: String, detail: String },
     #[error("{sink}: not supported yet: {what}")]
     Unsupported { sink: String, what: String },
 }
@@ -32,5 +55,16 @@ pub fn sink_id(sink: &SinkSettings) -> String {
         SinkSettings::File(f) => format!("file:{}", f.path.display()),
         SinkSettings::Template(t) => format!("template:{}", t.path.display()),
         SinkSettings::Webhook(w) => format!("webhook:{}", w.url),
+    }
+}
+
+/// `check --online`: whether the sink could be delivered now, without
+/// delivering it. File and template sinks: the parent directory exists and
+/// takes a new file, the owner and group exist. Webhooks: not probed here.
+pub fn healthcheck(sink: &SinkSettings) -> Result<(), SinkError> {
+    match sink {
+        SinkSettings::File(f) => file::healthcheck(f),
+        SinkSettings::Template(t) => template::healthcheck(t),
+        SinkSettings::Webhook(_) => Ok(()),
     }
 }

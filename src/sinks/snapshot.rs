@@ -2,7 +2,10 @@
 
 use crate::config::{Kind, Selection};
 use chrono::{DateTime, Utc};
+use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
+
+use super::formats;
 
 /// One S3 credential as the API holds it now.
 #[derive(Debug, Clone)]
@@ -65,9 +68,9 @@ impl Snapshot {
         }
     }
 
-    /// The `json` sink format of DESIGN.md §3. The returned text holds
-    /// secrets, so it stays a [`SecretString`] until written.
-    pub fn to_json(&self) -> SecretString {
+    /// The snapshot as the JSON value of DESIGN.md §3: the `json` format,
+    /// and the context templates are rendered with. Holds secret values.
+    pub fn to_value(&self) -> serde_json::Value {
         let mut root = serde_json::Map::new();
         if let Some((client_id, secret)) = &self.client {
             root.insert(
@@ -100,9 +103,135 @@ impl Snapshot {
             "object_storage_credentials".into(),
             serde_json::Value::Array(credentials),
         );
-        let mut text = serde_json::to_string_pretty(&serde_json::Value::Object(root))
-            .expect("JSON values serialise");
+        serde_json::Value::Object(root)
+    }
+
+    /// The `json` sink format of DESIGN.md §3. The returned text holds
+    /// secrets, so it stays a [`SecretString`] until written.
+    pub fn to_json(&self) -> SecretString {
+        let mut text =
+            serde_json::to_string_pretty(&self.to_value()).expect("JSON values serialise");
         text.push('\n');
         SecretString::from(text)
+    }
+
+    /// A [`Redactor`] for every secret value this snapshot holds.
+    pub fn redactor(&self) -> Redactor {
+        let secrets = self
+            .client
+            .iter()
+            .map(|(_, s)| s)
+            .chain(self.credentials.iter().map(|c| &c.secret_key));
+        let mut needles: Vec<Zeroizing<String>> = Vec::new();
+        for secret in secrets {
+            let value = secret.expose_secret();
+            if value.is_empty() {
+                continue;
+            }
+            let json = serde_json::to_string(value).expect("strings serialise");
+            let mut spellings = vec![
+                value.to_owned(),
+                json[1..json.len() - 1].to_owned(),
+                unquote(&formats::shell_quote(value)),
+            ];
+            if let Ok(quoted) = formats::env_quote(value) {
+                spellings.push(unquote(&quoted));
+            }
+            for spelling in spellings {
+                if !spelling.is_empty() && !needles.iter().any(|n| **n == spelling) {
+                    needles.push(Zeroizing::new(spelling));
+                }
+            }
+        }
+        // Longest first, so a secret containing another is replaced whole.
+        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        Redactor { needles }
+    }
+}
+
+/// `'abc'` → `abc`: a quoted spelling without its outer quotes.
+fn unquote(quoted: &str) -> String {
+    quoted[1..quoted.len() - 1].to_owned()
+}
+
+/// Replaces every secret value of a snapshot by `[REDACTED]` in text that
+/// is about to be logged (`on_change` output, template errors), including
+/// the spellings the sinks give a value (JSON-escaped, env- and
+/// shell-quoted), so that a hook printing the file it was handed leaks
+/// nothing.
+pub struct Redactor {
+    /// Longest first.
+    needles: Vec<Zeroizing<String>>,
+}
+
+impl Redactor {
+    /// `text` with every secret spelling replaced.
+    pub fn redact(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for needle in &self.needles {
+            if text.contains(needle.as_str()) {
+                text = text.replace(needle.as_str(), "[REDACTED]");
+            }
+        }
+        text
+    }
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactor({} spellings)", self.needles.len())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A credential for tests: access key `AK<id>`, the EU endpoint.
+    pub(crate) fn credential(
+        email: &str,
+        region: &str,
+        id: i64,
+        secret: &str,
+    ) -> SnapshotCredential {
+        SnapshotCredential {
+            user_id: format!("user-{email}"),
+            user_email: email.into(),
+            object_storage_id: format!("storage-{id}"),
+            object_storage_name: format!("Object Storage {id}"),
+            region: region.into(),
+            s3_url: "https://eu2.contabostorage.com".into(),
+            credential_id: id,
+            access_key: format!("AK{id}"),
+            secret_key: SecretString::from(secret),
+            rotated_at: None,
+        }
+    }
+
+    #[test]
+    fn redactor_hides_every_spelling_of_every_secret() {
+        let snapshot = Snapshot {
+            client: Some(("INT-1".into(), SecretString::from("client-s3cret"))),
+            credentials: vec![
+                credential("a@example.com", "European Union", 1, "ab/c+d"),
+                credential("b@example.com", "European Union", 2, "it's \"$x\"\n2"),
+            ],
+        };
+        let redactor = snapshot.redactor();
+        let text = format!(
+            "{} {} {}",
+            snapshot.to_json().expose_secret(),
+            formats::env_quote("it's \"$x\"\n2").unwrap(),
+            formats::shell_quote("it's \"$x\"\n2"),
+        );
+        let shown = redactor.redact(&text);
+        for secret in ["client-s3cret", "ab/c+d", "it's", "$x", "\\\"", "ab\\/c"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("[REDACTED]") && shown.contains("AK1"),
+            "{shown}"
+        );
+        assert!(!format!("{redactor:?}").contains("s3cret"));
     }
 }

@@ -10,5 +10,6 @@ mod fuzz;
 mod malformed;
 mod rotation;
 mod secrets;
+mod sinks;
 mod systemd;
 mod util;

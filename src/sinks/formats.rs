@@ -1,0 +1,683 @@
+//! The `env` and `aws-credentials` file formats, and the quoting rules they
+//! share with templates (the `env_quote`, `shell_quote` and `ini_value`
+//! filters).
+//!
+//! # `env`
+//!
+//! Four variables for exactly one credential of the sink's selection:
+//!
+//! ```text
+//! AWS_ACCESS_KEY_ID='…'
+//! AWS_SECRET_ACCESS_KEY='…'
+//! AWS_ENDPOINT_URL='https://eu2.contabostorage.com'
+//! AWS_REGION='eu'
+//! ```
+//!
+//! The client secret is never part of it (use `json` or a template). A
+//! selection holding no credential or several fails the sink, naming them.
+//!
+//! One file must read the same in systemd's `EnvironmentFile=`, docker
+//! compose's `.env`/`env_file:` and POSIX `sh` (`. file`), so values are
+//! quoted by [`env_quote`]:
+//!
+//! * in single quotes (`'…'`), which all three take literally, when the value
+//!   holds no `'` and does not end in `\` (compose reads `\'` as an escaped
+//!   quote);
+//! * otherwise in double quotes with `\`, `"` and `$` escaped by a backslash,
+//!   which all three undo; literal line breaks are kept as they are;
+//! * a value that needs double quotes *and* holds a backquote is refused: sh
+//!   needs `` \` `` there, which compose leaves as two characters, so no
+//!   spelling means the same to all three. A NUL byte is refused too.
+//!
+//! No `export`: systemd would not read the line. For a shell, export the
+//! variables with `set -a; . ./file; set +a`.
+//!
+//! # `aws-credentials`
+//!
+//! One INI profile per credential, as in `~/.aws/credentials`:
+//!
+//! ```text
+//! [app_example_com-eu-12345]
+//! aws_access_key_id = …
+//! aws_secret_access_key = …
+//! endpoint_url = https://eu2.contabostorage.com
+//! region = eu
+//! ```
+//!
+//! The profile name is [`profile_name`]: the user's e-mail in lower case, the
+//! region code and the credential id, each character outside
+//! `[A-Za-z0-9_-]` replaced by `_`. It stays the same across rotations (a
+//! rotation keeps the credential id). Should two credentials still get one
+//! name, the later ones (ordered by e-mail, credential id, object-storage
+//! id) get `-2`, `-3`, … appended. `endpoint_url` and `region` are read by
+//! the SDKs that merge the credentials and config files (Go v2, Rust, Java
+//! v2); the AWS CLI and boto3 take only the keys from this file.
+//!
+//! INI has no quoting that every AWS SDK and rclone honour, so values are
+//! written as they are and [`ini_value`] refuses one that would not read
+//! back the same: a control character (line break, tab, …), leading or
+//! trailing white space, a leading quote or backquote, or a `#`/`;` after
+//! white space.
+//!
+//! # Region codes
+//!
+//! S3 clients want a short region string; Contabo's long names are not
+//! valid there. [`region_code`] maps `European Union` to `eu`,
+//! `United States (Central)` to `us-central`, `Asia (Singapore)` to `sin`
+//! (case-insensitively, and the short codes `EU`, `US-central`, `SIN` too)
+//! and anything else to `default`. Contabo's endpoints accept any region
+//! string; the code only has to be well-formed.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::snapshot::{Snapshot, SnapshotCredential};
+
+/// The short S3 region string for a Contabo region name.
+pub fn region_code(region: &str) -> &'static str {
+    const CODES: [(&str, &str, &str); 3] = [
+        ("European Union", "EU", "eu"),
+        ("United States (Central)", "US-central", "us-central"),
+        ("Asia (Singapore)", "SIN", "sin"),
+    ];
+    let region = region.trim();
+    CODES
+        .iter()
+        .find(|(long, short, _)| {
+            region.eq_ignore_ascii_case(long) || region.eq_ignore_ascii_case(short)
+        })
+        .map_or("default", |(_, _, code)| code)
+}
+
+/// The `aws-credentials` profile name of a credential, before any `-2`
+/// suffix: `<e-mail>-<region code>-<credential id>`, characters outside
+/// `[A-Za-z0-9_-]` replaced by `_`.
+pub fn profile_name(user_email: &str, region: &str, credential_id: i64) -> String {
+    let raw = format!(
+        "{}-{}-{credential_id}",
+        user_email.to_lowercase(),
+        region_code(region)
+    );
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Why a value cannot be written in a format. Never holds the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unquotable(pub &'static str);
+
+/// A value quoted for an env file read by systemd, docker compose and sh
+/// alike (see the module documentation for the rule).
+pub fn env_quote(value: &str) -> Result<String, Unquotable> {
+    if value.contains('\0') {
+        return Err(Unquotable("it contains a NUL byte"));
+    }
+    if !value.contains('\'') && !value.ends_with('\\') {
+        return Ok(format!("'{value}'"));
+    }
+    if value.contains('`') {
+        return Err(Unquotable(
+            "it contains a backquote and also a single quote or a trailing backslash; \
+             no quoting reads the same in sh, systemd and docker compose",
+        ));
+    }
+    let mut quoted = String::with_capacity(value.len() + 8);
+    quoted.push('"');
+    for c in value.chars() {
+        if matches!(c, '\\' | '"' | '$') {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    Ok(quoted)
+}
+
+/// A value quoted for POSIX sh: `'…'`, each `'` written as `'\''`.
+pub fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+/// `value` unchanged if an INI reader (botocore, the AWS SDKs, rclone)
+/// reads it back the same; otherwise why not.
+pub fn ini_value(value: &str) -> Result<&str, Unquotable> {
+    if value.chars().any(char::is_control) {
+        return Err(Unquotable(
+            "it contains a line break or another control character",
+        ));
+    }
+    if value.trim() != value {
+        return Err(Unquotable("it starts or ends with white space"));
+    }
+    if value.starts_with(['"', '\'', '`']) {
+        return Err(Unquotable("it starts with a quote"));
+    }
+    let bytes = value.as_bytes();
+    if bytes
+        .windows(2)
+        .any(|w| w[0].is_ascii_whitespace() && matches!(w[1], b'#' | b';'))
+    {
+        return Err(Unquotable(
+            "it contains `#` or `;` after white space, which some readers take for a comment",
+        ));
+    }
+    Ok(value)
+}
+
+/// A one-line, comment-safe description of a credential (no secret).
+fn describe(c: &SnapshotCredential) -> String {
+    let text = format!(
+        "credential {} of {} ({}, {})",
+        c.credential_id, c.user_email, c.object_storage_name, c.region
+    );
+    text.chars()
+        .map(|ch| if ch.is_control() { ' ' } else { ch })
+        .collect()
+}
+
+/// The `env` format. Fails unless the snapshot holds exactly one credential.
+pub fn env(snapshot: &Snapshot) -> Result<SecretString, String> {
+    let c = match snapshot.credentials.as_slice() {
+        [one] => one,
+        many => {
+            let mut listed: Vec<String> = many.iter().take(5).map(describe).collect();
+            if many.len() > 5 {
+                listed.push(format!("and {} more", many.len() - 5));
+            }
+            let which = if many.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", listed.join("; "))
+            };
+            return Err(format!(
+                "format \"env\" needs exactly one credential, but the sink's selection holds {}{which}; \
+                 narrow `select` (users, regions) or use \"aws-credentials\" or \"json\"",
+                many.len()
+            ));
+        }
+    };
+    let secret = c.secret_key.expose_secret();
+    let quote = |name: &str, value: &str| {
+        env_quote(value).map_err(|Unquotable(why)| {
+            format!("{name} of {} cannot be written: {why}", describe(c))
+        })
+    };
+    let mut text = format!(
+        "# Written by contabo-rotator; replaced on every change.\n# S3 {}\n",
+        describe(c)
+    );
+    for (name, value) in [
+        ("AWS_ACCESS_KEY_ID", c.access_key.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret),
+        ("AWS_ENDPOINT_URL", c.s3_url.as_str()),
+        ("AWS_REGION", region_code(&c.region)),
+    ] {
+        let _ = writeln!(text, "{name}={}", quote(name, value)?);
+    }
+    Ok(SecretString::from(text))
+}
+
+/// The `aws-credentials` format: one profile per credential.
+pub fn aws_credentials(snapshot: &Snapshot) -> Result<SecretString, String> {
+    let mut credentials: Vec<&SnapshotCredential> = snapshot.credentials.iter().collect();
+    credentials.sort_by(|a, b| {
+        (&a.user_email, a.credential_id, &a.object_storage_id).cmp(&(
+            &b.user_email,
+            b.credential_id,
+            &b.object_storage_id,
+        ))
+    });
+    let mut text = String::from("# Written by contabo-rotator; replaced on every change.\n");
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for c in credentials {
+        let base = profile_name(&c.user_email, &c.region, c.credential_id);
+        let count = seen.entry(base.clone()).or_insert(0);
+        *count += 1;
+        let name = if *count == 1 {
+            base
+        } else {
+            format!("{base}-{count}")
+        };
+        let _ = write!(text, "\n[{name}]\n# S3 {}\n", describe(c));
+        for (key, value) in [
+            ("aws_access_key_id", c.access_key.as_str()),
+            ("aws_secret_access_key", c.secret_key.expose_secret()),
+            ("endpoint_url", c.s3_url.as_str()),
+            ("region", region_code(&c.region)),
+        ] {
+            let value = ini_value(value).map_err(|Unquotable(why)| {
+                format!("{key} of {} cannot be written: {why}", describe(c))
+            })?;
+            let _ = writeln!(text, "{key} = {value}");
+        }
+    }
+    Ok(SecretString::from(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::snapshot::tests::credential;
+
+    /// Values that break naive quoting.
+    pub(crate) const HOSTILE: &[&str] = &[
+        "",
+        "plain",
+        "abc/def+ghi=",
+        "with space",
+        " leading and trailing ",
+        "it's",
+        "'",
+        "''",
+        "\"double\"",
+        "back\\slash",
+        "ends with\\",
+        "\\",
+        "\\\\",
+        "$HOME ${HOME} $(id) $$",
+        "`id`",
+        "`",
+        "multi\nline\n",
+        "\n",
+        "cr\r\nlf",
+        "tab\there",
+        "# not a comment",
+        "a #b ;c",
+        "it's $HOME \"q\" \\n end\\",
+        "=;:&|<>*?[]{}!~%^",
+        "ünïcödé ✓",
+        "\\'",
+        "\\\"",
+        "\\$x",
+    ];
+
+    /// Values env_quote must refuse.
+    const REFUSED: &[&str] = &["it's `id`", "`ends with\\", "nul\0byte"];
+
+    /// POSIX sh, run for real: `. file; printf %s "$VAR"`.
+    fn sh_reads(file_text: &str, var: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("env");
+        std::fs::write(&path, file_text).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(". '{}'; printf %s \"${var}\"", path.display()))
+            .env_clear()
+            .env("HOME", "/nonexistent-home")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// systemd's `parse_env_file_internal` (src/basic/env-file.c), the
+    /// parser of `EnvironmentFile=`, transcribed state for state.
+    pub(crate) fn systemd_reads(text: &str) -> HashMap<String, String> {
+        #[derive(PartialEq)]
+        enum S {
+            PreKey,
+            Key,
+            PreValue,
+            Value,
+            ValueEscape,
+            Single,
+            Double,
+            DoubleEscape,
+            Comment,
+            CommentEscape,
+        }
+        const NEWLINE: &str = "\n\r";
+        const WHITESPACE: &str = " \t\n\r";
+        let mut out = HashMap::new();
+        let (mut key, mut value) = (String::new(), String::new());
+        let mut value_ws: Option<usize> = None;
+        let mut state = S::PreKey;
+        let push = |out: &mut HashMap<String, String>, key: &mut String, value: &mut String| {
+            out.insert(key.trim_end().to_owned(), std::mem::take(value));
+            key.clear();
+        };
+        for c in text.chars() {
+            state = match state {
+                S::PreKey if "#;".contains(c) => S::Comment,
+                S::PreKey if !WHITESPACE.contains(c) => {
+                    key.push(c);
+                    S::Key
+                }
+                S::PreKey => S::PreKey,
+                S::Key if NEWLINE.contains(c) => {
+                    key.clear();
+                    S::PreKey
+                }
+                S::Key if c == '=' => {
+                    value_ws = None;
+                    S::PreValue
+                }
+                S::Key => {
+                    key.push(c);
+                    S::Key
+                }
+                S::PreValue if NEWLINE.contains(c) => {
+                    push(&mut out, &mut key, &mut value);
+                    S::PreKey
+                }
+                S::PreValue if c == '\'' => S::Single,
+                S::PreValue if c == '"' => S::Double,
+                S::PreValue if c == '\\' => S::ValueEscape,
+                S::PreValue if !WHITESPACE.contains(c) => {
+                    value.push(c);
+                    S::Value
+                }
+                S::PreValue => S::PreValue,
+                S::Value if NEWLINE.contains(c) => {
+                    if let Some(at) = value_ws {
+                        value.truncate(at);
+                    }
+                    push(&mut out, &mut key, &mut value);
+                    S::PreKey
+                }
+                S::Value if c == '\\' => {
+                    value_ws = None;
+                    S::ValueEscape
+                }
+                S::Value => {
+                    if !WHITESPACE.contains(c) {
+                        value_ws = None;
+                    } else if value_ws.is_none() {
+                        value_ws = Some(value.len());
+                    }
+                    value.push(c);
+                    S::Value
+                }
+                S::ValueEscape => {
+                    if !NEWLINE.contains(c) {
+                        value.push(c);
+                    }
+                    S::Value
+                }
+                S::Single if c == '\'' => S::PreValue,
+                S::Single => {
+                    value.push(c);
+                    S::Single
+                }
+                S::Double if c == '"' => S::PreValue,
+                S::Double if c == '\\' => S::DoubleEscape,
+                S::Double => {
+                    value.push(c);
+                    S::Double
+                }
+                S::DoubleEscape => {
+                    if "\"\\`$".contains(c) {
+                        value.push(c);
+                    } else if c != '\n' {
+                        value.push('\\');
+                        value.push(c);
+                    }
+                    S::Double
+                }
+                S::Comment if c == '\\' => S::CommentEscape,
+                S::Comment if NEWLINE.contains(c) => S::PreKey,
+                S::Comment => S::Comment,
+                S::CommentEscape => S::Comment,
+            };
+        }
+        if !matches!(state, S::PreKey | S::Key | S::Comment | S::CommentEscape) {
+            if state == S::Value {
+                if let Some(at) = value_ws {
+                    value.truncate(at);
+                }
+            }
+            push(&mut out, &mut key, &mut value);
+        }
+        out
+    }
+
+    /// docker compose's `.env` reader (compose-go v2 `dotenv/parser.go`)
+    /// for the two quoted forms `env_quote` writes; `None` for anything
+    /// else, so a test fails rather than guess.
+    pub(crate) fn compose_reads(line_value: &str) -> Option<String> {
+        let quote = line_value.chars().next()?;
+        if quote != '\'' && quote != '"' {
+            return None;
+        }
+        // extractQuotedValue: up to the first unescaped quote; an escaped
+        // quote drops its backslash, any other escape keeps it.
+        let mut chars = String::new();
+        let mut escaped = false;
+        let mut rest = None;
+        for (i, c) in line_value.char_indices().skip(1) {
+            if escaped {
+                escaped = false;
+                if c != quote {
+                    chars.push('\\');
+                }
+                chars.push(c);
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == quote {
+                rest = Some(&line_value[i + 1..]);
+                break;
+            } else {
+                chars.push(c);
+            }
+        }
+        if rest?.trim() != "" {
+            return None;
+        }
+        if quote == '\'' {
+            return Some(chars);
+        }
+        // expandEscapes (`\\(?:[abcfnrtv$"\\]|0\d{0,3})`, leftmost first),
+        // then expandVariables, where only `$$` may occur and means `$`.
+        let mut out = String::new();
+        let mut it = chars.chars().peekable();
+        while let Some(c) = it.next() {
+            if c != '\\' {
+                if c == '$' {
+                    // A bare `$` would be interpolated.
+                    it.next_if_eq(&'$')?;
+                }
+                out.push(c);
+                continue;
+            }
+            match it.peek().copied() {
+                Some('\\') | Some('"') => out.push(it.next().unwrap()),
+                Some('$') => {
+                    it.next();
+                    out.push('$');
+                }
+                Some('n') => {
+                    it.next();
+                    out.push('\n');
+                }
+                Some(e) if "abcfrtv0".contains(e) => return None,
+                _ => out.push('\\'),
+            }
+        }
+        Some(out)
+    }
+
+    #[test]
+    fn env_quote_round_trips_through_sh_systemd_and_compose() {
+        for value in HOSTILE {
+            let quoted = env_quote(value).unwrap_or_else(|e| panic!("{value:?}: {e:?}"));
+            let file = format!("# comment\nOTHER=x\nVAR={quoted}\nAFTER='y'\n");
+            assert_eq!(sh_reads(&file, "VAR"), *value, "sh: {quoted}");
+            assert_eq!(sh_reads(&file, "AFTER"), "y", "sh: {quoted}");
+            let systemd = systemd_reads(&file);
+            assert_eq!(
+                systemd.get("VAR").map(String::as_str),
+                Some(*value),
+                "systemd: {quoted}"
+            );
+            assert_eq!(systemd.get("AFTER").map(String::as_str), Some("y"));
+            assert_eq!(
+                compose_reads(&quoted).as_deref(),
+                Some(*value),
+                "compose: {quoted}"
+            );
+        }
+        for value in REFUSED {
+            assert!(env_quote(value).is_err(), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn env_quote_prefers_single_quotes() {
+        assert_eq!(env_quote("a/b+c").unwrap(), "'a/b+c'");
+        assert_eq!(env_quote("$x").unwrap(), "'$x'");
+        assert_eq!(env_quote("it's $x").unwrap(), r#""it's \$x""#);
+        assert_eq!(env_quote("a\\").unwrap(), r#""a\\""#);
+    }
+
+    #[test]
+    fn shell_quote_round_trips_through_sh() {
+        for value in HOSTILE.iter().chain(&REFUSED[..2]) {
+            let file = format!("VAR={}\n", shell_quote(value));
+            assert_eq!(sh_reads(&file, "VAR"), *value);
+        }
+    }
+
+    #[test]
+    fn ini_value_accepts_s3_keys_and_refuses_what_ini_cannot_carry() {
+        for ok in [
+            "AKIA0123456789ABCDEF",
+            "abc/def+ghi=",
+            "a#b;c",
+            "it's",
+            "x\"y",
+        ] {
+            assert_eq!(ini_value(ok), Ok(ok));
+        }
+        for bad in [
+            "multi\nline",
+            "tab\t",
+            " lead",
+            "trail ",
+            "\"quoted\"",
+            "'q",
+            "`b",
+            "a #comment",
+            "a ;c",
+        ] {
+            assert!(ini_value(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn region_codes() {
+        for (name, code) in [
+            ("European Union", "eu"),
+            ("european union", "eu"),
+            ("EU", "eu"),
+            ("United States (Central)", "us-central"),
+            ("Asia (Singapore)", "sin"),
+            ("SIN", "sin"),
+            ("United Kingdom", "default"),
+            ("", "default"),
+        ] {
+            assert_eq!(region_code(name), code, "{name}");
+        }
+    }
+
+    #[test]
+    fn profile_names_are_sanitised() {
+        assert_eq!(
+            profile_name("App.Ops+ci@Example.com", "European Union", 12345),
+            "app_ops_ci_example_com-eu-12345"
+        );
+        assert_eq!(profile_name("x@y", "Mars (Olympus)", 1), "x_y-default-1");
+    }
+
+    #[test]
+    fn env_needs_exactly_one_credential_and_quotes_every_value() {
+        let one = Snapshot {
+            client: None,
+            credentials: vec![credential(
+                "app@example.com",
+                "European Union",
+                7,
+                "s/e+c'r$t",
+            )],
+        };
+        let text = env(&one).unwrap();
+        let text = text.expose_secret();
+        let vars = systemd_reads(text);
+        assert_eq!(vars["AWS_SECRET_ACCESS_KEY"], "s/e+c'r$t");
+        assert_eq!(vars["AWS_ACCESS_KEY_ID"], "AK7");
+        assert_eq!(vars["AWS_ENDPOINT_URL"], "https://eu2.contabostorage.com");
+        assert_eq!(vars["AWS_REGION"], "eu");
+        assert_eq!(vars.len(), 4, "{text}");
+        assert_eq!(sh_reads(text, "AWS_SECRET_ACCESS_KEY"), "s/e+c'r$t");
+
+        let mut two = one.clone();
+        two.credentials
+            .push(credential("b@example.com", "Asia (Singapore)", 9, "x"));
+        let err = env(&two).unwrap_err();
+        assert!(err.contains("holds 2"), "{err}");
+        assert!(err.contains("credential 9 of b@example.com"), "{err}");
+        assert!(!err.contains("s/e+c'r$t"));
+        let err = env(&Snapshot::default()).unwrap_err();
+        assert!(err.contains("holds 0;"), "{err}");
+    }
+
+    #[test]
+    fn a_hostile_display_name_cannot_inject_a_line() {
+        let mut c = credential("app@example.com", "European Union", 7, "s");
+        c.object_storage_name = "x\nAWS_REGION=evil".into();
+        let snapshot = Snapshot {
+            client: None,
+            credentials: vec![c],
+        };
+        let text = env(&snapshot).unwrap();
+        assert_eq!(systemd_reads(text.expose_secret())["AWS_REGION"], "eu");
+        let text = aws_credentials(&snapshot).unwrap();
+        assert_eq!(text.expose_secret().matches("region =").count(), 1);
+    }
+
+    #[test]
+    fn aws_credentials_has_one_unique_profile_per_credential() {
+        let mut shared = credential("app@example.com", "European Union", 7, "s1");
+        shared.object_storage_id = "storage-b".into();
+        let snapshot = Snapshot {
+            client: None,
+            credentials: vec![
+                credential("b@example.com", "Asia (Singapore)", 9, "s3"),
+                shared,
+                credential("app@example.com", "European Union", 7, "s2"),
+            ],
+        };
+        let text = aws_credentials(&snapshot).unwrap();
+        let text = text.expose_secret();
+        let headers: Vec<&str> = text.lines().filter(|l| l.starts_with('[')).collect();
+        assert_eq!(
+            headers,
+            [
+                "[app_example_com-eu-7]",
+                "[app_example_com-eu-7-2]",
+                "[b_example_com-sin-9]"
+            ]
+        );
+        assert!(text.contains("aws_secret_access_key = s2\n"), "{text}");
+        let mut bad = snapshot.clone();
+        bad.credentials[0].secret_key = SecretString::from("two\nlines");
+        let err = aws_credentials(&bad).unwrap_err();
+        assert!(
+            err.contains("aws_secret_access_key of credential 9"),
+            "{err}"
+        );
+        assert!(!err.contains("two"), "{err}");
+    }
+}

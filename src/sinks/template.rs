@@ -1,0 +1,427 @@
+//! The `template` sink: the sink's selection of the snapshot rendered
+//! through a Jinja template (minijinja), written by [`super::write`] like a
+//! file sink.
+//!
+//! Templates are read and compiled while the configuration is loaded
+//! ([`Template::compile`]): a missing file, a syntax error or an unknown
+//! variable is a configuration error naming the template's file and line.
+//!
+//! # Context
+//!
+//! The same value as the `json` format, narrowed by the sink's `select`:
+//!
+//! * `client`: `{ client_id, client_secret }`, present only when
+//!   `[client_secret] rotate` is on and the sink selects the
+//!   `client_secret` kind (test it with `{% if client is defined %}`);
+//! * `object_storage_credentials`: a list of `{ user_id, user_email,
+//!   object_storage_id, object_storage_name, region, s3_url,
+//!   credential_id, access_key, secret_key, rotated_at }`, ordered by user
+//!   e-mail then credential id (`rotated_at` is none until the daemon has
+//!   rotated the credential).
+//!
+//! Undefined values are errors (strict mode): a misspelt field fails the
+//! render instead of writing an empty string. Nothing is escaped
+//! automatically; quote values with the filters below. Blocks trim their
+//! line (`trim_blocks` and `lstrip_blocks` are on), and the template's
+//! final newline is kept.
+//!
+//! # Helpers
+//!
+//! * `credential(user=…, region=…, object_storage=…)`: the one credential
+//!   of the selection matching every argument given (user e-mail and region
+//!   name or code ignore case; `object_storage` is an id or display name).
+//!   No match, or more than one, is a render error.
+//! * `|env_quote`: a value quoted for an env file read by systemd, docker
+//!   compose and sh alike (the `env` format's rule).
+//! * `|shell_quote`: a value quoted for POSIX sh (`'…'`).
+//! * `|ini_value`: the value unchanged, or a render error when an INI
+//!   reader would not read it back the same (see [`super::formats`]).
+//! * `|region_code`: `eu`, `us-central`, `sin` or `default` for a region.
+//! * `|aws_profile`: the `aws-credentials` profile name of a credential.
+//!
+//! plus minijinja's built-ins (`tojson`, `selectattr`, `first`, `length`,
+//! `default`, …).
+//!
+//! # Errors
+//!
+//! A render error fails this sink alone and leaves its file untouched. Its
+//! message names the template file and line; any secret value in it is
+//! replaced by `[REDACTED]`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use minijinja::value::{Kwargs, Value};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, UndefinedBehavior};
+use secrecy::SecretString;
+
+use super::formats::{self, Unquotable};
+use super::write::{self, Target};
+use super::{Redactor, SinkError, Snapshot};
+use crate::config::TemplateSink;
+use crate::state::StateDir;
+
+/// The variables of the context.
+const CONTEXT: [&str; 2] = ["client", "object_storage_credentials"];
+
+/// A compiled template, ready to render. Cheap to clone; its `Debug`
+/// shows the file only.
+#[derive(Clone)]
+pub struct Template {
+    env: Arc<Environment<'static>>,
+    /// The template's file, also its name in the environment.
+    name: String,
+}
+
+impl fmt::Debug for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Template").field(&self.name).finish()
+    }
+}
+
+impl Template {
+    /// Reads and compiles the template at `path`. The error names the file
+    /// (and the line, for a syntax error) and what is wrong.
+    pub fn compile(path: &Path) -> Result<Template, String> {
+        let name = path.display().to_string();
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read template {name}: {e}"))?;
+        let mut env = environment();
+        env.add_template_owned(name.clone(), source)
+            .map_err(|e| describe_error(&name, &e))?;
+        let template = env
+            .get_template(&name)
+            .map_err(|e| describe_error(&name, &e))?;
+        let globals: BTreeSet<&str> = env.globals().map(|(n, _)| n).collect();
+        let mut unknown: Vec<String> = template
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|v| !CONTEXT.contains(&v.as_str()) && !globals.contains(v.as_str()))
+            .collect();
+        if !unknown.is_empty() {
+            unknown.sort();
+            return Err(format!(
+                "{name}: unknown variable{} `{}`; a template sees `client`, \
+                 `object_storage_credentials` and the function `credential()`",
+                if unknown.len() == 1 { "" } else { "s" },
+                unknown.join("`, `")
+            ));
+        }
+        drop(template);
+        Ok(Template {
+            env: Arc::new(env),
+            name,
+        })
+    }
+
+    /// Renders the template for an already selected snapshot. Secret values
+    /// in an error message are replaced using `redactor`.
+    pub fn render(&self, selected: &Snapshot, redactor: &Redactor) -> Result<SecretString, String> {
+        let context = Value::from_serialize(selected.to_value());
+        self.env
+            .get_template(&self.name)
+            .and_then(|t| t.render(context))
+            .map(SecretString::from)
+            .map_err(|e| redactor.redact(&describe_error(&self.name, &e)))
+    }
+
+    /// The template's file.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(&self.name)
+    }
+}
+
+/// Delivers the sink: renders the template with its selection of
+/// `snapshot` and writes the result unless `delivered` (the version it
+/// last delivered) says the file already holds it. Returns the new version
+/// when it wrote. A render error is [`SinkError::Content`]; the file is
+/// left untouched.
+pub async fn deliver(
+    sink: &TemplateSink,
+    snapshot: &Snapshot,
+    state: &StateDir,
+    delivered: Option<&str>,
+) -> Result<Option<String>, SinkError> {
+    let target = target(sink);
+    let redactor = snapshot.redactor();
+    let content = sink
+        .compiled
+        .render(&snapshot.select(&sink.select), &redactor)
+        .map_err(|detail| SinkError::Content {
+            sink: target.name.clone(),
+            detail,
+        })?;
+    write::deliver(&target, &content, state, delivered, &redactor).await
+}
+
+/// `check --online` for this sink (see [`write::healthcheck`]).
+pub fn healthcheck(sink: &TemplateSink) -> Result<(), SinkError> {
+    write::healthcheck(&target(sink))
+}
+
+fn target(sink: &TemplateSink) -> Target<'_> {
+    Target {
+        name: format!("template sink {}", sink.path.display()),
+        path: &sink.path,
+        mode: sink.mode,
+        owner: sink.owner.as_deref(),
+        group: sink.group.as_deref(),
+        on_change: sink.on_change.as_deref(),
+    }
+}
+
+/// `file:line: kind: detail`, without minijinja's debug dump (which would
+/// print the context, secrets included).
+fn describe_error(name: &str, err: &Error) -> String {
+    let line = err.line().map(|l| format!(":{l}")).unwrap_or_default();
+    match err.detail() {
+        Some(detail) => format!("{name}{line}: {}: {detail}", err.kind()),
+        None => format!("{name}{line}: {}", err.kind()),
+    }
+}
+
+/// The environment every template is compiled in: strict, unescaped, with
+/// the helpers of the module documentation.
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_keep_trailing_newline(true);
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.add_filter("env_quote", |v: Value| {
+        formats::env_quote(&text_of("env_quote", &v)?).map_err(|e| quote_error("env_quote", e))
+    });
+    env.add_filter("shell_quote", |v: Value| {
+        Ok::<_, Error>(formats::shell_quote(&text_of("shell_quote", &v)?))
+    });
+    env.add_filter("ini_value", |v: Value| {
+        let text = text_of("ini_value", &v)?;
+        formats::ini_value(&text)
+            .map(str::to_owned)
+            .map_err(|e| quote_error("ini_value", e))
+    });
+    env.add_filter("region_code", |v: Value| {
+        Ok::<_, Error>(formats::region_code(&text_of("region_code", &v)?))
+    });
+    env.add_filter("aws_profile", |c: Value| {
+        let field = |name: &str| -> Result<Value, Error> {
+            let value = c.get_attr(name)?;
+            if value.is_undefined() {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("aws_profile: the value has no `{name}`; pass a credential"),
+                ));
+            }
+            Ok(value)
+        };
+        let id = field("credential_id")?;
+        let id = i64::try_from(id).map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                "aws_profile: credential_id is not an integer",
+            )
+        })?;
+        Ok::<_, Error>(formats::profile_name(
+            &text_of("aws_profile", &field("user_email")?)?,
+            &text_of("aws_profile", &field("region")?)?,
+            id,
+        ))
+    });
+    env.add_function("credential", credential);
+    env
+}
+
+/// A string value, or a number's digits; none and other kinds are errors.
+fn text_of(filter: &str, value: &Value) -> Result<String, Error> {
+    if let Some(s) = value.as_str() {
+        return Ok(s.to_owned());
+    }
+    if value.is_number() {
+        return Ok(value.to_string());
+    }
+    Err(Error::new(
+        ErrorKind::InvalidOperation,
+        format!("{filter}: expected a string, got {}", value.kind()),
+    ))
+}
+
+fn quote_error(filter: &str, Unquotable(why): Unquotable) -> Error {
+    Error::new(
+        ErrorKind::InvalidOperation,
+        format!("{filter}: the value cannot be written: {why}"),
+    )
+}
+
+/// `credential(user=…, region=…, object_storage=…)`.
+fn credential(state: &State, kwargs: Kwargs) -> Result<Value, Error> {
+    let user: Option<String> = kwargs.get("user")?;
+    let region: Option<String> = kwargs.get("region")?;
+    let storage: Option<String> = kwargs.get("object_storage")?;
+    kwargs.assert_all_used()?;
+    let asked = [
+        ("user", &user),
+        ("region", &region),
+        ("object_storage", &storage),
+    ]
+    .iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v:?}")))
+    .collect::<Vec<_>>()
+    .join(", ");
+    let list = state
+        .lookup("object_storage_credentials")
+        .ok_or_else(|| Error::new(ErrorKind::UndefinedError, "object_storage_credentials"))?;
+    let text = |c: &Value, field: &str| -> String {
+        c.get_attr(field)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let mut found = Vec::new();
+    for c in list.try_iter()? {
+        let user_ok = user
+            .as_ref()
+            .is_none_or(|u| u.eq_ignore_ascii_case(&text(&c, "user_email")));
+        let region_ok = region.as_ref().is_none_or(|r| {
+            let name = text(&c, "region");
+            r.eq_ignore_ascii_case(&name) || r.eq_ignore_ascii_case(formats::region_code(&name))
+        });
+        let storage_ok = storage.as_ref().is_none_or(|s| {
+            *s == text(&c, "object_storage_id") || *s == text(&c, "object_storage_name")
+        });
+        if user_ok && region_ok && storage_ok {
+            found.push(c);
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("credential({asked}): no credential of the sink's selection matches"),
+        )),
+        n => Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!(
+                "credential({asked}): {n} credentials match; narrow it with user=, region= or \
+                 object_storage="
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::snapshot::tests::credential as cred;
+    use secrecy::ExposeSecret;
+
+    fn compile(source: &str) -> Result<Template, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.j2");
+        std::fs::write(&path, source).unwrap();
+        Template::compile(&path).map_err(|e| e.replace(&path.display().to_string(), "t.j2"))
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            client: Some(("INT-1".into(), SecretString::from("client-s3cret"))),
+            credentials: vec![
+                cred("app@example.com", "European Union", 7, "s3/cr+t'7"),
+                cred("app@example.com", "Asia (Singapore)", 8, "secret-8"),
+                cred("ops@example.com", "European Union", 9, "secret-9"),
+            ],
+        }
+    }
+
+    fn render(source: &str) -> Result<String, String> {
+        let s = snapshot();
+        let t = compile(source)?;
+        let name = t.path().display().to_string();
+        t.render(&s, &s.redactor())
+            .map(|t| t.expose_secret().to_owned())
+            .map_err(|e| e.replace(&name, "t.j2"))
+    }
+
+    #[test]
+    fn renders_the_snapshot_with_helpers() {
+        let out = render(
+            "{% set c = credential(user=\"APP@example.com\", region=\"eu\") %}\n\
+             KEY={{ c.access_key | env_quote }}\n\
+             SECRET={{ c.secret_key | env_quote }}\n\
+             SH={{ c.secret_key | shell_quote }}\n\
+             REGION={{ c.region | region_code }}\n\
+             {% for c in object_storage_credentials %}\n\
+             [{{ c | aws_profile }}] {{ c.secret_key | ini_value }}\n\
+             {% endfor %}\n\
+             {% if client is defined %}CLIENT={{ client.client_secret }}{% endif %}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "KEY='AK7'\nSECRET=\"s3/cr+t'7\"\nSH='s3/cr+t'\\''7'\nREGION=eu\n\
+             [app_example_com-eu-7] s3/cr+t'7\n[app_example_com-sin-8] secret-8\n\
+             [ops_example_com-eu-9] secret-9\nCLIENT=client-s3cret",
+            "trim_blocks eats the newline after the last tag"
+        );
+    }
+
+    #[test]
+    fn compile_errors_name_file_and_line() {
+        let err = compile("line one\n{{ object_storage_credentials | first }\n").unwrap_err();
+        assert!(err.starts_with("t.j2:2: syntax error"), "{err}");
+        let err = compile("{{ objct_storage_credentials }}{{ clent }}").unwrap_err();
+        assert_eq!(
+            err,
+            "t.j2: unknown variables `clent`, `objct_storage_credentials`; a template sees \
+             `client`, `object_storage_credentials` and the function `credential()`"
+        );
+        let err = Template::compile(Path::new("/nonexistent/t.j2")).unwrap_err();
+        assert!(
+            err.starts_with("cannot read template /nonexistent/t.j2: No such file"),
+            "{err}"
+        );
+        // Loops, sets, macros and built-in globals are not unknown.
+        compile("{% for c in object_storage_credentials %}{{ loop.index }}{% endfor %}{% set x = range(2) %}{{ x }}{{ namespace() }}").unwrap();
+    }
+
+    #[test]
+    fn render_errors_are_strict_and_redacted() {
+        let err = render("{{ object_storage_credentials[0].secret }}").unwrap_err();
+        assert!(err.starts_with("t.j2:1: undefined value"), "{err}");
+        let err = render("{{ credential(user=\"app@example.com\") }}").unwrap_err();
+        assert!(err.contains("2 credentials match"), "{err}");
+        let err = render("{{ credential(user=\"nobody@example.com\") }}").unwrap_err();
+        assert!(
+            err.contains("no credential of the sink's selection matches"),
+            "{err}"
+        );
+        let err = render("{{ credential(usr=\"x\") }}").unwrap_err();
+        assert!(err.contains("usr"), "{err}");
+        // A secret pushed into an error message is redacted.
+        let err = render("{{ object_storage_credentials[2].secret_key | int }}").unwrap_err();
+        assert!(!err.contains("secret-9"), "{err}");
+        let err = render("{{ credential(user=client.client_secret) }}").unwrap_err();
+        assert!(
+            !err.contains("client-s3cret") && err.contains("[REDACTED]"),
+            "{err}"
+        );
+        let err = render("{{ \"a\\nb\" | ini_value }}").unwrap_err();
+        assert!(
+            err.contains("ini_value: the value cannot be written"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn debug_shows_the_path_only() {
+        let t = compile("{{ object_storage_credentials | tojson }}").unwrap();
+        let shown = format!("{t:?}");
+        assert!(
+            shown.starts_with("Template(") && shown.contains("t.j2"),
+            "{shown}"
+        );
+        assert!(!shown.contains("tojson"), "{shown}");
+    }
+}

@@ -1,0 +1,440 @@
+//! What file and template sinks share once their content is rendered:
+//! the decision to write, the write itself and the `on_change` command.
+//!
+//! * **Only on change.** A sink's version is a keyed fingerprint of its
+//!   content together with its `mode`, `owner` and `group`. When it equals
+//!   the version last delivered and the file exists, nothing is done: the
+//!   file keeps its mtime and `on_change` does not run.
+//! * **Atomic, never readable by others.** The file is replaced through
+//!   [`write_atomic_with`]: a temp file beside the target is created with
+//!   `mode` (default 0600), then given `owner`/`group` (`fchown`) before
+//!   its first byte is written, fsync'd and renamed over the target. A
+//!   failed write leaves the old file as it was. `owner` and `group` are
+//!   names or numeric ids, resolved at each write; without them the file
+//!   belongs to the daemon's user and group.
+//! * **`on_change`** runs after the file is in place, once per changed
+//!   write: argv as configured, no shell, stdin from `/dev/null`, the
+//!   daemon's environment plus `CONTABO_ROTATOR_SINK_PATH` (the file
+//!   written), in its own process group. It has [`ON_CHANGE_TIMEOUT`] (60 s)
+//!   to finish; then the whole group is killed. Its stdout and stderr are
+//!   logged line by line (the first 64 KiB of each) with every secret value
+//!   of the snapshot, in any spelling a sink gives it, replaced by
+//!   `[REDACTED]`. A non-zero exit, a signal, a timeout or a program that
+//!   cannot be started fails the sink with [`SinkError::OnChange`]: the
+//!   file is then in place but its reader may not have picked it up, so the
+//!   engine forgets the sink's delivered version and the next run writes
+//!   the file again and runs `on_change` again, whatever the content.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::unistd::{Gid, Group, Uid, User};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::{Redactor, SinkError};
+use crate::state::{write_atomic_with, StateDir};
+
+/// How long `on_change` may run before its process group is killed.
+pub const ON_CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How much of each of `on_change`'s streams is logged.
+const OUTPUT_LIMIT: usize = 64 * 1024;
+/// How long output is still read once `on_change` has exited (a background
+/// child may hold the pipes open).
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// A file to deliver: where, how, and what to run after.
+#[derive(Debug)]
+pub(crate) struct Target<'a> {
+    /// `file sink /etc/myapp/app.env`, for messages.
+    pub name: String,
+    pub path: &'a Path,
+    pub mode: u32,
+    pub owner: Option<&'a str>,
+    pub group: Option<&'a str>,
+    pub on_change: Option<&'a [String]>,
+}
+
+/// Writes `content` unless `delivered` says the file already holds it, then
+/// runs `on_change`. Returns the new version when it wrote.
+pub(crate) async fn deliver(
+    target: &Target<'_>,
+    content: &SecretString,
+    state: &StateDir,
+    delivered: Option<&str>,
+    redactor: &Redactor,
+) -> Result<Option<String>, SinkError> {
+    let version = version(target, content, state);
+    if delivered == Some(version.as_str()) && target.path.exists() {
+        return Ok(None);
+    }
+    let write_error = |detail: String| SinkError::Write {
+        sink: target.name.clone(),
+        detail,
+    };
+    let uid = resolve_owner(target.owner).map_err(write_error)?;
+    let gid = resolve_group(target.group).map_err(write_error)?;
+    let bytes = content.expose_secret().as_bytes();
+    write_atomic_with(target.path, bytes, target.mode, |file| {
+        if uid.is_none() && gid.is_none() {
+            return Ok(());
+        }
+        std::os::unix::fs::fchown(file, uid.map(Uid::as_raw), gid.map(Gid::as_raw)).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot give the new file its owner and group: {e}"),
+            )
+        })
+    })
+    .map_err(|e| write_error(e.to_string()))?;
+    tracing::debug!(sink = %target.name, "Wrote the sink's file.");
+    if let Some(argv) = target.on_change {
+        run_on_change(argv, target, ON_CHANGE_TIMEOUT, redactor)
+            .await
+            .map_err(|detail| SinkError::OnChange {
+                sink: target.name.clone(),
+                detail,
+            })?;
+    }
+    Ok(Some(version))
+}
+
+/// The keyed fingerprint of what the file should be: content and metadata.
+fn version(target: &Target<'_>, content: &SecretString, state: &StateDir) -> String {
+    let described = SecretString::from(format!(
+        "{}\0mode={:o}\0owner={}\0group={}",
+        content.expose_secret(),
+        target.mode,
+        target.owner.unwrap_or(""),
+        target.group.unwrap_or("")
+    ));
+    state.fingerprint(&described).0
+}
+
+/// A user name or numeric uid; `None` when no owner is configured.
+pub(crate) fn resolve_owner(owner: Option<&str>) -> Result<Option<Uid>, String> {
+    let Some(owner) = owner else { return Ok(None) };
+    if let Ok(id) = owner.parse::<u32>() {
+        return Ok(Some(Uid::from_raw(id)));
+    }
+    match User::from_name(owner) {
+        Ok(Some(user)) => Ok(Some(user.uid)),
+        Ok(None) => Err(format!("owner `{owner}`: no such user")),
+        Err(e) => Err(format!("owner `{owner}`: cannot look up the user: {e}")),
+    }
+}
+
+/// A group name or numeric gid; `None` when no group is configured.
+pub(crate) fn resolve_group(group: Option<&str>) -> Result<Option<Gid>, String> {
+    let Some(group) = group else { return Ok(None) };
+    if let Ok(id) = group.parse::<u32>() {
+        return Ok(Some(Gid::from_raw(id)));
+    }
+    match Group::from_name(group) {
+        Ok(Some(g)) => Ok(Some(g.gid)),
+        Ok(None) => Err(format!("group `{group}`: no such group")),
+        Err(e) => Err(format!("group `{group}`: cannot look up the group: {e}")),
+    }
+}
+
+/// `check --online`: the parent directory exists and takes a new file (one
+/// is created and removed), the target is not a directory, and the owner
+/// and group exist.
+pub(crate) fn healthcheck(target: &Target<'_>) -> Result<(), SinkError> {
+    let fail = |detail: String| SinkError::Write {
+        sink: target.name.clone(),
+        detail,
+    };
+    let dir = match target.path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(fail(format!("{} is not a directory", dir.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(fail(format!(
+                "parent directory {} does not exist",
+                dir.display()
+            )))
+        }
+        Err(e) => return Err(fail(format!("cannot reach {}: {e}", dir.display()))),
+    }
+    if target.path.is_dir() {
+        return Err(fail(format!("{} is a directory", target.path.display())));
+    }
+    tempfile::Builder::new()
+        .prefix(".contabo-rotator-check-")
+        .tempfile_in(dir)
+        .and_then(|probe| probe.close())
+        .map_err(|e| fail(format!("cannot create a file in {}: {e}", dir.display())))?;
+    resolve_owner(target.owner).map_err(fail)?;
+    resolve_group(target.group).map_err(fail)?;
+    Ok(())
+}
+
+/// Runs `argv` (see the module documentation); `Err` says why it failed.
+async fn run_on_change(
+    argv: &[String],
+    target: &Target<'_>,
+    limit: Duration,
+    redactor: &Redactor,
+) -> Result<(), String> {
+    let program = &argv[0];
+    let mut child = tokio::process::Command::new(program)
+        .args(&argv[1..])
+        .env("CONTABO_ROTATOR_SINK_PATH", target.path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("on_change: cannot start `{program}`: {e}"))?;
+    let pgid = child.id().map(|id| nix::unistd::Pid::from_raw(id as i32));
+    let stdout = tokio::spawn(read_limited(child.stdout.take()));
+    let stderr = tokio::spawn(read_limited(child.stderr.take()));
+    let status = match tokio::time::timeout(limit, child.wait()).await {
+        Ok(status) => Some(status.map_err(|e| format!("on_change `{program}`: {e}"))?),
+        Err(_) => {
+            if let Some(pgid) = pgid {
+                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = child.wait().await;
+            None
+        }
+    };
+    for (stream, task) in [("stdout", stdout), ("stderr", stderr)] {
+        let abort = task.abort_handle();
+        let output = match tokio::time::timeout(OUTPUT_GRACE, task).await {
+            Ok(Ok(bytes)) => bytes,
+            _ => {
+                abort.abort();
+                Vec::new()
+            }
+        };
+        let text = redactor.redact(&String::from_utf8_lossy(&output));
+        for line in text.lines() {
+            tracing::info!(sink = %target.name, stream, line, "on_change output.");
+        }
+    }
+    match status {
+        Some(status) if status.success() => {
+            tracing::info!(sink = %target.name, program = %program, "Ran on_change.");
+            Ok(())
+        }
+        Some(status) => Err(format!("on_change `{program}` failed: {status}")),
+        None => Err(format!(
+            "on_change `{program}` did not finish within {} and was killed",
+            humantime::format_duration(limit)
+        )),
+    }
+}
+
+/// The whole lines within the first [`OUTPUT_LIMIT`] bytes of a stream,
+/// reading it to its end. A line cut by the limit is dropped: it could end
+/// in the first part of a secret, which redaction would not recognise.
+async fn read_limited(stream: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
+    let Some(mut stream) = stream else {
+        return Vec::new();
+    };
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = OUTPUT_LIMIT.saturating_sub(kept.len());
+                truncated |= n > room;
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+    if truncated {
+        let whole = kept.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        kept.truncate(whole);
+        kept.extend_from_slice(b"[output truncated]\n");
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::Snapshot;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn target<'a>(path: &'a Path, on_change: Option<&'a [String]>) -> Target<'a> {
+        Target {
+            name: format!("file sink {}", path.display()),
+            path,
+            mode: 0o640,
+            owner: None,
+            group: None,
+            on_change,
+        }
+    }
+
+    fn argv(script: &str) -> Vec<String> {
+        vec!["sh".into(), "-c".into(), script.into()]
+    }
+
+    #[tokio::test]
+    async fn writes_once_with_its_mode_and_runs_on_change_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&dir.path().join("state")).unwrap();
+        let path = dir.path().join("out.env");
+        let count = dir.path().join("count");
+        let hook = argv(&format!("echo run >> {}", count.display()));
+        let t = target(&path, Some(&hook));
+        let content = SecretString::from("A='1'\n");
+        let redactor = Snapshot::default().redactor();
+        let v1 = deliver(&t, &content, &state, None, &redactor)
+            .await
+            .unwrap()
+            .unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "A='1'\n");
+        let again = deliver(&t, &content, &state, Some(&v1), &redactor).await;
+        assert!(matches!(again, Ok(None)), "unchanged: {again:?}");
+        assert_eq!(fs::read_to_string(&count).unwrap(), "run\n");
+        // A new mode is a change even with the same content.
+        let t2 = Target { mode: 0o600, ..t };
+        let v2 = deliver(&t2, &content, &state, Some(&v1), &redactor)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(v1, v2);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(fs::read_to_string(&count).unwrap(), "run\nrun\n");
+    }
+
+    #[tokio::test]
+    async fn owner_and_group_are_set_by_id_or_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&dir.path().join("state")).unwrap();
+        let path = dir.path().join("owned");
+        let me = nix::unistd::geteuid();
+        if !me.is_root() {
+            // Non-root can only give its own ids; still exercises the path.
+            let uid = me.as_raw().to_string();
+            let t = Target {
+                owner: Some(&uid),
+                ..target(&path, None)
+            };
+            let redactor = Snapshot::default().redactor();
+            deliver(&t, &SecretString::from("x"), &state, None, &redactor)
+                .await
+                .unwrap();
+            return;
+        }
+        let t = Target {
+            owner: Some("4242"),
+            group: Some("daemon"),
+            ..target(&path, None)
+        };
+        let redactor = Snapshot::default().redactor();
+        deliver(&t, &SecretString::from("x"), &state, None, &redactor)
+            .await
+            .unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.uid(), 4242);
+        assert_eq!(
+            meta.gid(),
+            Group::from_name("daemon").unwrap().unwrap().gid.as_raw()
+        );
+        let t = Target {
+            owner: Some("no-such-user-xyz"),
+            ..target(&path, None)
+        };
+        let err = deliver(&t, &SecretString::from("y"), &state, None, &redactor)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("owner `no-such-user-xyz`: no such user"),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), "x", "old file kept");
+    }
+
+    #[tokio::test]
+    async fn on_change_failures_and_timeouts_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let redactor = Snapshot::default().redactor();
+        let fail = argv("echo oops >&2; exit 3");
+        let t = target(&path, Some(&fail));
+        let err = run_on_change(&fail, &t, Duration::from_secs(10), &redactor)
+            .await
+            .unwrap_err();
+        assert!(err.contains("`sh` failed: exit status: 3"), "{err}");
+        // A background grandchild holding the pipes does not hang the run.
+        let slow = argv("sleep 30 & sleep 30");
+        let started = std::time::Instant::now();
+        let err = run_on_change(&slow, &t, Duration::from_millis(300), &redactor)
+            .await
+            .unwrap_err();
+        assert!(err.contains("did not finish within 300ms"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let missing = vec!["/nonexistent/hook".to_owned()];
+        let err = run_on_change(&missing, &t, Duration::from_secs(1), &redactor)
+            .await
+            .unwrap_err();
+        assert!(err.contains("cannot start `/nonexistent/hook`"), "{err}");
+        let env = argv("test \"$CONTABO_ROTATOR_SINK_PATH\" = \"$1\"");
+        let mut env = env;
+        env.push("sh".into());
+        env.push(path.display().to_string());
+        run_on_change(&env, &t, Duration::from_secs(10), &redactor)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn long_output_is_cut_at_a_line_boundary() {
+        let mut text = "x".repeat(OUTPUT_LIMIT - 10);
+        text.push('\n');
+        text.push_str("a-secret-cut-by-the-limit\nmore\n");
+        let kept = read_limited(Some(text.as_bytes())).await;
+        let kept = String::from_utf8(kept).unwrap();
+        assert!(
+            kept.ends_with("x\n[output truncated]\n"),
+            "{}",
+            &kept[kept.len() - 40..]
+        );
+        assert!(!kept.contains("a-secret"));
+        let short = read_limited(Some(&b"one\ntwo"[..])).await;
+        assert_eq!(short, b"one\ntwo");
+    }
+
+    #[test]
+    fn healthcheck_finds_unusable_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("out.json");
+        healthcheck(&target(&ok, None)).unwrap();
+        let leftovers = fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 0, "the probe file is removed");
+        let missing = dir.path().join("nope/out.json");
+        let err = healthcheck(&target(&missing, None)).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        fs::write(dir.path().join("file"), "").unwrap();
+        let under_file = dir.path().join("file/out.json");
+        let err = healthcheck(&target(&under_file, None)).unwrap_err();
+        assert!(err.to_string().contains("is not a directory"), "{err}");
+        let t = Target {
+            group: Some("no-such-group-xyz"),
+            ..target(&ok, None)
+        };
+        let err = healthcheck(&t).unwrap_err();
+        assert!(err.to_string().contains("no such group"), "{err}");
+    }
+}
