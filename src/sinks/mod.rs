@@ -9,6 +9,7 @@
 
 pub mod file;
 pub mod snapshot;
+pub mod webhook;
 
 pub use snapshot::{Snapshot, SnapshotCredential};
 
