@@ -157,8 +157,12 @@ mod tests {
         let mut outbox = Outbox::default();
         let mut queue = OutboxQueue::new(Utc::now());
         queue.events.push(event());
-        queue.announced.insert("client_secret".into(), Uuid::new_v4());
-        outbox.queues.insert("webhook:https://h.example.com/".into(), queue);
+        queue
+            .announced
+            .insert("client_secret".into(), Uuid::new_v4());
+        outbox
+            .queues
+            .insert("webhook:https://h.example.com/".into(), queue);
         state.save_outbox(&outbox).unwrap();
         assert_eq!(state.load_outbox().unwrap(), outbox);
         let path = dir.path().join(crate::state::OUTBOX_FILE);
