@@ -67,6 +67,11 @@ pub async fn run_daemon(
     let cancel = CancellationToken::new();
     let mut run_now = engine.settings().schedule.run_on_start;
     tracing::info!(config = %config_path.display(), "Daemon started.");
+    if !run_now {
+        // Webhook events earlier runs could not deliver go out now rather
+        // than at the next tick (a first run on start sends them itself).
+        engine.resend_pending_webhooks().await;
+    }
     loop {
         if !run_now {
             let schedule = engine.settings().schedule.clone();

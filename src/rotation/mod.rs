@@ -167,6 +167,7 @@ impl Engine {
         if inventory.failures.is_empty() {
             deliver::deliver_all(self, &client, &mut records, &credentials, &mut report).await;
         } else {
+            deliver::enqueue_webhook_events(self, &mut report);
             report.fail(
                 "sinks",
                 "all sinks",
