@@ -1,7 +1,9 @@
-//! `check [--online]`: validate the configuration; optionally log in.
+//! `check [--online]`: validate the configuration; optionally log in and
+//! check that webhook URLs answer.
 
 use super::{api_client, CliError, EXIT_FAILED, EXIT_OK};
-use crate::config::{self, Settings};
+use crate::config::{self, Settings, SinkSettings};
+use crate::sinks::webhook;
 use anyhow::Context;
 use std::io::Write;
 use std::path::Path;
@@ -13,7 +15,18 @@ pub async fn run(path: &Path, online: bool) -> Result<u8, CliError> {
     if !online {
         return Ok(EXIT_OK);
     }
-    let client = api_client(&settings)?;
+    let api = check_api(&settings, &mut out).await?;
+    let webhooks = check_webhooks(&settings, &mut out).await?;
+    Ok(if api == EXIT_OK && webhooks == EXIT_OK {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    })
+}
+
+/// Logs in and reads the OAuth client back.
+async fn check_api(settings: &Settings, out: &mut impl Write) -> Result<u8, CliError> {
+    let client = api_client(settings)?;
     let user_id = match client.api_user_id().await {
         Ok(id) => id,
         Err(err) => {
@@ -44,6 +57,25 @@ pub async fn run(path: &Path, online: bool) -> Result<u8, CliError> {
             Ok(EXIT_FAILED)
         }
     }
+}
+
+/// Probes every webhook URL (a HEAD request: any HTTP answer will do).
+async fn check_webhooks(settings: &Settings, out: &mut impl Write) -> Result<u8, CliError> {
+    let mut code = EXIT_OK;
+    for sink in &settings.sinks {
+        let SinkSettings::Webhook(hook) = sink else {
+            continue;
+        };
+        match webhook::healthcheck(hook).await {
+            Ok(()) => writeln!(out, "Sink {} is reachable.", hook.describe())
+                .context("writing to stdout")?,
+            Err(err) => {
+                eprintln!("error: sink {err}");
+                code = EXIT_FAILED;
+            }
+        }
+    }
+    Ok(code)
 }
 
 fn print_summary(settings: &Settings, out: &mut impl Write) -> std::io::Result<()> {
