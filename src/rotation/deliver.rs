@@ -105,6 +105,15 @@ pub(super) fn enqueue_webhook_events(engine: &Engine, report: &mut RunReport) {
     }
 }
 
+/// Before the first rotation of a run: gives every webhook sink its outbox
+/// queue, so that rotations recorded from now on are announced even if the
+/// run stops before delivering.
+pub(super) fn open_webhook_queues(engine: &Engine, report: &mut RunReport) {
+    if let Err(err) = webhook::enqueue_only(&engine.settings.sinks, &[], &engine.state) {
+        report.fail("state", "outbox.json", err);
+    }
+}
+
 impl Engine {
     /// Sends the webhook events earlier runs left undelivered, for the
     /// daemon's start (every run sends them too). Failures are logged; the

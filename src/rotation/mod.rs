@@ -143,6 +143,7 @@ impl Engine {
             report.fail("state", "records.json", err);
             return report;
         }
+        deliver::open_webhook_queues(self, &mut report);
 
         s3::rotate_due(
             self,

@@ -185,15 +185,18 @@ pub async fn deliver(
     }
 }
 
-/// Enqueues `new_events` in every webhook sink's queue without sending them:
-/// for a run that cannot deliver (its snapshot is partial). The next run
-/// sends them.
+/// Enqueues `new_events` in every webhook sink's queue without sending them
+/// (for a run that cannot deliver: its snapshot is partial; the next run
+/// sends them). A webhook sink without a queue gets one, which starts the
+/// clock of the rotations announced to it: the engine calls this with no
+/// events before its first rotation, so that a rotation recorded by a run
+/// that stops before delivering is still announced by the next.
 pub fn enqueue_only(
     sinks: &[SinkSettings],
     new_events: &[NewEvent],
     state: &StateDir,
 ) -> Result<(), StateError> {
-    if new_events.is_empty() {
+    if !sinks.iter().any(|s| matches!(s, SinkSettings::Webhook(_))) {
         return Ok(());
     }
     let mut outbox = state.load_outbox()?;
@@ -201,6 +204,7 @@ pub fn enqueue_only(
     for sink in sinks {
         if let SinkSettings::Webhook(_) = sink {
             let id = super::sink_id(sink);
+            changed |= !outbox.queues.contains_key(&id);
             let mut queue = take_queue(&mut outbox, &id);
             changed |= enqueue(&mut queue, new_events);
             outbox.queues.insert(id, queue);
