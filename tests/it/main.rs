@@ -7,3 +7,4 @@ mod examples;
 mod rotation;
 mod secrets;
 mod util;
+mod webhook;
