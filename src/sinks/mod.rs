@@ -27,11 +27,19 @@ pub enum SinkError {
     Unsupported { sink: String, what: String },
 }
 
-/// A stable id for a sink's state record: its kind and target.
+/// A stable id for a sink's state record: its kind and target. A webhook
+/// is named by its URL's origin and a hash of the whole URL, since paths and
+/// queries often carry tokens and the id is written to the state files and
+/// shown by `status`.
 pub fn sink_id(sink: &SinkSettings) -> String {
     match sink {
         SinkSettings::File(f) => format!("file:{}", f.path.display()),
         SinkSettings::Template(t) => format!("template:{}", t.path.display()),
-        SinkSettings::Webhook(w) => format!("webhook:{}", w.url),
+        SinkSettings::Webhook(w) => {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(w.url.as_str().as_bytes());
+            let short: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            format!("webhook:{}#{short}", w.url.origin().ascii_serialization())
+        }
     }
 }

@@ -437,3 +437,25 @@ async fn a_timeout_keeps_the_event() {
     assert!(err.to_string().contains("no answer within 1s"), "{err}");
     assert_eq!(f.queued(&hook), [new[0].event.id.clone()]);
 }
+
+#[test]
+fn sink_ids_keep_the_url_path_out_and_tell_urls_apart() {
+    let hook = |url: &str| {
+        SinkSettings::Webhook(WebhookSink {
+            url: Url::parse(url).unwrap(),
+            signing_secrets: vec![SecretString::from(KEY)],
+            include_secrets: false,
+            timeout: Duration::from_secs(1),
+            headers: Vec::new(),
+        })
+    };
+    let a = crate::sinks::sink_id(&hook("https://h.example.com/hooks/tok3n?k=v"));
+    let b = crate::sinks::sink_id(&hook("https://h.example.com/hooks/other"));
+    assert!(a.starts_with("webhook:https://h.example.com#"), "{a}");
+    assert!(!a.contains("tok3n") && !a.contains("k=v"), "{a}");
+    assert_ne!(a, b);
+    assert_eq!(
+        a,
+        crate::sinks::sink_id(&hook("https://h.example.com/hooks/tok3n?k=v"))
+    );
+}
