@@ -68,15 +68,17 @@ pub struct StateDir {
 }
 
 /// A snapshot of the state read without the lock, for `status`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StateView {
     /// The directory that was read.
     pub dir: PathBuf,
     /// False if the directory does not exist yet (the daemon never ran);
-    /// records and journal are then empty.
+    /// records, journal and outbox are then empty.
     pub exists: bool,
     pub records: Records,
     pub journal: Journal,
+    /// Webhook events not yet delivered.
+    pub outbox: Outbox,
 }
 
 impl StateDir {
@@ -122,6 +124,7 @@ impl StateDir {
             exists,
             records: records::load(dir)?,
             journal: journal::load(dir)?,
+            outbox: outbox::load(dir)?,
         })
     }
 

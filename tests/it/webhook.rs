@@ -442,6 +442,25 @@ async fn a_webhook_not_listening_fails_the_run_and_the_next_run_resends_the_same
     );
     let queued = queued_ids(&setup);
     assert_eq!(queued.len(), 4, "{}", outbox(&setup));
+    let status = run_bin(args(&setup.config, &["status", "--json"])).await;
+    let value: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let sink = &value["sinks"][0];
+    assert_eq!(sink["pending_events"], 4, "{value}");
+    assert!(
+        sink["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("connection failed"),
+        "{sink}"
+    );
+    for file in ["state/outbox.json", "state/records.json"] {
+        let content = std::fs::read_to_string(setup.dir.path().join(file)).unwrap();
+        assert!(
+            !content.contains("tok3n"),
+            "the URL path stays out of {file}"
+        );
+    }
+    assert!(!text(&status).contains("tok3n"));
 
     let receiver = Receiver::start_on(port, Reply::status(200)).await;
     let mutations = sim
