@@ -146,7 +146,7 @@ pub async fn deliver(
     if let (Some(records), Some(snapshot)) = (ctx.records, ctx.snapshot) {
         let late = event::unannounced(&queue, records, snapshot, ctx.client_id);
         for e in &late {
-            tracing::info!(sink = %name, webhook_id = %e.event.id, r#type = %e.event.kind, "Announcing a rotation an interrupted run recorded but did not enqueue.");
+            tracing::info!(sink = %name, webhook_id = %e.event.id, event_type = %e.event.kind, "Announcing a rotation an interrupted run recorded but did not enqueue.");
         }
         changed |= enqueue(&mut queue, &late);
         changed |= prune_announced(&mut queue, records);
@@ -163,8 +163,8 @@ pub async fn deliver(
         (true, Some(snapshot)) => Some(snapshot),
         (true, None) => {
             return Err(fail(format!(
-                "{} events wait for the next run, which reads the secret values they carry",
-                queue.events.len()
+                "{} wait for the next run, which reads the secret values they carry",
+                events_text(queue.events.len())
             )))
         }
     };
@@ -172,16 +172,22 @@ pub async fn deliver(
     let result = send_queue(&sender, &name, &mut queue, snapshot, ctx.state).await;
     outbox.queues.insert(sink_id.to_owned(), queue.clone());
     ctx.state.save_outbox(&outbox).map_err(state_err)?;
-    match result.first_error {
-        _ if queue.events.is_empty() => Ok(result.last_delivered),
-        Some(err) => Err(fail(format!(
-            "{} events not delivered, kept for the next run: {err}",
-            queue.events.len()
-        ))),
-        None => Err(fail(format!(
-            "{} events not delivered, kept for the next run",
-            queue.events.len()
-        ))),
+    if queue.events.is_empty() {
+        return Ok(result.last_delivered);
+    }
+    let left = events_text(queue.events.len());
+    Err(fail(match result.first_error {
+        Some(err) => format!("{left} not delivered, kept for the next run: {err}"),
+        None => format!("{left} not delivered, kept for the next run"),
+    }))
+}
+
+/// `1 event`, `2 events`.
+fn events_text(n: usize) -> String {
+    if n == 1 {
+        "1 event".into()
+    } else {
+        format!("{n} events")
     }
 }
 
@@ -323,7 +329,7 @@ async fn send_queue(
         let event = &mut queue.events[i];
         let (body, with_secret) = event::body(event, snapshot, state);
         if snapshot.is_some() && event.secret.is_some() && !with_secret {
-            tracing::warn!(sink = %name, webhook_id = %event.id, r#type = %event.kind, "The secret of this event no longer exists; sending the event without it.");
+            tracing::warn!(sink = %name, webhook_id = %event.id, event_type = %event.kind, "The secret of this event no longer exists; sending the event without it.");
         }
         let mut attempts = 0;
         let outcome = sender.send(&event.id, &body, || attempts += 1).await;
@@ -332,12 +338,12 @@ async fn send_queue(
         event.last_attempt = Some(Utc::now());
         match outcome {
             Outcome::Delivered => {
-                tracing::info!(sink = %name, webhook_id = %event.id, r#type = %event.kind, attempts, "Delivered webhook event.");
+                tracing::info!(sink = %name, webhook_id = %event.id, event_type = %event.kind, attempts, "Delivered webhook event.");
                 sent.last_delivered = Some(event.id.clone());
                 queue.events.remove(i);
             }
             Outcome::Gone => {
-                tracing::warn!(sink = %name, webhook_id = %event.id, r#type = %event.kind, "The webhook answered 410 Gone; dropped the event.");
+                tracing::warn!(sink = %name, webhook_id = %event.id, event_type = %event.kind, "The webhook answered 410 Gone; dropped the event.");
                 let _ = state.audit(&AuditEvent {
                     at: Utc::now(),
                     event: AuditKind::Failure,
