@@ -702,3 +702,54 @@ async fn a_crash_before_delivery_is_announced_by_the_next_run() {
 async fn a_crash_after_recording_s3_rotations_is_announced_by_the_next_run() {
     crash_then_announce("s3-after-record").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_sends_pending_events_at_start() {
+    let opts = options(1);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let receiver = Receiver::start(Reply::status(503)).await;
+    // Once a year: the only delivery while the test runs is the start-up one.
+    let setup = webhook_setup(
+        &sim,
+        &opts,
+        &receiver.url(),
+        "\n[schedule]\ncron = \"0 0 0 1 1 *\"\n",
+    );
+    let first = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    let queued = queued_ids(&setup);
+    assert_eq!(queued.len(), 4);
+    receiver.answer(Reply::status(200));
+
+    let log = setup.dir.path().join("daemon.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut daemon = Command::new(assert_cmd::cargo::cargo_bin("contabo-rotator"))
+        .args(["-c", &setup.config.display().to_string()])
+        .env_remove("RUST_LOG")
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while receiver.posts().len() < 2 + queued.len() && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || daemon.wait().unwrap())
+        .await
+        .unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let sent: Vec<String> = receiver.posts()[2..]
+        .iter()
+        .map(|p| p.headers["webhook-id"].clone())
+        .collect();
+    assert_eq!(sent, queued, "{log}");
+    assert!(queued_ids(&setup).is_empty());
+    assert!(log.contains("Sent pending webhook events"), "{log}");
+    assert_no_secret(&sim, &log);
+}
