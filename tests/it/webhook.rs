@@ -28,6 +28,8 @@ struct Reply {
     retry_after: Option<u64>,
     /// Send the request body back (as some receivers do in error pages).
     echo: bool,
+    /// Answer only after this long (a receiver that hangs).
+    delay: Option<Duration>,
 }
 
 impl Reply {
@@ -36,6 +38,7 @@ impl Reply {
             status,
             retry_after: None,
             echo: false,
+            delay: None,
         }
     }
 }
@@ -160,6 +163,9 @@ async fn receive(
             .collect(),
         body: String::from_utf8(body.to_vec()).unwrap(),
     });
+    if let Some(delay) = reply.delay {
+        tokio::time::sleep(delay).await;
+    }
     let mut out = HeaderMap::new();
     if let Some(secs) = reply.retry_after {
         out.insert("retry-after", secs.to_string().parse().unwrap());
@@ -532,6 +538,7 @@ async fn retry_after_on_429_is_honoured() {
         status: 429,
         retry_after: Some(2),
         echo: false,
+        delay: None,
     }]);
     let setup = webhook_setup(&sim, &opts, &receiver.url(), "");
     let out = run_bin(args(&setup.config, &["--run-now"])).await;
@@ -581,6 +588,7 @@ async fn a_receiver_echoing_the_payload_leaks_no_secret() {
         status,
         retry_after: None,
         echo: true,
+        delay: None,
     };
     let receiver = Receiver::start(echo(400)).await;
     receiver.then(&[echo(500), echo(500)]);
@@ -752,4 +760,59 @@ async fn the_daemon_sends_pending_events_at_start() {
     assert!(queued_ids(&setup).is_empty());
     assert!(log.contains("Sent pending webhook events"), "{log}");
     assert_no_secret(&sim, &log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminate_signal_cuts_the_start_up_resend_short() {
+    let opts = SimulatorOptions {
+        credentials_per_user: 1,
+        ..options(1)
+    };
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let receiver = Receiver::start(Reply::status(503)).await;
+    let setup = webhook_setup(
+        &sim,
+        &opts,
+        &receiver.url(),
+        "\n[schedule]\ncron = \"0 0 0 1 1 *\"\n",
+    );
+    let first = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    // Now the receiver hangs: each attempt waits for the 2 s timeout.
+    receiver.answer(Reply {
+        status: 200,
+        retry_after: None,
+        echo: false,
+        delay: Some(Duration::from_secs(30)),
+    });
+    let tried = receiver.posts().len();
+    let mut daemon = Command::new(assert_cmd::cargo::cargo_bin("contabo-rotator"))
+        .args(["-c", &setup.config.display().to_string()])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while receiver.shared.captured.lock().unwrap().len() == tried
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let signalled = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || daemon.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "exited {:?} after the signal",
+        signalled.elapsed()
+    );
+    assert_eq!(queued_ids(&setup).len(), 2, "the events stay queued");
 }
