@@ -60,10 +60,19 @@
 //!   this run, and the next event is tried.
 //!
 //! A webhook with events left in its queue has failed: the run reports it
-//! and exits 1. The daemon also sends the queues at start-up (sinks with
-//! `include_secrets` wait for the first run, which reads the current values).
-//! A rotation that was recorded but whose event never reached the outbox
-//! (the process stopped in between) is announced on the next run.
+//! and exits 1, and `status` shows the sink's `pending_events`. The daemon
+//! also sends the queues at start-up (sinks with `include_secrets` wait for
+//! the first run, which reads the current values; a terminate signal cuts
+//! this short, leaving the events queued). A run whose user listing was
+//! incomplete queues its events without sending them. A rotation that was
+//! recorded but whose event never reached the outbox (the process stopped
+//! in between) is announced on the next run, with `recovered: true`;
+//! rotations from before the sink was configured are not replayed.
+//!
+//! In the state files and `status`, a webhook sink is named
+//! `webhook:<origin>#<hash of the URL>`: the path and query, which often
+//! carry tokens, are never written. Changing the URL starts a new queue;
+//! events still queued for the old URL are not sent to the new one.
 //!
 //! # Verifying an event (Python, `pip install standardwebhooks`)
 //!
