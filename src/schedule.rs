@@ -71,6 +71,33 @@ pub async fn run_daemon(
     // schedule about to run: tell systemd (Type=notify) we are ready.
     notify(&[sd_notify::NotifyState::Ready]);
     let _watchdog = start_watchdog();
+    if !run_now {
+        // Webhook events earlier runs could not deliver go out now rather
+        // than at the next tick (a first run on start sends them itself).
+        // They are in the outbox already, so a terminate signal may cut
+        // this short at any point: at worst an event is sent twice, with
+        // the same `webhook-id`.
+        let mut reload_requested = false;
+        {
+            let resend = engine.resend_pending_webhooks();
+            tokio::pin!(resend);
+            loop {
+                tokio::select! {
+                    () = &mut resend => break,
+                    signal = signals.recv() => match signal {
+                        Some(Signal::Reload) => reload_requested = true,
+                        Some(Signal::Terminate) | None => {
+                            tracing::info!("Terminate signal while sending pending webhook events; exiting.");
+                            return Exit::Graceful;
+                        }
+                    },
+                }
+            }
+        }
+        if reload_requested {
+            reload(&mut engine, &config_path);
+        }
+    }
     loop {
         if !run_now {
             let schedule = engine.settings().schedule.clone();

@@ -49,7 +49,7 @@ async fn check_sinks(
     let mut ok = true;
     let mut checks = Vec::new();
     for (i, sink) in settings.sinks.iter().enumerate() {
-        match sinks::healthcheck(sink) {
+        match sinks::healthcheck(sink).await {
             Ok(()) => {
                 checks.push(serde_json::json!({ "sink": sink.describe(), "ok": true }));
                 if !json {

@@ -77,7 +77,7 @@ pub struct Cli {
 pub enum Command {
     /// Validate the configuration and resolve its secrets (no network unless --online).
     Check {
-        /// Also log in to Contabo and report the API user and client id.
+        /// Also log in to Contabo, report the API user and client id, and check that webhook URLs answer.
         #[arg(long)]
         online: bool,
     },

@@ -58,6 +58,7 @@ pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u
             "delivered_at": s.delivered_at,
             "last_attempt": s.last_attempt,
             "last_error": s.last_error,
+            "pending_events": pending_events(&view, id),
         })).collect::<Vec<_>>(),
     });
     if as_json {
@@ -147,10 +148,14 @@ pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u
         w(
             out,
             format!(
-                "Sink {id}: delivered {}{}",
+                "Sink {id}: delivered {}{}{}",
                 s.delivered_at
                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                     .unwrap_or_else(|| "never".into()),
+                match pending_events(&view, id) {
+                    0 => String::new(),
+                    n => format!("; {n} webhook events pending"),
+                },
                 s.last_error
                     .as_deref()
                     .map(|e| format!("; last error: {e}"))
@@ -159,4 +164,9 @@ pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u
         )?;
     }
     Ok(EXIT_OK)
+}
+
+/// Webhook events queued for the sink `id` and not yet delivered.
+fn pending_events(view: &crate::state::StateView, id: &str) -> usize {
+    view.outbox.queues.get(id).map_or(0, |q| q.events.len())
 }

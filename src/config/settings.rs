@@ -207,7 +207,7 @@ impl SinkSettings {
                 s.path.display(),
                 s.template.display()
             ),
-            SinkSettings::Webhook(s) => format!("webhook {}", redacted_url(&s.url)),
+            SinkSettings::Webhook(s) => s.describe(),
         }
     }
 
@@ -301,6 +301,20 @@ pub struct WebhookSink {
     /// Extra headers, sorted by name. Values may be credentials, so `Debug`
     /// shows the names only.
     pub headers: Vec<(String, String)>,
+}
+
+impl WebhookSink {
+    /// Whether secret values may be sent to `url`: https, or a loopback
+    /// host. The configuration refuses `include_secrets` otherwise; the
+    /// sender checks again before every send.
+    pub fn may_carry_secrets(&self) -> bool {
+        self.url.scheme() == "https" || super::checks::is_loopback(&self.url)
+    }
+
+    /// `webhook <origin>/…`, as [`SinkSettings::describe`].
+    pub fn describe(&self) -> String {
+        format!("webhook {}", redacted_url(&self.url))
+    }
 }
 
 impl fmt::Debug for WebhookSink {

@@ -1,5 +1,6 @@
 //! Retry policy: exponential backoff with full jitter, bounded by attempts and
-//! a deadline, honouring `Retry-After` on 429.
+//! a deadline, honouring `Retry-After` on 429 (and, for callers that pass
+//! it, on 503). The Contabo client and the webhook sink share it.
 //!
 //! This is a few lines of arithmetic rather than a crate because the decision
 //! depends on our own error type (which errors are retryable, what the server
@@ -58,16 +59,28 @@ impl Backoff<'_> {
     /// `Err` with the error to report (final errors unchanged, exhausted
     /// retries wrapped in [`ApiError::GaveUp`]).
     pub fn next(&mut self, err: ApiError) -> Result<Duration, ApiError> {
+        let retry_after = match &err {
+            ApiError::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        self.next_after(err, retry_after)
+    }
+
+    /// Like [`Backoff::next`], with the wait the server asked for (its
+    /// `Retry-After`, which a 503 may carry as well as a 429) taking the
+    /// place of the jittered delay.
+    pub fn next_after(
+        &mut self,
+        err: ApiError,
+        retry_after: Option<Duration>,
+    ) -> Result<Duration, ApiError> {
         self.attempts += 1;
         if !err.is_retryable() {
             return Err(err);
         }
-        let delay = match &err {
-            ApiError::RateLimited {
-                retry_after: Some(wait),
-                ..
-            } => *wait,
-            _ => self.jitter(),
+        let delay = match retry_after {
+            Some(wait) => wait,
+            None => self.jitter(),
         };
         let out_of_time = self.started.elapsed() + delay > self.policy.deadline;
         if self.attempts > self.policy.max_retries || out_of_time {
@@ -177,6 +190,24 @@ mod tests {
             retry_after: Some(Duration::from_secs(60)),
         });
         assert!(matches!(too_long, Err(ApiError::GaveUp { .. })));
+    }
+
+    #[test]
+    fn a_server_error_with_retry_after_waits_as_asked() {
+        let policy = RetryPolicy::default();
+        let mut b = policy.start("t");
+        let wait = b
+            .next_after(server_error(), Some(Duration::from_secs(2)))
+            .unwrap();
+        assert_eq!(wait, Duration::from_secs(2));
+        let final_error = ApiError::Status {
+            op: "t",
+            status: 400,
+            message: None,
+        };
+        assert!(b
+            .next_after(final_error, Some(Duration::from_secs(1)))
+            .is_err());
     }
 
     #[test]

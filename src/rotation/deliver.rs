@@ -6,7 +6,7 @@ use super::{crash, key_of, Delivery, Engine, RunReport};
 use crate::config::SinkSettings;
 use crate::contabo::ContaboClient;
 use crate::inventory::CredentialEntry;
-use crate::sinks::{self, file, template, SinkError, Snapshot, SnapshotCredential};
+use crate::sinks::{self, file, template, webhook, SinkError, Snapshot, SnapshotCredential};
 use crate::state::{AuditEvent, AuditKind, Records};
 use chrono::Utc;
 
@@ -22,33 +22,33 @@ pub(super) async fn deliver_all(
     }
     crash::point("before-delivery");
     let snapshot = snapshot(engine, client, records, credentials).await;
+    let events = webhook::from_report(report, &engine.settings.api.client_id);
+    let retry = webhook::retry_policy(engine.settings.api.max_retries);
     for sink in &engine.settings.sinks {
         let id = sinks::sink_id(sink);
-        let record = records.sinks.entry(id).or_default();
+        let delivered = records
+            .sinks
+            .get(&id)
+            .and_then(|r| r.delivered_version.clone());
         let result = match sink {
             SinkSettings::File(f) => {
-                file::deliver(
-                    f,
-                    &snapshot,
-                    &engine.state,
-                    record.delivered_version.as_deref(),
-                )
-                .await
+                file::deliver(f, &snapshot, &engine.state, delivered.as_deref()).await
             }
             SinkSettings::Template(t) => {
-                template::deliver(
-                    t,
-                    &snapshot,
-                    &engine.state,
-                    record.delivered_version.as_deref(),
-                )
-                .await
+                template::deliver(t, &snapshot, &engine.state, delivered.as_deref()).await
             }
-            other => Err(SinkError::Unsupported {
-                sink: other.describe(),
-                what: "this sink type arrives with the sinks release".into(),
-            }),
+            SinkSettings::Webhook(w) => {
+                let ctx = webhook::Context {
+                    state: &engine.state,
+                    snapshot: Some(&snapshot),
+                    records: Some(records),
+                    client_id: &engine.settings.api.client_id,
+                    retry: &retry,
+                };
+                webhook::deliver(w, &id, &events, &ctx).await
+            }
         };
+        let record = records.sinks.entry(id).or_default();
         let now = Utc::now();
         record.last_attempt = Some(now);
         let outcome = match result {
@@ -99,6 +99,51 @@ pub(super) async fn deliver_all(
         });
     }
     crash::point("after-delivery");
+}
+
+/// For a run that cannot deliver (its snapshot would be partial): this
+/// run's webhook events go to the outbox, and the next run sends them.
+pub(super) fn enqueue_webhook_events(engine: &Engine, report: &mut RunReport) {
+    let events = webhook::from_report(report, &engine.settings.api.client_id);
+    if let Err(err) = webhook::enqueue_only(&engine.settings.sinks, &events, &engine.state) {
+        report.fail("state", "outbox.json", err);
+    }
+}
+
+/// Before the first rotation of a run: gives every webhook sink its outbox
+/// queue, so that rotations recorded from now on are announced even if the
+/// run stops before delivering.
+pub(super) fn open_webhook_queues(engine: &Engine, report: &mut RunReport) {
+    if let Err(err) = webhook::enqueue_only(&engine.settings.sinks, &[], &engine.state) {
+        report.fail("state", "outbox.json", err);
+    }
+}
+
+impl Engine {
+    /// Sends the webhook events earlier runs left undelivered, for the
+    /// daemon's start (every run sends them too). Failures are logged; the
+    /// events stay queued for the next run.
+    pub async fn resend_pending_webhooks(&self) {
+        let retry = webhook::retry_policy(self.settings.api.max_retries);
+        let results = webhook::resend_pending(
+            &self.settings.sinks,
+            &self.state,
+            &self.settings.api.client_id,
+            &retry,
+        )
+        .await;
+        for (sink, result) in results {
+            match result {
+                Ok(Some(last)) => {
+                    tracing::info!(%sink, last_webhook_id = %last, "Sent pending webhook events.")
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(%sink, error = %err, "Pending webhook events are still undelivered.")
+                }
+            }
+        }
+    }
 }
 
 /// The current values: credentials as listed (and re-read after rotation),

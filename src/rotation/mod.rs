@@ -143,6 +143,7 @@ impl Engine {
             report.fail("state", "records.json", err);
             return report;
         }
+        deliver::open_webhook_queues(self, &mut report);
 
         s3::rotate_due(
             self,
@@ -167,6 +168,7 @@ impl Engine {
         if inventory.failures.is_empty() {
             deliver::deliver_all(self, &client, &mut records, &credentials, &mut report).await;
         } else {
+            deliver::enqueue_webhook_events(self, &mut report);
             report.fail(
                 "sinks",
                 "all sinks",

@@ -11,7 +11,9 @@
 //!   `aws-credentials`);
 //! * [`template`]: a Jinja template compiled at configuration load;
 //! * both write through [`write`]: atomic replace with the final mode, owner
-//!   and group from creation, then `on_change`.
+//!   and group from creation, then `on_change`;
+//! * [`webhook`]: signed Standard Webhooks events, kept in an outbox in the
+//!   state directory until delivered.
 //!
 //! The engine calls [`file::deliver`] / [`template::deliver`] with the last
 //! delivered version and records the version they return; on
@@ -23,6 +25,7 @@ pub mod file;
 pub mod formats;
 pub mod snapshot;
 pub mod template;
+pub mod webhook;
 pub mod write;
 
 pub use snapshot::{Redactor, Snapshot, SnapshotCredential};
@@ -49,22 +52,31 @@ pub enum SinkError {
     Unsupported { sink: String, what: String },
 }
 
-/// A stable id for a sink's state record: its kind and target.
+/// A stable id for a sink's state record: its kind and target. A webhook
+/// is named by its URL's origin and a hash of the whole URL, since paths and
+/// queries often carry tokens and the id is written to the state files and
+/// shown by `status`.
 pub fn sink_id(sink: &SinkSettings) -> String {
     match sink {
         SinkSettings::File(f) => format!("file:{}", f.path.display()),
         SinkSettings::Template(t) => format!("template:{}", t.path.display()),
-        SinkSettings::Webhook(w) => format!("webhook:{}", w.url),
+        SinkSettings::Webhook(w) => {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(w.url.as_str().as_bytes());
+            let short: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            format!("webhook:{}#{short}", w.url.origin().ascii_serialization())
+        }
     }
 }
 
 /// `check --online`: whether the sink could be delivered now, without
 /// delivering it. File and template sinks: the parent directory exists and
-/// takes a new file, the owner and group exist. Webhooks: not probed here.
-pub fn healthcheck(sink: &SinkSettings) -> Result<(), SinkError> {
+/// takes a new file, the owner and group exist. Webhooks: the URL answers
+/// (any HTTP status counts as reachable).
+pub async fn healthcheck(sink: &SinkSettings) -> Result<(), SinkError> {
     match sink {
         SinkSettings::File(f) => file::healthcheck(f),
         SinkSettings::Template(t) => template::healthcheck(t),
-        SinkSettings::Webhook(_) => Ok(()),
+        SinkSettings::Webhook(w) => webhook::healthcheck(w).await,
     }
 }

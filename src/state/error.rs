@@ -104,6 +104,10 @@ fn advice(path: &Path) -> &'static str {
             "move it aside to start over; a new key will be created and fingerprints recorded \
              so far will no longer match"
         }
+        super::OUTBOX_FILE => {
+            "move it aside to start over; webhook events it holds will then not be sent, so \
+             tell the receivers what rotated (the audit log lists it)"
+        }
         _ => "move it aside to start over",
     }
 }

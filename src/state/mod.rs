@@ -5,6 +5,7 @@
 //!   lock                   exclusive lock for the process lifetime; holds its pid
 //!   records.json           rotation and delivery records (no secrets)
 //!   journal.json           rotations in flight, resumed at start-up
+//!   outbox.json            webhook events not yet delivered (no secrets)
 //!   audit.log              append-only JSON lines
 //!   client-secret.json     the rotated client secret (0600; the only secret here)
 //!   fingerprint.key        32 random bytes (0600): the HMAC key of fingerprints
@@ -25,6 +26,7 @@ mod error;
 mod fingerprint;
 mod fs;
 mod journal;
+mod outbox;
 mod records;
 mod secret_store;
 
@@ -38,6 +40,7 @@ pub use error::StateError;
 pub use fingerprint::Fingerprint;
 pub use fs::{remove_stale_temp_files, write_atomic, write_atomic_with};
 pub use journal::{Intent, IntentKind, Journal, JOURNAL_VERSION};
+pub use outbox::{Outbox, OutboxEvent, OutboxQueue, SecretSource, OUTBOX_VERSION};
 pub use records::{
     ClientSecretRecord, CredentialKey, CredentialRecord, ParseCredentialKeyError, Records,
     SinkRecord, RECORDS_VERSION,
@@ -49,6 +52,7 @@ use fingerprint::FingerprintKey;
 const LOCK_FILE: &str = "lock";
 const RECORDS_FILE: &str = "records.json";
 const JOURNAL_FILE: &str = "journal.json";
+const OUTBOX_FILE: &str = "outbox.json";
 const AUDIT_FILE: &str = "audit.log";
 const CLIENT_SECRET_FILE: &str = "client-secret.json";
 const KEY_FILE: &str = "fingerprint.key";
@@ -64,15 +68,17 @@ pub struct StateDir {
 }
 
 /// A snapshot of the state read without the lock, for `status`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StateView {
     /// The directory that was read.
     pub dir: PathBuf,
     /// False if the directory does not exist yet (the daemon never ran);
-    /// records and journal are then empty.
+    /// records, journal and outbox are then empty.
     pub exists: bool,
     pub records: Records,
     pub journal: Journal,
+    /// Webhook events not yet delivered.
+    pub outbox: Outbox,
 }
 
 impl StateDir {
@@ -118,6 +124,7 @@ impl StateDir {
             exists,
             records: records::load(dir)?,
             journal: journal::load(dir)?,
+            outbox: outbox::load(dir)?,
         })
     }
 

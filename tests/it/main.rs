@@ -13,3 +13,4 @@ mod secrets;
 mod sinks;
 mod systemd;
 mod util;
+mod webhook;

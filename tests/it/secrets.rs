@@ -6,6 +6,7 @@ use contabo_rotator::contabo::models::{ApiClient, Credential, GeneratedClientSec
 use contabo_rotator::contabo::simulator::{Simulator, SimulatorOptions};
 use contabo_rotator::contabo::{ClientConfig, ContaboClient, LoginCredentials};
 use contabo_rotator::inventory::CredentialEntry;
+use contabo_rotator::sinks::webhook;
 use secrecy::SecretString;
 use std::path::Path;
 
@@ -87,6 +88,11 @@ signing_secret = "{}"
         secret_key: SecretString::from(SECRETS[2]),
     };
     assert_clean("CredentialEntry", &format!("{entry:?} {entry:#?}"));
+
+    let signer = webhook::Signer::new(&[SecretString::from(SECRETS[3])]).unwrap();
+    assert_clean("webhook::Signer", &format!("{signer:?} {signer:#?}"));
+    // The decoded key must not show either.
+    assert!(!format!("{signer:?}").contains("secret-signing-key"));
 
     let sim = Simulator::start(SimulatorOptions {
         client_secret: SecretString::from(SECRETS[0]),

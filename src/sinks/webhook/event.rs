@@ -1,0 +1,500 @@
+//! Webhook events: built thin from a run's report (or, for a rotation that
+//! was recorded but never announced, from the records), stored thin in the
+//! outbox, and given their secret only in the body of a send attempt.
+//!
+//! The body is the Standard Webhooks envelope
+//! `{"type": "...", "timestamp": "<RFC 3339>", "data": {...}}`.
+
+use crate::rotation::{Failed, Rotated, RunReport};
+use crate::sinks::Snapshot;
+use crate::state::{CredentialKey, OutboxEvent, OutboxQueue, Records, SecretSource, StateDir};
+use chrono::{DateTime, SecondsFormat, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// An S3 credential was rotated.
+pub const OBJECT_STORAGE_CREDENTIAL_ROTATED: &str = "object_storage_credential.rotated";
+/// The account's OAuth client secret was rotated.
+pub const CLIENT_SECRET_ROTATED: &str = "client_secret.rotated";
+/// Rotating an S3 credential or the client secret failed.
+pub const ROTATION_FAILED: &str = "rotation.failed";
+
+/// The `announced` key of the client secret in an outbox queue.
+pub(super) const CLIENT_SECRET_KEY: &str = "client_secret";
+
+/// An event to enqueue, with the rotation it announces (if it is one).
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub(super) event: OutboxEvent,
+    /// `(secret key, rotation id)` for the queue's `announced` map.
+    pub(super) announces: Option<(String, Uuid)>,
+}
+
+impl NewEvent {
+    /// The event type, e.g. `object_storage_credential.rotated`.
+    pub fn kind(&self) -> &str {
+        &self.event.kind
+    }
+
+    /// The payload's `data`, without any secret.
+    pub fn data(&self) -> &Value {
+        &self.event.data
+    }
+}
+
+/// This run's events: one per rotated secret, one per failed rotation of an
+/// S3 credential or the client secret. `client_id` names the client secret.
+pub fn from_report(report: &RunReport, client_id: &str) -> Vec<NewEvent> {
+    let trace_id = report.trace_id.as_str();
+    let rotated = report
+        .rotated
+        .iter()
+        .filter_map(|r| rotated(r, client_id, trace_id));
+    let failed = report
+        .failed
+        .iter()
+        .filter_map(|f| failed(f, client_id, trace_id));
+    rotated.chain(failed).collect()
+}
+
+fn new_event(
+    kind: &str,
+    timestamp: DateTime<Utc>,
+    data: Value,
+    secret: Option<SecretSource>,
+) -> OutboxEvent {
+    OutboxEvent {
+        id: format!("msg_{}", Uuid::new_v4().simple()),
+        kind: kind.to_owned(),
+        timestamp,
+        data,
+        secret,
+        enqueued_at: Utc::now(),
+        attempts: 0,
+        last_attempt: None,
+        last_error: None,
+    }
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn rotated(r: &Rotated, client_id: &str, trace_id: &str) -> Option<NewEvent> {
+    match r.kind {
+        "object_storage" => {
+            let c = r.credential.as_ref()?;
+            let key = CredentialKey {
+                user_id: c.user_id.clone(),
+                object_storage_id: c.object_storage_id.clone(),
+                credential_id: c.credential_id,
+            };
+            let data = json!({
+                "rotation_id": r.rotation_id,
+                "rotated_at": time(r.at),
+                "recovered": r.recovered,
+                "trace_id": trace_id,
+                "user_id": c.user_id,
+                "user_email": c.user_email,
+                "object_storage_id": c.object_storage_id,
+                "object_storage_name": c.object_storage_name,
+                "region": c.region,
+                "credential_id": c.credential_id,
+                "access_key": r.new_access_key,
+                "previous_access_key": r.old_access_key,
+                "fingerprint": r.new_fingerprint,
+            });
+            Some(NewEvent {
+                announces: Some((key.to_string(), r.rotation_id)),
+                event: new_event(
+                    OBJECT_STORAGE_CREDENTIAL_ROTATED,
+                    r.at,
+                    data,
+                    Some(SecretSource::ObjectStorage { key }),
+                ),
+            })
+        }
+        "client_secret" => {
+            let data = json!({
+                "rotation_id": r.rotation_id,
+                "rotated_at": time(r.at),
+                "recovered": r.recovered,
+                "trace_id": trace_id,
+                "client_id": client_id,
+                "fingerprint": r.new_fingerprint,
+            });
+            Some(NewEvent {
+                announces: Some((CLIENT_SECRET_KEY.to_owned(), r.rotation_id)),
+                event: new_event(
+                    CLIENT_SECRET_ROTATED,
+                    r.at,
+                    data,
+                    Some(SecretSource::ClientSecret),
+                ),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn failed(f: &Failed, client_id: &str, trace_id: &str) -> Option<NewEvent> {
+    let mut data = json!({
+        "kind": f.kind,
+        "subject": f.subject,
+        "error": f.error,
+        "rotation_id": f.rotation_id,
+        "failed_at": time(Utc::now()),
+        "trace_id": trace_id,
+    });
+    match f.kind {
+        "object_storage" => {
+            if let Some(c) = &f.credential {
+                let fields = json!({
+                    "user_id": c.user_id,
+                    "user_email": c.user_email,
+                    "object_storage_id": c.object_storage_id,
+                    "object_storage_name": c.object_storage_name,
+                    "region": c.region,
+                    "credential_id": c.credential_id,
+                });
+                merge(&mut data, fields);
+            }
+        }
+        "client_secret" => merge(&mut data, json!({ "client_id": client_id })),
+        _ => return None,
+    }
+    Some(NewEvent {
+        announces: None,
+        event: new_event(ROTATION_FAILED, Utc::now(), data, None),
+    })
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Value::Object(into), Value::Object(from)) = (into, from) {
+        into.extend(from);
+    }
+}
+
+/// Rotations the records hold but `queue` never announced: the process
+/// stopped between recording a rotation and enqueueing its event, or the
+/// run that rotated could not deliver. Only rotations since the queue was
+/// created count. Names and regions come from `snapshot` when it still
+/// lists the credential.
+pub(super) fn unannounced(
+    queue: &OutboxQueue,
+    records: &Records,
+    snapshot: &Snapshot,
+    client_id: &str,
+) -> Vec<NewEvent> {
+    let mut events = Vec::new();
+    for (key_text, record) in &records.credentials {
+        let (Some(rotation_id), Some(at)) = (record.rotation_id, record.rotated_at) else {
+            continue;
+        };
+        if at < queue.since || queue.announced.get(key_text) == Some(&rotation_id) {
+            continue;
+        }
+        let Ok(key) = key_text.parse::<CredentialKey>() else {
+            continue;
+        };
+        let listed = snapshot.credentials.iter().find(|c| {
+            c.user_id == key.user_id
+                && c.object_storage_id == key.object_storage_id
+                && c.credential_id == key.credential_id
+        });
+        let data = json!({
+            "rotation_id": rotation_id,
+            "rotated_at": time(at),
+            "recovered": true,
+            "trace_id": null,
+            "user_id": key.user_id,
+            "user_email": record.user_email,
+            "object_storage_id": key.object_storage_id,
+            "object_storage_name": listed.map(|c| c.object_storage_name.as_str()),
+            "region": listed.map(|c| c.region.as_str()),
+            "credential_id": key.credential_id,
+            "access_key": record.access_key,
+            "previous_access_key": null,
+            "fingerprint": record.secret_fingerprint.0,
+        });
+        events.push(NewEvent {
+            announces: Some((key_text.clone(), rotation_id)),
+            event: new_event(
+                OBJECT_STORAGE_CREDENTIAL_ROTATED,
+                at,
+                data,
+                Some(SecretSource::ObjectStorage { key }),
+            ),
+        });
+    }
+    if let Some(record) = &records.client_secret {
+        if let (Some(rotation_id), Some(at)) = (record.rotation_id, record.rotated_at) {
+            let announced = queue.announced.get(CLIENT_SECRET_KEY) == Some(&rotation_id);
+            if at >= queue.since && !announced {
+                let data = json!({
+                    "rotation_id": rotation_id,
+                    "rotated_at": time(at),
+                    "recovered": true,
+                    "trace_id": null,
+                    "client_id": client_id,
+                    "fingerprint": record.fingerprint.0,
+                });
+                events.push(NewEvent {
+                    announces: Some((CLIENT_SECRET_KEY.to_owned(), rotation_id)),
+                    event: new_event(
+                        CLIENT_SECRET_ROTATED,
+                        at,
+                        data,
+                        Some(SecretSource::ClientSecret),
+                    ),
+                });
+            }
+        }
+    }
+    events
+}
+
+/// The request body of one attempt. With `snapshot` (a sink with
+/// `include_secrets`), the event's secret is added as the API holds it now:
+/// `secret_key` and `s3_url` with the current `access_key` and
+/// `fingerprint`, or `client_secret` with its `fingerprint`. Returns the
+/// body and whether the secret could be added (a credential deleted since
+/// the event, or a client secret no longer managed, has none to add).
+pub(super) fn body(
+    event: &OutboxEvent,
+    snapshot: Option<&Snapshot>,
+    state: &StateDir,
+) -> (SecretString, bool) {
+    let mut data = event.data.clone();
+    let mut added = false;
+    if let (Some(snapshot), Some(source), Value::Object(fields)) =
+        (snapshot, &event.secret, &mut data)
+    {
+        match source {
+            SecretSource::ObjectStorage { key } => {
+                let current = snapshot.credentials.iter().find(|c| {
+                    c.user_id == key.user_id
+                        && c.object_storage_id == key.object_storage_id
+                        && c.credential_id == key.credential_id
+                });
+                if let Some(c) = current {
+                    fields.insert("access_key".into(), c.access_key.clone().into());
+                    fields.insert(
+                        "fingerprint".into(),
+                        state.fingerprint(&c.secret_key).0.into(),
+                    );
+                    fields.insert("s3_url".into(), c.s3_url.clone().into());
+                    fields.insert("secret_key".into(), c.secret_key.expose_secret().into());
+                    added = true;
+                }
+            }
+            SecretSource::ClientSecret => {
+                if let Some((_, secret)) = &snapshot.client {
+                    fields.insert("fingerprint".into(), state.fingerprint(secret).0.into());
+                    fields.insert("client_secret".into(), secret.expose_secret().into());
+                    added = true;
+                }
+            }
+        }
+    }
+    let envelope = json!({
+        "type": event.kind,
+        "timestamp": time(event.timestamp),
+        "data": data,
+    });
+    let text = serde_json::to_string(&envelope).expect("JSON values serialise");
+    (SecretString::from(text), added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rotation::CredentialRef;
+    use crate::sinks::SnapshotCredential;
+    use crate::state::{ClientSecretRecord, CredentialRecord, Fingerprint};
+
+    const S3_SECRET: &str = "S3-secret-value-9Xq";
+    const CLIENT_SECRET: &str = "client-secret-value-7Rt";
+
+    fn credential() -> CredentialRef {
+        CredentialRef {
+            user_id: "u-1".into(),
+            user_email: "app@example.com".into(),
+            object_storage_id: "os-1".into(),
+            object_storage_name: "Object Storage EU 420".into(),
+            region: "European Union".into(),
+            credential_id: 42,
+        }
+    }
+
+    fn report() -> RunReport {
+        let at = Utc::now();
+        let mut report = RunReport {
+            trace_id: "trace-1".into(),
+            ..RunReport::default()
+        };
+        report.rotated.push(Rotated {
+            kind: "object_storage",
+            subject: "app@example.com/Object Storage EU 420/42".into(),
+            credential: Some(credential()),
+            at,
+            rotation_id: Uuid::new_v4(),
+            old_access_key: Some("OLDKEY".into()),
+            new_access_key: Some("NEWKEY".into()),
+            old_fingerprint: "hmac-sha256:old".into(),
+            new_fingerprint: "hmac-sha256:new".into(),
+            recovered: false,
+        });
+        report.rotated.push(Rotated {
+            kind: "client_secret",
+            subject: "INT-1".into(),
+            credential: None,
+            at,
+            rotation_id: Uuid::new_v4(),
+            old_access_key: None,
+            new_access_key: None,
+            old_fingerprint: "hmac-sha256:a".into(),
+            new_fingerprint: "hmac-sha256:b".into(),
+            recovered: false,
+        });
+        for kind in ["object_storage", "client_secret", "sink", "user", "resume"] {
+            report.failed.push(Failed {
+                kind,
+                subject: format!("{kind}-subject"),
+                error: "HTTP 500".into(),
+                credential: (kind == "object_storage").then(credential),
+                rotation_id: None,
+            });
+        }
+        report
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            client: Some(("INT-1".into(), SecretString::from(CLIENT_SECRET))),
+            credentials: vec![SnapshotCredential {
+                user_id: "u-1".into(),
+                user_email: "app@example.com".into(),
+                object_storage_id: "os-1".into(),
+                object_storage_name: "Object Storage EU 420".into(),
+                region: "European Union".into(),
+                s3_url: "https://eu2.contabostorage.com".into(),
+                credential_id: 42,
+                access_key: "CURRENTKEY".into(),
+                secret_key: SecretString::from(S3_SECRET),
+                rotated_at: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn one_event_per_rotation_and_per_rotation_failure() {
+        let events = from_report(&report(), "INT-1");
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                OBJECT_STORAGE_CREDENTIAL_ROTATED,
+                CLIENT_SECRET_ROTATED,
+                ROTATION_FAILED,
+                ROTATION_FAILED
+            ]
+        );
+        let s3 = events[0].data();
+        assert_eq!(s3["access_key"], "NEWKEY");
+        assert_eq!(s3["credential_id"], 42);
+        assert_eq!(s3["region"], "European Union");
+        assert_eq!(s3["fingerprint"], "hmac-sha256:new");
+        assert_eq!(events[1].data()["client_id"], "INT-1");
+        assert_eq!(events[2].data()["kind"], "object_storage");
+        assert_eq!(events[2].data()["user_email"], "app@example.com");
+        assert_eq!(events[3].data()["client_id"], "INT-1");
+        let ids: std::collections::HashSet<&str> =
+            events.iter().map(|e| e.event.id.as_str()).collect();
+        assert_eq!(ids.len(), 4);
+        assert!(events.iter().all(|e| e.event.id.starts_with("msg_")));
+    }
+
+    #[test]
+    fn thin_bodies_hold_no_secret_and_full_bodies_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let events = from_report(&report(), "INT-1");
+        for e in &events {
+            let (thin, added) = body(&e.event, None, &state);
+            assert!(!added);
+            let text = thin.expose_secret();
+            assert!(!text.contains(S3_SECRET) && !text.contains(CLIENT_SECRET));
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(v["type"], e.kind());
+            assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+        }
+        let snapshot = snapshot();
+        let (full, added) = body(&events[0].event, Some(&snapshot), &state);
+        assert!(added);
+        let v: Value = serde_json::from_str(full.expose_secret()).unwrap();
+        assert_eq!(v["data"]["secret_key"], S3_SECRET);
+        assert_eq!(v["data"]["access_key"], "CURRENTKEY");
+        assert_eq!(v["data"]["s3_url"], "https://eu2.contabostorage.com");
+        assert_eq!(
+            v["data"]["fingerprint"],
+            state.fingerprint(&SecretString::from(S3_SECRET)).0
+        );
+        let (full, added) = body(&events[1].event, Some(&snapshot), &state);
+        assert!(added);
+        let v: Value = serde_json::from_str(full.expose_secret()).unwrap();
+        assert_eq!(v["data"]["client_secret"], CLIENT_SECRET);
+        // A failure carries no secret, whatever the sink.
+        let (failure, added) = body(&events[2].event, Some(&snapshot), &state);
+        assert!(!added);
+        assert!(!failure.expose_secret().contains(S3_SECRET));
+        // A credential gone from the snapshot: sent without a secret.
+        let (gone, added) = body(&events[0].event, Some(&Snapshot::default()), &state);
+        assert!(!added);
+        assert!(!gone.expose_secret().contains("secret_key"));
+    }
+
+    #[test]
+    fn unannounced_rotations_since_the_queue_began_are_found() {
+        let since = Utc::now() - chrono::Duration::hours(1);
+        let mut queue = OutboxQueue::new(since);
+        let mut records = Records::default();
+        let fp = Fingerprint("hmac-sha256:x".into());
+        let record = |rotated_at: Option<DateTime<Utc>>, rotation_id| CredentialRecord {
+            user_email: "app@example.com".into(),
+            first_seen: since - chrono::Duration::days(9),
+            rotated_at,
+            rotation_id,
+            access_key: "K".into(),
+            secret_fingerprint: fp.clone(),
+        };
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        records
+            .credentials
+            .insert("u-1/os-1/42".into(), record(Some(Utc::now()), Some(a)));
+        records.credentials.insert(
+            "u-1/os-1/43".into(),
+            record(Some(since - chrono::Duration::minutes(1)), Some(b)),
+        );
+        records
+            .credentials
+            .insert("u-1/os-1/44".into(), record(None, None));
+        records
+            .credentials
+            .insert("u-2/os-1/45".into(), record(Some(Utc::now()), Some(c)));
+        queue.announced.insert("u-2/os-1/45".into(), c);
+        records.client_secret = Some(ClientSecretRecord {
+            first_seen: since,
+            rotated_at: Some(Utc::now()),
+            rotation_id: Some(Uuid::new_v4()),
+            fingerprint: fp.clone(),
+        });
+        let events = unannounced(&queue, &records, &snapshot(), "INT-1");
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(events[0].announces, Some(("u-1/os-1/42".into(), a)));
+        assert_eq!(events[0].data()["region"], "European Union");
+        assert_eq!(events[0].data()["recovered"], true);
+        assert_eq!(events[1].kind(), CLIENT_SECRET_ROTATED);
+    }
+}

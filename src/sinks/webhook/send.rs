@@ -1,0 +1,167 @@
+//! One event's POST, with retries: signed per attempt (a fresh
+//! `webhook-timestamp`, the same `webhook-id`), classified by status.
+//!
+//! The receiver's response body is never read: it may echo the payload, and
+//! with `include_secrets` that holds a secret. Errors carry status codes and
+//! connection errors (without the URL) only.
+
+use super::signature::Signer;
+use crate::config::WebhookSink;
+use crate::contabo::retry::{parse_retry_after, RetryPolicy};
+use crate::contabo::ApiError;
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use secrecy::{ExposeSecret, SecretString};
+use std::time::Duration;
+
+/// The `op` of errors, as in `webhook: HTTP 503 server error`.
+const OP: &str = "webhook";
+
+/// How one event's delivery ended.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// 2xx: the receiver has it.
+    Delivered,
+    /// 410 Gone: the receiver does not want it; it is dropped.
+    Gone,
+    /// Another 4xx (or a 3xx, since redirects are not followed): kept, and
+    /// not retried in this run.
+    Rejected(ApiError),
+    /// 5xx, 429, timeouts and connection errors after the run's retries:
+    /// kept for the next run.
+    Unavailable(ApiError),
+}
+
+/// Sends events to one webhook.
+pub(super) struct Sender<'a> {
+    http: reqwest::Client,
+    sink: &'a WebhookSink,
+    signer: Signer,
+    retry: &'a RetryPolicy,
+}
+
+/// The HTTP client of a webhook: the sink's timeout, no redirects (a
+/// redirect could carry a secret-bearing body to another host).
+pub(super) fn http_client(sink: &WebhookSink) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .user_agent(concat!("contabo-rotator/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(sink.timeout)
+        .timeout(sink.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {}", e.without_url()))
+}
+
+impl<'a> Sender<'a> {
+    pub(super) fn new(sink: &'a WebhookSink, retry: &'a RetryPolicy) -> Result<Self, String> {
+        let signer = Signer::new(&sink.signing_secrets)?;
+        Ok(Sender {
+            http: http_client(sink)?,
+            sink,
+            signer,
+            retry,
+        })
+    }
+
+    /// Delivers one event, retrying transient failures within the policy.
+    /// `attempted` is called before every attempt (to count it).
+    pub(super) async fn send(
+        &self,
+        id: &str,
+        body: &SecretString,
+        mut attempted: impl FnMut(),
+    ) -> Outcome {
+        let mut backoff = self.retry.start(OP);
+        loop {
+            attempted();
+            let (err, retry_after) = match self.attempt(id, body).await {
+                Ok(()) => return Outcome::Delivered,
+                Err(failure) => failure,
+            };
+            if err.status() == Some(410) {
+                return Outcome::Gone;
+            }
+            let retryable = err.is_retryable();
+            match backoff.next_after(err, retry_after) {
+                Ok(delay) => tokio::time::sleep(delay).await,
+                Err(err) if retryable => return Outcome::Unavailable(err),
+                Err(err) => return Outcome::Rejected(err),
+            }
+        }
+    }
+
+    /// One POST. A failure comes with the `Retry-After` the server sent.
+    async fn attempt(
+        &self,
+        id: &str,
+        body: &SecretString,
+    ) -> Result<(), (ApiError, Option<Duration>)> {
+        let timestamp = chrono::Utc::now().timestamp();
+        let bytes = body.expose_secret().as_bytes();
+        let signature = self.signer.sign(id, timestamp, bytes);
+        let request = self
+            .http
+            .post(self.sink.url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature);
+        let response = with_headers(request, self.sink)
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .map_err(|e| (ApiError::from_reqwest(OP, e, self.sink.timeout), None))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        // Dropped unread: the body may echo the payload.
+        drop(response);
+        tracing::debug!(status, webhook_id = id, "Webhook answered.");
+        let err = match status {
+            200..=299 => return Ok(()),
+            429 => ApiError::RateLimited {
+                op: OP,
+                retry_after,
+            },
+            500..=599 => ApiError::Server {
+                op: OP,
+                status,
+                message: None,
+            },
+            _ => ApiError::Status {
+                op: OP,
+                status,
+                message: None,
+            },
+        };
+        Err((err, retry_after))
+    }
+}
+
+/// A HEAD request to the webhook URL: any HTTP answer means reachable.
+pub(super) async fn probe(sink: &WebhookSink) -> Result<u16, String> {
+    let request = with_headers(http_client(sink)?.head(sink.url.clone()), sink);
+    match request.send().await {
+        Ok(response) => Ok(response.status().as_u16()),
+        Err(e) => Err(ApiError::from_reqwest("HEAD", e, sink.timeout).to_string()),
+    }
+}
+
+/// Adds the sink's own headers (validated by the configuration; the
+/// reserved ones cannot be among them).
+fn with_headers(
+    mut request: reqwest::RequestBuilder,
+    sink: &WebhookSink,
+) -> reqwest::RequestBuilder {
+    for (name, value) in &sink.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            request = request.header(name, value);
+        }
+    }
+    request
+}

@@ -1,0 +1,193 @@
+//! `outbox.json`: webhook events not yet delivered, one queue per webhook
+//! sink.
+//!
+//! An event is written here (fsync) before its first send attempt and
+//! removed once the receiver took it (2xx) or refused it for good (410), so
+//! a receiver that is down, or a process that stops, loses nothing: the
+//! queue is sent again on the next run and at start-up. Each event keeps its
+//! `id` (the `webhook-id` header) across every attempt and run, so receivers
+//! can drop duplicates.
+//!
+//! Like every state file except the client-secret store, the outbox holds
+//! no secret: events are stored thin, with a [`SecretSource`] naming the
+//! secret that a sink with `include_secrets` adds at send time.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::fs::{check_version, read_json, to_json, write_atomic};
+use super::{CredentialKey, StateDir, StateError};
+
+/// The `version` this build writes and reads.
+pub const OUTBOX_VERSION: u32 = 1;
+
+/// The content of `outbox.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outbox {
+    /// Format version, [`OUTBOX_VERSION`].
+    pub version: u32,
+    /// By sink id (`sinks::sink_id`).
+    #[serde(default)]
+    pub queues: BTreeMap<String, OutboxQueue>,
+}
+
+impl Default for Outbox {
+    /// An empty outbox of the current version.
+    fn default() -> Outbox {
+        Outbox {
+            version: OUTBOX_VERSION,
+            queues: BTreeMap::new(),
+        }
+    }
+}
+
+/// One webhook sink's queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutboxQueue {
+    /// When the queue was created. Rotations recorded before it are not
+    /// announced to this sink: adding a webhook does not replay history.
+    pub since: DateTime<Utc>,
+    /// The last rotation announced (enqueued) to this sink per secret, by
+    /// credential key or `client_secret`. A recorded rotation missing here
+    /// (the process stopped between recording and announcing it) is
+    /// announced late, so the sink converges.
+    #[serde(default)]
+    pub announced: BTreeMap<String, Uuid>,
+    /// Oldest first; sent in this order.
+    #[serde(default)]
+    pub events: Vec<OutboxEvent>,
+}
+
+impl OutboxQueue {
+    /// An empty queue created at `since`.
+    pub fn new(since: DateTime<Utc>) -> OutboxQueue {
+        OutboxQueue {
+            since,
+            announced: BTreeMap::new(),
+            events: Vec::new(),
+        }
+    }
+}
+
+/// One event, as it will be sent minus the secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEvent {
+    /// The `webhook-id`: `msg_<uuid>`, the same on every attempt.
+    pub id: String,
+    /// The event type, e.g. `object_storage_credential.rotated`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When the event happened (the payload's `timestamp`).
+    pub timestamp: DateTime<Utc>,
+    /// The payload's `data`: identifiers, times, fingerprints. Never a secret.
+    pub data: serde_json::Value,
+    /// The secret that `include_secrets` adds at send time, by reference.
+    pub secret: Option<SecretSource>,
+    pub enqueued_at: DateTime<Utc>,
+    /// Attempts so far, over all runs.
+    #[serde(default)]
+    pub attempts: u32,
+    pub last_attempt: Option<DateTime<Utc>>,
+    /// Why the last attempt failed: a status code or a connection error,
+    /// never the receiver's response body.
+    pub last_error: Option<String>,
+}
+
+/// Which secret an event is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SecretSource {
+    ObjectStorage { key: CredentialKey },
+    ClientSecret,
+}
+
+impl StateDir {
+    /// Reads `outbox.json`; a missing file is an empty outbox.
+    pub fn load_outbox(&self) -> Result<Outbox, StateError> {
+        load(self.path())
+    }
+
+    /// Atomically replaces `outbox.json` (0600).
+    pub fn save_outbox(&self, outbox: &Outbox) -> Result<(), StateError> {
+        let path = self.path().join(super::OUTBOX_FILE);
+        write_atomic(&path, &to_json(&path, outbox)?, 0o600)
+    }
+}
+
+/// Reads `<dir>/outbox.json` without a [`StateDir`] (read-only views too).
+pub(crate) fn load(dir: &Path) -> Result<Outbox, StateError> {
+    let path = dir.join(super::OUTBOX_FILE);
+    let Some(outbox) = read_json::<Outbox>(&path)? else {
+        return Ok(Outbox::default());
+    };
+    check_version(&path, outbox.version, OUTBOX_VERSION)?;
+    Ok(outbox)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn event() -> OutboxEvent {
+        OutboxEvent {
+            id: "msg_1".into(),
+            kind: "client_secret.rotated".into(),
+            timestamp: Utc::now(),
+            data: serde_json::json!({ "client_id": "INT-1" }),
+            secret: Some(SecretSource::ObjectStorage {
+                key: "u/o/7".parse().unwrap(),
+            }),
+            enqueued_at: Utc::now(),
+            attempts: 0,
+            last_attempt: None,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn round_trips_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        assert_eq!(state.load_outbox().unwrap(), Outbox::default());
+        let mut outbox = Outbox::default();
+        let mut queue = OutboxQueue::new(Utc::now());
+        queue.events.push(event());
+        queue
+            .announced
+            .insert("client_secret".into(), Uuid::new_v4());
+        outbox
+            .queues
+            .insert("webhook:https://h.example.com/".into(), queue);
+        state.save_outbox(&outbox).unwrap();
+        assert_eq!(state.load_outbox().unwrap(), outbox);
+        let path = dir.path().join(crate::state::OUTBOX_FILE);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(r#""kind": "object_storage""#), "{text}");
+        assert!(text.contains(r#""key": "u/o/7""#), "{text}");
+    }
+
+    #[test]
+    fn corrupt_or_future_outbox_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let path = dir.path().join(crate::state::OUTBOX_FILE);
+        for (text, want) in [
+            ("", "is empty"),
+            ("{\"version\": 1, \"queues\": ", "ends early"),
+            ("{\"version\": 2}", "version"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = state.load_outbox().unwrap_err();
+            assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");
+            assert!(err.to_string().contains(want), "{err}");
+            assert!(err.to_string().contains("outbox.json"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,818 @@
+//! The webhook sink end to end: the real binary against the simulator, POSTing
+//! to a receiver on 127.0.0.1 that captures every request. Signatures are
+//! checked with the reference Python implementation of Standard Webhooks
+//! (`standardwebhooks` from PyPI, installed by `scripts/install-test-tools`),
+//! not only with our own signer.
+
+use crate::cli::{
+    args, assert_no_secret, options, run_bin, run_bin_env, write_config, write_secret, Setup,
+};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use contabo_rotator::contabo::simulator::{Operation, Simulator, SimulatorOptions};
+use secrecy::ExposeSecret;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How the receiver answers one request.
+#[derive(Clone, Copy, Debug)]
+struct Reply {
+    status: u16,
+    retry_after: Option<u64>,
+    /// Send the request body back (as some receivers do in error pages).
+    echo: bool,
+    /// Answer only after this long (a receiver that hangs).
+    delay: Option<Duration>,
+}
+
+impl Reply {
+    fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            retry_after: None,
+            echo: false,
+            delay: None,
+        }
+    }
+}
+
+/// One captured request.
+#[derive(Clone, Debug)]
+struct Captured {
+    at: Instant,
+    method: String,
+    path: String,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+#[derive(Default)]
+struct Plan {
+    /// Answers for the next requests, in order; then `default`.
+    script: VecDeque<Reply>,
+    default: Option<Reply>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    plan: Arc<Mutex<Plan>>,
+    captured: Arc<Mutex<Vec<Captured>>>,
+}
+
+/// A webhook receiver on 127.0.0.1.
+struct Receiver {
+    port: u16,
+    shared: Shared,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(default: Reply) -> Receiver {
+        Receiver::start_on(0, default).await
+    }
+
+    async fn start_on(port: u16, default: Reply) -> Receiver {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shared = Shared {
+            plan: Arc::new(Mutex::new(Plan {
+                script: VecDeque::new(),
+                default: Some(default),
+            })),
+            captured: Arc::new(Mutex::new(Vec::new())),
+        };
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state(shared.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Receiver {
+            port,
+            shared,
+            server,
+        }
+    }
+
+    fn then(&self, replies: &[Reply]) {
+        self.shared
+            .plan
+            .lock()
+            .unwrap()
+            .script
+            .extend(replies.iter().copied());
+    }
+
+    fn answer(&self, reply: Reply) {
+        self.shared.plan.lock().unwrap().default = Some(reply);
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hooks/tok3n", self.port)
+    }
+
+    /// The POSTs received so far.
+    fn posts(&self) -> Vec<Captured> {
+        self.shared
+            .captured
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.method == "POST")
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn receive(
+    State(shared): State<Shared>,
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let reply = {
+        let mut plan = shared.plan.lock().unwrap();
+        plan.script
+            .pop_front()
+            .or(plan.default)
+            .unwrap_or(Reply::status(200))
+    };
+    shared.captured.lock().unwrap().push(Captured {
+        at: Instant::now(),
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+            .collect(),
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    });
+    if let Some(delay) = reply.delay {
+        tokio::time::sleep(delay).await;
+    }
+    let mut out = HeaderMap::new();
+    if let Some(secs) = reply.retry_after {
+        out.insert("retry-after", secs.to_string().parse().unwrap());
+    }
+    let status = StatusCode::from_u16(reply.status).unwrap();
+    let body = if reply.echo {
+        body.to_vec()
+    } else {
+        Vec::new()
+    };
+    (status, out, body).into_response()
+}
+
+/// Two Standard Webhooks keys, and one that signs nothing.
+fn key(seed: &str) -> String {
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("test-signing-key-{seed}-0123456789"))
+    )
+}
+
+/// The result of `tests/webhook/verify.py` for each message under `secret`.
+fn verify_with_python(secret: &str, posts: &[Captured]) -> Vec<serde_json::Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python: PathBuf = root.join("tests/webhook/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/install-test-tools (scripts/test does) to install \
+         the reference Standard Webhooks implementation",
+        python.display()
+    );
+    let input = serde_json::json!({
+        "secret": secret,
+        "messages": posts.iter().map(|p| serde_json::json!({
+            "headers": p.headers,
+            "body": p.body,
+        })).collect::<Vec<_>>(),
+    });
+    let mut child = Command::new(python)
+        .arg(root.join("tests/webhook/verify.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("verify.py failed: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+fn assert_all_verify(secret: &str, posts: &[Captured]) {
+    let results = verify_with_python(secret, posts);
+    assert_eq!(results.len(), posts.len());
+    for r in &results {
+        assert_eq!(r["ok"], true, "{r}");
+    }
+}
+
+/// A config with the client secret rotated and one webhook sink.
+fn webhook_setup(sim: &Simulator, opts: &SimulatorOptions, url: &str, extra: &str) -> Setup {
+    let hook = format!(
+        "[client_secret]\nrotate = true\n\n[[sinks]]\ntype = \"webhook\"\nurl = \"{url}\"\n\
+         signing_secret = [\"{}\", \"{}\"]\ntimeout = \"2s\"\nheaders = {{ \"X-Env\" = \"test\" }}\n{extra}",
+        key("one"),
+        key("two"),
+    );
+    let setup = write_config(sim, opts, &hook);
+    // A down webhook should not hold a test for a minute.
+    let text = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("max_retries = 10", "max_retries = 1");
+    write_secret(&setup.config, &text);
+    setup
+}
+
+fn outbox(setup: &Setup) -> String {
+    std::fs::read_to_string(setup.dir.path().join("state/outbox.json")).unwrap_or_default()
+}
+
+/// Ids of the events queued in the outbox, in order.
+fn queued_ids(setup: &Setup) -> Vec<String> {
+    let text = outbox(setup);
+    if text.is_empty() {
+        return Vec::new();
+    }
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    value["queues"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|q| q["events"].as_array().unwrap().clone())
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn body(post: &Captured) -> serde_json::Value {
+    serde_json::from_str(&post.body).unwrap()
+}
+
+/// Every state file and the run's output: no secret the simulator issued.
+fn assert_no_secret_anywhere(sim: &Simulator, setup: &Setup, outputs: &[&Output]) {
+    for out in outputs {
+        assert_no_secret(sim, &text(out));
+    }
+    let state = setup.dir.path().join("state");
+    for name in ["outbox.json", "records.json", "journal.json", "audit.log"] {
+        let content = std::fs::read_to_string(state.join(name)).unwrap_or_default();
+        assert_no_secret(sim, &content);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_thin_event_per_rotation_signed_with_both_keys() {
+    let opts = options(2);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let receiver = Receiver::start(Reply::status(200)).await;
+    let setup = webhook_setup(&sim, &opts, &receiver.url(), "");
+    let out = run_bin(args(&setup.config, &["-v", "--run-now"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let posts = receiver.posts();
+    let types: Vec<String> = posts
+        .iter()
+        .map(|p| body(p)["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "object_storage_credential.rotated")
+            .count(),
+        6,
+        "{types:?}"
+    );
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "client_secret.rotated")
+            .count(),
+        1
+    );
+    assert_eq!(posts.len(), 7);
+    let ids: HashSet<&str> = posts
+        .iter()
+        .map(|p| p.headers["webhook-id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 7, "one id per event");
+
+    // Thin: identifiers and the new access key, never a secret.
+    let snapshot = sim.snapshot();
+    let access_keys: HashMap<i64, &str> = snapshot
+        .users
+        .iter()
+        .flat_map(|u| u.credentials.iter())
+        .map(|c| (c.credential_id, c.access_key.as_str()))
+        .collect();
+    for post in &posts {
+        assert_no_secret(&sim, &post.body);
+        assert_eq!(post.path, "/hooks/tok3n");
+        assert_eq!(post.headers["content-type"], "application/json");
+        assert_eq!(post.headers["x-env"], "test");
+        assert_eq!(post.headers["webhook-signature"].split(' ').count(), 2);
+        let value = body(post);
+        let data = &value["data"];
+        assert!(data.get("secret_key").is_none() && data.get("client_secret").is_none());
+        assert!(value["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert!(data["fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("hmac-sha256:"));
+        assert!(data["rotation_id"].is_string());
+        if value["type"] == "object_storage_credential.rotated" {
+            let id = data["credential_id"].as_i64().unwrap();
+            assert_eq!(data["access_key"], access_keys[&id]);
+            for field in [
+                "user_id",
+                "user_email",
+                "object_storage_id",
+                "object_storage_name",
+                "region",
+            ] {
+                assert!(data[field].is_string(), "{field}: {data}");
+            }
+        } else {
+            assert_eq!(data["client_id"], snapshot.client_id);
+        }
+    }
+
+    // The reference implementation accepts every signature under either key,
+    // and refuses them under a key that did not sign.
+    assert_all_verify(&key("one"), &posts);
+    assert_all_verify(&key("two"), &posts);
+    let wrong = verify_with_python(&key("three"), &posts);
+    assert!(wrong.iter().all(|r| r["ok"] == false), "{wrong:?}");
+
+    // Delivered: the queue is empty, and a second run sends nothing.
+    assert!(queued_ids(&setup).is_empty(), "{}", outbox(&setup));
+    let again = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(receiver.posts().len(), 7);
+    assert_no_secret_anywhere(&sim, &setup, &[&out, &again]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn include_secrets_on_loopback_sends_the_current_values() {
+    let opts = options(1);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let receiver = Receiver::start(Reply::status(200)).await;
+    let setup = webhook_setup(&sim, &opts, &receiver.url(), "include_secrets = true\n");
+    let out = run_bin(args(&setup.config, &["-v", "--run-now"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let snapshot = sim.snapshot();
+    let current: HashMap<i64, (&str, &str)> = snapshot
+        .users
+        .iter()
+        .flat_map(|u| u.credentials.iter())
+        .map(|c| {
+            (
+                c.credential_id,
+                (c.access_key.as_str(), c.secret_key.expose_secret()),
+            )
+        })
+        .collect();
+    let posts = receiver.posts();
+    assert_eq!(posts.len(), 4, "3 credentials and the client secret");
+    for post in &posts {
+        let value = body(post);
+        let data = &value["data"];
+        if value["type"] == "object_storage_credential.rotated" {
+            let (access_key, secret_key) = current[&data["credential_id"].as_i64().unwrap()];
+            assert_eq!(data["access_key"], access_key);
+            assert_eq!(data["secret_key"], secret_key);
+            assert!(data["s3_url"].as_str().unwrap().starts_with("http"));
+        } else {
+            assert_eq!(
+                data["client_secret"],
+                snapshot.client_secret.expose_secret()
+            );
+        }
+    }
+    assert_all_verify(&key("one"), &posts);
+    assert_all_verify(&key("two"), &posts);
+    // The secrets went to the receiver only: not to the logs or the state.
+    assert_no_secret_anywhere(&sim, &setup, &[&out]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_not_listening_fails_the_run_and_the_next_run_resends_the_same_ids() {
+    let opts = options(1);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hooks/tok3n");
+    let setup = webhook_setup(&sim, &opts, &url, "");
+    let first = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    let report = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        report.contains("FAILED sink webhook http://127.0.0.1"),
+        "{report}"
+    );
+    assert!(report.contains("4 events not delivered"), "{report}");
+    assert!(
+        !text(&first).contains("tok3n"),
+        "the URL path stays out of the output"
+    );
+    let queued = queued_ids(&setup);
+    assert_eq!(queued.len(), 4, "{}", outbox(&setup));
+    let status = run_bin(args(&setup.config, &["status", "--json"])).await;
+    let value: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let sink = &value["sinks"][0];
+    assert_eq!(sink["pending_events"], 4, "{value}");
+    assert!(
+        sink["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("connection failed"),
+        "{sink}"
+    );
+    for file in ["state/outbox.json", "state/records.json"] {
+        let content = std::fs::read_to_string(setup.dir.path().join(file)).unwrap();
+        assert!(
+            !content.contains("tok3n"),
+            "the URL path stays out of {file}"
+        );
+    }
+    assert!(!text(&status).contains("tok3n"));
+
+    let receiver = Receiver::start_on(port, Reply::status(200)).await;
+    let mutations = sim
+        .requests()
+        .iter()
+        .filter(|r| r.operation.is_mutating())
+        .count();
+    let second = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let sent: Vec<String> = receiver
+        .posts()
+        .iter()
+        .map(|p| p.headers["webhook-id"].clone())
+        .collect();
+    assert_eq!(sent, queued, "the same events, same ids, same order");
+    assert!(queued_ids(&setup).is_empty());
+    assert_eq!(
+        sim.requests()
+            .iter()
+            .filter(|r| r.operation.is_mutating())
+            .count(),
+        mutations,
+        "nothing rotated again"
+    );
+    assert_all_verify(&key("one"), &receiver.posts());
+    assert_no_secret_anywhere(&sim, &setup, &[&first, &second]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_answering_503_fails_the_run_and_the_next_run_resends_the_same_ids() {
+    let opts = options(1);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let receiver = Receiver::start(Reply::status(503)).await;
+    let setup = webhook_setup(&sim, &opts, &receiver.url(), "");
+    let first = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    assert!(text(&first).contains("HTTP 503"), "{}", text(&first));
+    let queued = queued_ids(&setup);
+    assert_eq!(queued.len(), 4);
+    let tried = receiver.posts();
+    assert_eq!(
+        tried.len(),
+        2,
+        "the first event, retried once; the rest wait"
+    );
+    assert!(tried.iter().all(|p| p.headers["webhook-id"] == queued[0]));
+
+    receiver.answer(Reply::status(200));
+    let second = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let sent: Vec<String> = receiver.posts()[2..]
+        .iter()
+        .map(|p| p.headers["webhook-id"].clone())
+        .collect();
+    assert_eq!(sent, queued);
+    assert!(queued_ids(&setup).is_empty());
+    assert_all_verify(&key("two"), &receiver.posts());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_on_429_is_honoured() {
+    let opts = SimulatorOptions {
+        credentials_per_user: 1,
+        ..options(1)
+    };
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let receiver = Receiver::start(Reply::status(200)).await;
+    receiver.then(&[Reply {
+        status: 429,
+        retry_after: Some(2),
+        echo: false,
+        delay: None,
+    }]);
+    let setup = webhook_setup(&sim, &opts, &receiver.url(), "");
+    let out = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let posts = receiver.posts();
+    assert_eq!(posts.len(), 3, "one retried event and one more");
+    assert_eq!(
+        posts[0].headers["webhook-id"],
+        posts[1].headers["webhook-id"]
+    );
+    let waited = posts[1].at - posts[0].at;
+    assert!(waited >= Duration::from_millis(1900), "waited {waited:?}");
+    assert_all_verify(&key("one"), &posts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_410_drops_the_event() {
+    let opts = SimulatorOptions {
+        credentials_per_user: 1,
+        ..options(1)
+    };
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let receiver = Receiver::start(Reply::status(200)).await;
+    receiver.then(&[Reply::status(410)]);
+    let setup = webhook_setup(&sim, &opts, &receiver.url(), "");
+    let out = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("410 Gone"), "logged: {}", text(&out));
+    assert_eq!(receiver.posts().len(), 2, "the 410 is not retried");
+    assert!(queued_ids(&setup).is_empty());
+    let audit = std::fs::read_to_string(setup.dir.path().join("state/audit.log")).unwrap();
+    assert!(audit.contains("\"dropped\":true"), "{audit}");
+    let again = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(
+        receiver.posts().len(),
+        2,
+        "the dropped event is not re-sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_echoing_the_payload_leaks_no_secret() {
+    let opts = options(1);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let echo = |status| Reply {
+        status,
+        retry_after: None,
+        echo: true,
+        delay: None,
+    };
+    let receiver = Receiver::start(echo(400)).await;
+    receiver.then(&[echo(500), echo(500)]);
+    let setup = webhook_setup(&sim, &opts, &receiver.url(), "include_secrets = true\n");
+    let out = run_bin(args(
+        &setup.config,
+        &["-vv", "--log-format", "json", "--run-now"],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let posts = receiver.posts();
+    assert_eq!(posts.len(), 2, "one event, retried once; the rest wait");
+    let data = &body(&posts[0])["data"];
+    assert!(
+        data.get("secret_key")
+            .or(data.get("client_secret"))
+            .is_some(),
+        "a secret was sent, and echoed back"
+    );
+    let status = run_bin(args(&setup.config, &["status", "--json"])).await;
+    assert_no_secret_anywhere(&sim, &setup, &[&out, &status]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_probes_the_webhook() {
+    let opts = options(1);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let receiver = Receiver::start(Reply::status(405)).await;
+    let setup = webhook_setup(&sim, &opts, &receiver.url(), "");
+    let out = run_bin(args(&setup.config, &["check", "--online"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("is reachable"), "{}", text(&out));
+    let methods: Vec<String> = receiver
+        .shared
+        .captured
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.method.clone())
+        .collect();
+    assert_eq!(methods, ["HEAD"]);
+    assert!(sim.requests().iter().all(|r| !r.operation.is_mutating()
+        && r.operation != Operation::RegenerateObjectStorageCredentials));
+
+    let down = webhook_setup(
+        &sim,
+        &opts,
+        &format!("http://127.0.0.1:{}/hooks/tok3n", free_port()),
+        "",
+    );
+    let out = run_bin(args(&down.config, &["check", "--online"])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("not reachable"), "{}", text(&out));
+    assert!(!text(&out).contains("tok3n"), "{}", text(&out));
+}
+
+/// A port nothing listens on (bound, then released).
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+/// The process dies at `point` in its first run; the next run announces
+/// every rotation exactly once, with the values the API holds.
+async fn crash_then_announce(point: &str) {
+    let opts = options(1);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let receiver = Receiver::start(Reply::status(200)).await;
+    let setup = webhook_setup(&sim, &opts, &receiver.url(), "");
+    let crashed = run_bin_env(
+        args(&setup.config, &["--run-now"]),
+        vec![("CONTABO_ROTATOR_CRASH_AT".into(), point.into())],
+    )
+    .await;
+    assert_eq!(crashed.status.code(), None, "{point}: {}", text(&crashed));
+    let out = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(out.status.code(), Some(0), "{point}: {}", text(&out));
+    let again = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(again.status.code(), Some(0), "{point}: {}", text(&again));
+
+    let posts = receiver.posts();
+    let snapshot = sim.snapshot();
+    let access_keys: HashMap<i64, &str> = snapshot
+        .users
+        .iter()
+        .flat_map(|u| u.credentials.iter())
+        .map(|c| (c.credential_id, c.access_key.as_str()))
+        .collect();
+    let mut announced = HashSet::new();
+    let mut client_events = 0;
+    for post in &posts {
+        let value = body(post);
+        let data = &value["data"];
+        match value["type"].as_str().unwrap() {
+            "object_storage_credential.rotated" => {
+                let id = data["credential_id"].as_i64().unwrap();
+                assert!(
+                    announced.insert(id),
+                    "{point}: credential {id} announced twice"
+                );
+                assert_eq!(data["access_key"], access_keys[&id], "{point}");
+            }
+            "client_secret.rotated" => client_events += 1,
+            other => panic!("{point}: unexpected event {other}"),
+        }
+    }
+    assert_eq!(announced.len(), 3, "{point}: {posts:?}");
+    assert_eq!(client_events, 1, "{point}");
+    assert_all_verify(&key("one"), &posts);
+    assert_no_secret_anywhere(&sim, &setup, &[&crashed, &out, &again]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_delivery_is_announced_by_the_next_run() {
+    crash_then_announce("before-delivery").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_recording_s3_rotations_is_announced_by_the_next_run() {
+    crash_then_announce("s3-after-record").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_sends_pending_events_at_start() {
+    let opts = options(1);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let receiver = Receiver::start(Reply::status(503)).await;
+    // Once a year: the only delivery while the test runs is the start-up one.
+    let setup = webhook_setup(
+        &sim,
+        &opts,
+        &receiver.url(),
+        "\n[schedule]\ncron = \"0 0 0 1 1 *\"\n",
+    );
+    let first = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    let queued = queued_ids(&setup);
+    assert_eq!(queued.len(), 4);
+    receiver.answer(Reply::status(200));
+
+    let log = setup.dir.path().join("daemon.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut daemon = Command::new(assert_cmd::cargo::cargo_bin("contabo-rotator"))
+        .args(["-c", &setup.config.display().to_string()])
+        .env_remove("RUST_LOG")
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while receiver.posts().len() < 2 + queued.len() && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || daemon.wait().unwrap())
+        .await
+        .unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let sent: Vec<String> = receiver.posts()[2..]
+        .iter()
+        .map(|p| p.headers["webhook-id"].clone())
+        .collect();
+    assert_eq!(sent, queued, "{log}");
+    assert!(queued_ids(&setup).is_empty());
+    assert!(log.contains("Sent pending webhook events"), "{log}");
+    assert_no_secret(&sim, &log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminate_signal_cuts_the_start_up_resend_short() {
+    let opts = SimulatorOptions {
+        credentials_per_user: 1,
+        ..options(1)
+    };
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let receiver = Receiver::start(Reply::status(503)).await;
+    let setup = webhook_setup(
+        &sim,
+        &opts,
+        &receiver.url(),
+        "\n[schedule]\ncron = \"0 0 0 1 1 *\"\n",
+    );
+    let first = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    // Now the receiver hangs: each attempt waits for the 2 s timeout.
+    receiver.answer(Reply {
+        status: 200,
+        retry_after: None,
+        echo: false,
+        delay: Some(Duration::from_secs(30)),
+    });
+    let tried = receiver.posts().len();
+    let mut daemon = Command::new(assert_cmd::cargo::cargo_bin("contabo-rotator"))
+        .args(["-c", &setup.config.display().to_string()])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while receiver.shared.captured.lock().unwrap().len() == tried
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let signalled = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || daemon.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "exited {:?} after the signal",
+        signalled.elapsed()
+    );
+    assert_eq!(queued_ids(&setup).len(), 2, "the events stay queued");
+}
