@@ -53,12 +53,20 @@ async fn check_sinks(
             Ok(()) => {
                 checks.push(serde_json::json!({ "sink": sink.describe(), "ok": true }));
                 if !json {
-                    writeln!(out, "sinks[{i}] {}: ok.", sink.describe())
+                    let verdict = match sink {
+                        crate::config::SinkSettings::Webhook(_) => "is reachable",
+                        _ => "ok",
+                    };
+                    writeln!(out, "sinks[{i}] {}: {verdict}.", sink.describe())
                         .context("writing to stdout")?;
                 }
             }
             Err(err) => {
-                tracing::error!(sink = i, error = %err, "Sink check failed.");
+                if json {
+                    tracing::error!(sink = i, error = %err, "Sink check failed.");
+                } else {
+                    eprintln!("error: sinks[{i}]: {err}");
+                }
                 checks.push(serde_json::json!({
                     "sink": sink.describe(), "ok": false, "error": err.to_string(),
                 }));
