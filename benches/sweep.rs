@@ -7,6 +7,9 @@
 //! cargo bench --bench sweep -- --users 100 --latency 20 --concurrency 8 --idle 10
 //! ```
 //!
+//! `SWEEP_WRAPPER="valgrind --tool=massif --massif-out-file=/tmp/m.out"`
+//! runs the binary under a profiler (the figures then measure the profiler).
+//!
 //! Wall time is measured around the child process; CPU time and peak RSS of
 //! the child come from GNU time (`/usr/bin/time`, Debian package `time`).
 //! Requests are counted by the simulator, token requests included. The
@@ -159,9 +162,13 @@ async fn sweep(users: usize, latency_ms: u64, concurrency: usize) -> Sweep {
         let usage = usage.clone();
         let config = config.clone();
         move || {
+            // SWEEP_WRAPPER (e.g. "valgrind --tool=massif") goes between
+            // `time` and the binary, for profiling a sweep.
+            let wrapper = std::env::var("SWEEP_WRAPPER").unwrap_or_default();
             Command::new("/usr/bin/time")
                 .args(["-f", "%U %S %M", "-o"])
                 .arg(&usage)
+                .args(wrapper.split_whitespace())
                 .arg(bin)
                 .args(["-q", "-c"])
                 .arg(&config)

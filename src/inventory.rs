@@ -11,6 +11,8 @@ use crate::contabo::{ApiError, ContaboClient};
 use crate::policy;
 use secrecy::SecretString;
 use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 /// One credential in scope, with what sinks and listings need.
@@ -69,10 +71,15 @@ pub async fn collect(
         .collect();
     let users_selected = selected.len();
 
+    // A task is spawned only when a slot is free: a thousand pending list
+    // calls would each hold their whole (large) future in memory.
+    let slots = Arc::new(Semaphore::new(client.concurrency()));
     let mut tasks = JoinSet::new();
     for user in selected {
         let client = client.clone();
+        let slot = slots.clone().acquire_owned().await.expect("never closed");
         tasks.spawn(async move {
+            let _slot = slot;
             let listed = client
                 .list_credentials(&user.user_id, &CredentialFilter::default())
                 .await;

@@ -98,6 +98,8 @@ struct Inner {
     page_size: u32,
     auth: Authenticator,
     slots: Semaphore,
+    /// The configured bound on requests in flight (the semaphore's size).
+    concurrency: usize,
     limiter: DefaultDirectRateLimiter,
 }
 
@@ -164,6 +166,7 @@ impl ContaboClient {
                 page_size: config.page_size.max(1),
                 auth,
                 slots: Semaphore::new(config.concurrency.max(1)),
+                concurrency: config.concurrency.max(1),
                 limiter: RateLimiter::direct(Quota::per_second(rps)),
             }),
             trace_id: Arc::from(new_trace_id()),
@@ -181,6 +184,11 @@ impl ContaboClient {
     /// The `x-trace-id` this handle sends.
     pub fn trace_id(&self) -> &str {
         &self.trace_id
+    }
+
+    /// How many requests may be in flight at once (`[api] concurrency`).
+    pub fn concurrency(&self) -> usize {
+        self.inner.concurrency
     }
 
     /// The token cache and login (for confirming a new client secret).

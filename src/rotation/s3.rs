@@ -23,6 +23,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// Audit lines are appended this many at a time.
+const AUDIT_BATCH: usize = 256;
+
 /// What happened to one user's due credentials.
 struct UserOutcome {
     user_id: String,
@@ -89,10 +92,12 @@ pub(super) async fn rotate_due(
     let mut tasks = JoinSet::new();
     for (user_id, entries) in by_user {
         let client = client.clone();
-        let slots = slots.clone();
         let cancel = cancel.clone();
+        // Spawn only with a free slot: pending tasks would each hold their
+        // whole future in memory (see `inventory::collect`).
+        let slot = slots.clone().acquire_owned().await.expect("never closed");
         tasks.spawn(async move {
-            let _slot = slots.acquire_owned().await.expect("never closed");
+            let _slot = slot;
             rotate_user(&client, user_id, entries, &cancel).await
         });
     }
@@ -117,6 +122,13 @@ pub(super) async fn rotate_due(
                 audit: &mut audit,
             },
         );
+        // Appended in batches: one sync per batch, bounded memory.
+        if audit.len() >= AUDIT_BATCH {
+            if let Err(err) = engine.state.audit_all(&audit) {
+                tracing::warn!(error = %err, "Could not append to the audit log.");
+            }
+            audit.clear();
+        }
     }
     if let Err(err) = engine.state.audit_all(&audit) {
         tracing::warn!(error = %err, "Could not append to the audit log.");

@@ -68,49 +68,17 @@ impl Snapshot {
         }
     }
 
-    /// The snapshot as the JSON value of DESIGN.md §3: the `json` format,
-    /// and the context templates are rendered with. Holds secret values.
-    pub fn to_value(&self) -> serde_json::Value {
-        let mut root = serde_json::Map::new();
-        if let Some((client_id, secret)) = &self.client {
-            root.insert(
-                "client".into(),
-                serde_json::json!({
-                    "client_id": client_id,
-                    "client_secret": secret.expose_secret(),
-                }),
-            );
-        }
-        let credentials: Vec<serde_json::Value> = self
-            .credentials
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "user_id": c.user_id,
-                    "user_email": c.user_email,
-                    "object_storage_id": c.object_storage_id,
-                    "object_storage_name": c.object_storage_name,
-                    "region": c.region,
-                    "s3_url": c.s3_url,
-                    "credential_id": c.credential_id,
-                    "access_key": c.access_key,
-                    "secret_key": c.secret_key.expose_secret(),
-                    "rotated_at": c.rotated_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-                })
-            })
-            .collect();
-        root.insert(
-            "object_storage_credentials".into(),
-            serde_json::Value::Array(credentials),
-        );
-        serde_json::Value::Object(root)
+    /// The snapshot in the shape of DESIGN.md §3, for serialising without
+    /// copying: the `json` format, and the context templates are rendered
+    /// with. Serialising it exposes the secret values.
+    pub fn view(&self) -> JsonView<'_> {
+        JsonView(self)
     }
 
     /// The `json` sink format of DESIGN.md §3. The returned text holds
     /// secrets, so it stays a [`SecretString`] until written.
     pub fn to_json(&self) -> SecretString {
-        let mut text =
-            serde_json::to_string_pretty(&self.to_value()).expect("JSON values serialise");
+        let mut text = serde_json::to_string_pretty(&self.view()).expect("the snapshot serialises");
         text.push('\n');
         SecretString::from(text)
     }
@@ -146,6 +114,76 @@ impl Snapshot {
         // Longest first, so a secret containing another is replaced whole.
         needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
         Redactor { needles }
+    }
+}
+
+/// A borrowed view of a [`Snapshot`] that serialises to the json format:
+/// `{"client": {...}, "object_storage_credentials": [...]}`, streamed
+/// without an intermediate JSON tree (a sweep of thousands of credentials
+/// would otherwise hold the snapshot twice).
+pub struct JsonView<'a>(&'a Snapshot);
+
+#[derive(serde::Serialize)]
+struct ClientView<'a> {
+    client_id: &'a str,
+    client_secret: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct CredentialView<'a> {
+    user_id: &'a str,
+    user_email: &'a str,
+    object_storage_id: &'a str,
+    object_storage_name: &'a str,
+    region: &'a str,
+    s3_url: &'a str,
+    credential_id: i64,
+    access_key: &'a str,
+    secret_key: &'a str,
+    rotated_at: Option<String>,
+}
+
+impl serde::Serialize for JsonView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        struct Credentials<'a>(&'a [SnapshotCredential]);
+        impl serde::Serialize for Credentials<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+                for c in self.0 {
+                    seq.serialize_element(&CredentialView {
+                        user_id: &c.user_id,
+                        user_email: &c.user_email,
+                        object_storage_id: &c.object_storage_id,
+                        object_storage_name: &c.object_storage_name,
+                        region: &c.region,
+                        s3_url: &c.s3_url,
+                        credential_id: c.credential_id,
+                        access_key: &c.access_key,
+                        secret_key: c.secret_key.expose_secret(),
+                        rotated_at: c
+                            .rotated_at
+                            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    })?;
+                }
+                seq.end()
+            }
+        }
+        let mut map = serializer.serialize_map(None)?;
+        if let Some((client_id, secret)) = &self.0.client {
+            map.serialize_entry(
+                "client",
+                &ClientView {
+                    client_id,
+                    client_secret: secret.expose_secret(),
+                },
+            )?;
+        }
+        map.serialize_entry(
+            "object_storage_credentials",
+            &Credentials(&self.0.credentials),
+        )?;
+        map.end()
     }
 }
 

@@ -119,7 +119,7 @@ impl Template {
     /// Renders the template for an already selected snapshot. Secret values
     /// in an error message are replaced using `redactor`.
     pub fn render(&self, selected: &Snapshot, redactor: &Redactor) -> Result<SecretString, String> {
-        let context = Value::from_serialize(selected.to_value());
+        let context = Value::from_serialize(selected.view());
         self.env
             .get_template(&self.name)
             .and_then(|t| t.render(context))
