@@ -22,7 +22,18 @@ pub(super) async fn deliver_all(
     }
     crash::point("before-delivery");
     let snapshot = snapshot(engine, client, records, credentials).await;
-    let events = webhook::from_report(report, &engine.settings.api.client_id);
+    // Events are built only for webhook sinks: thousands of rotations make
+    // thousands of events, which nothing else needs.
+    let has_webhooks = engine
+        .settings
+        .sinks
+        .iter()
+        .any(|s| matches!(s, SinkSettings::Webhook(_)));
+    let events = if has_webhooks {
+        webhook::from_report(report, &engine.settings.api.client_id)
+    } else {
+        Vec::new()
+    };
     let retry = webhook::retry_policy(engine.settings.api.max_retries);
     for sink in &engine.settings.sinks {
         let id = sinks::sink_id(sink);
@@ -104,6 +115,14 @@ pub(super) async fn deliver_all(
 /// For a run that cannot deliver (its snapshot would be partial): this
 /// run's webhook events go to the outbox, and the next run sends them.
 pub(super) fn enqueue_webhook_events(engine: &Engine, report: &mut RunReport) {
+    if !engine
+        .settings
+        .sinks
+        .iter()
+        .any(|s| matches!(s, SinkSettings::Webhook(_)))
+    {
+        return;
+    }
     let events = webhook::from_report(report, &engine.settings.api.client_id);
     if let Err(err) = webhook::enqueue_only(&engine.settings.sinks, &events, &engine.state) {
         report.fail("state", "outbox.json", err);
