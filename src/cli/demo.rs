@@ -105,7 +105,7 @@ format = "json"
         .run_once(RunOptions::default(), &CancellationToken::new())
         .await;
     drop(engine);
-    write!(out, "{}", report.render_text()).context("writing to stdout")?;
+    write!(out, "{report}").context("writing to stdout")?;
     status = status.max(report.exit_code());
 
     writeln!(out, "\n$ contabo-rotator -c {} list", config_path.display())

@@ -76,7 +76,7 @@ pub async fn run_now(path: &Path, options: RunOptions, json: bool) -> Result<u8,
             serde_json::to_string(&report).context("writing the report")?
         );
     } else {
-        print!("{}", report.render_text());
+        print!("{report}");
     }
     Ok(report.exit_code())
 }

@@ -134,34 +134,39 @@ impl RunReport {
             last.rotation_id = rotation_id;
         }
     }
+}
 
-    /// A human summary, one line per item, for `--run-now` and `--dry-run`.
-    pub fn render_text(&self) -> String {
-        let mut out = String::new();
+/// A human summary, one line per item, for `--run-now` and `--dry-run`.
+/// Written piece by piece: a sweep of thousands of credentials is printed
+/// without building the whole text first.
+impl std::fmt::Display for RunReport {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.dry_run {
             let due = self.plan.iter().filter(|p| p.rotate).count();
-            out.push_str(&format!(
-                "Dry run: {due} of {} secrets would rotate; no change was made.\n",
+            writeln!(
+                out,
+                "Dry run: {due} of {} secrets would rotate; no change was made.",
                 self.plan.len()
-            ));
+            )?;
             for p in &self.plan {
-                out.push_str(&format!(
-                    "  {} {} {}{}: {}\n",
+                write!(
+                    out,
+                    "  {} {} {}",
                     if p.rotate { "ROTATE" } else { "keep  " },
                     p.kind,
-                    p.subject,
-                    p.access_key
-                        .as_deref()
-                        .map(|k| format!(" ({k})"))
-                        .unwrap_or_default(),
-                    p.reason
-                ));
+                    p.subject
+                )?;
+                if let Some(k) = &p.access_key {
+                    write!(out, " ({k})")?;
+                }
+                writeln!(out, ": {}", p.reason)?;
             }
-            return out;
+            return Ok(());
         }
         for r in &self.rotated {
-            out.push_str(&format!(
-                "rotated {} {}: {} {} -> {} {}{}\n",
+            writeln!(
+                out,
+                "rotated {} {}: {} {} -> {} {}{}",
                 r.kind,
                 r.subject,
                 r.old_access_key.as_deref().unwrap_or("-"),
@@ -169,16 +174,17 @@ impl RunReport {
                 r.new_access_key.as_deref().unwrap_or("-"),
                 r.new_fingerprint,
                 if r.recovered { " (recovered)" } else { "" }
-            ));
+            )?;
         }
         for d in &self.deliveries {
-            out.push_str(&format!("sink {}: {}\n", d.sink, d.outcome));
+            writeln!(out, "sink {}: {}", d.sink, d.outcome)?;
         }
         for f in &self.failed {
-            out.push_str(&format!("FAILED {} {}: {}\n", f.kind, f.subject, f.error));
+            writeln!(out, "FAILED {} {}: {}", f.kind, f.subject, f.error)?;
         }
-        out.push_str(&format!(
-            "{} rotated, {} failed, {} sinks written{}.\n",
+        writeln!(
+            out,
+            "{} rotated, {} failed, {} sinks written{}.",
             self.rotated.len(),
             self.failed.len(),
             self.deliveries
@@ -190,7 +196,6 @@ impl RunReport {
             } else {
                 ""
             }
-        ));
-        out
+        )
     }
 }
