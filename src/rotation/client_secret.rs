@@ -64,6 +64,7 @@ pub(super) async fn rotate(
         report.fail("state", "journal.json", err);
         return None;
     }
+    crash::point("client-secret-after-journal");
     tracing::info!(%rotation_id, client_id = %subject, "Generating a new client secret.");
     // The PUT is never repeated blindly: after a failure whose outcome is
     // unknown, the secret is read back first, and the PUT is tried again only
@@ -111,6 +112,7 @@ pub(super) async fn rotate(
             }
         }
     };
+    crash::point("client-secret-after-put");
     if new_secret.expose_secret().is_empty() {
         settle(state, &mut journal, rotation_id);
         report.fail("client_secret", subject, "the API returned an empty secret");

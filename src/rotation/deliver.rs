@@ -97,6 +97,7 @@ pub(super) async fn deliver_all(
             sink: sink.describe(),
             outcome,
         });
+        crash::point("after-sink");
     }
     crash::point("after-delivery");
 }
