@@ -9,9 +9,10 @@
 //!   [`write_atomic_with`]: a temp file beside the target is created with
 //!   `mode` (default 0600), then given `owner`/`group` (`fchown`) before
 //!   its first byte is written, fsync'd and renamed over the target. A
-//!   failed write leaves the old file as it was. `owner` and `group` are
-//!   names or numeric ids, resolved at each write; without them the file
-//!   belongs to the daemon's user and group.
+//!   failed write leaves the old file as it was; a temp file left by a
+//!   process killed mid-write is removed at the sink's next delivery.
+//!   `owner` and `group` are names or numeric ids, resolved at each write;
+//!   without them the file belongs to the daemon's user and group.
 //! * **`on_change`** runs after the file is in place, once per changed
 //!   write: argv as configured, no shell, stdin from `/dev/null`, the
 //!   daemon's environment plus `CONTABO_ROTATOR_SINK_PATH` (the file
@@ -36,7 +37,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{Redactor, SinkError};
-use crate::state::{write_atomic_with, StateDir};
+use crate::state::{remove_stale_temp_files, write_atomic_with, StateDir};
 
 /// How long `on_change` may run before its process group is killed.
 pub const ON_CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -67,6 +68,12 @@ pub(crate) async fn deliver(
     delivered: Option<&str>,
     redactor: &Redactor,
 ) -> Result<Option<String>, SinkError> {
+    // A write killed before its rename left a temp file (holding a secret)
+    // beside the target; nothing else would ever remove it. A directory
+    // that cannot be listed is reported by the write below.
+    if let Ok(removed @ 1..) = remove_stale_temp_files(target.path) {
+        tracing::info!(sink = %target.name, removed, "Removed temp files left by an interrupted write.");
+    }
     let version = version(target, content, state);
     if delivered == Some(version.as_str()) && target.path.exists() {
         return Ok(None);
