@@ -4,6 +4,7 @@ mod bad_input;
 mod cli;
 mod client;
 mod contract;
+mod crash;
 mod examples;
 mod faults;
 mod fuzz;
