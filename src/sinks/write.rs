@@ -15,8 +15,9 @@
 //!   without them the file belongs to the daemon's user and group.
 //! * **`on_change`** runs after the file is in place, once per changed
 //!   write: argv as configured, no shell, stdin from `/dev/null`, the
-//!   daemon's environment plus `CONTABO_ROTATOR_SINK_PATH` (the file
-//!   written), in its own process group. It has [`ON_CHANGE_TIMEOUT`] (60 s)
+//!   daemon's environment without the variables the configuration reads
+//!   secrets from, plus `CONTABO_ROTATOR_SINK_PATH` (the file written), in
+//!   its own process group. It has [`ON_CHANGE_TIMEOUT`] (60 s)
 //!   to finish; then the whole group is killed. Its stdout and stderr are
 //!   logged line by line (the first 64 KiB of each) with every secret value
 //!   of the snapshot, in any spelling a sink gives it, replaced by
@@ -57,6 +58,9 @@ pub(crate) struct Target<'a> {
     pub owner: Option<&'a str>,
     pub group: Option<&'a str>,
     pub on_change: Option<&'a [String]>,
+    /// Environment variables `on_change` does not inherit: those holding
+    /// the daemon's own secrets (its output is logged).
+    pub hide_env: &'a [String],
 }
 
 /// Writes `content` unless `delivered` says the file already holds it, then
@@ -192,7 +196,11 @@ async fn run_on_change(
     redactor: &Redactor,
 ) -> Result<(), String> {
     let program = &argv[0];
-    let mut child = tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    for name in target.hide_env {
+        command.env_remove(name);
+    }
+    let mut child = command
         .args(&argv[1..])
         .env("CONTABO_ROTATOR_SINK_PATH", target.path)
         .stdin(Stdio::null())
@@ -284,6 +292,7 @@ mod tests {
             owner: None,
             group: None,
             on_change,
+            hide_env: &[],
         }
     }
 
@@ -405,6 +414,28 @@ mod tests {
         run_on_change(&env, &t, Duration::from_secs(10), &redactor)
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn on_change_does_not_inherit_the_hidden_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let redactor = Snapshot::default().redactor();
+        // Set by cargo for every test process.
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        let check = argv("test -z \"${CARGO_MANIFEST_DIR+set}\"");
+        let hidden = ["CARGO_MANIFEST_DIR".to_owned()];
+        let t = Target {
+            hide_env: &hidden,
+            ..target(&path, Some(&check))
+        };
+        run_on_change(&check, &t, Duration::from_secs(10), &redactor)
+            .await
+            .unwrap();
+        let t = target(&path, Some(&check));
+        run_on_change(&check, &t, Duration::from_secs(10), &redactor)
+            .await
+            .unwrap_err();
     }
 
     #[tokio::test]
