@@ -8,6 +8,7 @@ mod crash;
 mod examples;
 mod faults;
 mod fuzz;
+mod leak;
 mod malformed;
 mod rotation;
 mod secrets;
