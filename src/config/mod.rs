@@ -117,6 +117,7 @@ fn load_with_env(text: &str, path: &Path, env: &Environment) -> Result<Loaded, C
         ctx: &ctx,
         var: env.var,
         plain_keys: Vec::new(),
+        env_vars: Vec::new(),
     };
     let settings = resolve(validated, path, &mut resolver, env)?;
     let exposed = env.file_mode.is_some_and(readable_by_group_or_others);
@@ -203,6 +204,7 @@ fn resolve(
         object_storage: v.object_storage,
         sinks,
         metrics: v.metrics,
+        secret_env_vars: std::mem::take(&mut resolver.env_vars),
     })
 }
 

@@ -216,6 +216,8 @@ pub(super) struct Resolver<'a> {
     pub var: &'a dyn Fn(&str) -> Option<String>,
     /// Keys whose secret was written in the configuration file itself.
     pub plain_keys: Vec<String>,
+    /// Environment variables a secret was read from.
+    pub env_vars: Vec<String>,
 }
 
 impl Resolver<'_> {
@@ -236,7 +238,10 @@ impl Resolver<'_> {
             }
             SecretRef::Env(name) => match (self.var)(name) {
                 None => return Err(fail(format!("environment variable `{name}` is not set"))),
-                Some(value) => SecretString::from(value),
+                Some(value) => {
+                    self.env_vars.push(name.clone());
+                    SecretString::from(value)
+                }
             },
             SecretRef::Credential(name) => {
                 let dir = (self.var)("CREDENTIALS_DIRECTORY")

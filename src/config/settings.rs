@@ -33,6 +33,9 @@ pub struct Settings {
     pub sinks: Vec<SinkSettings>,
     /// `None` when the configuration has no `[metrics]` table.
     pub metrics: Option<MetricsSettings>,
+    /// The environment variables secrets were read from (`{ env = "VAR" }`),
+    /// kept out of the environment of `on_change` commands.
+    pub secret_env_vars: Vec<String>,
 }
 
 /// `[api]`: how to reach and log in to the Contabo API.

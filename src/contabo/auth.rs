@@ -54,6 +54,22 @@ impl AccessToken {
     pub(crate) fn bearer(&self) -> &str {
         self.value.expose_secret()
     }
+
+    /// The token's value, to save it where secrets are kept.
+    pub(crate) fn secret(&self) -> SecretString {
+        self.value.clone()
+    }
+
+    /// A token saved earlier (by [`AccessToken::secret`]), for requests
+    /// pinned to it. Its generation is 0, which no login has.
+    pub(crate) fn saved(value: SecretString) -> AccessToken {
+        let subject = jwt_subject(value.expose_secret()).unwrap_or_default();
+        AccessToken {
+            value,
+            generation: 0,
+            subject,
+        }
+    }
 }
 
 impl std::fmt::Debug for AccessToken {

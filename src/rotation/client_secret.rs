@@ -3,11 +3,14 @@
 //! switch the login to it, confirm it with a fresh login (retrying while the
 //! identity provider catches up), then record it. If the PUT's answer is
 //! lost, the new secret is read back with `GET /v1/users/client` using the
-//! token obtained before the PUT.
+//! token obtained before the PUT. That token is saved with the stored
+//! secret (0600, fsync) before the PUT, so that a process killed after the
+//! API switched secrets and before the new one was stored can still read it
+//! back on its next start ([`recover_refused`]).
 
 use super::{crash, Engine, Rotated, RunReport};
 use crate::config::Settings;
-use crate::contabo::{ApiError, ContaboClient};
+use crate::contabo::{AccessToken, ApiError, ContaboClient};
 use crate::state::{
     AuditEvent, AuditKind, ClientSecretRecord, Intent, IntentKind, Records, StateDir, StateError,
     StoredClientSecret,
@@ -64,6 +67,18 @@ pub(super) async fn rotate(
         report.fail("state", "journal.json", err);
         return None;
     }
+    crash::point("client-secret-after-journal");
+    // Without the token on disk, a crash after the PUT is applied and before
+    // the new secret is stored would lock the daemon out: do not start.
+    if let Err(err) = save_recovery_token(engine, client, &token, rotation_id) {
+        settle(state, &mut journal, rotation_id);
+        report.fail(
+            "client_secret",
+            subject,
+            format!("not rotated: cannot save the recovery token: {err}"),
+        );
+        return None;
+    }
     tracing::info!(%rotation_id, client_id = %subject, "Generating a new client secret.");
     // The PUT is never repeated blindly: after a failure whose outcome is
     // unknown, the secret is read back first, and the PUT is tried again only
@@ -111,6 +126,7 @@ pub(super) async fn rotate(
             }
         }
     };
+    crash::point("client-secret-after-put");
     if new_secret.expose_secret().is_empty() {
         settle(state, &mut journal, rotation_id);
         report.fail("client_secret", subject, "the API returned an empty secret");
@@ -127,6 +143,7 @@ pub(super) async fn rotate(
             rotated_at: now,
             rotation_id,
             superseded: superseded.clone(),
+            recovery_token: None,
         };
         if let Err(err) = state.store_client_secret(&stored) {
             // The API already switched; this process keeps working with the
@@ -209,6 +226,75 @@ pub(super) async fn rotate(
         recovered: false,
     });
     Some(new_secret)
+}
+
+/// Adds the access token to the stored client secret (a store holding the
+/// secret in use now, when there is none yet) before the PUT.
+fn save_recovery_token(
+    engine: &Engine,
+    client: &ContaboClient,
+    token: &AccessToken,
+    rotation_id: Uuid,
+) -> Result<(), StateError> {
+    let state = &engine.state;
+    let stored = match state.load_client_secret()? {
+        Some(stored) => StoredClientSecret {
+            recovery_token: Some(token.secret()),
+            ..stored
+        },
+        None => StoredClientSecret {
+            secret: client.auth().client_secret(),
+            rotated_at: Utc::now(),
+            rotation_id,
+            superseded: state.fingerprint(&engine.settings.api.client_secret),
+            recovery_token: Some(token.secret()),
+        },
+    };
+    state.store_client_secret(&stored)
+}
+
+/// For a login refused with every known client secret: if the journal holds
+/// a client-secret rotation and the store the token saved before its PUT,
+/// the process died between the PUT and storing its answer. The token
+/// (valid for a few minutes after the PUT) reads the API's current secret
+/// back; it is stored, and logins use it. Returns it, `None` when there is
+/// nothing to recover or the read fails.
+pub(super) async fn recover_refused(
+    engine: &Engine,
+    client: &ContaboClient,
+) -> Option<SecretString> {
+    let state = &engine.state;
+    let intent = state
+        .load_journal()
+        .ok()?
+        .intents
+        .into_iter()
+        .find(|i| matches!(i.kind, IntentKind::ClientSecret { .. }))?;
+    let token = state.load_client_secret().ok()??.recovery_token?;
+    let rotation_id = intent.rotation_id;
+    let current = match client
+        .get_client_with_token(&AccessToken::saved(token))
+        .await
+    {
+        Ok(api_client) => api_client.secret,
+        Err(err) => {
+            tracing::warn!(%rotation_id, error = %err, "Could not read back the client secret of an interrupted rotation with the token saved before its PUT.");
+            return None;
+        }
+    };
+    let stored = StoredClientSecret {
+        secret: current.clone(),
+        rotated_at: intent.started_at,
+        rotation_id,
+        superseded: state.fingerprint(&engine.settings.api.client_secret),
+        recovery_token: None,
+    };
+    if let Err(err) = state.store_client_secret(&stored) {
+        tracing::error!(%rotation_id, error = %err, "The recovered client secret could not be stored.");
+    }
+    tracing::warn!(%rotation_id, "Read back the client secret an interrupted rotation generated; logins use it from now on.");
+    client.auth().set_client_secret(current.clone()).await;
+    Some(current)
 }
 
 /// Logs in with the new secret, waiting a little longer after each refusal

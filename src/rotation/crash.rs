@@ -11,12 +11,26 @@ static PASSED: AtomicU32 = AtomicU32::new(0);
 
 /// The named points, in the order a run passes them.
 pub const POINTS: &[&str] = &[
+    // Start-up recovery: records saved, intents not yet cleared.
+    "resume-after-record",
+    // Intents written, no regenerate sent yet.
+    "s3-after-journal",
     "s3-after-regenerate",
     "s3-after-confirm",
     "s3-after-record",
+    // Intent written, the PUT not sent yet.
+    "client-secret-after-journal",
+    // The PUT answered (or the secret read back), the new secret not stored yet.
+    "client-secret-after-put",
     "client-secret-after-store",
     "client-secret-after-confirm",
     "before-delivery",
+    // A file or template sink's temp file created, not yet renamed into place.
+    "sink-temp-created",
+    // A webhook event delivered, the outbox not yet saved.
+    "webhook-after-post",
+    // One sink handled and its record updated in memory (once per sink).
+    "after-sink",
     "after-delivery",
 ];
 

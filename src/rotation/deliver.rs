@@ -43,10 +43,24 @@ pub(super) async fn deliver_all(
             .and_then(|r| r.delivered_version.clone());
         let result = match sink {
             SinkSettings::File(f) => {
-                file::deliver(f, &snapshot, &engine.state, delivered.as_deref()).await
+                file::deliver(
+                    f,
+                    &snapshot,
+                    &engine.state,
+                    delivered.as_deref(),
+                    &engine.settings.secret_env_vars,
+                )
+                .await
             }
             SinkSettings::Template(t) => {
-                template::deliver(t, &snapshot, &engine.state, delivered.as_deref()).await
+                template::deliver(
+                    t,
+                    &snapshot,
+                    &engine.state,
+                    delivered.as_deref(),
+                    &engine.settings.secret_env_vars,
+                )
+                .await
             }
             SinkSettings::Webhook(w) => {
                 let ctx = webhook::Context {
@@ -108,6 +122,7 @@ pub(super) async fn deliver_all(
             sink: sink.describe(),
             outcome,
         });
+        crash::point("after-sink");
     }
     crash::point("after-delivery");
 }

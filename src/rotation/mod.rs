@@ -187,8 +187,9 @@ impl Engine {
         report
     }
 
-    /// Logs in, falling back to the other known client secret when refused.
-    async fn login(&self, client: &ContaboClient) -> Result<(), ApiError> {
+    /// Logs in, falling back to the other known client secret when refused,
+    /// then to reading back the secret of an interrupted rotation.
+    async fn login(&mut self, client: &ContaboClient) -> Result<(), ApiError> {
         let mut last = None;
         for (i, secret) in self.login_secrets.iter().enumerate() {
             if i > 0 {
@@ -201,7 +202,12 @@ impl Engine {
                 Err(err) => return Err(err),
             }
         }
-        Err(last.expect("at least one login secret"))
+        let refused = last.expect("at least one login secret");
+        let Some(recovered) = client_secret::recover_refused(self, client).await else {
+            return Err(refused);
+        };
+        self.login_secrets = vec![recovered, self.settings.api.client_secret.clone()];
+        client.auth().access_token().await.map(drop)
     }
 
     /// Decides every credential; returns the indexes to rotate.

@@ -108,6 +108,7 @@ pub(super) async fn resume(
                                     rotation_id: id,
                                     superseded: state
                                         .fingerprint(&engine.settings.api.client_secret),
+                                    recovery_token: None,
                                 };
                                 if let Err(err) = state.store_client_secret(&stored) {
                                     report.fail(
@@ -164,6 +165,7 @@ pub(super) async fn resume(
         report.fail("state", "records.json", err);
         return;
     }
+    super::crash::point("resume-after-record");
     if let Err(err) = state.save_journal(&journal) {
         report.fail("state", "journal.json", err);
     }

@@ -88,6 +88,7 @@ pub(super) async fn rotate_due(
         report.fail("state", "journal.json: no credential rotated", err);
         return;
     }
+    crash::point("s3-after-journal");
     let slots = Arc::new(Semaphore::new(engine.settings.api.concurrency.max(1)));
     let mut tasks = JoinSet::new();
     for (user_id, entries) in by_user {

@@ -13,6 +13,7 @@ use crate::state::StateDir;
 /// Delivers the sink: renders its format from its selection of `snapshot`
 /// and writes it unless `delivered` (the version it last delivered) says
 /// the file already holds it. Returns the new version when it wrote.
+/// `on_change` runs without the environment variables in `hide_env`.
 ///
 /// A format that cannot hold the selection (`env` with other than one
 /// credential, a value INI cannot carry) fails with
@@ -22,8 +23,12 @@ pub async fn deliver(
     snapshot: &Snapshot,
     state: &StateDir,
     delivered: Option<&str>,
+    hide_env: &[String],
 ) -> Result<Option<String>, SinkError> {
-    let target = target(sink);
+    let target = Target {
+        hide_env,
+        ..target(sink)
+    };
     let content = render(sink.format, &snapshot.select(&sink.select)).map_err(|detail| {
         SinkError::Content {
             sink: target.name.clone(),
@@ -55,5 +60,6 @@ fn target(sink: &FileSink) -> Target<'_> {
         owner: sink.owner.as_deref(),
         group: sink.group.as_deref(),
         on_change: sink.on_change.as_deref(),
+        hide_env: &[],
     }
 }

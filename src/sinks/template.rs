@@ -143,8 +143,12 @@ pub async fn deliver(
     snapshot: &Snapshot,
     state: &StateDir,
     delivered: Option<&str>,
+    hide_env: &[String],
 ) -> Result<Option<String>, SinkError> {
-    let target = target(sink);
+    let target = Target {
+        hide_env,
+        ..target(sink)
+    };
     let redactor = snapshot.redactor();
     let content = sink
         .compiled
@@ -169,6 +173,7 @@ fn target(sink: &TemplateSink) -> Target<'_> {
         owner: sink.owner.as_deref(),
         group: sink.group.as_deref(),
         on_change: sink.on_change.as_deref(),
+        hide_env: &[],
     }
 }
 

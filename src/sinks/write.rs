@@ -9,13 +9,15 @@
 //!   [`write_atomic_with`]: a temp file beside the target is created with
 //!   `mode` (default 0600), then given `owner`/`group` (`fchown`) before
 //!   its first byte is written, fsync'd and renamed over the target. A
-//!   failed write leaves the old file as it was. `owner` and `group` are
-//!   names or numeric ids, resolved at each write; without them the file
-//!   belongs to the daemon's user and group.
+//!   failed write leaves the old file as it was; a temp file left by a
+//!   process killed mid-write is removed at the sink's next delivery.
+//!   `owner` and `group` are names or numeric ids, resolved at each write;
+//!   without them the file belongs to the daemon's user and group.
 //! * **`on_change`** runs after the file is in place, once per changed
 //!   write: argv as configured, no shell, stdin from `/dev/null`, the
-//!   daemon's environment plus `CONTABO_ROTATOR_SINK_PATH` (the file
-//!   written), in its own process group. It has [`ON_CHANGE_TIMEOUT`] (60 s)
+//!   daemon's environment without the variables the configuration reads
+//!   secrets from, plus `CONTABO_ROTATOR_SINK_PATH` (the file written), in
+//!   its own process group. It has [`ON_CHANGE_TIMEOUT`] (60 s)
 //!   to finish; then the whole group is killed. Its stdout and stderr are
 //!   logged line by line (the first 64 KiB of each) with every secret value
 //!   of the snapshot, in any spelling a sink gives it, replaced by
@@ -36,7 +38,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{Redactor, SinkError};
-use crate::state::{write_atomic_with, StateDir};
+use crate::state::{remove_stale_temp_files, write_atomic_with, StateDir};
 
 /// How long `on_change` may run before its process group is killed.
 pub const ON_CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -56,6 +58,9 @@ pub(crate) struct Target<'a> {
     pub owner: Option<&'a str>,
     pub group: Option<&'a str>,
     pub on_change: Option<&'a [String]>,
+    /// Environment variables `on_change` does not inherit: those holding
+    /// the daemon's own secrets (its output is logged).
+    pub hide_env: &'a [String],
 }
 
 /// Writes `content` unless `delivered` says the file already holds it, then
@@ -67,6 +72,12 @@ pub(crate) async fn deliver(
     delivered: Option<&str>,
     redactor: &Redactor,
 ) -> Result<Option<String>, SinkError> {
+    // A write killed before its rename left a temp file (holding a secret)
+    // beside the target; nothing else would ever remove it. A directory
+    // that cannot be listed is reported by the write below.
+    if let Ok(removed @ 1..) = remove_stale_temp_files(target.path) {
+        tracing::info!(sink = %target.name, removed, "Removed temp files left by an interrupted write.");
+    }
     let version = version(target, content, state);
     if delivered == Some(version.as_str()) && target.path.exists() {
         return Ok(None);
@@ -79,6 +90,7 @@ pub(crate) async fn deliver(
     let gid = resolve_group(target.group).map_err(write_error)?;
     let bytes = content.expose_secret().as_bytes();
     write_atomic_with(target.path, bytes, target.mode, |file| {
+        crate::rotation::crash::point("sink-temp-created");
         if uid.is_none() && gid.is_none() {
             return Ok(());
         }
@@ -184,7 +196,11 @@ async fn run_on_change(
     redactor: &Redactor,
 ) -> Result<(), String> {
     let program = &argv[0];
-    let mut child = tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    for name in target.hide_env {
+        command.env_remove(name);
+    }
+    let mut child = command
         .args(&argv[1..])
         .env("CONTABO_ROTATOR_SINK_PATH", target.path)
         .stdin(Stdio::null())
@@ -276,6 +292,7 @@ mod tests {
             owner: None,
             group: None,
             on_change,
+            hide_env: &[],
         }
     }
 
@@ -397,6 +414,28 @@ mod tests {
         run_on_change(&env, &t, Duration::from_secs(10), &redactor)
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn on_change_does_not_inherit_the_hidden_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let redactor = Snapshot::default().redactor();
+        // Set by cargo for every test process.
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        let check = argv("test -z \"${CARGO_MANIFEST_DIR+set}\"");
+        let hidden = ["CARGO_MANIFEST_DIR".to_owned()];
+        let t = Target {
+            hide_env: &hidden,
+            ..target(&path, Some(&check))
+        };
+        run_on_change(&check, &t, Duration::from_secs(10), &redactor)
+            .await
+            .unwrap();
+        let t = target(&path, Some(&check));
+        run_on_change(&check, &t, Duration::from_secs(10), &redactor)
+            .await
+            .unwrap_err();
     }
 
     #[tokio::test]

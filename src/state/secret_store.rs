@@ -7,6 +7,12 @@
 //! secret is exposed in exactly one place: [`encode`], which builds the
 //! file's bytes. There is deliberately no `Serialize` impl, so no other code
 //! path can turn a [`StoredClientSecret`] into text.
+//!
+//! While a client-secret PUT is in flight the file also holds the access
+//! token obtained before it (`recovery_token`): if the process dies after
+//! the API switched secrets and before the new one is stored here, that
+//! token (valid for minutes) is the only way left to read the new secret
+//! back. The next store drops it.
 
 use std::fmt;
 
@@ -32,6 +38,8 @@ pub struct StoredClientSecret {
     pub rotation_id: Uuid,
     /// Fingerprint of the secret this one replaced.
     pub superseded: Fingerprint,
+    /// The access token of a client-secret PUT in flight, if any.
+    pub recovery_token: Option<SecretString>,
 }
 
 impl fmt::Debug for StoredClientSecret {
@@ -41,6 +49,10 @@ impl fmt::Debug for StoredClientSecret {
             .field("rotated_at", &self.rotated_at)
             .field("rotation_id", &self.rotation_id)
             .field("superseded", &self.superseded)
+            .field(
+                "recovery_token",
+                &self.recovery_token.as_ref().map(|_| "[REDACTED]"),
+            )
             .finish()
     }
 }
@@ -53,6 +65,8 @@ struct OnDiskRef<'a> {
     rotated_at: DateTime<Utc>,
     rotation_id: Uuid,
     superseded: &'a Fingerprint,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovery_token: Option<&'a str>,
 }
 
 /// The file layout as read back; the secret goes straight into a `SecretString`.
@@ -63,6 +77,8 @@ struct OnDisk {
     rotated_at: DateTime<Utc>,
     rotation_id: Uuid,
     superseded: Fingerprint,
+    #[serde(default)]
+    recovery_token: Option<SecretString>,
 }
 
 /// The client secrets to log in with, in order, read without taking the
@@ -104,6 +120,7 @@ fn load_client_secret_at(dir: &Path) -> Result<Option<StoredClientSecret>, State
         rotated_at: stored.rotated_at,
         rotation_id: stored.rotation_id,
         superseded: stored.superseded,
+        recovery_token: stored.recovery_token,
     }))
 }
 
@@ -127,8 +144,10 @@ impl StateDir {
 /// reallocates (which would leave an unzeroed copy behind).
 fn encode(stored: &StoredClientSecret) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
     let secret = stored.secret.expose_secret();
+    let recovery_token = stored.recovery_token.as_ref().map(|t| t.expose_secret());
     // JSON escaping at most sextuples a byte (`\u00XX`); the rest is < 256 bytes.
-    let mut bytes = Zeroizing::new(Vec::with_capacity(6 * secret.len() + 256));
+    let secrets_len = secret.len() + recovery_token.map_or(0, str::len);
+    let mut bytes = Zeroizing::new(Vec::with_capacity(6 * secrets_len + 256));
     serde_json::to_writer_pretty(
         &mut *bytes,
         &OnDiskRef {
@@ -137,6 +156,7 @@ fn encode(stored: &StoredClientSecret) -> Result<Zeroizing<Vec<u8>>, serde_json:
             rotated_at: stored.rotated_at,
             rotation_id: stored.rotation_id,
             superseded: &stored.superseded,
+            recovery_token,
         },
     )?;
     bytes.push(b'\n');

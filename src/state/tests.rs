@@ -65,6 +65,7 @@ fn stored_secret() -> StoredClientSecret {
         rotated_at: Utc.with_ymd_and_hms(2026, 3, 1, 3, 30, 0).unwrap(),
         rotation_id: Uuid::new_v4(),
         superseded: Fingerprint("hmac-sha256:feedface".into()),
+        recovery_token: None,
     }
 }
 
@@ -269,6 +270,26 @@ fn client_secret_round_trips_privately() {
     let debug = format!("{loaded:?} {stored:?}");
     assert!(!debug.contains(SECRET), "{debug}");
     assert!(debug.contains("[REDACTED]"), "{debug}");
+}
+
+#[test]
+fn a_recovery_token_round_trips_and_the_next_store_drops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    let pending = StoredClientSecret {
+        recovery_token: Some(SecretString::from("TOKEN-before-the-put")),
+        ..stored_secret()
+    };
+    state.store_client_secret(&pending).unwrap();
+    let loaded = state.load_client_secret().unwrap().unwrap();
+    assert_eq!(
+        loaded.recovery_token.as_ref().map(|t| t.expose_secret()),
+        Some("TOKEN-before-the-put")
+    );
+    assert!(!format!("{loaded:?}").contains("TOKEN-before"));
+    state.store_client_secret(&stored_secret()).unwrap();
+    let text = fs::read_to_string(dir.path().join(CLIENT_SECRET_FILE)).unwrap();
+    assert!(!text.contains("recovery_token"), "{text}");
 }
 
 #[test]

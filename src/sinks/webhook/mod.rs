@@ -350,6 +350,7 @@ async fn send_queue(
                 tracing::info!(sink = %name, webhook_id = %event.id, event_type = %event.kind, attempts, "Delivered webhook event.");
                 sent.last_delivered = Some(event.id.clone());
                 queue.events.remove(i);
+                crate::rotation::crash::point("webhook-after-post");
             }
             Outcome::Gone => {
                 tracing::warn!(sink = %name, webhook_id = %event.id, event_type = %event.kind, "The webhook answered 410 Gone; dropped the event.");
