@@ -22,6 +22,7 @@
 //! one test run one after another; the tests run in parallel.
 
 use crate::cli::{args, options, run_bin, run_bin_env, write_config, write_secret, Setup};
+use crate::util::{api_keys, json_sink_keys};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -412,24 +413,6 @@ async fn run_case(case: &Case, tally: &mut Tally) {
     check_events(&name, &sim, &hooks, case.client_secret);
 }
 
-/// The API's S3 values by credential id.
-fn api_keys(sim: &Simulator) -> BTreeMap<i64, (String, String)> {
-    sim.snapshot()
-        .users
-        .iter()
-        .flat_map(|u| u.credentials.iter())
-        .map(|c| {
-            (
-                c.credential_id,
-                (
-                    c.access_key.clone(),
-                    c.secret_key.expose_secret().to_owned(),
-                ),
-            )
-        })
-        .collect()
-}
-
 fn check_sinks(name: &str, root: &Path, sim: &Simulator, with_client: bool, last: &str) {
     let out = root.join("out");
     let api = api_keys(sim);
@@ -441,20 +424,7 @@ fn check_sinks(name: &str, root: &Path, sim: &Simulator, with_client: bool, last
             .unwrap_or_else(|e| panic!("{name}: json sink: {e}\n{last}")),
     )
     .unwrap();
-    let in_json: BTreeMap<i64, (String, String)> = json["object_storage_credentials"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["credential_id"].as_i64().unwrap(),
-                (
-                    c["access_key"].as_str().unwrap().to_owned(),
-                    c["secret_key"].as_str().unwrap().to_owned(),
-                ),
-            )
-        })
-        .collect();
+    let in_json = json_sink_keys(&json);
     assert!(in_json == api, "{name}: json sink differs from the API");
     if with_client {
         assert!(

@@ -3,9 +3,9 @@
 //! equals the API, and a further run logs in and changes nothing.
 
 use crate::cli::{args, options, run_bin, write_config, write_secret};
+use crate::util::{api_keys, json_sink_keys};
 use contabo_rotator::contabo::simulator::{Fault, FaultRule, Operation, Simulator};
 use secrecy::ExposeSecret;
-use std::collections::HashMap;
 use std::time::Duration;
 
 const EXTRA: &str = r#"
@@ -52,34 +52,8 @@ fn sink_equals_api(path: &std::path::Path, sim: &Simulator) -> Result<(), String
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     let snapshot = sim.snapshot();
-    let api: HashMap<i64, (String, String)> = snapshot
-        .users
-        .iter()
-        .flat_map(|u| u.credentials.iter())
-        .map(|c| {
-            (
-                c.credential_id,
-                (
-                    c.access_key.clone(),
-                    c.secret_key.expose_secret().to_owned(),
-                ),
-            )
-        })
-        .collect();
-    let sink: HashMap<i64, (String, String)> = json["object_storage_credentials"]
-        .as_array()
-        .ok_or("no credentials array")?
-        .iter()
-        .map(|c| {
-            (
-                c["credential_id"].as_i64().unwrap_or_default(),
-                (
-                    c["access_key"].as_str().unwrap_or_default().to_owned(),
-                    c["secret_key"].as_str().unwrap_or_default().to_owned(),
-                ),
-            )
-        })
-        .collect();
+    let api = api_keys(sim);
+    let sink = json_sink_keys(&json);
     if sink != api {
         return Err("S3 credentials differ".into());
     }

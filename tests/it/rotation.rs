@@ -1,11 +1,11 @@
 //! The rotation engine end to end: the real binary against the simulator.
 
 use crate::cli::{args, assert_no_secret, options, run_bin, run_bin_env, write_config, Setup};
+use crate::util::{api_keys, json_sink_keys};
 use contabo_rotator::contabo::simulator::{
     Fault, FaultRule, Operation, Simulator, SimulatorOptions,
 };
 use secrecy::ExposeSecret;
-use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -42,34 +42,8 @@ fn assert_sink_matches_api(path: &Path, sim: &Simulator, with_client: bool) {
     let text = std::fs::read_to_string(path).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let snapshot = sim.snapshot();
-    let api: HashMap<i64, (String, String)> = snapshot
-        .users
-        .iter()
-        .flat_map(|u| u.credentials.iter())
-        .map(|c| {
-            (
-                c.credential_id,
-                (
-                    c.access_key.clone(),
-                    c.secret_key.expose_secret().to_owned(),
-                ),
-            )
-        })
-        .collect();
-    let sink: HashMap<i64, (String, String)> = json["object_storage_credentials"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["credential_id"].as_i64().unwrap(),
-                (
-                    c["access_key"].as_str().unwrap().to_owned(),
-                    c["secret_key"].as_str().unwrap().to_owned(),
-                ),
-            )
-        })
-        .collect();
+    let api = api_keys(sim);
+    let sink = json_sink_keys(&json);
     assert_eq!(sink.len(), api.len(), "every credential is in the sink");
     assert!(sink == api, "sink values differ from the API's");
     if with_client {

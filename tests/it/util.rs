@@ -79,3 +79,40 @@ pub fn is_spec_request_id(id: &str) -> bool {
         && parsed.get_version_num() == 4
         && matches!(parsed.get_variant(), uuid::Variant::RFC4122)
 }
+
+/// Credential id → (access key, secret key), as the simulator holds them now.
+pub fn api_keys(
+    sim: &contabo_rotator::contabo::simulator::Simulator,
+) -> std::collections::BTreeMap<i64, (String, String)> {
+    use secrecy::ExposeSecret;
+    sim.snapshot()
+        .users
+        .iter()
+        .flat_map(|u| u.credentials.iter())
+        .map(|c| {
+            let keys = (
+                c.access_key.clone(),
+                c.secret_key.expose_secret().to_owned(),
+            );
+            (c.credential_id, keys)
+        })
+        .collect()
+}
+
+/// Credential id → (access key, secret key), as a json sink holds them.
+pub fn json_sink_keys(
+    json: &serde_json::Value,
+) -> std::collections::BTreeMap<i64, (String, String)> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    json["object_storage_credentials"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|c| {
+                    let id = c["credential_id"].as_i64().unwrap_or_default();
+                    (id, (text(&c["access_key"]), text(&c["secret_key"])))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
