@@ -4,8 +4,8 @@
 use super::{api_client, CliError, EXIT_FAILED, EXIT_OK};
 use crate::config::{OnFirstSight, Settings};
 use crate::inventory::{self, CredentialEntry, Inventory};
-use crate::policy::{self, History};
-use crate::rotation::key_of;
+use crate::policy;
+use crate::rotation::{history, key_of};
 use crate::state::{Records, StateDir};
 use anyhow::Context;
 use serde::Serialize;
@@ -80,11 +80,7 @@ fn listing<'a>(settings: &Settings, inventory: &'a Inventory, records: &Records)
             .credentials
             .iter()
             .map(|c: &CredentialEntry| {
-                let record = records.credentials.get(&key_of(c).to_string());
-                let history = History {
-                    first_seen: record.map(|r| r.first_seen),
-                    rotated_at: record.and_then(|r| r.rotated_at),
-                };
+                let history = history(records.credentials.get(&key_of(c).to_string()));
                 let reason = policy::decide(now, history, os.rotate, os.max_age, adopt, false);
                 Row {
                     user_id: &c.user_id,

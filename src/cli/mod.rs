@@ -7,7 +7,7 @@ mod run;
 mod status;
 
 use crate::config::{self, ConfigError, Settings};
-use crate::contabo::{ClientConfig, ContaboClient};
+use crate::contabo::ContaboClient;
 use crate::telemetry::{self, LogFormat};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -181,9 +181,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
 /// daemon's stored client secret when the configuration still holds the one
 /// a rotation replaced (read without the state lock).
 pub fn api_client(settings: &Settings) -> anyhow::Result<ContaboClient> {
-    let mut config = ClientConfig::from_settings(&settings.api);
-    let secrets = crate::state::login_secrets(&settings.state.dir, &settings.api.client_secret)
-        .context("reading the stored client secret")?;
-    config.credentials.client_secret = secrets[0].clone();
-    Ok(ContaboClient::new(config)?)
+    let (client, _) = crate::rotation::login_client(settings, &settings.state.dir)
+        .context("building the API client")?;
+    Ok(client)
 }

@@ -9,7 +9,6 @@
 //! back on its next start ([`recover_refused`]).
 
 use super::{crash, Engine, Rotated, RunReport};
-use crate::config::Settings;
 use crate::contabo::{AccessToken, ApiError, ContaboClient};
 use crate::state::{
     AuditEvent, AuditKind, ClientSecretRecord, Intent, IntentKind, Records, StateDir, StateError,
@@ -22,14 +21,6 @@ use uuid::Uuid;
 
 /// Attempts to log in with a new secret before calling it unconfirmed.
 const CONFIRM_ATTEMPTS: u32 = 6;
-
-/// The client secrets to log in with, in order (see [`crate::state::login_secrets`]).
-pub(super) fn login_order(
-    settings: &Settings,
-    state: &StateDir,
-) -> Result<Vec<SecretString>, StateError> {
-    crate::state::login_secrets(state.path(), &settings.api.client_secret)
-}
 
 /// Rotates the client secret; returns the new secret when one was stored.
 pub(super) async fn rotate(

@@ -24,12 +24,7 @@ pub(super) async fn deliver_all(
     let snapshot = snapshot(engine, client, records, credentials).await;
     // Events are built only for webhook sinks: thousands of rotations make
     // thousands of events, which nothing else needs.
-    let has_webhooks = engine
-        .settings
-        .sinks
-        .iter()
-        .any(|s| matches!(s, SinkSettings::Webhook(_)));
-    let events = if has_webhooks {
+    let events = if has_webhooks(engine) {
         webhook::from_report(report, &engine.settings.api.client_id)
     } else {
         Vec::new()
@@ -130,12 +125,7 @@ pub(super) async fn deliver_all(
 /// For a run that cannot deliver (its snapshot would be partial): this
 /// run's webhook events go to the outbox, and the next run sends them.
 pub(super) fn enqueue_webhook_events(engine: &Engine, report: &mut RunReport) {
-    if !engine
-        .settings
-        .sinks
-        .iter()
-        .any(|s| matches!(s, SinkSettings::Webhook(_)))
-    {
+    if !has_webhooks(engine) {
         return;
     }
     let events = webhook::from_report(report, &engine.settings.api.client_id);
@@ -221,4 +211,13 @@ async fn snapshot(
             })
             .collect(),
     }
+}
+
+/// Whether any sink is a webhook (events are built only for those).
+fn has_webhooks(engine: &Engine) -> bool {
+    engine
+        .settings
+        .sinks
+        .iter()
+        .any(|s| matches!(s, SinkSettings::Webhook(_)))
 }

@@ -66,10 +66,7 @@ impl Engine {
     /// Builds the engine; logs in with the stored client secret when the
     /// configuration still holds the one it replaced.
     pub fn new(settings: Settings, state: StateDir) -> Result<Engine, EngineError> {
-        let login_secrets = client_secret::login_order(&settings, &state)?;
-        let mut config = ClientConfig::from_settings(&settings.api);
-        config.credentials.client_secret = login_secrets[0].clone();
-        let client = ContaboClient::new(config)?;
+        let (client, login_secrets) = login_client(&settings, state.path())?;
         Ok(Engine {
             settings,
             state: Arc::new(state),
@@ -88,10 +85,8 @@ impl Engine {
 
     /// Swaps in a new validated configuration (SIGHUP); the state dir stays.
     pub fn reload(&mut self, settings: Settings) -> Result<(), EngineError> {
-        let login_secrets = client_secret::login_order(&settings, &self.state)?;
-        let mut config = ClientConfig::from_settings(&settings.api);
-        config.credentials.client_secret = login_secrets[0].clone();
-        self.client = ContaboClient::new(config)?;
+        let (client, login_secrets) = login_client(&settings, self.state.path())?;
+        self.client = client;
         self.login_secrets = login_secrets;
         self.settings = settings;
         Ok(())
@@ -224,11 +219,7 @@ impl Engine {
         let mut decisions: Vec<(Reason, Option<chrono::DateTime<Utc>>)> = credentials
             .iter()
             .map(|c| {
-                let record = records.credentials.get(&key_of(c).to_string());
-                let history = History {
-                    first_seen: record.map(|r| r.first_seen),
-                    rotated_at: record.and_then(|r| r.rotated_at),
-                };
+                let history = history(records.credentials.get(&key_of(c).to_string()));
                 let reason =
                     policy::decide(now, history, os.rotate, os.max_age, adopt, options.force);
                 (reason, history.rotated_at.or(history.first_seen))
@@ -279,6 +270,27 @@ impl Engine {
             reason_code: Some(reason),
         });
         reason.rotates()
+    }
+}
+
+/// The API client for `settings`, logging in with the first of the known
+/// client secrets (see [`crate::state::login_secrets`], read without the
+/// lock), and all of them in the order to try.
+pub fn login_client(
+    settings: &Settings,
+    state_dir: &std::path::Path,
+) -> Result<(ContaboClient, Vec<SecretString>), EngineError> {
+    let secrets = crate::state::login_secrets(state_dir, &settings.api.client_secret)?;
+    let mut config = ClientConfig::from_settings(&settings.api);
+    config.credentials.client_secret = secrets[0].clone();
+    Ok((ContaboClient::new(config)?, secrets))
+}
+
+/// What the records say about a credential's history, for the policy.
+pub fn history(record: Option<&CredentialRecord>) -> History {
+    History {
+        first_seen: record.map(|r| r.first_seen),
+        rotated_at: record.and_then(|r| r.rotated_at),
     }
 }
 
