@@ -51,11 +51,31 @@ pub struct Inventory {
     pub failures: Vec<UserFailure>,
 }
 
-/// Lists users, their credentials and the storages' S3 URLs.
-pub async fn collect(
+/// A selected user of the account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRef {
+    pub user_id: String,
+    pub email: String,
+}
+
+/// What a pass learns before it lists any user's credentials.
+#[derive(Debug, Default)]
+pub struct Header {
+    /// The API user's id (the token's `sub`).
+    pub api_user_id: String,
+    /// Users seen in total, selected or not.
+    pub users_seen: usize,
+    /// Users in scope, ordered by e-mail.
+    pub users: Vec<UserRef>,
+    /// S3 endpoint of each object storage, by `objectStorageId`.
+    pub s3_urls: HashMap<String, String>,
+}
+
+/// Lists the users in scope and the storages' S3 URLs.
+pub async fn header(
     client: &ContaboClient,
     scope: &ObjectStorageSettings,
-) -> Result<Inventory, ApiError> {
+) -> Result<Header, ApiError> {
     let api_user_id = client.api_user_id().await?;
     let users = client.list_users(&UserFilter::default()).await?;
     let storages = client.list_object_storages().await?;
@@ -63,26 +83,65 @@ pub async fn collect(
         .iter()
         .map(|s| (s.object_storage_id.clone(), s.s3_endpoint()))
         .collect();
-
     let users_seen = users.len();
-    let selected: Vec<_> = users
+    let mut selected: Vec<UserRef> = users
         .into_iter()
         .filter(|u| !u.user_id.is_empty() && policy::user_selected(scope, &u.email))
+        .map(|u| UserRef {
+            user_id: u.user_id,
+            email: u.email,
+        })
         .collect();
-    let users_selected = selected.len();
+    selected.sort_by(|a, b| (&a.email, &a.user_id).cmp(&(&b.email, &b.user_id)));
+    Ok(Header {
+        api_user_id,
+        users_seen,
+        users: selected,
+        s3_urls,
+    })
+}
 
+/// One user's credentials in scope, ordered by credential id.
+pub async fn list_user(
+    client: &ContaboClient,
+    scope: &ObjectStorageSettings,
+    user: &UserRef,
+    s3_urls: &HashMap<String, String>,
+) -> Result<Vec<CredentialEntry>, ApiError> {
+    let list = client
+        .list_credentials(&user.user_id, &CredentialFilter::default())
+        .await?;
+    let mut entries: Vec<CredentialEntry> = list
+        .into_iter()
+        .filter(|c| {
+            policy::storage_selected(scope, &c.region, &c.object_storage_id, &c.display_name)
+        })
+        .map(|c| entry(&user.user_id, &user.email, c, s3_urls))
+        .collect();
+    entries.sort_by_key(|c| c.credential_id);
+    Ok(entries)
+}
+
+/// Lists users, their credentials and the storages' S3 URLs (for `list`).
+pub async fn collect(
+    client: &ContaboClient,
+    scope: &ObjectStorageSettings,
+) -> Result<Inventory, ApiError> {
+    let header = header(client, scope).await?;
+    let users_selected = header.users.len();
+    let s3_urls = Arc::new(header.s3_urls);
     // A task is spawned only when a slot is free: a thousand pending list
     // calls would each hold their whole (large) future in memory.
     let slots = Arc::new(Semaphore::new(client.concurrency()));
     let mut tasks = JoinSet::new();
-    for user in selected {
+    for user in header.users {
         let client = client.clone();
+        let scope = scope.clone();
+        let s3_urls = s3_urls.clone();
         let slot = slots.clone().acquire_owned().await.expect("never closed");
         tasks.spawn(async move {
             let _slot = slot;
-            let listed = client
-                .list_credentials(&user.user_id, &CredentialFilter::default())
-                .await;
+            let listed = list_user(&client, &scope, &user, &s3_urls).await;
             (user, listed)
         });
     }
@@ -92,18 +151,7 @@ pub async fn collect(
     while let Some(joined) = tasks.join_next().await {
         let (user, listed) = joined.expect("inventory task panicked");
         match listed {
-            Ok(list) => credentials.extend(
-                list.into_iter()
-                    .filter(|c| {
-                        policy::storage_selected(
-                            scope,
-                            &c.region,
-                            &c.object_storage_id,
-                            &c.display_name,
-                        )
-                    })
-                    .map(|c| entry(&user.user_id, &user.email, c, &s3_urls)),
-            ),
+            Ok(list) => credentials.extend(list),
             Err(error) => {
                 tracing::warn!(user = %user.email, %error, "Could not list the user's credentials.");
                 failures.push(UserFailure {
@@ -118,8 +166,8 @@ pub async fn collect(
     });
     failures.sort_by(|a, b| a.user_email.cmp(&b.user_email));
     Ok(Inventory {
-        api_user_id,
-        users_seen,
+        api_user_id: header.api_user_id,
+        users_seen: header.users_seen,
         users_selected,
         credentials,
         failures,

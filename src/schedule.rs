@@ -22,6 +22,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// How far each EXTEND_TIMEOUT_USEC pushes the start timeout during
+/// start-up recovery (sent every half of it).
+const RECOVERY_EXTEND: Duration = Duration::from_secs(60);
+
 /// What the daemon is told from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -67,37 +71,61 @@ pub async fn run_daemon(
     let cancel = CancellationToken::new();
     let mut run_now = engine.settings().schedule.run_on_start;
     tracing::info!(config = %config_path.display(), "Daemon started.");
-    // The configuration is valid, the state directory locked and the
-    // schedule about to run: tell systemd (Type=notify) we are ready.
-    notify(&[sd_notify::NotifyState::Ready]);
     let _watchdog = start_watchdog();
     if !run_now {
-        // Webhook events earlier runs could not deliver go out now rather
-        // than at the next tick (a first run on start sends them itself).
-        // They are in the outbox already, so a terminate signal may cut
-        // this short at any point: at worst an event is sent twice, with
-        // the same `webhook-id`.
+        // Start-up recovery (DESIGN.md §1.7): a run killed after
+        // regenerating and before delivering is finished now, not at the
+        // next tick (which may be a day away). READY=1 follows it; while it
+        // runs, the start timeout is extended in steps, so a slow API does
+        // not make systemd kill a start that is making progress. A
+        // terminate signal cuts it short between users (the work stays in
+        // the journal and the outbox for the next start).
+        notify(&[sd_notify::NotifyState::Status(
+            "Finishing interrupted work before the first scheduled run",
+        )]);
         let mut reload_requested = false;
+        let mut terminated = false;
         {
-            let resend = engine.resend_pending_webhooks();
-            tokio::pin!(resend);
+            let recovery = engine.recover(&cancel);
+            tokio::pin!(recovery);
+            let mut extend = tokio::time::interval(RECOVERY_EXTEND / 2);
             loop {
                 tokio::select! {
-                    () = &mut resend => break,
+                    report = &mut recovery => {
+                        if !report.failed.is_empty() {
+                            tracing::warn!(failed = report.failed.len(), "Start-up recovery left work for the first run.");
+                        }
+                        break;
+                    }
+                    _ = extend.tick() => notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(
+                        RECOVERY_EXTEND.as_micros() as u32,
+                    )]),
                     signal = signals.recv() => match signal {
                         Some(Signal::Reload) => reload_requested = true,
+                        Some(Signal::Terminate) | None if terminated => {
+                            tracing::warn!("Second terminate signal; exiting at once.");
+                            return Exit::Immediate;
+                        }
                         Some(Signal::Terminate) | None => {
-                            tracing::info!("Terminate signal while sending pending webhook events; exiting.");
-                            return Exit::Graceful;
+                            tracing::info!("Terminate signal during start-up recovery; finishing the user in hand, then exiting.");
+                            terminated = true;
+                            cancel.cancel();
                         }
                     },
                 }
             }
         }
+        if terminated {
+            return Exit::Graceful;
+        }
         if reload_requested {
             reload(&mut engine, &config_path);
         }
     }
+    // The configuration is valid, the state directory locked, interrupted
+    // work finished and the schedule about to run: tell systemd
+    // (Type=notify) we are ready.
+    notify(&[sd_notify::NotifyState::Ready]);
     loop {
         if !run_now {
             let schedule = engine.settings().schedule.clone();

@@ -81,6 +81,33 @@ pub(super) fn timeout(ctx: &Ctx, key: &str, raw: &DurationStr) -> Result<Duratio
     Ok(value)
 }
 
+/// The default `wait` of file and template sinks: with a write of a few
+/// milliseconds, a credential's readers hold a dead key for well under a
+/// second (README, Performance).
+pub const DEFAULT_SINK_WAIT: Duration = Duration::from_millis(250);
+
+/// A sink's `wait`: `0s` to `10s`, default [`DEFAULT_SINK_WAIT`].
+pub(super) fn sink_wait(
+    ctx: &Ctx,
+    key: &str,
+    raw: Option<&DurationStr>,
+) -> Result<Duration, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_SINK_WAIT);
+    };
+    let value = duration(ctx, key, raw)?;
+    if value > Duration::from_secs(10) {
+        return Err(ctx.invalid(
+            key,
+            format!(
+                "`{}` is out of range: must be at most 10s (the sink's readers hold a dead key meanwhile)",
+                raw.0
+            ),
+        ));
+    }
+    Ok(value)
+}
+
 pub(super) fn max_age(ctx: &Ctx, key: &str, raw: &DurationStr) -> Result<Duration, ConfigError> {
     let value = duration(ctx, key, raw)?;
     if value < HOUR {

@@ -166,6 +166,7 @@ fn resolve(
                     group: t.group,
                     select: t.select,
                     on_change: t.on_change,
+                    wait: t.wait,
                 })
             }
             PendingSink::Webhook(w) => {

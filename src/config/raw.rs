@@ -247,6 +247,14 @@ pub struct RawSink {
     /// is logged with secrets redacted; if it fails, the next run writes
     /// the file and runs it again.
     pub on_change: Option<Vec<String>>,
+    /// file, template: how long a sink holding several users' credentials
+    /// gathers rotations before writing them at once (and running
+    /// `on_change` once), `0s` to `10s`. The old S3 secret stops working
+    /// when the API regenerates it, so this bounds how long the sink's
+    /// readers hold a dead key (plus the write itself). A sink holding one
+    /// user's credentials is written as soon as that user is done, whatever
+    /// this says. Default `"250ms"`.
+    pub wait: Option<DurationStr>,
     /// webhook (required): where to POST events, http or https.
     pub url: Option<String>,
     /// webhook (required): Standard Webhooks signing key
@@ -295,6 +303,7 @@ impl SinkType {
                 "group",
                 "select",
                 "on_change",
+                "wait",
             ],
             SinkType::Template => &[
                 "type",
@@ -305,6 +314,7 @@ impl SinkType {
                 "group",
                 "select",
                 "on_change",
+                "wait",
             ],
             SinkType::Webhook => &[
                 "type",
@@ -330,6 +340,7 @@ impl RawSink {
             ("group", self.group.is_some()),
             ("select", self.select.is_some()),
             ("on_change", self.on_change.is_some()),
+            ("wait", self.wait.is_some()),
             ("url", self.url.is_some()),
             ("signing_secret", self.signing_secret.is_some()),
             ("include_secrets", self.include_secrets.is_some()),

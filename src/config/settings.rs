@@ -248,6 +248,8 @@ pub struct FileSink {
     pub select: Selection,
     /// argv run after a changed write; never empty, `[0]` never empty.
     pub on_change: Option<Vec<String>>,
+    /// How long rotations are gathered before a write (`wait`).
+    pub wait: Duration,
 }
 
 /// The format of a `file` sink.
@@ -288,6 +290,8 @@ pub struct TemplateSink {
     pub group: Option<String>,
     pub select: Selection,
     pub on_change: Option<Vec<String>>,
+    /// How long rotations are gathered before a write (`wait`).
+    pub wait: Duration,
 }
 
 /// `type = "webhook"`: signed events POSTed to a URL.

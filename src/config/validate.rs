@@ -15,7 +15,7 @@ use url::Url;
 
 use super::checks::{
     duration, globs, headers, http_url, in_range, is_loopback, max_age, mode, non_empty,
-    non_empty_items, on_change, optional_name, path, timeout, user_globs,
+    non_empty_items, on_change, optional_name, path, sink_wait, timeout, user_globs,
 };
 use super::error::{ConfigError, Ctx};
 use super::raw::{RawApi, RawConfig, RawObjectStorage, RawSchedule, RawSelect, RawSink, SinkType};
@@ -75,6 +75,7 @@ pub(super) struct PendingTemplate {
     pub group: Option<String>,
     pub select: Selection,
     pub on_change: Option<Vec<String>>,
+    pub wait: Duration,
 }
 
 /// A webhook sink with its signing secrets unread.
@@ -262,6 +263,7 @@ fn validate_sink(ctx: &Ctx, key: &str, raw: RawSink) -> Result<PendingSink, Conf
             group: optional_name(ctx, &sub("group"), raw.group)?,
             select: select(raw.select)?,
             on_change: on_change(ctx, &sub("on_change"), raw.on_change)?,
+            wait: sink_wait(ctx, &sub("wait"), raw.wait.as_ref())?,
         }))),
         SinkType::Template => {
             let template = raw.template.ok_or_else(|| missing("template"))?;
@@ -279,6 +281,7 @@ fn validate_sink(ctx: &Ctx, key: &str, raw: RawSink) -> Result<PendingSink, Conf
                 group: optional_name(ctx, &sub("group"), raw.group)?,
                 select: select(raw.select)?,
                 on_change: on_change(ctx, &sub("on_change"), raw.on_change)?,
+                wait: sink_wait(ctx, &sub("wait"), raw.wait.as_ref())?,
             }))
         }
         SinkType::Webhook => {

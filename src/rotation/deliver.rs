@@ -1,223 +1,797 @@
-//! Delivery: the snapshot of current values to every sink, recording per
-//! sink the version it last delivered so that only changes are written and
-//! failed sinks are retried on the next run.
+//! Delivery, the last stage of the pipeline: each user's current values go
+//! to the sinks that hold them while the pass goes on (DESIGN.md §1.7, §4).
+//!
+//! Every configured sink gets a role for the pass:
+//! - **one user's**: a file or template sink whose selection holds the
+//!   credentials of exactly one user in scope. It is written as soon as that
+//!   user's stage is done, with that user's values.
+//! - **aggregate**: a file or template sink holding several users (or none:
+//!   the client secret only). It renders from [`Sinks::store`], the one
+//!   compact map of current values the pass keeps for the users such sinks
+//!   hold, filled before the first regenerate. A change marks it dirty; it
+//!   is written `wait` after its first pending change, and once more at the
+//!   end of the pass if anything is still pending.
+//! - **webhook**: the events of each user go to a worker task that sends
+//!   them through the outbox as they come.
+//!
+//! Writes run as tasks, at most one per sink at a time, so a slow
+//! `on_change` holds up neither the other sinks nor the rotations.
+//!
+//! A sink that cannot be given new values in this pass is **blocked**
+//! before any regenerate: its directory does not take a file, it cannot
+//! render the current values, or (aggregate) a user it holds could not be
+//! listed, so a complete file cannot be rendered. The credentials a blocked
+//! sink selects are not regenerated in this pass ([`Gate`]): a regenerate
+//! would leave that sink's readers on a dead key.
 
-use super::{crash, key_of, Delivery, Engine, RunReport};
-use crate::config::SinkSettings;
-use crate::contabo::ContaboClient;
-use crate::inventory::CredentialEntry;
-use crate::sinks::{self, file, template, webhook, SinkError, Snapshot, SnapshotCredential};
-use crate::state::{AuditEvent, AuditKind, Records};
+use super::{crash, Delivery, RunReport};
+use crate::config::{Kind, SinkSettings};
+use crate::inventory::UserRef;
+use crate::sinks::snapshot::{selects, selects_user};
+use crate::sinks::{self, file, webhook, SinkError, Snapshot, SnapshotCredential};
+use crate::state::{AuditEvent, AuditKind, Records, StateDir};
 use chrono::Utc;
+use secrecy::SecretString;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 
-pub(super) async fn deliver_all(
-    engine: &Engine,
-    client: &ContaboClient,
-    records: &mut Records,
-    credentials: &[CredentialEntry],
-    report: &mut RunReport,
-) {
-    if engine.settings.sinks.is_empty() {
-        return;
+/// What a sink is in this pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Role {
+    /// Holds the credentials of this one user (by id).
+    OneUser(String),
+    /// Holds several users' credentials, or only the client secret.
+    Aggregate,
+    Webhook,
+}
+
+/// One configured sink during a pass.
+struct Slot {
+    sink: SinkSettings,
+    id: String,
+    role: Role,
+    /// Whether this pass delivers the sink (start-up recovery delivers only
+    /// the sinks that are behind).
+    enabled: bool,
+    /// Why the sink cannot be given new values in this pass.
+    blocked: Option<String>,
+    /// When its oldest undelivered change arrived.
+    dirty_since: Option<Instant>,
+    in_flight: bool,
+    /// The last delivered version, as the records hold it.
+    delivered: Option<String>,
+    /// A one-user sink's last values (rewritten when the client secret changes).
+    last_values: Option<Vec<SnapshotCredential>>,
+    /// `written` once any write of the pass wrote; `failed` if the last failed.
+    outcome: Option<&'static str>,
+    wait: Duration,
+}
+
+impl Slot {
+    fn selection(&self) -> Option<&crate::config::Selection> {
+        self.sink.select()
     }
-    crash::point("before-delivery");
-    let snapshot = snapshot(engine, client, records, credentials).await;
-    // Events are built only for webhook sinks: thousands of rotations make
-    // thousands of events, which nothing else needs.
-    let events = if has_webhooks(engine) {
-        webhook::from_report(report, &engine.settings.api.client_id)
-    } else {
-        Vec::new()
-    };
-    let retry = webhook::retry_policy(engine.settings.api.max_retries);
-    for sink in &engine.settings.sinks {
-        let id = sinks::sink_id(sink);
-        let delivered = records
-            .sinks
-            .get(&id)
-            .and_then(|r| r.delivered_version.clone());
-        let result = match sink {
-            SinkSettings::File(f) => {
-                file::deliver(
-                    f,
-                    &snapshot,
-                    &engine.state,
-                    delivered.as_deref(),
-                    &engine.settings.secret_env_vars,
-                )
-                .await
+
+    /// Whether the sink holds S3 credentials of user `email`.
+    fn holds_user(&self, email: &str) -> bool {
+        self.selection().is_some_and(|s| selects_user(s, email))
+    }
+
+    fn holds_client(&self) -> bool {
+        self.selection()
+            .is_some_and(|s| s.includes_kind(Kind::ClientSecret))
+    }
+
+    fn is_file(&self) -> bool {
+        !matches!(self.role, Role::Webhook)
+    }
+}
+
+/// A finished write, from its task.
+pub(super) struct WriteDone {
+    slot: usize,
+    credentials: usize,
+    result: Result<Option<String>, SinkError>,
+}
+
+/// Everything delivery keeps for a pass.
+pub(super) struct Sinks {
+    state: Arc<StateDir>,
+    hide_env: Arc<Vec<String>>,
+    client_id: String,
+    trace_id: String,
+    slots: Vec<Slot>,
+    /// Current values of the users an enabled aggregate sink holds, by
+    /// (e-mail, user id): the one copy the pass keeps.
+    store: BTreeMap<(String, String), Vec<SnapshotCredential>>,
+    /// The client secret, when it is managed and some sink holds it.
+    client: Option<(String, SecretString)>,
+    /// Writes in flight.
+    pub(super) writes: JoinSet<WriteDone>,
+    webhooks: Option<WebhookWorker>,
+}
+
+impl Sinks {
+    /// The sinks of `settings`, with their roles for the users in scope.
+    /// `enabled` picks the sinks this pass delivers (all when `None`).
+    pub(super) fn plan(
+        settings: &crate::config::Settings,
+        state: Arc<StateDir>,
+        users: &[UserRef],
+        records: &Records,
+        trace_id: &str,
+        enabled: Option<&[String]>,
+    ) -> Sinks {
+        let mut slots = Vec::new();
+        for sink in &settings.sinks {
+            let id = sinks::sink_id(sink);
+            let (role, wait) = match sink {
+                SinkSettings::Webhook(_) => (Role::Webhook, Duration::ZERO),
+                SinkSettings::File(f) => (one_user(&f.select, users), f.wait),
+                SinkSettings::Template(t) => (one_user(&t.select, users), t.wait),
+            };
+            slots.push(Slot {
+                enabled: enabled.is_none_or(|ids| ids.contains(&id)),
+                delivered: records
+                    .sinks
+                    .get(&id)
+                    .and_then(|r| r.delivered_version.clone()),
+                sink: sink.clone(),
+                id,
+                role,
+                blocked: None,
+                dirty_since: None,
+                in_flight: false,
+                last_values: None,
+                outcome: None,
+                wait,
+            });
+        }
+        Sinks {
+            state,
+            hide_env: Arc::new(settings.secret_env_vars.clone()),
+            client_id: settings.api.client_id.clone(),
+            trace_id: trace_id.to_owned(),
+            slots,
+            store: BTreeMap::new(),
+            client: None,
+            writes: JoinSet::new(),
+            webhooks: None,
+        }
+    }
+
+    /// Whether an enabled sink holds the client secret (it is then read).
+    pub(super) fn wants_client(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.enabled && s.is_file() && s.holds_client())
+            || self.has_webhooks()
+    }
+
+    pub(super) fn set_client(&mut self, client: Option<(String, SecretString)>) {
+        self.client = client;
+    }
+
+    /// Whether an enabled aggregate sink holds user `email`: its values are
+    /// then listed before any regenerate and kept in the store.
+    pub(super) fn aggregate_holds(&self, email: &str) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.enabled && s.role == Role::Aggregate && s.holds_user(email))
+    }
+
+    /// Whether an enabled file or template sink holds user `email`.
+    pub(super) fn any_holds(&self, email: &str) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.enabled && s.is_file() && s.holds_user(email))
+    }
+
+    pub(super) fn has_webhooks(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.enabled && s.role == Role::Webhook)
+    }
+
+    /// Before anything is listed: blocks every file or template sink whose
+    /// directory does not take a new file (or whose owner or group does not
+    /// exist).
+    pub(super) fn preflight(&mut self) {
+        for slot in self.slots.iter_mut().filter(|s| s.enabled && s.is_file()) {
+            let checked = match &slot.sink {
+                SinkSettings::File(f) => file::healthcheck(f),
+                SinkSettings::Template(t) => crate::sinks::template::healthcheck(t),
+                SinkSettings::Webhook(_) => Ok(()),
+            };
+            if let Err(err) = checked {
+                tracing::warn!(sink = %slot.sink.describe(), error = %err, "The sink cannot be written; the credentials it selects are not rotated in this pass.");
+                slot.blocked = Some(err.to_string());
             }
-            SinkSettings::Template(t) => {
-                template::deliver(
-                    t,
-                    &snapshot,
-                    &engine.state,
-                    delivered.as_deref(),
-                    &engine.settings.secret_env_vars,
-                )
-                .await
-            }
-            SinkSettings::Webhook(w) => {
-                let ctx = webhook::Context {
-                    state: &engine.state,
-                    snapshot: Some(&snapshot),
-                    records: Some(records),
-                    client_id: &engine.settings.api.client_id,
-                    retry: &retry,
-                };
-                webhook::deliver(w, &id, &events, &ctx).await
-            }
-        };
-        let record = records.sinks.entry(id).or_default();
-        let now = Utc::now();
-        record.last_attempt = Some(now);
-        let outcome = match result {
-            Ok(Some(version)) => {
-                record.delivered_version = Some(version);
-                record.delivered_at = Some(now);
-                record.last_error = None;
-                let _ = engine.state.audit(&AuditEvent {
-                    at: now,
-                    event: AuditKind::Delivery,
-                    rotation_id: None,
-                    trace_id: Some(client.trace_id().to_owned()),
-                    subject: sink.describe(),
-                    detail: serde_json::json!({
-                        "credentials": snapshot.credentials.len(),
-                    }),
+        }
+    }
+
+    /// A user whose credentials could not be listed: every aggregate sink
+    /// holding it cannot be rendered completely in this pass.
+    pub(super) fn user_unlisted(&mut self, email: &str) {
+        for slot in &mut self.slots {
+            if slot.enabled && slot.role == Role::Aggregate && slot.holds_user(email) {
+                slot.blocked.get_or_insert_with(|| {
+                    format!(
+                        "not delivered: the credentials of {email} could not be listed, and a partial file would drop them"
+                    )
                 });
-                tracing::info!(sink = %sink.describe(), "Delivered to sink.");
-                "written"
             }
-            Ok(None) => {
-                record.last_error = None;
-                "unchanged"
+        }
+    }
+
+    /// Keeps a listed user's values for the aggregate sinks.
+    pub(super) fn store_user(&mut self, user: &UserRef, values: Vec<SnapshotCredential>) {
+        self.store
+            .insert((user.email.clone(), user.user_id.clone()), values);
+    }
+
+    /// Once the store is complete: blocks every aggregate sink that cannot
+    /// render the current values (an `env` selection of other than one
+    /// credential, a template error).
+    pub(super) fn trial_render_aggregates(&mut self) {
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            if !slot.enabled || slot.role != Role::Aggregate || slot.blocked.is_some() {
+                continue;
             }
-            Err(err) => {
-                if matches!(err, SinkError::OnChange { .. }) {
-                    // The file is in place but its reader was not told:
-                    // forget the version so the next run writes it and runs
-                    // on_change again, whatever the content.
-                    record.delivered_version = None;
+            let snapshot = self.aggregate_snapshot(i);
+            if let Err(err) = render(&self.slots[i].sink, &snapshot) {
+                self.slots[i].blocked = Some(err);
+            }
+        }
+    }
+
+    /// What the per-user stages consult before they regenerate.
+    pub(super) fn gate(&self) -> Gate {
+        Gate {
+            sinks: self
+                .slots
+                .iter()
+                .filter(|s| s.enabled && s.is_file())
+                .map(|s| GateSink {
+                    sink: s.sink.clone(),
+                    one_user: match &s.role {
+                        Role::OneUser(id) => Some(id.clone()),
+                        _ => None,
+                    },
+                    blocked: s.blocked.clone(),
+                })
+                .collect(),
+            client: self.client.clone(),
+        }
+    }
+
+    /// Opens the webhook worker (before the first regenerate).
+    pub(super) fn start_webhooks(&mut self, max_retries: u32) {
+        if !self.has_webhooks() {
+            return;
+        }
+        let hooks: Vec<(usize, crate::config::WebhookSink, String)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.enabled)
+            .filter_map(|(i, s)| match &s.sink {
+                SinkSettings::Webhook(w) => Some((i, w.clone(), s.id.clone())),
+                _ => None,
+            })
+            .collect();
+        self.webhooks = Some(WebhookWorker::start(
+            hooks,
+            self.state.clone(),
+            self.client_id.clone(),
+            max_retries,
+        ));
+    }
+
+    /// Sends `events` (with the values they may carry) to the webhooks.
+    pub(super) fn announce(&self, events: Vec<webhook::NewEvent>, values: Snapshot) {
+        if let Some(w) = &self.webhooks {
+            if !events.is_empty() {
+                let _ = w.tx.send(Batch { events, values });
+            }
+        }
+    }
+
+    /// The events of `rotations` and `failures`, when a webhook exists.
+    pub(super) fn events(
+        &self,
+        rotations: &[super::Rotated],
+        failures: &[super::Failed],
+    ) -> Vec<webhook::NewEvent> {
+        if self.webhooks.is_none() {
+            return Vec::new();
+        }
+        webhook::events_for(rotations, failures, &self.client_id, &self.trace_id)
+    }
+
+    /// One user's stage is done: `values` are what the API holds now.
+    /// One-user sinks are written at once; aggregate sinks holding the user
+    /// are marked dirty when `changed`.
+    pub(super) fn user_done(
+        &mut self,
+        user: &UserRef,
+        values: Vec<SnapshotCredential>,
+        changed: bool,
+    ) {
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
+            if !slot.enabled || slot.blocked.is_some() || !slot.holds_user(&user.email) {
+                continue;
+            }
+            match &slot.role {
+                Role::OneUser(id) if *id == user.user_id => {
+                    slot.last_values = Some(values.clone());
+                    if slot.in_flight {
+                        slot.dirty_since.get_or_insert(now);
+                    } else {
+                        let snapshot = Snapshot {
+                            client: self.client.clone(),
+                            credentials: values.clone(),
+                        };
+                        self.start_write(i, snapshot);
+                    }
                 }
-                record.last_error = Some(err.to_string());
-                let _ = engine.state.audit(&AuditEvent {
-                    at: now,
-                    event: AuditKind::Failure,
-                    rotation_id: None,
-                    trace_id: Some(client.trace_id().to_owned()),
-                    subject: sink.describe(),
-                    detail: serde_json::json!({ "error": err.to_string() }),
-                });
-                report.fail("sink", sink.describe(), err);
-                "failed"
+                Role::Aggregate if changed => {
+                    slot.dirty_since.get_or_insert(now);
+                }
+                _ => {}
             }
+        }
+        if self.aggregate_holds(&user.email) {
+            self.store_user(user, values);
+        }
+    }
+
+    /// The client secret changed: every sink holding it is written at once.
+    pub(super) fn client_changed(&mut self, secret: SecretString) {
+        if let Some((_, current)) = &mut self.client {
+            *current = secret;
+        } else {
+            self.client = Some((self.client_id.clone(), secret));
+        }
+        let due = Instant::now()
+            .checked_sub(Duration::from_secs(3600))
+            .unwrap_or_else(Instant::now);
+        for slot in &mut self.slots {
+            if slot.enabled && slot.is_file() && slot.blocked.is_none() && slot.holds_client() {
+                slot.dirty_since = Some(due);
+            }
+        }
+    }
+
+    /// When the next gathered write is due, if any.
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .filter(|s| !s.in_flight)
+            .filter_map(|s| s.dirty_since.map(|t| t + s.wait))
+            .min()
+    }
+
+    /// Starts the writes that are due at `now`.
+    pub(super) fn flush_due(&mut self, now: Instant) {
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            let due = slot.dirty_since.is_some_and(|t| t + slot.wait <= now);
+            if due && !slot.in_flight {
+                self.write_now(i);
+            }
+        }
+    }
+
+    /// Writes slot `i` with its current values.
+    fn write_now(&mut self, i: usize) {
+        let snapshot = match &self.slots[i].role {
+            Role::OneUser(_) => Snapshot {
+                client: self.client.clone(),
+                credentials: self.slots[i].last_values.clone().unwrap_or_default(),
+            },
+            Role::Aggregate => self.aggregate_snapshot(i),
+            Role::Webhook => return,
         };
-        report.deliveries.push(Delivery {
-            sink: sink.describe(),
-            outcome,
+        self.start_write(i, snapshot);
+    }
+
+    /// The aggregate sink `i`'s selection of the store.
+    fn aggregate_snapshot(&self, i: usize) -> Snapshot {
+        let selection = self.slots[i].selection();
+        let credentials = self
+            .store
+            .values()
+            .flatten()
+            .filter(|c| selection.is_some_and(|s| selects(s, &c.user_email, &c.region)))
+            .cloned()
+            .collect();
+        Snapshot {
+            client: self.client.clone(),
+            credentials,
+        }
+    }
+
+    fn start_write(&mut self, i: usize, snapshot: Snapshot) {
+        let slot = &mut self.slots[i];
+        slot.in_flight = true;
+        slot.dirty_since = None;
+        let sink = slot.sink.clone();
+        let delivered = slot.delivered.clone();
+        let state = self.state.clone();
+        let hide_env = self.hide_env.clone();
+        self.writes.spawn(async move {
+            let credentials = snapshot.credentials.len();
+            let result = match &sink {
+                SinkSettings::File(f) => {
+                    file::deliver(f, &snapshot, &state, delivered.as_deref(), &hide_env).await
+                }
+                SinkSettings::Template(t) => {
+                    crate::sinks::template::deliver(
+                        t,
+                        &snapshot,
+                        &state,
+                        delivered.as_deref(),
+                        &hide_env,
+                    )
+                    .await
+                }
+                SinkSettings::Webhook(_) => Ok(None),
+            };
+            WriteDone {
+                slot: i,
+                credentials,
+                result,
+            }
         });
+    }
+
+    /// Records a finished write: the sink's record, the audit log, the report.
+    pub(super) fn write_done(&mut self, done: WriteDone, records: &mut Records, report: &mut RunReport) {
+        let slot = &mut self.slots[done.slot];
+        slot.in_flight = false;
+        let outcome = apply_result(
+            &slot.sink,
+            &slot.id,
+            &self.state,
+            &self.trace_id,
+            records,
+            report,
+            done.credentials,
+            done.result,
+        );
+        slot.delivered = records
+            .sinks
+            .get(&slot.id)
+            .and_then(|r| r.delivered_version.clone());
+        slot.outcome = match (slot.outcome, outcome) {
+            (_, "failed") => Some("failed"),
+            (Some("written"), _) | (_, "written") => Some("written"),
+            _ => Some("unchanged"),
+        };
+        if matches!(slot.role, Role::OneUser(_)) {
+            // A one-user sink written, its record not saved yet.
+            crash::point("after-user-sink");
+        }
         crash::point("after-sink");
     }
-    crash::point("after-delivery");
-}
 
-/// For a run that cannot deliver (its snapshot would be partial): this
-/// run's webhook events go to the outbox, and the next run sends them.
-pub(super) fn enqueue_webhook_events(engine: &Engine, report: &mut RunReport) {
-    if !has_webhooks(engine) {
-        return;
-    }
-    let events = webhook::from_report(report, &engine.settings.api.client_id);
-    if let Err(err) = webhook::enqueue_only(&engine.settings.sinks, &events, &engine.state) {
-        report.fail("state", "outbox.json", err);
-    }
-}
-
-/// Before the first rotation of a run: gives every webhook sink its outbox
-/// queue, so that rotations recorded from now on are announced even if the
-/// run stops before delivering.
-pub(super) fn open_webhook_queues(engine: &Engine, report: &mut RunReport) {
-    if let Err(err) = webhook::enqueue_only(&engine.settings.sinks, &[], &engine.state) {
-        report.fail("state", "outbox.json", err);
-    }
-}
-
-impl Engine {
-    /// Sends the webhook events earlier runs left undelivered, for the
-    /// daemon's start (every run sends them too). Failures are logged; the
-    /// events stay queued for the next run.
-    pub async fn resend_pending_webhooks(&self) {
-        let retry = webhook::retry_policy(self.settings.api.max_retries);
-        let results = webhook::resend_pending(
-            &self.settings.sinks,
-            &self.state,
-            &self.settings.api.client_id,
-            &retry,
-        )
-        .await;
-        for (sink, result) in results {
-            match result {
-                Ok(Some(last)) => {
-                    tracing::info!(%sink, last_webhook_id = %last, "Sent pending webhook events.")
-                }
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::warn!(%sink, error = %err, "Pending webhook events are still undelivered.")
+    /// The end of the pass: writes whatever is pending, waits for every
+    /// write, finishes the webhooks (announcing rotations recorded but never
+    /// enqueued) and reports each sink.
+    pub(super) async fn finish(
+        &mut self,
+        records: &mut Records,
+        report: &mut RunReport,
+        max_retries: u32,
+    ) {
+        crash::point("before-delivery");
+        // Aggregate sinks get one last write (unchanged content is not
+        // rewritten); a one-user sink is written when its user is done.
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            if slot.enabled && slot.blocked.is_none() && slot.role == Role::Aggregate {
+                self.slots[i].dirty_since.get_or_insert(Instant::now());
+            }
+        }
+        loop {
+            let now = Instant::now();
+            for i in 0..self.slots.len() {
+                if self.slots[i].dirty_since.is_some() && !self.slots[i].in_flight {
+                    self.write_now(i);
                 }
             }
+            let Some(joined) = self.writes.join_next().await else {
+                break;
+            };
+            let _ = now;
+            self.write_done(joined.expect("sink write panicked"), records, report);
+        }
+        let webhook_results = match self.webhooks.take() {
+            Some(worker) => worker.finish().await,
+            None => Vec::new(),
+        };
+        let retry = webhook::retry_policy(max_retries);
+        let store = Snapshot {
+            client: self.client.clone(),
+            credentials: self.store.values().flatten().cloned().collect(),
+        };
+        for (i, result) in webhook_results {
+            // A webhook that worked in this pass also announces rotations
+            // recorded but never enqueued (a killed run).
+            let result = match (result, &self.slots[i].sink) {
+                (Ok(last), SinkSettings::Webhook(w)) => {
+                    let ctx = webhook::Context {
+                        state: &self.state,
+                        snapshot: Some(&store),
+                        records: Some(records),
+                        client_id: &self.client_id,
+                        retry: &retry,
+                    };
+                    webhook::deliver(w, &self.slots[i].id, &[], &ctx)
+                        .await
+                        .map(|later| later.or(last))
+                }
+                (result, _) => result,
+            };
+            let slot = &mut self.slots[i];
+            let outcome = apply_result(
+                &slot.sink,
+                &slot.id,
+                &self.state,
+                &self.trace_id,
+                records,
+                report,
+                0,
+                result,
+            );
+            slot.outcome = Some(outcome);
+            crash::point("after-sink");
+        }
+        for slot in &self.slots {
+            if !slot.enabled {
+                continue;
+            }
+            if let Some(reason) = &slot.blocked {
+                report.fail("sink", slot.sink.describe(), reason);
+                let record = records.sinks.entry(slot.id.clone()).or_default();
+                record.last_attempt = Some(Utc::now());
+                record.last_error = Some(reason.clone());
+                report.deliveries.push(Delivery {
+                    sink: slot.sink.describe(),
+                    outcome: "failed",
+                });
+                continue;
+            }
+            report.deliveries.push(Delivery {
+                sink: slot.sink.describe(),
+                outcome: slot.outcome.unwrap_or("unchanged"),
+            });
+        }
+        crash::point("after-delivery");
+    }
+}
+
+/// A sink holding exactly one user in scope is that user's.
+fn one_user(selection: &crate::config::Selection, users: &[UserRef]) -> Role {
+    let mut held = users.iter().filter(|u| selects_user(selection, &u.email));
+    match (held.next(), held.next()) {
+        (Some(only), None) => Role::OneUser(only.user_id.clone()),
+        _ => Role::Aggregate,
+    }
+}
+
+/// Renders a file or template sink's content for `snapshot` without
+/// writing it; the error says why it cannot be delivered.
+fn render(sink: &SinkSettings, snapshot: &Snapshot) -> Result<(), String> {
+    let result = match sink {
+        SinkSettings::File(f) => file::render(f.format, &snapshot.select(&f.select)).map(drop),
+        SinkSettings::Template(t) => t
+            .compiled
+            .render(&snapshot.select(&t.select), &snapshot.redactor())
+            .map(drop),
+        SinkSettings::Webhook(_) => Ok(()),
+    };
+    result.map_err(|detail| format!("{}: cannot be rendered: {detail}", sink.describe()))
+}
+
+/// Folds one delivery attempt into the sink's record, the audit log and the
+/// report's failures; returns `written`, `unchanged` or `failed`.
+#[allow(clippy::too_many_arguments)]
+fn apply_result(
+    sink: &SinkSettings,
+    id: &str,
+    state: &StateDir,
+    trace_id: &str,
+    records: &mut Records,
+    report: &mut RunReport,
+    credentials: usize,
+    result: Result<Option<String>, SinkError>,
+) -> &'static str {
+    let record = records.sinks.entry(id.to_owned()).or_default();
+    let now = Utc::now();
+    record.last_attempt = Some(now);
+    match result {
+        Ok(Some(version)) => {
+            record.delivered_version = Some(version);
+            record.delivered_at = Some(now);
+            record.last_error = None;
+            let _ = state.audit(&AuditEvent {
+                at: now,
+                event: AuditKind::Delivery,
+                rotation_id: None,
+                trace_id: Some(trace_id.to_owned()),
+                subject: sink.describe(),
+                detail: serde_json::json!({ "credentials": credentials }),
+            });
+            tracing::info!(sink = %sink.describe(), credentials, "Delivered to sink.");
+            "written"
+        }
+        Ok(None) => {
+            record.last_error = None;
+            if record.delivered_at.is_none() {
+                record.delivered_at = Some(now);
+            }
+            "unchanged"
+        }
+        Err(err) => {
+            if matches!(err, SinkError::OnChange { .. }) {
+                // The file is in place but its reader was not told: forget
+                // the version so the next run writes it and runs on_change
+                // again, whatever the content.
+                record.delivered_version = None;
+            }
+            record.last_error = Some(err.to_string());
+            let _ = state.audit(&AuditEvent {
+                at: now,
+                event: AuditKind::Failure,
+                rotation_id: None,
+                trace_id: Some(trace_id.to_owned()),
+                subject: sink.describe(),
+                detail: serde_json::json!({ "error": err.to_string() }),
+            });
+            report.fail("sink", sink.describe(), err);
+            "failed"
         }
     }
 }
 
-/// The current values: credentials as listed (and re-read after rotation),
-/// and the client secret as the API reports it when it is managed.
-async fn snapshot(
-    engine: &Engine,
-    client: &ContaboClient,
-    records: &Records,
-    credentials: &[CredentialEntry],
-) -> Snapshot {
-    let client_entry = if engine.settings.client_secret.rotate {
-        let secret = match client.get_client().await {
-            Ok(api_client) => api_client.secret,
-            Err(err) => {
-                tracing::warn!(error = %err, "Could not read the client back; delivering the secret in use.");
-                client.auth().client_secret()
+/// What the per-user stages check before they regenerate: a credential is
+/// regenerated only when every sink that selects it can be given its new
+/// value in this pass.
+pub(super) struct Gate {
+    sinks: Vec<GateSink>,
+    client: Option<(String, SecretString)>,
+}
+
+struct GateSink {
+    sink: SinkSettings,
+    one_user: Option<String>,
+    blocked: Option<String>,
+}
+
+impl Gate {
+    /// For each of a user's credentials (current values), why it must not be
+    /// regenerated now, if it must not.
+    pub(super) fn held_back(
+        &self,
+        user: &UserRef,
+        values: &[SnapshotCredential],
+    ) -> Vec<Option<String>> {
+        let mut reasons: Vec<Option<String>> = vec![None; values.len()];
+        for g in &self.sinks {
+            let Some(selection) = g.sink.select() else {
+                continue;
+            };
+            if !selects_user(selection, &user.email) {
+                continue;
             }
-        };
-        Some((engine.settings.api.client_id.clone(), secret))
-    } else {
-        None
-    };
-    Snapshot {
-        client: client_entry,
-        credentials: credentials
-            .iter()
-            .map(|c| SnapshotCredential {
-                user_id: c.user_id.clone(),
-                user_email: c.user_email.clone(),
-                object_storage_id: c.object_storage_id.clone(),
-                object_storage_name: c.object_storage_name.clone(),
-                region: c.region.clone(),
-                s3_url: c.s3_url.clone(),
-                credential_id: c.credential_id,
-                access_key: c.access_key.clone(),
-                secret_key: c.secret_key.clone(),
-                rotated_at: records
-                    .credentials
-                    .get(&key_of(c).to_string())
-                    .and_then(|r| r.rotated_at),
-            })
-            .collect(),
+            // A one-user sink must render this user's values (a trial
+            // with the current ones: an `env` sink over two credentials
+            // would fail after the regenerate as well as before).
+            let reason = g.blocked.clone().or_else(|| {
+                (g.one_user.as_deref() == Some(user.user_id.as_str()))
+                    .then(|| {
+                        render(
+                            &g.sink,
+                            &Snapshot {
+                                client: self.client.clone(),
+                                credentials: values.to_vec(),
+                            },
+                        )
+                        .err()
+                    })
+                    .flatten()
+            });
+            let Some(reason) = reason else { continue };
+            for (c, slot) in values.iter().zip(reasons.iter_mut()) {
+                if slot.is_none() && selects(selection, &c.user_email, &c.region) {
+                    *slot = Some(format!(
+                        "not rotated: {} cannot be given its new value in this pass ({reason})",
+                        g.sink.describe()
+                    ));
+                }
+            }
+        }
+        reasons
     }
 }
 
-/// Whether any sink is a webhook (events are built only for those).
-fn has_webhooks(engine: &Engine) -> bool {
-    engine
-        .settings
-        .sinks
-        .iter()
-        .any(|s| matches!(s, SinkSettings::Webhook(_)))
+/// One user's events, with the values `include_secrets` sinks add.
+struct Batch {
+    events: Vec<webhook::NewEvent>,
+    values: Snapshot,
+}
+
+/// Sends webhook events as they come, through the outbox, in one task so
+/// that the outbox has one writer. A webhook that fails once in a pass only
+/// queues the rest of the pass's events (its retries took their time
+/// already); the next run, or the daemon's start, sends them.
+struct WebhookWorker {
+    tx: mpsc::UnboundedSender<Batch>,
+    task: tokio::task::JoinHandle<Vec<(usize, Result<Option<String>, SinkError>)>>,
+}
+
+impl WebhookWorker {
+    fn start(
+        hooks: Vec<(usize, crate::config::WebhookSink, String)>,
+        state: Arc<StateDir>,
+        client_id: String,
+        max_retries: u32,
+    ) -> WebhookWorker {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Batch>();
+        let task = tokio::spawn(async move {
+            let retry = webhook::retry_policy(max_retries);
+            let mut results: Vec<Result<Option<String>, SinkError>> =
+                hooks.iter().map(|_| Ok(None)).collect();
+            while let Some(first) = rx.recv().await {
+                // Whatever arrived meanwhile goes out together: one outbox
+                // write per sink for several users.
+                let mut events = first.events;
+                let mut values = first.values;
+                while let Ok(more) = rx.try_recv() {
+                    events.extend(more.events);
+                    values.credentials.extend(more.values.credentials);
+                    if more.values.client.is_some() {
+                        values.client = more.values.client;
+                    }
+                }
+                for ((_, hook, id), result) in hooks.iter().zip(results.iter_mut()) {
+                    if result.is_err() {
+                        if let Err(err) = webhook::enqueue_for(id, &events, &state) {
+                            tracing::warn!(sink = %hook.describe(), error = %err, "Could not queue webhook events.");
+                        }
+                        continue;
+                    }
+                    let ctx = webhook::Context {
+                        state: &state,
+                        snapshot: Some(&values),
+                        records: None,
+                        client_id: &client_id,
+                        retry: &retry,
+                    };
+                    let sent = webhook::deliver(hook, id, &events, &ctx).await;
+                    *result = match (sent, result.as_ref().ok().cloned().flatten()) {
+                        (Ok(None), last) => Ok(last),
+                        (sent, _) => sent,
+                    };
+                }
+            }
+            hooks.iter().map(|(i, _, _)| *i).zip(results).collect()
+        });
+        WebhookWorker { tx, task }
+    }
+
+    /// Closes the channel and waits for the last sends.
+    async fn finish(self) -> Vec<(usize, Result<Option<String>, SinkError>)> {
+        drop(self.tx);
+        self.task.await.expect("webhook worker panicked")
+    }
 }

@@ -1,13 +1,14 @@
 //! The rotation engine: one pass (`run_once`) that resumes interrupted work,
-//! takes stock of the account, rotates what policy says is due, and delivers
-//! the current values to every sink.
+//! then streams the account user by user through the pipeline's stages:
 //!
-//! Order of a pass, which is what makes it crash-safe (DESIGN.md §1, §4):
-//! 1. intents left in the journal by an interrupted run are resolved first,
-//!    by reading the API's current values back;
-//! 2. before each mutating call an intent is written to the journal (fsync);
-//! 3. a new client secret is stored (0600, fsync) before anything else;
-//! 4. records are saved, then the intents cleared, then sinks written.
+//! - [`user`]: list the user's credentials, decide, journal, regenerate,
+//!   confirm;
+//! - [`record`]: fold the outcome into the records and the report;
+//! - [`deliver`]: hand the user's current values to the sinks holding them.
+//!
+//! [`pass`] drives them, [`resume`] resolves an interrupted run's journal,
+//! [`client_secret`] is the client secret's own step, and
+//! [`Engine::recover`] is the daemon's start-up recovery.
 //!
 //! `--run-now` and each scheduled tick call the same [`Engine::run_once`].
 //! Cancellation is checked between credentials, never between "rotated at
@@ -16,19 +17,20 @@
 mod client_secret;
 pub mod crash;
 mod deliver;
+mod pass;
+mod record;
 mod report;
 mod resume;
-mod s3;
+mod user;
 
 pub use report::{CredentialRef, Delivery, Failed, PlanItem, Rotated, RunReport};
 
-use crate::config::{OnFirstSight, Settings};
-use crate::contabo::client::new_trace_id;
+use crate::config::{SinkSettings, Settings};
 use crate::contabo::{ApiError, ClientConfig, ContaboClient};
-use crate::inventory::{self, CredentialEntry};
-use crate::policy::{self, History, Reason};
+use crate::inventory::CredentialEntry;
+use crate::policy::History;
+use crate::sinks::{self, webhook, SnapshotCredential};
 use crate::state::{CredentialKey, CredentialRecord, Records, StateDir, StateError};
-use chrono::Utc;
 use secrecy::SecretString;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -94,92 +96,92 @@ impl Engine {
 
     /// One pass. Never returns early with `?`: every failure is in the report.
     pub async fn run_once(&mut self, options: RunOptions, cancel: &CancellationToken) -> RunReport {
-        let client = self.client.with_trace_id(new_trace_id());
-        let mut report = RunReport {
-            trace_id: client.trace_id().to_owned(),
-            dry_run: options.dry_run,
-            ..RunReport::default()
-        };
-        tracing::info!(trace_id = %report.trace_id, dry_run = options.dry_run, force = options.force, "Run started.");
-        let mut records = match self.state.load_records() {
+        pass::run(self, options, cancel, pass::Mode::Rotate).await
+    }
+
+    /// The daemon's start-up recovery, before it waits for its first tick
+    /// (DESIGN.md §1.7): resolves the journal, recovers a client secret an
+    /// interrupted rotation left unstored (while the saved token is valid),
+    /// re-delivers every file or template sink that is behind or whose last
+    /// delivery failed, and sends pending webhook events. Rotates nothing.
+    pub async fn recover(&mut self, cancel: &CancellationToken) -> RunReport {
+        let mut report = RunReport::default();
+        let records = match self.state.load_records() {
             Ok(r) => r,
             Err(err) => {
                 report.fail("state", self.state.path().display().to_string(), err);
                 return report;
             }
         };
-        if let Err(err) = self.login(&client).await {
-            report.fail("login", self.settings.api.username.clone(), err);
-            return report;
-        }
-        if !options.dry_run {
-            resume::resume(self, &client, &mut records, &mut report).await;
-        }
-        let inventory = match inventory::collect(&client, &self.settings.object_storage).await {
-            Ok(inv) => inv,
-            Err(err) => {
-                report.fail("inventory", "users and object storages", err);
-                return report;
+        let journal_pending = self
+            .state
+            .load_journal()
+            .map(|j| !j.intents.is_empty())
+            .unwrap_or(true);
+        let behind = behind_sinks(&self.settings, &records);
+        if journal_pending || !behind.is_empty() {
+            tracing::info!(
+                journal = journal_pending,
+                sinks = behind.len(),
+                "Finishing the work an earlier run left before waiting for the schedule."
+            );
+            let client = self.client.with_trace_id(crate::contabo::client::new_trace_id());
+            report.trace_id = client.trace_id().to_owned();
+            let mut records = records;
+            match self.login(&client).await {
+                Ok(()) => {
+                    resume::resume(self, &client, &mut records, &mut report).await;
+                    if !report.rotated.is_empty() {
+                        enqueue_report_events(self, &report);
+                    }
+                }
+                Err(err) => {
+                    report.fail("login", self.settings.api.username.clone(), err);
+                    return report;
+                }
             }
-        };
-        for failure in &inventory.failures {
-            report.fail("user", failure.user_email.clone(), &failure.error);
+            crash::point("startup-after-resume");
+            // Sinks behind now, the journal's recoveries included.
+            let behind = behind_sinks(&self.settings, &records);
+            if !behind.is_empty() && !cancel.is_cancelled() {
+                let delivered = pass::run(
+                    self,
+                    RunOptions::default(),
+                    cancel,
+                    pass::Mode::Deliver(behind),
+                )
+                .await;
+                report.failed.extend(delivered.failed);
+                report.deliveries.extend(delivered.deliveries);
+            }
         }
-        let mut credentials = inventory.credentials;
-        let now = Utc::now();
-        let due = self.plan(&credentials, &records, options, now, &mut report);
-        let client_secret_due = self.plan_client_secret(&records, options, now, &mut report);
-        if options.dry_run {
-            tracing::info!(trace_id = %report.trace_id, "Dry run finished; nothing was changed.");
-            return report;
-        }
-        remember_first_sight(&self.state, &mut records, &credentials, now);
-        if let Err(err) = self.state.save_records(&records) {
-            report.fail("state", "records.json", err);
-            return report;
-        }
-        deliver::open_webhook_queues(self, &mut report);
+        self.resend_pending_webhooks().await;
+        report
+    }
 
-        s3::rotate_due(
-            self,
-            &client,
-            &mut records,
-            &mut credentials,
-            due,
-            cancel,
-            &mut report,
+    /// Sends the webhook events earlier runs left undelivered, for the
+    /// daemon's start (every run sends them too). Failures are logged; the
+    /// events stay queued for the next run.
+    pub async fn resend_pending_webhooks(&self) {
+        let retry = webhook::retry_policy(self.settings.api.max_retries);
+        let results = webhook::resend_pending(
+            &self.settings.sinks,
+            &self.state,
+            &self.settings.api.client_id,
+            &retry,
         )
         .await;
-        if client_secret_due && !cancel.is_cancelled() {
-            if let Some(new_secret) =
-                client_secret::rotate(self, &client, &mut records, &mut report).await
-            {
-                self.login_secrets = vec![new_secret, self.settings.api.client_secret.clone()];
+        for (sink, result) in results {
+            match result {
+                Ok(Some(last)) => {
+                    tracing::info!(%sink, last_webhook_id = %last, "Sent pending webhook events.")
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(%sink, error = %err, "Pending webhook events are still undelivered.")
+                }
             }
         }
-        report.interrupted = cancel.is_cancelled();
-        report.rotated.sort_by(|a, b| a.subject.cmp(&b.subject));
-
-        if inventory.failures.is_empty() {
-            deliver::deliver_all(self, &client, &mut records, &credentials, &mut report).await;
-        } else {
-            deliver::enqueue_webhook_events(self, &mut report);
-            report.fail(
-                "sinks",
-                "all sinks",
-                "not delivered: some users' credentials could not be listed, and a partial snapshot would drop them from the sinks",
-            );
-        }
-        if let Err(err) = self.state.save_records(&records) {
-            report.fail("state", "records.json", err);
-        }
-        tracing::info!(
-            trace_id = %report.trace_id,
-            rotated = report.rotated.len(),
-            failed = report.failed.len(),
-            "Run finished."
-        );
-        report
     }
 
     /// Logs in, falling back to the other known client secret when refused,
@@ -203,73 +205,6 @@ impl Engine {
         };
         self.login_secrets = vec![recovered, self.settings.api.client_secret.clone()];
         client.auth().access_token().await.map(drop)
-    }
-
-    /// Decides every credential; returns the indexes to rotate.
-    fn plan(
-        &self,
-        credentials: &[CredentialEntry],
-        records: &Records,
-        options: RunOptions,
-        now: chrono::DateTime<Utc>,
-        report: &mut RunReport,
-    ) -> Vec<usize> {
-        let os = &self.settings.object_storage;
-        let adopt = os.on_first_sight == OnFirstSight::Adopt;
-        let mut decisions: Vec<(Reason, Option<chrono::DateTime<Utc>>)> = credentials
-            .iter()
-            .map(|c| {
-                let history = history(records.credentials.get(&key_of(c).to_string()));
-                let reason =
-                    policy::decide(now, history, os.rotate, os.max_age, adopt, options.force);
-                (reason, history.rotated_at.or(history.first_seen))
-            })
-            .collect();
-        policy::limit(&mut decisions, os.max_per_run);
-        let mut due = Vec::new();
-        for (i, (c, (reason, _))) in credentials.iter().zip(&decisions).enumerate() {
-            if reason.rotates() {
-                due.push(i);
-            }
-            report.plan.push(PlanItem {
-                kind: "object_storage",
-                subject: subject_of(c),
-                access_key: Some(c.access_key.clone()),
-                rotate: reason.rotates(),
-                reason: reason.to_string(),
-                reason_code: Some(*reason),
-            });
-        }
-        due
-    }
-
-    fn plan_client_secret(
-        &self,
-        records: &Records,
-        options: RunOptions,
-        now: chrono::DateTime<Utc>,
-        report: &mut RunReport,
-    ) -> bool {
-        let cs = &self.settings.client_secret;
-        if !cs.rotate {
-            return false;
-        }
-        let record = records.client_secret.as_ref();
-        let history = History {
-            first_seen: record.map(|r| r.first_seen),
-            rotated_at: record.and_then(|r| r.rotated_at),
-        };
-        // The client secret is opt-in: a first sight rotates it.
-        let reason = policy::decide(now, history, true, cs.max_age, false, options.force);
-        report.plan.push(PlanItem {
-            kind: "client_secret",
-            subject: self.settings.api.client_id.clone(),
-            access_key: None,
-            rotate: reason.rotates(),
-            reason: reason.to_string(),
-            reason_code: Some(reason),
-        });
-        reason.rotates()
     }
 }
 
@@ -311,26 +246,11 @@ pub(crate) fn subject_of(c: &CredentialEntry) -> String {
     )
 }
 
-/// Records a first sight for credentials the state has never seen.
-fn remember_first_sight(
-    state: &StateDir,
-    records: &mut Records,
-    credentials: &[CredentialEntry],
-    now: chrono::DateTime<Utc>,
-) {
-    for c in credentials {
-        records
-            .credentials
-            .entry(key_of(c).to_string())
-            .or_insert_with(|| new_record(c, state, now));
-    }
-}
-
 /// A record for a credential first seen `now`, never rotated.
 pub(crate) fn new_record(
     c: &CredentialEntry,
     state: &StateDir,
-    now: chrono::DateTime<Utc>,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> CredentialRecord {
     CredentialRecord {
         user_email: c.user_email.clone(),
@@ -339,5 +259,103 @@ pub(crate) fn new_record(
         rotation_id: None,
         access_key: c.access_key.clone(),
         secret_fingerprint: state.fingerprint(&c.secret_key),
+    }
+}
+
+/// A user's credentials as delivery sees them, with when each was rotated.
+pub(crate) fn snapshot_values(
+    entries: &[CredentialEntry],
+    records: &Records,
+) -> Vec<SnapshotCredential> {
+    entries
+        .iter()
+        .map(|c| SnapshotCredential {
+            user_id: c.user_id.clone(),
+            user_email: c.user_email.clone(),
+            object_storage_id: c.object_storage_id.clone(),
+            object_storage_name: c.object_storage_name.clone(),
+            region: c.region.clone(),
+            s3_url: c.s3_url.clone(),
+            credential_id: c.credential_id,
+            access_key: c.access_key.clone(),
+            secret_key: c.secret_key.clone(),
+            rotated_at: records
+                .credentials
+                .get(&key_of(c).to_string())
+                .and_then(|r| r.rotated_at),
+        })
+        .collect()
+}
+
+/// The client secret as the API holds it now (the one in use if it cannot
+/// be read back).
+async fn client_secret_now(client: &ContaboClient) -> SecretString {
+    match client.get_client().await {
+        Ok(api_client) => api_client.secret,
+        Err(err) => {
+            tracing::warn!(error = %err, "Could not read the client back; delivering the secret in use.");
+            client.auth().client_secret()
+        }
+    }
+}
+
+/// Before the first rotation of a run: gives every webhook sink its outbox
+/// queue, so that rotations recorded from now on are announced even if the
+/// run stops before delivering.
+fn open_webhook_queues(engine: &Engine, report: &mut RunReport) {
+    if let Err(err) = webhook::enqueue_only(&engine.settings.sinks, &[], &engine.state) {
+        report.fail("state", "outbox.json", err);
+    }
+}
+
+/// Queues the events of what `report` holds so far (rotations recovered
+/// from the journal) for every webhook sink.
+fn enqueue_report_events(engine: &Engine, report: &RunReport) {
+    let events = webhook::from_report(report, &engine.settings.api.client_id);
+    if let Err(err) = webhook::enqueue_only(&engine.settings.sinks, &events, &engine.state) {
+        tracing::warn!(error = %err, "Could not queue webhook events.");
+    }
+}
+
+/// The file and template sinks that are behind: never delivered, last
+/// delivery failed, or a secret they may hold was rotated after their last
+/// delivery. Conservative: a sink whose user globs match a rotated
+/// credential's user counts, whatever its regions (the records keep no
+/// region); re-rendering an up-to-date sink writes nothing.
+pub fn behind_sinks(settings: &Settings, records: &Records) -> Vec<String> {
+    let mut behind = Vec::new();
+    for sink in &settings.sinks {
+        let Some(selection) = sink.select() else {
+            continue;
+        };
+        let id = sinks::sink_id(sink);
+        let record = records.sinks.get(&id);
+        let delivered_at = record.and_then(|r| r.delivered_at);
+        let failed = record.is_none_or(|r| r.last_error.is_some() || r.delivered_version.is_none());
+        let newer = |at: Option<chrono::DateTime<chrono::Utc>>| match (at, delivered_at) {
+            (Some(at), Some(delivered)) => at > delivered,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let s3_behind = records.credentials.values().any(|c| {
+            crate::sinks::snapshot::selects_user(selection, &c.user_email) && newer(c.rotated_at)
+        });
+        let client_behind = settings.client_secret.rotate
+            && selection.includes_kind(crate::config::Kind::ClientSecret)
+            && records
+                .client_secret
+                .as_ref()
+                .is_some_and(|c| newer(c.rotated_at));
+        if failed || s3_behind || client_behind {
+            behind.push(id);
+        }
+    }
+    behind
+}
+
+impl SinkSettings {
+    /// Whether this is a file or template sink.
+    pub fn is_file_like(&self) -> bool {
+        !matches!(self, SinkSettings::Webhook(_))
     }
 }

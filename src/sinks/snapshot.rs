@@ -44,19 +44,7 @@ impl Snapshot {
         let credentials = if wants(Kind::ObjectStorage) {
             self.credentials
                 .iter()
-                .filter(|c| {
-                    selection
-                        .users
-                        .as_ref()
-                        .is_none_or(|g| g.is_match(&c.user_email))
-                })
-                .filter(|c| {
-                    selection.regions.is_empty()
-                        || selection
-                            .regions
-                            .iter()
-                            .any(|r| r.eq_ignore_ascii_case(&c.region))
-                })
+                .filter(|c| selects(selection, &c.user_email, &c.region))
                 .cloned()
                 .collect()
         } else {
@@ -115,6 +103,23 @@ impl Snapshot {
         needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
         Redactor { needles }
     }
+}
+
+/// Whether `selection` takes the S3 credential of user `email` in `region`.
+pub fn selects(selection: &Selection, email: &str, region: &str) -> bool {
+    selection.includes_kind(Kind::ObjectStorage)
+        && selects_user(selection, email)
+        && (selection.regions.is_empty()
+            || selection
+                .regions
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(region)))
+}
+
+/// Whether `selection` takes S3 credentials of user `email` (in some region).
+pub fn selects_user(selection: &Selection, email: &str) -> bool {
+    selection.includes_kind(Kind::ObjectStorage)
+        && selection.users.as_ref().is_none_or(|g| g.is_match(email))
 }
 
 /// A borrowed view of a [`Snapshot`] that serialises to the json format:

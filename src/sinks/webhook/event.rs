@@ -58,6 +58,23 @@ pub fn from_report(report: &RunReport, client_id: &str) -> Vec<NewEvent> {
     rotated.chain(failed).collect()
 }
 
+/// The events of some rotations and failures (one user's, as a pass
+/// streams), named by the run's `trace_id`.
+pub fn events_for(
+    rotations: &[Rotated],
+    failures: &[Failed],
+    client_id: &str,
+    trace_id: &str,
+) -> Vec<NewEvent> {
+    let rotated = rotations
+        .iter()
+        .filter_map(|r| rotated(r, client_id, trace_id));
+    let failed = failures
+        .iter()
+        .filter_map(|f| failed(f, client_id, trace_id));
+    rotated.chain(failed).collect()
+}
+
 fn new_event(
     kind: &str,
     timestamp: DateTime<Utc>,

@@ -88,7 +88,7 @@ mod send;
 mod signature;
 
 pub use event::{
-    from_report, NewEvent, CLIENT_SECRET_ROTATED, OBJECT_STORAGE_CREDENTIAL_ROTATED,
+    events_for, from_report, NewEvent, CLIENT_SECRET_ROTATED, OBJECT_STORAGE_CREDENTIAL_ROTATED,
     ROTATION_FAILED,
 };
 pub use signature::Signer;
@@ -225,6 +225,24 @@ pub fn enqueue_only(
             outbox.queues.insert(id, queue);
         }
     }
+    if changed {
+        state.save_outbox(&outbox)?;
+    }
+    Ok(())
+}
+
+/// Enqueues `new_events` in one sink's queue without sending them (a
+/// webhook that already failed in this pass: its events wait for the
+/// next attempt, in order).
+pub fn enqueue_for(
+    sink_id: &str,
+    new_events: &[NewEvent],
+    state: &StateDir,
+) -> Result<(), StateError> {
+    let mut outbox = state.load_outbox()?;
+    let mut queue = take_queue(&mut outbox, sink_id);
+    let changed = enqueue(&mut queue, new_events);
+    outbox.queues.insert(sink_id.to_owned(), queue);
     if changed {
         state.save_outbox(&outbox)?;
     }

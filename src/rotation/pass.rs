@@ -1,0 +1,453 @@
+//! One pass, as a pipeline: users go through their stage ([`super::user`])
+//! up to `[api] concurrency` at a time, and as each finishes it is recorded
+//! ([`super::record`]) and handed to delivery ([`super::deliver`]) while the
+//! others are still in flight.
+//!
+//! Order of a pass, which is what makes it crash-safe (DESIGN.md §1, §4):
+//! 1. intents left in the journal by an interrupted run are resolved first,
+//!    by reading the API's current values back;
+//! 2. users held by an aggregate sink (or every user, with `max_per_run`,
+//!    which is decided over the whole account) are listed before any
+//!    regenerate, so that such a sink can be rendered completely, or is
+//!    known not to be, before a key it holds dies;
+//! 3. before a user's first mutating call its intents are written to the
+//!    journal (fsync);
+//! 4. a user's new values go to its sinks as soon as it is confirmed;
+//!    records are saved in batches, and the intents they settle cleared
+//!    after them (a crash in between replays only settled intents);
+//! 5. the client secret has its own step at the end, and the sinks holding
+//!    it are written right after it.
+
+use super::deliver::Sinks;
+use super::user::{self, StageContext, UserOutcome};
+use super::{client_secret, record, resume, snapshot_values, Engine, PlanItem, RunOptions, RunReport};
+use crate::contabo::client::new_trace_id;
+use crate::inventory::{self, CredentialEntry, UserRef};
+use crate::policy;
+use crate::state::Records;
+use chrono::Utc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Records are saved after this many users, or [`RECORD_INTERVAL`].
+const RECORD_BATCH: usize = 256;
+const RECORD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Which pass this is.
+#[derive(Debug, Clone, Default)]
+pub(super) enum Mode {
+    /// A rotation pass (`--run-now`, a scheduled tick).
+    #[default]
+    Rotate,
+    /// Start-up recovery: deliver these sinks (by id), rotate nothing.
+    Deliver(Vec<String>),
+}
+
+pub(super) async fn run(
+    engine: &mut Engine,
+    options: RunOptions,
+    cancel: &CancellationToken,
+    mode: Mode,
+) -> RunReport {
+    let client = engine.client.with_trace_id(new_trace_id());
+    let mut report = RunReport {
+        trace_id: client.trace_id().to_owned(),
+        dry_run: options.dry_run,
+        ..RunReport::default()
+    };
+    let deliver_only = matches!(mode, Mode::Deliver(_));
+    if !deliver_only {
+        tracing::info!(trace_id = %report.trace_id, dry_run = options.dry_run, force = options.force, "Run started.");
+    }
+    let mut records = match engine.state.load_records() {
+        Ok(r) => r,
+        Err(err) => {
+            report.fail("state", engine.state.path().display().to_string(), err);
+            return report;
+        }
+    };
+    if let Err(err) = engine.login(&client).await {
+        report.fail("login", engine.settings.api.username.clone(), err);
+        return report;
+    }
+    if !options.dry_run && !deliver_only {
+        resume::resume(engine, &client, &mut records, &mut report).await;
+        if !report.rotated.is_empty() {
+            super::enqueue_report_events(engine, &report);
+        }
+    }
+    let header = match inventory::header(&client, &engine.settings.object_storage).await {
+        Ok(h) => h,
+        Err(err) => {
+            report.fail("inventory", "users and object storages", err);
+            return report;
+        }
+    };
+    let enabled = match &mode {
+        Mode::Rotate => None,
+        Mode::Deliver(ids) => Some(ids.as_slice()),
+    };
+    let mut sinks = Sinks::plan(
+        &engine.settings,
+        engine.state.clone(),
+        &header.users,
+        &records,
+        &report.trace_id,
+        enabled,
+    );
+    let write = !options.dry_run;
+    if write {
+        sinks.preflight();
+        if !deliver_only {
+            super::open_webhook_queues(engine, &mut report);
+        }
+        if engine.settings.client_secret.rotate && sinks.wants_client() {
+            sinks.set_client(Some((
+                engine.settings.api.client_id.clone(),
+                super::client_secret_now(&client).await,
+            )));
+        }
+        sinks.start_webhooks(engine.settings.api.max_retries);
+    }
+    let now = Utc::now();
+    let os = engine.settings.object_storage.clone();
+
+    // Users whose sinks (or the run limit) need the whole account listed
+    // before the first regenerate.
+    let whole_account = os.max_per_run.is_some() && !deliver_only;
+    let users: Vec<UserRef> = header
+        .users
+        .into_iter()
+        .filter(|u| !deliver_only || sinks.any_holds(&u.email))
+        .collect();
+    let prelist: Vec<bool> = users
+        .iter()
+        .map(|u| whole_account || (write && sinks.aggregate_holds(&u.email)))
+        .collect();
+    let s3_urls = Arc::new(header.s3_urls);
+    let mut listed: HashMap<String, Vec<CredentialEntry>> = HashMap::new();
+    let mut unlisted: Vec<bool> = vec![false; users.len()];
+    if prelist.iter().any(|p| *p) {
+        let wanted: Vec<(usize, UserRef)> = users
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| prelist[*i])
+            .map(|(i, u)| (i, u.clone()))
+            .collect();
+        let results = list_users(&client, &os, &s3_urls, wanted).await;
+        for (i, result) in results {
+            let user = &users[i];
+            match result {
+                Ok(entries) => {
+                    if sinks.aggregate_holds(&user.email) {
+                        sinks.store_user(user, snapshot_values(&entries, &records));
+                    }
+                    listed.insert(user.user_id.clone(), entries);
+                }
+                Err(err) => {
+                    tracing::warn!(user = %user.email, error = %err, "Could not list the user's credentials.");
+                    report.fail("user", user.email.clone(), &err);
+                    sinks.user_unlisted(&user.email);
+                    unlisted[i] = true;
+                }
+            }
+        }
+        if write {
+            sinks.trial_render_aggregates();
+        }
+    }
+    let decided = whole_account.then(|| {
+        let all: Vec<&CredentialEntry> = listed.values().flatten().collect();
+        let mut decisions: Vec<_> = all
+            .iter()
+            .map(|e| {
+                let reason = user::decide_one(&os, options, now, &records, e);
+                let h = super::history(records.credentials.get(&super::key_of(e).to_string()));
+                (reason, h.rotated_at.or(h.first_seen))
+            })
+            .collect();
+        policy::limit(&mut decisions, os.max_per_run);
+        all.iter()
+            .zip(decisions)
+            .map(|(e, (reason, _))| (super::key_of(e).to_string(), reason))
+            .collect::<HashMap<_, _>>()
+    });
+
+    let journal = match engine.state.load_journal() {
+        Ok(j) => j,
+        Err(err) => {
+            report.fail("state", "journal.json", err);
+            return report;
+        }
+    };
+    let journal = Arc::new(tokio::sync::Mutex::new(journal));
+    let shared_records = Arc::new(Mutex::new(records));
+    let ctx = Arc::new(StageContext {
+        client: client.clone(),
+        scope: os.clone(),
+        state: engine.state.clone(),
+        s3_urls,
+        options,
+        now,
+        records: shared_records.clone(),
+        decided,
+        gate: sinks.gate(),
+        journal: journal.clone(),
+        cancel: cancel.clone(),
+        deliver_only,
+    });
+
+    let mut flow = Flow {
+        engine,
+        client: &client,
+        sinks,
+        records: shared_records.clone(),
+        journal: journal.clone(),
+        settled: Vec::new(),
+        audit: Vec::new(),
+        users_since_save: 0,
+        last_save: tokio::time::Instant::now(),
+        write,
+    };
+    let concurrency = flow.engine.settings.api.concurrency.max(1);
+    let mut tasks: JoinSet<UserOutcome> = JoinSet::new();
+    let mut next = 0;
+    loop {
+        while tasks.len() < concurrency && next < users.len() && !cancel.is_cancelled() {
+            let i = next;
+            next += 1;
+            if unlisted[i] {
+                continue;
+            }
+            let user = users[i].clone();
+            let pre = listed.remove(&user.user_id);
+            tasks.spawn(user::run(ctx.clone(), user, pre));
+        }
+        let due = flow.sinks.next_due();
+        tokio::select! {
+            joined = tasks.join_next(), if !tasks.is_empty() => {
+                let outcome = joined.expect("checked non-empty").expect("user stage panicked");
+                flow.user_done(outcome, &mut report).await;
+            }
+            Some(done) = flow.sinks.writes.join_next() => {
+                let done = done.expect("sink write panicked");
+                let mut records = flow.records.lock().expect("records lock");
+                flow.sinks.write_done(done, &mut records, &mut report);
+            }
+            () = sleep_until(due), if due.is_some() => {
+                flow.sinks.flush_due(tokio::time::Instant::now());
+            }
+            else => break,
+        }
+        if tasks.is_empty() && (next >= users.len() || cancel.is_cancelled()) {
+            break;
+        }
+    }
+    report.interrupted = cancel.is_cancelled();
+    report.plan.sort_by(|a, b| a.subject.cmp(&b.subject));
+    report.rotated.sort_by(|a, b| a.subject.cmp(&b.subject));
+    drop(ctx);
+    flow.save(&mut report).await;
+    let mut records = Arc::try_unwrap(shared_records)
+        .map(|m| m.into_inner().expect("records lock"))
+        .unwrap_or_else(|shared| shared.lock().expect("records lock").clone());
+    let Flow { mut sinks, .. } = flow;
+
+    if options.dry_run {
+        plan_client_secret(engine, &records, options, now, &mut report);
+        tracing::info!(trace_id = %report.trace_id, "Dry run finished; nothing was changed.");
+        return report;
+    }
+    if !deliver_only
+        && plan_client_secret(engine, &records, options, now, &mut report)
+        && !cancel.is_cancelled()
+    {
+        let before = report.rotated.len();
+        let failed_before = report.failed.len();
+        if let Some(new_secret) =
+            client_secret::rotate(engine, &client, &mut records, &mut report).await
+        {
+            engine.login_secrets = vec![new_secret.clone(), engine.settings.api.client_secret.clone()];
+            sinks.client_changed(new_secret);
+        }
+        let events = sinks.events(&report.rotated[before..], &report.failed[failed_before..]);
+        sinks.announce(events, crate::sinks::Snapshot::default());
+    }
+    sinks
+        .finish(&mut records, &mut report, engine.settings.api.max_retries)
+        .await;
+    if let Err(err) = engine.state.save_records(&records) {
+        report.fail("state", "records.json", err);
+    }
+    if !deliver_only {
+        tracing::info!(
+            trace_id = %report.trace_id,
+            rotated = report.rotated.len(),
+            failed = report.failed.len(),
+            "Run finished."
+        );
+    }
+    report
+}
+
+/// The coordinator's side of the pipeline.
+struct Flow<'a> {
+    engine: &'a Engine,
+    client: &'a crate::contabo::ContaboClient,
+    sinks: Sinks,
+    records: Arc<Mutex<Records>>,
+    journal: Arc<tokio::sync::Mutex<crate::state::Journal>>,
+    /// Intents whose outcome the in-memory records hold, not yet saved.
+    settled: Vec<uuid::Uuid>,
+    audit: Vec<crate::state::AuditEvent>,
+    users_since_save: usize,
+    last_save: tokio::time::Instant,
+    write: bool,
+}
+
+impl Flow<'_> {
+    /// Records one user and hands its values to delivery.
+    async fn user_done(&mut self, outcome: UserOutcome, report: &mut RunReport) {
+        let user = outcome.user.clone();
+        if let Err(err) = &outcome.listed {
+            report.fail("user", user.email.clone(), err);
+            return;
+        }
+        report.plan.extend(outcome.plan.iter().cloned());
+        if !self.write {
+            return;
+        }
+        let recorded = {
+            let mut records = self.records.lock().expect("records lock");
+            record::record(&self.engine.state, self.client, &mut records, outcome, report)
+        };
+        let values = {
+            let records = self.records.lock().expect("records lock");
+            snapshot_values(&recorded.entries, &records)
+        };
+        let events = self.sinks.events(&recorded.rotated, &recorded.failed);
+        if !events.is_empty() {
+            self.sinks.announce(
+                events,
+                crate::sinks::Snapshot {
+                    client: None,
+                    credentials: values.clone(),
+                },
+            );
+        }
+        self.sinks.user_done(&user, values, recorded.changed);
+        self.settled.extend(recorded.settled);
+        self.audit.extend(recorded.audit);
+        self.users_since_save += 1;
+        if self.users_since_save >= RECORD_BATCH || self.last_save.elapsed() >= RECORD_INTERVAL {
+            self.save(report).await;
+        }
+    }
+
+    /// Saves the records, then clears the intents they settle; appends the
+    /// audit lines gathered so far.
+    async fn save(&mut self, report: &mut RunReport) {
+        if !self.write {
+            return;
+        }
+        self.users_since_save = 0;
+        self.last_save = tokio::time::Instant::now();
+        if !self.audit.is_empty() {
+            if let Err(err) = self.engine.state.audit_all(&self.audit) {
+                tracing::warn!(error = %err, "Could not append to the audit log.");
+            }
+            self.audit.clear();
+        }
+        let saved = {
+            let records = self.records.lock().expect("records lock");
+            self.engine.state.save_records(&records)
+        };
+        if let Err(err) = saved {
+            report.fail("state", "records.json", err);
+            return;
+        }
+        if self.settled.is_empty() {
+            return;
+        }
+        super::crash::point("s3-after-record");
+        let mut journal = self.journal.lock().await;
+        for id in self.settled.drain(..) {
+            journal.finish(id);
+        }
+        if let Err(err) = self.engine.state.save_journal(&journal) {
+            report.fail("state", "journal.json", err);
+        }
+    }
+}
+
+/// Sleeps until `at` (never called with `None`).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Lists the given users' credentials, `[api] concurrency` at a time.
+async fn list_users(
+    client: &crate::contabo::ContaboClient,
+    scope: &crate::config::ObjectStorageSettings,
+    s3_urls: &Arc<HashMap<String, String>>,
+    users: Vec<(usize, UserRef)>,
+) -> Vec<(usize, Result<Vec<CredentialEntry>, crate::contabo::ApiError>)> {
+    let mut tasks = JoinSet::new();
+    let mut results = Vec::new();
+    let mut pending = users.into_iter();
+    loop {
+        while tasks.len() < client.concurrency() {
+            let Some((i, user)) = pending.next() else {
+                break;
+            };
+            let client = client.clone();
+            let scope = scope.clone();
+            let s3_urls = s3_urls.clone();
+            tasks.spawn(async move {
+                (i, inventory::list_user(&client, &scope, &user, &s3_urls).await)
+            });
+        }
+        match tasks.join_next().await {
+            Some(joined) => results.push(joined.expect("listing task panicked")),
+            None => break,
+        }
+    }
+    results.sort_by_key(|(i, _)| *i);
+    results
+}
+
+/// Adds the client secret to the plan; whether it is due.
+fn plan_client_secret(
+    engine: &Engine,
+    records: &Records,
+    options: RunOptions,
+    now: chrono::DateTime<Utc>,
+    report: &mut RunReport,
+) -> bool {
+    let cs = &engine.settings.client_secret;
+    if !cs.rotate {
+        return false;
+    }
+    let record = records.client_secret.as_ref();
+    let history = policy::History {
+        first_seen: record.map(|r| r.first_seen),
+        rotated_at: record.and_then(|r| r.rotated_at),
+    };
+    // The client secret is opt-in: a first sight rotates it.
+    let reason = policy::decide(now, history, true, cs.max_age, false, options.force);
+    report.plan.push(PlanItem {
+        kind: "client_secret",
+        subject: engine.settings.api.client_id.clone(),
+        access_key: None,
+        rotate: reason.rotates(),
+        reason: reason.to_string(),
+        reason_code: Some(reason),
+    });
+    reason.rotates()
+}

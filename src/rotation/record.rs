@@ -1,0 +1,176 @@
+//! The record stage: one user's outcome folded into the records, the audit
+//! lines and the report, and the user's current values for delivery.
+
+use super::user::UserOutcome;
+use super::{key_of, subject_of, CredentialRef, Failed, Rotated, RunReport};
+use crate::contabo::ContaboClient;
+use crate::inventory::CredentialEntry;
+use crate::state::{AuditEvent, AuditKind, Records, StateDir};
+use chrono::Utc;
+use uuid::Uuid;
+
+/// What recording one user produced, for delivery.
+pub(super) struct Recorded {
+    /// The user's credentials as the API holds them now.
+    pub entries: Vec<CredentialEntry>,
+    /// Whether any value changed (a rotation).
+    pub changed: bool,
+    pub rotated: Vec<Rotated>,
+    pub failed: Vec<Failed>,
+    /// Intents settled by this user (cleared once the records are saved).
+    pub settled: Vec<Uuid>,
+    pub audit: Vec<AuditEvent>,
+}
+
+/// Folds one user's outcome into `records` and `report`.
+pub(super) fn record(
+    state: &StateDir,
+    client: &ContaboClient,
+    records: &mut Records,
+    outcome: UserOutcome,
+    report: &mut RunReport,
+) -> Recorded {
+    let now = Utc::now();
+    let mut entries = outcome.listed.unwrap_or_default();
+    let mut out = Recorded {
+        entries: Vec::new(),
+        changed: false,
+        rotated: Vec::new(),
+        failed: Vec::new(),
+        settled: outcome.not_attempted,
+        audit: Vec::new(),
+    };
+    // First sight: the clock of `on_first_sight` starts now.
+    for c in &entries {
+        records
+            .credentials
+            .entry(key_of(c).to_string())
+            .or_insert_with(|| super::new_record(c, state, now));
+    }
+    let failures_before = report.failed.len();
+    for (entry, reason) in outcome.held_back {
+        report.fail_credential(&entry, None, reason);
+    }
+    for (entry, rotation_id, err) in outcome.failed {
+        out.settled.push(rotation_id);
+        out.audit
+            .push(failure_event(client, &entry, Some(rotation_id), &err));
+        report.fail_credential(&entry, Some(rotation_id), err);
+    }
+    let reread = match outcome.reread {
+        Some(Ok(list)) => Some(list),
+        Some(Err(err)) => {
+            tracing::warn!(user = %outcome.user.email, error = %err, "Could not re-read the user's credentials.");
+            None
+        }
+        None => None,
+    };
+    for (entry, rotation_id, answer) in outcome.attempted {
+        let old_fp = state.fingerprint(&entry.secret_key);
+        let current = reread
+            .as_ref()
+            .and_then(|list| list.iter().find(|c| c.credential_id == entry.credential_id))
+            .or(answer.as_ref());
+        let Some(current) = current else {
+            // Neither an answer nor a re-read: the intent stays in the
+            // journal and the next run resolves it.
+            report.fail_credential(
+                &entry,
+                Some(rotation_id),
+                "regenerate sent but not confirmed; will be resolved on the next run",
+            );
+            continue;
+        };
+        let new_fp = state.fingerprint(&current.secret_key);
+        out.settled.push(rotation_id);
+        if new_fp == old_fp && current.access_key == entry.access_key {
+            let err = "the regenerate call got no answer and the credential did not change";
+            out.audit
+                .push(failure_event(client, &entry, Some(rotation_id), &err));
+            report.fail_credential(&entry, Some(rotation_id), err);
+            continue;
+        }
+        // Deliver the confirmed value even when the re-read failed.
+        if let Some(e) = entries
+            .iter_mut()
+            .find(|e| e.credential_id == entry.credential_id)
+        {
+            e.access_key = current.access_key.clone();
+            e.secret_key = current.secret_key.clone();
+        }
+        let record = records
+            .credentials
+            .entry(key_of(&entry).to_string())
+            .or_insert_with(|| super::new_record(&entry, state, now));
+        record.rotated_at = Some(now);
+        record.rotation_id = Some(rotation_id);
+        record.access_key = current.access_key.clone();
+        record.secret_fingerprint = new_fp.clone();
+        out.audit.push(AuditEvent {
+            at: now,
+            event: AuditKind::Rotation,
+            rotation_id: Some(rotation_id),
+            trace_id: Some(client.trace_id().to_owned()),
+            subject: subject_of(&entry),
+            detail: serde_json::json!({
+                "kind": "object_storage",
+                "old_access_key": entry.access_key,
+                "new_access_key": current.access_key,
+                "old_fingerprint": old_fp.0,
+                "new_fingerprint": new_fp.0,
+                "confirmed": reread.is_some(),
+            }),
+        });
+        tracing::info!(%rotation_id, credential_id = entry.credential_id, user = %entry.user_email, "Rotated object-storage credential.");
+        out.changed = true;
+        out.rotated.push(Rotated {
+            kind: "object_storage",
+            subject: subject_of(&entry),
+            credential: Some(CredentialRef::of(&entry)),
+            at: now,
+            rotation_id,
+            old_access_key: Some(entry.access_key.clone()),
+            new_access_key: Some(current.access_key.clone()),
+            old_fingerprint: old_fp.0,
+            new_fingerprint: new_fp.0,
+            recovered: false,
+        });
+    }
+    // Every storage of this user as the API holds it now (shared keys
+    // change together).
+    if let Some(fresh) = &reread {
+        for e in &mut entries {
+            if let Some(now) = fresh.iter().find(|f| f.credential_id == e.credential_id) {
+                if now.access_key != e.access_key {
+                    out.changed = true;
+                }
+                e.access_key = now.access_key.clone();
+                e.secret_key = now.secret_key.clone();
+            }
+        }
+    }
+    out.failed = report.failed[failures_before..]
+        .iter()
+        .filter(|f| f.kind == "object_storage")
+        .cloned()
+        .collect();
+    report.rotated.extend(out.rotated.iter().cloned());
+    out.entries = entries;
+    out
+}
+
+fn failure_event(
+    client: &ContaboClient,
+    entry: &CredentialEntry,
+    rotation_id: Option<Uuid>,
+    err: &dyn std::fmt::Display,
+) -> AuditEvent {
+    AuditEvent {
+        at: Utc::now(),
+        event: AuditKind::Failure,
+        rotation_id,
+        trace_id: Some(client.trace_id().to_owned()),
+        subject: subject_of(entry),
+        detail: serde_json::json!({ "kind": "object_storage", "error": err.to_string() }),
+    }
+}

@@ -1,0 +1,258 @@
+//! The per-user stage of the pipeline: list the user's credentials (unless
+//! the pass listed them already), decide, hold back what a sink could not
+//! be given, journal, regenerate, and confirm with one re-read.
+//!
+//! The PATCH takes the rotation id as its `x-request-id`. The re-read is a
+//! list of the user's credentials rather than one GET per credential: it is
+//! the confirming read for all of the user's rotations at once and catches
+//! storages whose keys changed with them (the spec says storages in several
+//! locations share credentials). Within a user the credentials go one after
+//! another, and the shutdown signal is checked before each one. Up to
+//! `[api] concurrency` users are in this stage at once.
+
+use super::deliver::Gate;
+use super::{crash, key_of, snapshot_values, subject_of, PlanItem, RunOptions};
+use crate::config::{ObjectStorageSettings, OnFirstSight};
+use crate::contabo::models::{Credential, CredentialFilter};
+use crate::contabo::{ApiError, ContaboClient};
+use crate::inventory::{self, CredentialEntry, UserRef};
+use crate::policy::{self, Reason};
+use crate::state::{Intent, IntentKind, Journal, Records, StateDir};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// What every user's stage shares.
+pub(super) struct StageContext {
+    pub client: ContaboClient,
+    pub scope: ObjectStorageSettings,
+    pub state: Arc<StateDir>,
+    pub s3_urls: Arc<HashMap<String, String>>,
+    pub options: RunOptions,
+    pub now: DateTime<Utc>,
+    /// The records, for each credential's history (the coordinator updates
+    /// them as users finish; a user's own entries change only after its
+    /// stage).
+    pub records: Arc<Mutex<Records>>,
+    /// Decisions made over the whole account (with `max_per_run`).
+    pub decided: Option<HashMap<String, Reason>>,
+    pub gate: Gate,
+    /// Intents are written here, one fsync'd write per user, before its
+    /// first regenerate.
+    pub journal: Arc<tokio::sync::Mutex<Journal>>,
+    pub cancel: CancellationToken,
+    /// Start-up recovery: list and deliver, decide nothing.
+    pub deliver_only: bool,
+}
+
+/// What happened to one user.
+pub(super) struct UserOutcome {
+    pub user: UserRef,
+    /// The user's credentials as listed; `Err` when the listing failed.
+    pub listed: Result<Vec<CredentialEntry>, ApiError>,
+    pub plan: Vec<PlanItem>,
+    /// (entry before, rotation id, keys from the PATCH answer if any).
+    pub attempted: Vec<(CredentialEntry, Uuid, Option<Credential>)>,
+    /// Refused by the API (the intent is settled: nothing changed).
+    pub failed: Vec<(CredentialEntry, Uuid, ApiError)>,
+    /// Due but held back because a sink could not take the new value.
+    pub held_back: Vec<(CredentialEntry, String)>,
+    /// Skipped after a shutdown signal (the intent is settled too).
+    pub not_attempted: Vec<Uuid>,
+    /// The user's credentials as re-read after the PATCHes.
+    pub reread: Option<Result<Vec<Credential>, ApiError>>,
+}
+
+/// Runs one user through the stage.
+pub(super) async fn run(
+    ctx: Arc<StageContext>,
+    user: UserRef,
+    listed: Option<Vec<CredentialEntry>>,
+) -> UserOutcome {
+    let mut outcome = UserOutcome {
+        user,
+        listed: Ok(Vec::new()),
+        plan: Vec::new(),
+        attempted: Vec::new(),
+        failed: Vec::new(),
+        held_back: Vec::new(),
+        not_attempted: Vec::new(),
+        reread: None,
+    };
+    let entries = match listed {
+        Some(entries) => entries,
+        None => {
+            match inventory::list_user(&ctx.client, &ctx.scope, &outcome.user, &ctx.s3_urls).await
+            {
+                Ok(entries) => entries,
+                Err(err) => {
+                    tracing::warn!(user = %outcome.user.email, error = %err, "Could not list the user's credentials.");
+                    outcome.listed = Err(err);
+                    return outcome;
+                }
+            }
+        }
+    };
+    if ctx.deliver_only {
+        outcome.listed = Ok(entries);
+        return outcome;
+    }
+    let reasons = decide(&ctx, &entries);
+    let mut due = Vec::new();
+    for (entry, reason) in entries.iter().zip(&reasons) {
+        outcome.plan.push(PlanItem {
+            kind: "object_storage",
+            subject: subject_of(entry),
+            access_key: Some(entry.access_key.clone()),
+            rotate: reason.rotates(),
+            reason: reason.to_string(),
+            reason_code: Some(*reason),
+        });
+        if reason.rotates() {
+            due.push(entry.clone());
+        }
+    }
+    if ctx.options.dry_run || due.is_empty() {
+        outcome.listed = Ok(entries);
+        return outcome;
+    }
+    let values = {
+        let records = ctx.records.lock().expect("records lock");
+        snapshot_values(&entries, &records)
+    };
+    let held = ctx.gate.held_back(&outcome.user, &values);
+    let held: HashMap<i64, String> = entries
+        .iter()
+        .zip(held)
+        .filter_map(|(e, r)| r.map(|r| (e.credential_id, r)))
+        .collect();
+    let mut intents = Vec::new();
+    for entry in due {
+        if let Some(reason) = held.get(&entry.credential_id) {
+            outcome.held_back.push((entry, reason.clone()));
+        } else {
+            intents.push((entry, Uuid::new_v4()));
+        }
+    }
+    if !intents.is_empty() && !journal(&ctx, &intents).await {
+        for (entry, _) in intents {
+            outcome.held_back.push((
+                entry,
+                "not rotated: the journal could not be written".to_owned(),
+            ));
+        }
+        outcome.listed = Ok(entries);
+        return outcome;
+    }
+    for (entry, rotation_id) in intents {
+        if ctx.cancel.is_cancelled() {
+            outcome.not_attempted.push(rotation_id);
+            continue;
+        }
+        tracing::info!(
+            %rotation_id,
+            credential_id = entry.credential_id,
+            user = %entry.user_email,
+            "Regenerating object-storage credential."
+        );
+        match ctx
+            .client
+            .regenerate_credential(
+                &entry.user_id,
+                &entry.object_storage_id,
+                entry.credential_id,
+                Some(rotation_id),
+            )
+            .await
+        {
+            Ok(new) => {
+                crash::point("s3-after-regenerate");
+                outcome.attempted.push((entry, rotation_id, Some(new)));
+            }
+            // The PATCH may have been applied: the re-read decides.
+            Err(err) if err.outcome_unknown() => {
+                tracing::warn!(%rotation_id, error = %err, "No answer to the regenerate call; reading back.");
+                outcome.attempted.push((entry, rotation_id, None));
+            }
+            Err(err) => outcome.failed.push((entry, rotation_id, err)),
+        }
+    }
+    if !outcome.attempted.is_empty() {
+        outcome.reread = Some(
+            ctx.client
+                .list_credentials(&outcome.user.user_id, &CredentialFilter::default())
+                .await,
+        );
+        crash::point("s3-after-confirm");
+    }
+    outcome.listed = Ok(entries);
+    outcome
+}
+
+/// The policy's decision for each of the user's credentials.
+fn decide(ctx: &StageContext, entries: &[CredentialEntry]) -> Vec<Reason> {
+    if let Some(decided) = &ctx.decided {
+        return entries
+            .iter()
+            .map(|e| {
+                decided
+                    .get(&key_of(e).to_string())
+                    .copied()
+                    .unwrap_or(Reason::Deferred)
+            })
+            .collect();
+    }
+    let records = ctx.records.lock().expect("records lock");
+    entries
+        .iter()
+        .map(|e| decide_one(&ctx.scope, ctx.options, ctx.now, &records, e))
+        .collect()
+}
+
+/// The policy's decision for one credential, from its records.
+pub(super) fn decide_one(
+    scope: &ObjectStorageSettings,
+    options: RunOptions,
+    now: DateTime<Utc>,
+    records: &Records,
+    entry: &CredentialEntry,
+) -> Reason {
+    let history = super::history(records.credentials.get(&key_of(entry).to_string()));
+    let adopt = scope.on_first_sight == OnFirstSight::Adopt;
+    policy::decide(now, history, scope.rotate, scope.max_age, adopt, options.force)
+}
+
+/// Writes one intent per credential about to be regenerated (fsync) before
+/// the first regenerate: a crash at any later point leaves every credential
+/// that may have changed in the journal, and the next start reads each back.
+async fn journal(ctx: &StageContext, intents: &[(CredentialEntry, Uuid)]) -> bool {
+    let started_at = Utc::now();
+    let mut journal = ctx.journal.lock().await;
+    for (entry, rotation_id) in intents {
+        journal.begin(Intent {
+            rotation_id: *rotation_id,
+            started_at,
+            kind: IntentKind::ObjectStorage {
+                key: key_of(entry),
+                user_email: entry.user_email.clone(),
+                old_access_key: entry.access_key.clone(),
+                old_fingerprint: ctx.state.fingerprint(&entry.secret_key),
+            },
+        });
+    }
+    match ctx.state.save_journal(&journal) {
+        Ok(()) => {
+            crash::point("s3-after-journal");
+            true
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "Could not write the journal; not regenerating.");
+            for (_, rotation_id) in intents {
+                journal.finish(*rotation_id);
+            }
+            false
+        }
+    }
+}
