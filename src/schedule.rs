@@ -78,13 +78,12 @@ pub async fn run_daemon(
         // next tick (which may be a day away). READY=1 follows it; while it
         // runs, the start timeout is extended in steps, so a slow API does
         // not make systemd kill a start that is making progress. A
-        // terminate signal cuts it short between users (the work stays in
-        // the journal and the outbox for the next start).
+        // terminate signal cuts it short (the work stays in the journal,
+        // the records and the outbox for the next start).
         notify(&[sd_notify::NotifyState::Status(
             "Finishing interrupted work before the first scheduled run",
         )]);
         let mut reload_requested = false;
-        let mut terminated = false;
         {
             let recovery = engine.recover(&cancel);
             tokio::pin!(recovery);
@@ -102,21 +101,16 @@ pub async fn run_daemon(
                     )]),
                     signal = signals.recv() => match signal {
                         Some(Signal::Reload) => reload_requested = true,
-                        Some(Signal::Terminate) | None if terminated => {
-                            tracing::warn!("Second terminate signal; exiting at once.");
-                            return Exit::Immediate;
-                        }
+                        // Recovery rotates nothing and every step of it is
+                        // safe to cut (atomic writes, journal, outbox): stop
+                        // at once; the next start finishes it.
                         Some(Signal::Terminate) | None => {
-                            tracing::info!("Terminate signal during start-up recovery; finishing the user in hand, then exiting.");
-                            terminated = true;
-                            cancel.cancel();
+                            tracing::info!("Terminate signal during start-up recovery; exiting (the next start finishes it).");
+                            return Exit::Graceful;
                         }
                     },
                 }
             }
-        }
-        if terminated {
-            return Exit::Graceful;
         }
         if reload_requested {
             reload(&mut engine, &config_path);

@@ -250,6 +250,22 @@ impl Sinks {
         }
     }
 
+    /// Why the client secret must not be rotated in this pass: a sink that
+    /// holds it cannot be given the new value.
+    pub(super) fn client_blocked(&self) -> Option<String> {
+        self.slots
+            .iter()
+            .filter(|s| s.enabled && s.is_file() && s.holds_client())
+            .find_map(|s| {
+                s.blocked.as_ref().map(|reason| {
+                    format!(
+                        "not rotated: {} cannot be given its new value in this pass ({reason})",
+                        s.sink.describe()
+                    )
+                })
+            })
+    }
+
     /// What the per-user stages consult before they regenerate.
     pub(super) fn gate(&self) -> Gate {
         Gate {
@@ -300,6 +316,15 @@ impl Sinks {
                 let _ = w.tx.send(Batch { events, values });
             }
         }
+    }
+
+    /// Sends the client secret's events, with its current value.
+    pub(super) fn announce_client(&self, events: Vec<webhook::NewEvent>) {
+        let values = Snapshot {
+            client: self.client.clone(),
+            credentials: Vec::new(),
+        };
+        self.announce(events, values);
     }
 
     /// The events of `rotations` and `failures`, when a webhook exists.
@@ -784,7 +809,13 @@ impl WebhookWorker {
                     };
                 }
             }
-            hooks.iter().map(|(i, _, _)| *i).zip(results).collect()
+            hooks
+                .iter()
+                .zip(results)
+                .map(|((i, _, id), result)| {
+                    (*i, result.map_err(|e| webhook::still_queued(id, &state, e)))
+                })
+                .collect()
         });
         WebhookWorker { tx, task }
     }

@@ -267,14 +267,16 @@ pub(super) async fn run(
     {
         let before = report.rotated.len();
         let failed_before = report.failed.len();
-        if let Some(new_secret) =
+        if let Some(reason) = sinks.client_blocked() {
+            report.fail("client_secret", engine.settings.api.client_id.clone(), reason);
+        } else if let Some(new_secret) =
             client_secret::rotate(engine, &client, &mut records, &mut report).await
         {
             engine.login_secrets = vec![new_secret.clone(), engine.settings.api.client_secret.clone()];
             sinks.client_changed(new_secret);
         }
         let events = sinks.events(&report.rotated[before..], &report.failed[failed_before..]);
-        sinks.announce(events, crate::sinks::Snapshot::default());
+        sinks.announce_client(events);
     }
     sinks
         .finish(&mut records, &mut report, engine.settings.api.max_retries)

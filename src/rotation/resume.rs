@@ -40,6 +40,16 @@ pub(super) async fn resume(
                 old_access_key,
                 old_fingerprint,
             } => {
+                // A run killed after saving its records and before clearing
+                // the intents they settle: the record holds the outcome.
+                let recorded = records
+                    .credentials
+                    .get(&key.to_string())
+                    .and_then(|r| r.rotation_id);
+                if recorded == Some(id) {
+                    journal.finish(id);
+                    continue;
+                }
                 let subject = format!(
                     "{user_email}/{}/{}",
                     key.object_storage_id, key.credential_id

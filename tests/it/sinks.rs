@@ -392,10 +392,12 @@ on_change = ["sh", "-c", "echo run >> {root}/hook.log; test -e {root}/hook-ok"]
             .lines()
             .count()
     };
-    assert_eq!(runs(), 2);
+    // The first run wrote twice (the user's credentials, then the client
+    // secret right after its own step), the second once.
+    assert_eq!(runs(), 3);
     let out = run_now(&setup, &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(runs(), 2, "converged: no third run");
+    assert_eq!(runs(), 3, "converged: no further run");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,26 +457,42 @@ path = "{root}/gone/keys.txt"
     let report = text(&out);
     assert!(
         report.contains(&format!(
-            "cannot write {}/blocked/bad.json: Not a directory",
+            "{}/blocked/bad.json: {}/blocked is not a directory",
+            root.display(),
             root.display()
         )),
         "{report}"
     );
-    assert!(report.contains("2 failed"), "{report}");
+    // Every credential and the client secret are selected by a sink that
+    // cannot be written: none is regenerated (its readers would be left on
+    // a dead key), and the run says why.
+    assert!(
+        report.contains("not rotated: file ") && report.contains("cannot be given its new value"),
+        "{report}"
+    );
+    assert!(!report.contains("rotated client_secret"), "{report}");
+    assert!(
+        !sim.requests().iter().any(|r| r.operation.is_mutating()),
+        "no mutating call while a sink is blocked"
+    );
     assert_json_matches(&root.join("out/good.json"), &sim);
-    let good_mtime = mtime(&root.join("out/good.json"));
 
     std::fs::remove_file(root.join("blocked")).unwrap();
     std::fs::create_dir(root.join("blocked")).unwrap();
     std::fs::create_dir(root.join("nowhere")).unwrap();
     let out = run_now(&setup, &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("2 sinks written"), "{}", text(&out));
+    assert!(text(&out).contains("3 sinks written"), "{}", text(&out));
+    assert!(text(&out).contains("7 rotated"), "{}", text(&out));
+    assert_json_matches(&root.join("out/good.json"), &sim);
     assert_json_matches(&root.join("blocked/bad.json"), &sim);
     assert_eq!(
         std::fs::read_to_string(root.join("nowhere/keys.txt")).unwrap(),
         "6\n"
     );
+    let good_mtime = mtime(&root.join("out/good.json"));
+    let out = run_now(&setup, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(mtime(&root.join("out/good.json")), good_mtime, "left alone");
 }
 

@@ -191,6 +191,29 @@ pub async fn deliver(
     }))
 }
 
+/// A webhook failure restated with what its queue holds now (later events
+/// of the pass were queued behind the failed one).
+pub fn still_queued(sink_id: &str, state: &StateDir, err: SinkError) -> SinkError {
+    let SinkError::Write { sink, detail } = err else {
+        return err;
+    };
+    let marker = " not delivered, kept for the next run";
+    let Some((_, cause)) = detail.split_once(marker) else {
+        return SinkError::Write { sink, detail };
+    };
+    let queued = state
+        .load_outbox()
+        .ok()
+        .and_then(|o| o.queues.get(sink_id).map(|q| q.events.len()));
+    match queued {
+        Some(n) if n > 0 => SinkError::Write {
+            sink,
+            detail: format!("{}{marker}{cause}", events_text(n)),
+        },
+        _ => SinkError::Write { sink, detail },
+    }
+}
+
 /// `1 event`, `2 events`.
 fn events_text(n: usize) -> String {
     if n == 1 {
@@ -310,6 +333,14 @@ fn enqueue(queue: &mut OutboxQueue, new_events: &[NewEvent]) -> bool {
     for e in new_events {
         if queue.events.iter().any(|q| q.id == e.event.id) {
             continue;
+        }
+        // A rotation this queue announced already (a run killed after its
+        // event was queued and before its record was saved is recovered
+        // from the journal): one event per rotation.
+        if let Some((key, rotation_id)) = &e.announces {
+            if queue.announced.get(key) == Some(rotation_id) {
+                continue;
+            }
         }
         queue.events.push(e.event.clone());
         if let Some((key, rotation_id)) = &e.announces {
