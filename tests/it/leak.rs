@@ -113,11 +113,16 @@ path = "{{root}}/out/keys.txt"
 type = "template"
 template = "{{root}}/one.txt.j2"
 path = "{{root}}/out/one.txt"
+# Holds one user's three credentials: its trial render fails, so they are
+# held back (and the render error, redacted, is reported).
+select = {{ users = ["user002@example.com"], kinds = ["object_storage"] }}
 
 [[sinks]]
 type = "file"
 path = "{{root}}/blocked/contabo.json"
 format = "json"
+# Selects nobody's credentials, so it blocks no rotation; it fails all the same.
+select = {{ users = ["nobody@example.com"], kinds = ["object_storage"] }}
 
 [[sinks]]
 type = "webhook"
@@ -516,7 +521,7 @@ async fn no_secret_in_any_command_output_state_file_or_webhook_body() {
         "hook-ran",
         "AWS_SECRET_ACCESS_KEY=",
         "credential()",
-        "Not a directory",
+        "is not a directory",
         "429",
         "500",
         "connection failed",
