@@ -16,9 +16,7 @@
 //! latency bound is `requests x latency / concurrency`: no client can do
 //! better with that many requests in flight. Reports only; asserts nothing.
 
-use contabo_rotator::contabo::simulator::{
-    Fault, FaultRule, Operation, Simulator, SimulatorOptions,
-};
+use contabo_rotator::simulator::{Fault, FaultRule, Operation, Simulator, SimulatorOptions};
 use secrecy::{ExposeSecret, SecretString};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

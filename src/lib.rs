@@ -3,20 +3,27 @@
 //!
 //! The binary (`src/main.rs`) is a thin shell around [`cli::main`]. The
 //! library is organised by role: [`config`] (strict TOML, validated into typed
-//! settings), [`contabo`] (API client, auth, models, simulator), [`policy`]
-//! (pure rules: selection, due-ness, limits), [`inventory`] (what the account
-//! holds now), [`rotation`] (the engine), [`state`] (the crash-safe state
-//! directory), [`sinks`] (delivery), [`schedule`] (the daemon) and
-//! [`telemetry`] (logging) with [`metrics`] (Prometheus and health endpoints).
+//! settings), [`contabo`] (API client, auth, models), [`simulator`] (the
+//! built-in Contabo API, its peer), [`policy`] (pure rules: selection,
+//! due-ness, limits), [`inventory`] (what the account holds now),
+//! [`rotation`] (the engine: the pipeline's stages), [`state`] (the
+//! crash-safe state directory), [`sinks`] (delivery), [`schedule`] (the
+//! daemon) and [`telemetry`] (logging) with [`metrics`] (Prometheus and
+//! health endpoints). [`retry`] (backoff shared by the API client and the
+//! webhook sink) and [`crash`] (deliberate crash points for the crash
+//! suite) serve several of them.
 
 pub mod cli;
 pub mod config;
 pub mod contabo;
+pub mod crash;
 pub mod inventory;
 pub mod metrics;
 pub mod policy;
+pub mod retry;
 pub mod rotation;
 pub mod schedule;
+pub mod simulator;
 pub mod sinks;
 pub mod state;
 pub mod telemetry;

@@ -7,7 +7,6 @@
 //! `/readyz` (the configuration is valid and the last run succeeded).
 //! Labels carry ids, names and access keys, never a secret.
 
-use crate::rotation::RunReport;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -21,6 +20,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 type Labels = Vec<(&'static str, String)>;
+
+/// What a finished run did, as the metrics count it.
+#[derive(Debug, Default)]
+pub struct RunTally {
+    /// `(kind, result)` per rotation: kind `object_storage` or
+    /// `client_secret`, result `success` or `failure`.
+    pub rotations: Vec<(&'static str, &'static str)>,
+    /// `(sink, outcome)` per sink: `written`, `unchanged` or `failed`.
+    pub deliveries: Vec<(String, &'static str)>,
+    /// Nothing failed.
+    pub ok: bool,
+}
 
 /// Every metric of the process.
 pub struct Metrics {
@@ -110,39 +121,28 @@ impl Metrics {
             .inc();
     }
 
-    /// Folds a finished run into the metrics.
-    pub fn record_run(&self, report: &RunReport) {
-        for r in &report.rotated {
+    /// Folds a finished run into the metrics. The engine reports what it
+    /// did in these neutral terms, so this module knows no engine types.
+    pub fn record_run(&self, run: &RunTally) {
+        for (kind, result) in &run.rotations {
             self.rotations
                 .get_or_create(&vec![
-                    ("kind", r.kind.to_owned()),
-                    ("result", "success".into()),
+                    ("kind", (*kind).to_owned()),
+                    ("result", (*result).into()),
                 ])
                 .inc();
         }
-        for f in report
-            .failed
-            .iter()
-            .filter(|f| f.kind == "object_storage" || f.kind == "client_secret")
-        {
-            self.rotations
-                .get_or_create(&vec![
-                    ("kind", f.kind.to_owned()),
-                    ("result", "failure".into()),
-                ])
-                .inc();
-        }
-        for d in &report.deliveries {
+        for (sink, outcome) in &run.deliveries {
             self.deliveries
                 .get_or_create(&vec![
-                    ("sink", d.sink.clone()),
-                    ("result", d.outcome.to_owned()),
+                    ("sink", sink.clone()),
+                    ("result", (*outcome).to_owned()),
                 ])
                 .inc();
         }
         let now = chrono::Utc::now().timestamp();
         self.last_run.set(now);
-        let ok = report.failed.is_empty();
+        let ok = run.ok;
         if ok {
             self.last_success.set(now);
         }

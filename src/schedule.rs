@@ -161,7 +161,7 @@ pub async fn run_daemon(
             loop {
                 tokio::select! {
                     report = &mut run => {
-                        crate::metrics::metrics().record_run(&report);
+                        crate::metrics::metrics().record_run(&report.tally());
                         let code = report.exit_code();
                         tracing::info!(rotated = report.rotated.len(), failed = report.failed.len(), exit_code = code, "Scheduled run finished.");
                         break;

@@ -6,8 +6,8 @@
 
 use super::{list, CliError};
 use crate::config;
-use crate::contabo::simulator::{Simulator, SimulatorOptions};
 use crate::rotation::{Engine, RunOptions};
+use crate::simulator::{Simulator, SimulatorOptions};
 use crate::state::StateDir;
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
@@ -125,7 +125,7 @@ format = "json"
         requests.len(),
         requests
             .iter()
-            .filter(|r| r.operation == crate::contabo::simulator::Operation::Token)
+            .filter(|r| r.operation == crate::simulator::Operation::Token)
             .count()
     )
     .context("writing to stdout")?;

@@ -68,7 +68,7 @@ pub async fn run_now(path: &Path, options: RunOptions, json: bool) -> Result<u8,
         })
     };
     let report = engine.run_once(options, &cancel).await;
-    crate::metrics::metrics().record_run(&report);
+    crate::metrics::metrics().record_run(&report.tally());
     watcher.abort();
     if json {
         println!(

@@ -8,7 +8,7 @@
 
 use super::error::{clean_text, ApiError};
 use super::lenient;
-use super::retry::{parse_retry_after, RetryPolicy};
+use crate::retry::{parse_retry_after, RetryPolicy};
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;

@@ -9,7 +9,7 @@
 use super::auth::{AccessToken, Authenticator, LoginCredentials};
 use super::error::{vendor_message, ApiError};
 use super::models::*;
-use super::retry::{parse_retry_after, RetryPolicy};
+use crate::retry::{parse_retry_after, RetryPolicy};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::Method;
 use serde::de::DeserializeOwned;

@@ -80,6 +80,27 @@ pub enum ApiError {
     Setup(String),
 }
 
+impl crate::retry::Retryable for ApiError {
+    fn is_retryable(&self) -> bool {
+        ApiError::is_retryable(self)
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ApiError::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    fn gave_up(self, op: &'static str, attempts: u32) -> ApiError {
+        ApiError::GaveUp {
+            op,
+            attempts,
+            last: Box::new(self),
+        }
+    }
+}
+
 impl ApiError {
     /// Whether another attempt may succeed: rate limits, 5xx, timeouts and
     /// dropped connections. 4xx answers and malformed bodies are final.

@@ -1,12 +1,10 @@
-//! The Contabo API: typed client, authentication, wire models and a stateful simulator.
+//! The Contabo API: typed client, authentication and wire models (the simulator is its peer, `crate::simulator`).
 
 pub mod auth;
 pub mod client;
 pub mod error;
 mod lenient;
 pub mod models;
-pub mod retry;
-pub mod simulator;
 
 pub use auth::{AccessToken, Authenticator, LoginCredentials};
 pub use client::{ClientConfig, ContaboClient};

@@ -8,8 +8,9 @@
 //! API switched secrets and before the new one was stored can still read it
 //! back on its next start ([`recover_refused`]).
 
-use super::{crash, Engine, Rotated, RunReport};
+use super::{Engine, Rotated, RunReport};
 use crate::contabo::{AccessToken, ApiError, ContaboClient};
+use crate::crash;
 use crate::state::{
     AuditEvent, AuditKind, ClientSecretRecord, Intent, IntentKind, Records, StateDir, StateError,
     StoredClientSecret,

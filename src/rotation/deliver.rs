@@ -24,8 +24,9 @@
 //! sink selects are not regenerated in this pass ([`Gate`]): a regenerate
 //! would leave that sink's readers on a dead key.
 
-use super::{crash, Delivery, RunReport};
+use super::{Delivery, RunReport};
 use crate::config::{Kind, SinkSettings};
+use crate::crash;
 use crate::inventory::UserRef;
 use crate::sinks::snapshot::{selects, selects_user};
 use crate::sinks::{self, file, webhook, SinkError, Snapshot, SnapshotCredential};
@@ -479,7 +480,12 @@ impl Sinks {
     }
 
     /// Records a finished write: the sink's record, the audit log, the report.
-    pub(super) fn write_done(&mut self, done: WriteDone, records: &mut Records, report: &mut RunReport) {
+    pub(super) fn write_done(
+        &mut self,
+        done: WriteDone,
+        records: &mut Records,
+        report: &mut RunReport,
+    ) {
         let slot = &mut self.slots[done.slot];
         slot.in_flight = false;
         let outcome = apply_result(

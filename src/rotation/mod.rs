@@ -15,7 +15,6 @@
 //! the API" and "recorded and delivered".
 
 mod client_secret;
-pub mod crash;
 mod deliver;
 mod pass;
 mod record;
@@ -25,7 +24,7 @@ mod user;
 
 pub use report::{CredentialRef, Delivery, Failed, PlanItem, Rotated, RunReport};
 
-use crate::config::{SinkSettings, Settings};
+use crate::config::{Settings, SinkSettings};
 use crate::contabo::{ApiError, ClientConfig, ContaboClient};
 use crate::inventory::CredentialEntry;
 use crate::policy::History;
@@ -125,7 +124,9 @@ impl Engine {
                 sinks = behind.len(),
                 "Finishing the work an earlier run left before waiting for the schedule."
             );
-            let client = self.client.with_trace_id(crate::contabo::client::new_trace_id());
+            let client = self
+                .client
+                .with_trace_id(crate::contabo::client::new_trace_id());
             report.trace_id = client.trace_id().to_owned();
             let mut records = records;
             match self.login(&client).await {
@@ -140,7 +141,7 @@ impl Engine {
                     return report;
                 }
             }
-            crash::point("startup-after-resume");
+            crate::crash::point("startup-after-resume");
             // Sinks behind now, the journal's recoveries included.
             let behind = behind_sinks(&self.settings, &records);
             if !behind.is_empty() && !cancel.is_cancelled() {
@@ -311,7 +312,12 @@ fn open_webhook_queues(engine: &Engine, report: &mut RunReport) {
 /// Queues the events of what `report` holds so far (rotations recovered
 /// from the journal) for every webhook sink.
 fn enqueue_report_events(engine: &Engine, report: &RunReport) {
-    let events = webhook::from_report(report, &engine.settings.api.client_id);
+    let events = webhook::events_for(
+        &report.rotated,
+        &report.failed,
+        &engine.settings.api.client_id,
+        &report.trace_id,
+    );
     if let Err(err) = webhook::enqueue_only(&engine.settings.sinks, &events, &engine.state) {
         tracing::warn!(error = %err, "Could not queue webhook events.");
     }

@@ -20,7 +20,9 @@
 
 use super::deliver::Sinks;
 use super::user::{self, StageContext, UserOutcome};
-use super::{client_secret, record, resume, snapshot_values, Engine, PlanItem, RunOptions, RunReport};
+use super::{
+    client_secret, record, resume, snapshot_values, Engine, PlanItem, RunOptions, RunReport,
+};
 use crate::contabo::client::new_trace_id;
 use crate::inventory::{self, CredentialEntry, UserRef};
 use crate::policy;
@@ -268,11 +270,18 @@ pub(super) async fn run(
         let before = report.rotated.len();
         let failed_before = report.failed.len();
         if let Some(reason) = sinks.client_blocked() {
-            report.fail("client_secret", engine.settings.api.client_id.clone(), reason);
+            report.fail(
+                "client_secret",
+                engine.settings.api.client_id.clone(),
+                reason,
+            );
         } else if let Some(new_secret) =
             client_secret::rotate(engine, &client, &mut records, &mut report).await
         {
-            engine.login_secrets = vec![new_secret.clone(), engine.settings.api.client_secret.clone()];
+            engine.login_secrets = vec![
+                new_secret.clone(),
+                engine.settings.api.client_secret.clone(),
+            ];
             sinks.client_changed(new_secret);
         }
         let events = sinks.events(&report.rotated[before..], &report.failed[failed_before..]);
@@ -324,7 +333,13 @@ impl Flow<'_> {
         }
         let recorded = {
             let mut records = self.records.lock().expect("records lock");
-            record::record(&self.engine.state, self.client, &mut records, outcome, report)
+            record::record(
+                &self.engine.state,
+                self.client,
+                &mut records,
+                outcome,
+                report,
+            )
         };
         let values = {
             let records = self.records.lock().expect("records lock");
@@ -374,7 +389,7 @@ impl Flow<'_> {
         if self.settled.is_empty() {
             return;
         }
-        super::crash::point("s3-after-record");
+        crate::crash::point("s3-after-record");
         let mut journal = self.journal.lock().await;
         for id in self.settled.drain(..) {
             journal.finish(id);
@@ -399,7 +414,10 @@ async fn list_users(
     scope: &crate::config::ObjectStorageSettings,
     s3_urls: &Arc<HashMap<String, String>>,
     users: Vec<(usize, UserRef)>,
-) -> Vec<(usize, Result<Vec<CredentialEntry>, crate::contabo::ApiError>)> {
+) -> Vec<(
+    usize,
+    Result<Vec<CredentialEntry>, crate::contabo::ApiError>,
+)> {
     let mut tasks = JoinSet::new();
     let mut results = Vec::new();
     let mut pending = users.into_iter();
@@ -412,7 +430,10 @@ async fn list_users(
             let scope = scope.clone();
             let s3_urls = s3_urls.clone();
             tasks.spawn(async move {
-                (i, inventory::list_user(&client, &scope, &user, &s3_urls).await)
+                (
+                    i,
+                    inventory::list_user(&client, &scope, &user, &s3_urls).await,
+                )
             });
         }
         match tasks.join_next().await {

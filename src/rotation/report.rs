@@ -4,6 +4,8 @@
 use crate::policy::Reason;
 use serde::Serialize;
 
+pub use crate::sinks::change::{CredentialRef, Failed, Rotated};
+
 /// What one secret is in a run's plan.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlanItem {
@@ -16,60 +18,6 @@ pub struct PlanItem {
     pub reason: String,
     #[serde(skip)]
     pub reason_code: Option<Reason>,
-}
-
-/// Which S3 credential a rotation or failure is about.
-#[derive(Debug, Clone, Serialize)]
-pub struct CredentialRef {
-    pub user_id: String,
-    pub user_email: String,
-    pub object_storage_id: String,
-    pub object_storage_name: String,
-    pub region: String,
-    pub credential_id: i64,
-}
-
-impl CredentialRef {
-    pub(crate) fn of(c: &crate::inventory::CredentialEntry) -> Self {
-        CredentialRef {
-            user_id: c.user_id.clone(),
-            user_email: c.user_email.clone(),
-            object_storage_id: c.object_storage_id.clone(),
-            object_storage_name: c.object_storage_name.clone(),
-            region: c.region.clone(),
-            credential_id: c.credential_id,
-        }
-    }
-}
-
-/// One secret rotated in this run.
-#[derive(Debug, Clone, Serialize)]
-pub struct Rotated {
-    pub kind: &'static str,
-    pub subject: String,
-    /// The credential, for `object_storage` rotations.
-    pub credential: Option<CredentialRef>,
-    /// When the rotation happened.
-    pub at: chrono::DateTime<chrono::Utc>,
-    pub rotation_id: uuid::Uuid,
-    pub old_access_key: Option<String>,
-    pub new_access_key: Option<String>,
-    pub old_fingerprint: String,
-    pub new_fingerprint: String,
-    /// True when it was finished from the journal of an interrupted run.
-    pub recovered: bool,
-}
-
-/// One thing that failed (a credential, a user listing, a sink, the run).
-#[derive(Debug, Clone, Serialize)]
-pub struct Failed {
-    pub kind: &'static str,
-    pub subject: String,
-    pub error: String,
-    /// The credential, when an S3 credential failed.
-    pub credential: Option<CredentialRef>,
-    /// The rotation id, when a rotation had started.
-    pub rotation_id: Option<uuid::Uuid>,
 }
 
 /// One sink's delivery.
@@ -94,6 +42,30 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// What the metrics count of this run.
+    pub fn tally(&self) -> crate::metrics::RunTally {
+        let rotations = self
+            .rotated
+            .iter()
+            .map(|r| (r.kind, "success"))
+            .chain(
+                self.failed
+                    .iter()
+                    .filter(|f| f.kind == "object_storage" || f.kind == "client_secret")
+                    .map(|f| (f.kind, "failure")),
+            )
+            .collect();
+        crate::metrics::RunTally {
+            rotations,
+            deliveries: self
+                .deliveries
+                .iter()
+                .map(|d| (d.sink.clone(), d.outcome))
+                .collect(),
+            ok: self.failed.is_empty(),
+        }
+    }
+
     /// 0 when nothing failed, 1 otherwise (DESIGN.md §2).
     pub fn exit_code(&self) -> u8 {
         if self.failed.is_empty() {

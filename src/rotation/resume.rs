@@ -175,7 +175,7 @@ pub(super) async fn resume(
         report.fail("state", "records.json", err);
         return;
     }
-    super::crash::point("resume-after-record");
+    crate::crash::point("resume-after-record");
     if let Err(err) = state.save_journal(&journal) {
         report.fail("state", "journal.json", err);
     }

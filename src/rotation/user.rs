@@ -11,10 +11,11 @@
 //! `[api] concurrency` users are in this stage at once.
 
 use super::deliver::Gate;
-use super::{crash, key_of, snapshot_values, subject_of, PlanItem, RunOptions};
+use super::{key_of, snapshot_values, subject_of, PlanItem, RunOptions};
 use crate::config::{ObjectStorageSettings, OnFirstSight};
 use crate::contabo::models::{Credential, CredentialFilter};
 use crate::contabo::{ApiError, ContaboClient};
+use crate::crash;
 use crate::inventory::{self, CredentialEntry, UserRef};
 use crate::policy::{self, Reason};
 use crate::state::{Intent, IntentKind, Journal, Records, StateDir};
@@ -84,8 +85,7 @@ pub(super) async fn run(
     let entries = match listed {
         Some(entries) => entries,
         None => {
-            match inventory::list_user(&ctx.client, &ctx.scope, &outcome.user, &ctx.s3_urls).await
-            {
+            match inventory::list_user(&ctx.client, &ctx.scope, &outcome.user, &ctx.s3_urls).await {
                 Ok(entries) => entries,
                 Err(err) => {
                     tracing::warn!(user = %outcome.user.email, error = %err, "Could not list the user's credentials.");
@@ -221,7 +221,14 @@ pub(super) fn decide_one(
 ) -> Reason {
     let history = super::history(records.credentials.get(&key_of(entry).to_string()));
     let adopt = scope.on_first_sight == OnFirstSight::Adopt;
-    policy::decide(now, history, scope.rotate, scope.max_age, adopt, options.force)
+    policy::decide(
+        now,
+        history,
+        scope.rotate,
+        scope.max_age,
+        adopt,
+        options.force,
+    )
 }
 
 /// Writes one intent per credential about to be regenerated (fsync) before

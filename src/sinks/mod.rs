@@ -21,6 +21,7 @@
 //! writes the file and runs `on_change` again. `check --online` calls
 //! [`healthcheck`].
 
+pub mod change;
 pub mod file;
 pub mod formats;
 pub mod snapshot;

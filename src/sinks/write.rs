@@ -90,7 +90,7 @@ pub(crate) async fn deliver(
     let gid = resolve_group(target.group).map_err(write_error)?;
     let bytes = content.expose_secret().as_bytes();
     write_atomic_with(target.path, bytes, target.mode, |file| {
-        crate::rotation::crash::point("sink-temp-created");
+        crate::crash::point("sink-temp-created");
         if uid.is_none() && gid.is_none() {
             return Ok(());
         }

@@ -2,7 +2,7 @@
 //! sends to the API.
 
 use crate::util::is_spec_request_id;
-use contabo_rotator::contabo::simulator::{Fault, FaultRule, Simulator, SimulatorOptions};
+use contabo_rotator::simulator::{Fault, FaultRule, Simulator, SimulatorOptions};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
@@ -118,12 +118,14 @@ async fn list_json_shows_every_credential_under_faults_and_no_secret() {
             fault: Fault::TooManyRequests { retry_after: None },
             probability: 0.05,
             remaining: None,
+            path_contains: None,
         },
         FaultRule {
             operation: None,
             fault: Fault::ServiceUnavailable,
             probability: 0.05,
             remaining: None,
+            path_contains: None,
         },
     ]);
     let setup = write_config(&sim, &opts, "");
@@ -155,7 +157,7 @@ async fn list_json_shows_every_credential_under_faults_and_no_secret() {
     assert!(faulted > 0, "the fault rules fired");
     let api: Vec<_> = requests
         .iter()
-        .filter(|r| r.operation != contabo_rotator::contabo::simulator::Operation::Token)
+        .filter(|r| r.operation != contabo_rotator::simulator::Operation::Token)
         .collect();
     let ids: HashSet<&str> = api
         .iter()

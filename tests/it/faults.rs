@@ -4,7 +4,7 @@
 
 use crate::cli::{args, options, run_bin, write_config, write_secret};
 use crate::util::{api_keys, json_sink_keys};
-use contabo_rotator::contabo::simulator::{Fault, FaultRule, Operation, Simulator};
+use contabo_rotator::simulator::{Fault, FaultRule, Operation, Simulator};
 use secrecy::ExposeSecret;
 use std::time::Duration;
 

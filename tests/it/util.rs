@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use base64::Engine;
-use contabo_rotator::contabo::retry::RetryPolicy;
 use contabo_rotator::contabo::{ClientConfig, ContaboClient, LoginCredentials};
+use contabo_rotator::retry::RetryPolicy;
 use secrecy::SecretString;
 use std::time::Duration;
 use url::Url;
@@ -82,7 +82,7 @@ pub fn is_spec_request_id(id: &str) -> bool {
 
 /// Credential id → (access key, secret key), as the simulator holds them now.
 pub fn api_keys(
-    sim: &contabo_rotator::contabo::simulator::Simulator,
+    sim: &contabo_rotator::simulator::Simulator,
 ) -> std::collections::BTreeMap<i64, (String, String)> {
     use secrecy::ExposeSecret;
     sim.snapshot()

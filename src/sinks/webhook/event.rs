@@ -5,7 +5,7 @@
 //! The body is the Standard Webhooks envelope
 //! `{"type": "...", "timestamp": "<RFC 3339>", "data": {...}}`.
 
-use crate::rotation::{Failed, Rotated, RunReport};
+use crate::sinks::change::{Failed, Rotated};
 use crate::sinks::Snapshot;
 use crate::state::{CredentialKey, OutboxEvent, OutboxQueue, Records, SecretSource, StateDir};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -41,21 +41,6 @@ impl NewEvent {
     pub fn data(&self) -> &Value {
         &self.event.data
     }
-}
-
-/// This run's events: one per rotated secret, one per failed rotation of an
-/// S3 credential or the client secret. `client_id` names the client secret.
-pub fn from_report(report: &RunReport, client_id: &str) -> Vec<NewEvent> {
-    let trace_id = report.trace_id.as_str();
-    let rotated = report
-        .rotated
-        .iter()
-        .filter_map(|r| rotated(r, client_id, trace_id));
-    let failed = report
-        .failed
-        .iter()
-        .filter_map(|f| failed(f, client_id, trace_id));
-    rotated.chain(failed).collect()
 }
 
 /// The events of some rotations and failures (one user's, as a pass
@@ -327,7 +312,15 @@ pub(super) fn body(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rotation::CredentialRef;
+    use crate::sinks::change::CredentialRef;
+
+    /// A run's changes, as the engine hands them over.
+    #[derive(Default)]
+    struct Report {
+        trace_id: String,
+        rotated: Vec<Rotated>,
+        failed: Vec<Failed>,
+    }
     use crate::sinks::SnapshotCredential;
     use crate::state::{ClientSecretRecord, CredentialRecord, Fingerprint};
 
@@ -345,11 +338,11 @@ mod tests {
         }
     }
 
-    fn report() -> RunReport {
+    fn report() -> Report {
         let at = Utc::now();
-        let mut report = RunReport {
+        let mut report = Report {
             trace_id: "trace-1".into(),
-            ..RunReport::default()
+            ..Report::default()
         };
         report.rotated.push(Rotated {
             kind: "object_storage",
@@ -407,7 +400,10 @@ mod tests {
 
     #[test]
     fn one_event_per_rotation_and_per_rotation_failure() {
-        let events = from_report(&report(), "INT-1");
+        let events = {
+            let r = report();
+            events_for(&r.rotated, &r.failed, "INT-1", &r.trace_id)
+        };
         let kinds: Vec<&str> = events.iter().map(|e| e.kind()).collect();
         assert_eq!(
             kinds,
@@ -437,7 +433,10 @@ mod tests {
     fn thin_bodies_hold_no_secret_and_full_bodies_the_current_one() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
-        let events = from_report(&report(), "INT-1");
+        let events = {
+            let r = report();
+            events_for(&r.rotated, &r.failed, "INT-1", &r.trace_id)
+        };
         for e in &events {
             let (thin, added) = body(&e.event, None, &state);
             assert!(!added);

@@ -88,14 +88,13 @@ mod send;
 mod signature;
 
 pub use event::{
-    events_for, from_report, NewEvent, CLIENT_SECRET_ROTATED, OBJECT_STORAGE_CREDENTIAL_ROTATED,
-    ROTATION_FAILED,
+    events_for, NewEvent, CLIENT_SECRET_ROTATED, OBJECT_STORAGE_CREDENTIAL_ROTATED, ROTATION_FAILED,
 };
 pub use signature::Signer;
 
 use super::{SinkError, Snapshot};
 use crate::config::{SinkSettings, WebhookSink};
-use crate::contabo::retry::RetryPolicy;
+use crate::retry::RetryPolicy;
 use crate::state::{AuditEvent, AuditKind, Outbox, OutboxQueue, Records, StateDir, StateError};
 use chrono::Utc;
 use send::{Outcome, Sender};
@@ -399,7 +398,7 @@ async fn send_queue(
                 tracing::info!(sink = %name, webhook_id = %event.id, event_type = %event.kind, attempts, "Delivered webhook event.");
                 sent.last_delivered = Some(event.id.clone());
                 queue.events.remove(i);
-                crate::rotation::crash::point("webhook-after-post");
+                crate::crash::point("webhook-after-post");
             }
             Outcome::Gone => {
                 tracing::warn!(sink = %name, webhook_id = %event.id, event_type = %event.kind, "The webhook answered 410 Gone; dropped the event.");

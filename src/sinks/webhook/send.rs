@@ -7,8 +7,8 @@
 
 use super::signature::Signer;
 use crate::config::WebhookSink;
-use crate::contabo::retry::{parse_retry_after, RetryPolicy};
 use crate::contabo::ApiError;
+use crate::retry::{parse_retry_after, RetryPolicy};
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;

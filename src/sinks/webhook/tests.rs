@@ -2,7 +2,7 @@
 //! behaviour per test, with `.expect(n)` on the calls.
 
 use super::*;
-use crate::rotation::{CredentialRef, Rotated, RunReport};
+use crate::sinks::change::{CredentialRef, Rotated};
 use crate::sinks::SnapshotCredential;
 use secrecy::SecretString;
 use std::time::Instant;
@@ -92,9 +92,9 @@ fn id(sink: &WebhookSink) -> String {
 
 /// `n` S3 rotation events.
 fn events(n: usize) -> Vec<NewEvent> {
-    let mut report = RunReport::default();
+    let mut rotated = Vec::new();
     for i in 0..n {
-        report.rotated.push(Rotated {
+        rotated.push(Rotated {
             kind: "object_storage",
             subject: format!("s{i}"),
             credential: Some(CredentialRef {
@@ -114,7 +114,7 @@ fn events(n: usize) -> Vec<NewEvent> {
             recovered: false,
         });
     }
-    from_report(&report, "INT-1")
+    events_for(&rotated, &[], "INT-1", "")
 }
 
 fn header<'r>(request: &'r Request, name: &str) -> &'r str {

@@ -9,6 +9,11 @@ use hyper::Method;
 /// Path of the Keycloak token endpoint on the simulator.
 pub(crate) const TOKEN_PATH: &str = "/auth/realms/contabo/protocol/openid-connect/token";
 
+/// Prefix of the simulator's marker route: a test's `on_change` (or any
+/// process) POSTs `/_sim/mark/LABEL` to record LABEL in the request log, so
+/// that the order of a sink write and the API calls can be asserted.
+pub const MARK_PATH: &str = "/_sim/mark/";
+
 /// The API operations the simulator serves, named after the spec's operationIds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
@@ -40,6 +45,9 @@ pub enum Operation {
     ResendEmailVerification,
     /// `GET /v1/object-storages`.
     RetrieveObjectStorageList,
+    /// `POST /_sim/mark/{label}`: not the API; a test's marker in the
+    /// request log (see [`MARK_PATH`]).
+    Mark,
     /// Any other path, or a known path with the wrong method.
     Unknown,
 }
@@ -73,6 +81,7 @@ pub(super) struct CredentialPath {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Route {
     Token,
+    Mark(String),
     ListUsers,
     CreateUser,
     GetUser(String),
@@ -154,6 +163,10 @@ impl Route {
                     _ => Route::MethodNotAllowed,
                 }
             }
+            ["_sim", "mark", label] => match m {
+                Method::POST => Route::Mark(own(label)),
+                _ => Route::MethodNotAllowed,
+            },
             ["v1", "object-storages"] => match m {
                 Method::GET => Route::ListObjectStorages,
                 _ => Route::MethodNotAllowed,
@@ -166,6 +179,7 @@ impl Route {
     pub(super) fn operation(&self) -> Operation {
         match self {
             Route::Token => Operation::Token,
+            Route::Mark(_) => Operation::Mark,
             Route::ListUsers => Operation::RetrieveUserList,
             Route::CreateUser => Operation::CreateUser,
             Route::GetUser(_) => Operation::RetrieveUser,

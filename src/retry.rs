@@ -3,12 +3,22 @@
 //! it, on 503). The Contabo client and the webhook sink share it.
 //!
 //! This is a few lines of arithmetic rather than a crate because the decision
-//! depends on our own error type (which errors are retryable, what the server
-//! asked us to wait) and callers interleave it with re-login on 401.
+//! depends on the callers' own error types (which errors are retryable, what
+//! the server asked us to wait, see [`Retryable`]) and callers interleave it
+//! with re-login on 401.
 
-use super::error::ApiError;
 use rand::Rng;
 use std::time::{Duration, Instant};
+
+/// What the backoff needs to know about a caller's error.
+pub trait Retryable: std::fmt::Display + Sized {
+    /// Whether another attempt may succeed.
+    fn is_retryable(&self) -> bool;
+    /// The wait the server asked for (`Retry-After` on a 429).
+    fn retry_after(&self) -> Option<Duration>;
+    /// The error reported once retries are exhausted.
+    fn gave_up(self, op: &'static str, attempts: u32) -> Self;
+}
 
 /// How persistent one logical request is.
 #[derive(Debug, Clone)]
@@ -57,23 +67,20 @@ pub struct Backoff<'a> {
 impl Backoff<'_> {
     /// Called after a failed attempt: `Ok(delay)` to wait and try again, or
     /// `Err` with the error to report (final errors unchanged, exhausted
-    /// retries wrapped in [`ApiError::GaveUp`]).
-    pub fn next(&mut self, err: ApiError) -> Result<Duration, ApiError> {
-        let retry_after = match &err {
-            ApiError::RateLimited { retry_after, .. } => *retry_after,
-            _ => None,
-        };
+    /// retries wrapped by [`Retryable::gave_up`]).
+    pub fn next<E: Retryable>(&mut self, err: E) -> Result<Duration, E> {
+        let retry_after = err.retry_after();
         self.next_after(err, retry_after)
     }
 
     /// Like [`Backoff::next`], with the wait the server asked for (its
     /// `Retry-After`, which a 503 may carry as well as a 429) taking the
     /// place of the jittered delay.
-    pub fn next_after(
+    pub fn next_after<E: Retryable>(
         &mut self,
-        err: ApiError,
+        err: E,
         retry_after: Option<Duration>,
-    ) -> Result<Duration, ApiError> {
+    ) -> Result<Duration, E> {
         self.attempts += 1;
         if !err.is_retryable() {
             return Err(err);
@@ -84,11 +91,7 @@ impl Backoff<'_> {
         };
         let out_of_time = self.started.elapsed() + delay > self.policy.deadline;
         if self.attempts > self.policy.max_retries || out_of_time {
-            return Err(ApiError::GaveUp {
-                op: self.op,
-                attempts: self.attempts,
-                last: Box::new(err),
-            });
+            return Err(err.gave_up(self.op, self.attempts));
         }
         tracing::debug!(
             op = self.op,
@@ -131,6 +134,7 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contabo::ApiError;
 
     fn server_error() -> ApiError {
         ApiError::Server {

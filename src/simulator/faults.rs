@@ -67,6 +67,8 @@ pub struct FaultRule {
     pub probability: f64,
     /// Fire at most this many times; `None` for no limit.
     pub remaining: Option<u32>,
+    /// Only requests whose path contains this (e.g. one user's id).
+    pub path_contains: Option<String>,
 }
 
 impl FaultRule {
@@ -77,12 +79,19 @@ impl FaultRule {
             fault,
             probability: 1.0,
             remaining: None,
+            path_contains: None,
         }
     }
 
     /// Restricts the rule to one operation.
     pub fn on(mut self, operation: Operation) -> Self {
         self.operation = Some(operation);
+        self
+    }
+
+    /// Restricts the rule to paths containing `part` (one user's id, say).
+    pub fn on_path(mut self, part: impl Into<String>) -> Self {
+        self.path_contains = Some(part.into());
         self
     }
 
@@ -121,9 +130,16 @@ impl FaultEngine {
 
     /// The fault for one request: the first rule that matches `op`, has
     /// firings left and wins its draw. Consumes one firing of that rule.
-    pub(super) fn pick(&mut self, op: Operation) -> Option<Fault> {
+    pub(super) fn pick(&mut self, op: Operation, path: &str) -> Option<Fault> {
         for rule in &mut self.rules {
             if rule.operation.is_some_and(|o| o != op) || rule.remaining == Some(0) {
+                continue;
+            }
+            if rule
+                .path_contains
+                .as_deref()
+                .is_some_and(|part| !path.contains(part))
+            {
                 continue;
             }
             let p = if rule.probability.is_nan() {
@@ -210,18 +226,18 @@ mod tests {
             FaultRule::always(Fault::ServiceUnavailable).times(2),
         ]);
         assert_eq!(
-            engine.pick(Operation::Token),
+            engine.pick(Operation::Token, "/"),
             Some(Fault::ServiceUnavailable)
         );
         assert_eq!(
-            engine.pick(Operation::CreateUser),
+            engine.pick(Operation::CreateUser, "/"),
             Some(Fault::InternalServerError)
         );
         assert_eq!(
-            engine.pick(Operation::CreateUser),
+            engine.pick(Operation::CreateUser, "/"),
             Some(Fault::ServiceUnavailable)
         );
-        assert_eq!(engine.pick(Operation::CreateUser), None);
+        assert_eq!(engine.pick(Operation::CreateUser, "/"), None);
     }
 
     #[test]
@@ -232,7 +248,7 @@ mod tests {
                 FaultRule::always(Fault::MalformedBody).with_probability(0.5)
             ]);
             (0..64)
-                .map(|_| engine.pick(Operation::Token).is_some())
+                .map(|_| engine.pick(Operation::Token, "/").is_some())
                 .collect::<Vec<_>>()
         };
         let a = draw(7);
@@ -243,6 +259,6 @@ mod tests {
         never.set_rules(vec![
             FaultRule::always(Fault::MalformedBody).with_probability(0.0)
         ]);
-        assert!((0..32).all(|_| never.pick(Operation::Token).is_none()));
+        assert!((0..32).all(|_| never.pick(Operation::Token, "/").is_none()));
     }
 }

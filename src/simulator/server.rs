@@ -10,7 +10,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::Response;
@@ -49,6 +49,11 @@ pub struct RecordedRequest {
     pub status: u16,
     /// Label of the fault that fired on this request, if any.
     pub fault: Option<String>,
+    /// When the request arrived.
+    pub received_at: Instant,
+    /// When a mutating request was applied to the account (a regenerate's
+    /// old secret stops working at this instant); `None` if it was not.
+    pub applied_at: Option<Instant>,
 }
 
 /// What the `Simulator` handle and the server tasks share.
@@ -194,8 +199,10 @@ async fn dispatch(shared: &Shared, conn: &CancellationToken, req: Request<Incomi
         trace_id: header(&parts.headers, "x-trace-id"),
         status: 0,
         fault: None,
+        received_at: Instant::now(),
+        applied_at: None,
     });
-    let fault = lock(&shared.faults).pick(operation);
+    let fault = lock(&shared.faults).pick(operation, parts.uri.path());
     if let Some(f) = &fault {
         let label = f.label();
         tracing::debug!(?operation, fault = %label, "Simulator injects a fault.");
@@ -222,6 +229,9 @@ async fn dispatch(shared: &Shared, conn: &CancellationToken, req: Request<Incomi
         Some(Fault::DropAfterApply | Fault::MalformedBody) | None => {}
     }
     let resp = respond(shared, route, &parts.headers, parts.uri.query(), &body);
+    if operation.is_mutating() && resp.status().is_success() {
+        shared.update(index, |r| r.applied_at = Some(Instant::now()));
+    }
     let resp = match fault {
         Some(Fault::DropAfterApply) => return drop_connection(conn).await,
         Some(Fault::MalformedBody) => faults::malformed(resp).await,
@@ -252,6 +262,13 @@ fn respond(
             wire::api_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
         }
         Route::Token => token::handle(&mut shared.state(), headers, body),
+        // A test's marker (a sink's on_change, say): recorded in the request
+        // log, in order with the API calls, and answered 204.
+        Route::Mark(_) => {
+            let mut resp = Response::new(Body::empty());
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            resp
+        }
         route => {
             let mut state = shared.state();
             if !token::authenticate(&state, headers) {

@@ -37,7 +37,9 @@ pub(super) fn handle(
             user_email_action(state, &id, &q)
         }
         Route::ListObjectStorages => list_object_storages(state, &q),
-        Route::Token | Route::MethodNotAllowed | Route::NotFound => Err(ApiError::not_found()),
+        Route::Token | Route::Mark(_) | Route::MethodNotAllowed | Route::NotFound => {
+            Err(ApiError::not_found())
+        }
     };
     result.unwrap_or_else(ApiError::into_response)
 }

@@ -44,7 +44,7 @@ use tokio_util::task::TaskTracker;
 use url::Url;
 
 pub use faults::{Fault, FaultRule};
-pub use routes::Operation;
+pub use routes::{Operation, MARK_PATH};
 pub use server::RecordedRequest;
 pub use snapshot::{SimCredential, SimSnapshot, SimUser};
 

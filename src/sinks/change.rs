@@ -1,0 +1,60 @@
+//! The change records delivery is handed: one per rotation or failure of a
+//! secret. The engine produces them, the run report lists them and the
+//! webhook sink builds its events from them; they hold ids, access keys and
+//! fingerprints only, never a secret.
+
+use serde::Serialize;
+
+/// Which S3 credential a rotation or failure is about.
+#[derive(Debug, Clone, Serialize)]
+pub struct CredentialRef {
+    pub user_id: String,
+    pub user_email: String,
+    pub object_storage_id: String,
+    pub object_storage_name: String,
+    pub region: String,
+    pub credential_id: i64,
+}
+
+impl CredentialRef {
+    pub fn of(c: &crate::inventory::CredentialEntry) -> Self {
+        CredentialRef {
+            user_id: c.user_id.clone(),
+            user_email: c.user_email.clone(),
+            object_storage_id: c.object_storage_id.clone(),
+            object_storage_name: c.object_storage_name.clone(),
+            region: c.region.clone(),
+            credential_id: c.credential_id,
+        }
+    }
+}
+
+/// One secret rotated in this run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rotated {
+    pub kind: &'static str,
+    pub subject: String,
+    /// The credential, for `object_storage` rotations.
+    pub credential: Option<CredentialRef>,
+    /// When the rotation happened.
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub rotation_id: uuid::Uuid,
+    pub old_access_key: Option<String>,
+    pub new_access_key: Option<String>,
+    pub old_fingerprint: String,
+    pub new_fingerprint: String,
+    /// True when it was finished from the journal of an interrupted run.
+    pub recovered: bool,
+}
+
+/// One thing that failed (a credential, a user listing, a sink, the run).
+#[derive(Debug, Clone, Serialize)]
+pub struct Failed {
+    pub kind: &'static str,
+    pub subject: String,
+    pub error: String,
+    /// The credential, when an S3 credential failed.
+    pub credential: Option<CredentialRef>,
+    /// The rotation id, when a rotation had started.
+    pub rotation_id: Option<uuid::Uuid>,
+}
