@@ -17,6 +17,9 @@ pub const POINTS: &[&str] = &[
     "s3-after-journal",
     "s3-after-regenerate",
     "s3-after-confirm",
+    // A one-user sink written with its user's new values, the records
+    // (and so its delivered version) not saved yet.
+    "after-user-sink",
     "s3-after-record",
     // Intent written, the PUT not sent yet.
     "client-secret-after-journal",
@@ -33,6 +36,11 @@ pub const POINTS: &[&str] = &[
     "after-sink",
     "after-delivery",
 ];
+
+/// Passed only by the daemon's start-up recovery (tests start a daemon to
+/// reach it): the journal resolved and recorded, the sinks not yet
+/// re-delivered.
+pub const STARTUP_POINTS: &[&str] = &["startup-after-resume"];
 
 /// Kills the process with SIGKILL if `CONTABO_ROTATOR_CRASH_AT` names this point.
 pub fn point(name: &str) {

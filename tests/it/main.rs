@@ -13,6 +13,7 @@ mod malformed;
 mod rotation;
 mod secrets;
 mod sinks;
+mod streaming;
 mod systemd;
 mod util;
 mod webhook;

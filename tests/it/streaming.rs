@@ -1,0 +1,451 @@
+//! The streaming pass (DESIGN.md §1.7, §4), driven through the real binary
+//! against the simulator: per-user delivery while the pass goes on, no key
+//! regenerated while a sink selecting it cannot take the new value, and the
+//! daemon's start finishing a killed run before its first tick.
+//!
+//! Order is asserted through the simulator's request log (a sink's
+//! `on_change` POSTs a marker to it), never by wall-clock time.
+
+use crate::cli::{args, options, run_bin, run_bin_env, write_config, write_secret, Setup};
+use crate::util::{api_keys, json_sink_keys};
+use contabo_rotator::simulator::{
+    Fault, FaultRule, Operation, RecordedRequest, Simulator, MARK_PATH,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A json sink's keys, empty when the file does not exist.
+fn sink_keys(path: &Path) -> BTreeMap<i64, (String, String)> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => json_sink_keys(&serde_json::from_str(&text).unwrap()),
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+/// Credential id → user e-mail, as the simulator holds them.
+fn owners(sim: &Simulator) -> BTreeMap<i64, String> {
+    sim.snapshot()
+        .users
+        .iter()
+        .flat_map(|u| {
+            u.credentials
+                .iter()
+                .map(|c| (c.credential_id, u.email.clone()))
+        })
+        .collect()
+}
+
+/// Credential ids whose regenerate the simulator applied, in `requests`.
+fn regenerated(requests: &[RecordedRequest]) -> BTreeSet<i64> {
+    requests
+        .iter()
+        .filter(|r| r.operation == Operation::RegenerateObjectStorageCredentials)
+        .filter(|r| r.applied_at.is_some())
+        .filter_map(|r| r.path.rsplit('/').next()?.parse().ok())
+        .collect()
+}
+
+fn user_id(sim: &Simulator, email: &str) -> String {
+    sim.snapshot()
+        .users
+        .iter()
+        .find(|u| u.email == email)
+        .unwrap()
+        .user_id
+        .clone()
+}
+
+/// Starts the daemon with its log in `log`.
+fn start_daemon(setup: &Setup, log: &Path, env: &[(&str, &str)]) -> Child {
+    let file = std::fs::File::create(log).unwrap();
+    Command::new(assert_cmd::cargo::cargo_bin("contabo-rotator"))
+        .args(["-c", &setup.config.display().to_string()])
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `log` contains `line`, or the daemon exits, or 30 s pass.
+async fn wait_for_log(daemon: &mut Child, log: &Path, line: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(line) {
+            return text;
+        }
+        if daemon.try_wait().unwrap().is_some() || started.elapsed() > Duration::from_secs(30) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn terminate(mut daemon: Child, log: &Path) {
+    let sent = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = tokio::task::spawn_blocking(move || daemon.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+const DAILY: &str = "\n[schedule]\ncron = \"0 30 3 * * *\"\n";
+
+/// An aggregate json sink, a json sink holding one user, and an env sink
+/// holding one credential.
+const THREE_SINKS: &str = r#"
+[[sinks]]
+type = "file"
+path = "{root}/out/all.json"
+format = "json"
+
+[[sinks]]
+type = "file"
+path = "{root}/out/user001.json"
+format = "json"
+select = { users = ["user001@example.com"] }
+
+[[sinks]]
+type = "file"
+path = "{root}/out/one.env"
+format = "env"
+select = { users = ["user002@example.com"], regions = ["European Union"] }
+"#;
+
+/// Every sink holds what the API holds now.
+fn assert_sinks_current(sim: &Simulator, root: &Path, context: &str) {
+    let api = api_keys(sim);
+    let owners = owners(sim);
+    assert_eq!(
+        sink_keys(&root.join("out/all.json")),
+        api,
+        "{context}: all.json"
+    );
+    let user001: BTreeMap<_, _> = api
+        .iter()
+        .filter(|(id, _)| owners[id] == "user001@example.com")
+        .map(|(id, keys)| (*id, keys.clone()))
+        .collect();
+    assert_eq!(
+        sink_keys(&root.join("out/user001.json")),
+        user001,
+        "{context}: user001.json"
+    );
+    let env = std::fs::read_to_string(root.join("out/one.env")).unwrap();
+    let snapshot = sim.snapshot();
+    let eu = snapshot
+        .users
+        .iter()
+        .find(|u| u.email == "user002@example.com")
+        .unwrap()
+        .credentials
+        .iter()
+        .find(|c| c.region == "European Union")
+        .unwrap();
+    assert!(
+        env.contains(&format!("AWS_ACCESS_KEY_ID='{}'", eu.access_key)),
+        "{context}: one.env holds {}:\n{env}",
+        eu.access_key
+    );
+}
+
+/// A run killed after regenerating and before delivering: a daemon started
+/// afterwards (daily cron, no `run_on_start`) brings every sink to the
+/// API's values before it waits for its first tick, and rotates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_started_after_a_kill_delivers_every_sink_before_its_first_tick() {
+    let opts = options(3);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = write_config(&sim, &opts, &format!("{DAILY}{THREE_SINKS}"));
+    let root = setup.dir.path();
+    std::fs::create_dir_all(root.join("out")).unwrap();
+    // A first pass writes every sink; the second is killed mid-way.
+    let first = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_sinks_current(&sim, root, "after the first run");
+    let killed = run_bin_env(
+        args(&setup.config, &["--run-now", "--force"]),
+        vec![(
+            "CONTABO_ROTATOR_CRASH_AT".into(),
+            "s3-after-regenerate:5".into(),
+        )],
+    )
+    .await;
+    assert_eq!(killed.status.code(), None, "{}", text(&killed));
+    assert_ne!(
+        sink_keys(&root.join("out/all.json")),
+        api_keys(&sim),
+        "the kill left the aggregate sink on dead keys"
+    );
+    let before = sim.requests().len();
+
+    let log = root.join("daemon.log");
+    let mut daemon = start_daemon(&setup, &log, &[]);
+    let shown = wait_for_log(&mut daemon, &log, "Waiting for the next run.").await;
+    assert!(shown.contains("Waiting for the next run."), "{shown}");
+    assert!(
+        shown.contains("Finishing the work an earlier run left"),
+        "{shown}"
+    );
+    assert_sinks_current(&sim, root, "at the daemon's first wait");
+    let later = &sim.requests()[before..];
+    assert!(
+        !later.iter().any(|r| r.operation.is_mutating()),
+        "start-up recovery rotates nothing"
+    );
+    terminate(daemon, &log).await;
+}
+
+/// Killed again during start-up recovery (after the journal is resolved,
+/// before the sinks are written): the next start finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_start_up_recovery_is_finished_by_the_next_start() {
+    let opts = options(3);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = write_config(&sim, &opts, &format!("{DAILY}{THREE_SINKS}"));
+    let root = setup.dir.path();
+    std::fs::create_dir_all(root.join("out")).unwrap();
+    for point in ["after-user-sink", "s3-after-confirm:2"] {
+        let killed = run_bin_env(
+            args(&setup.config, &["--run-now", "--force"]),
+            vec![("CONTABO_ROTATOR_CRASH_AT".into(), point.into())],
+        )
+        .await;
+        assert_eq!(killed.status.code(), None, "{point}: {}", text(&killed));
+        let log = root.join("daemon-killed.log");
+        let mut daemon = start_daemon(
+            &setup,
+            &log,
+            &[("CONTABO_ROTATOR_CRASH_AT", "startup-after-resume")],
+        );
+        let status = tokio::task::spawn_blocking(move || daemon.wait().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            status.code(),
+            None,
+            "{point}: killed during recovery: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        let log = root.join("daemon.log");
+        let mut daemon = start_daemon(&setup, &log, &[]);
+        let shown = wait_for_log(&mut daemon, &log, "Waiting for the next run.").await;
+        assert!(
+            shown.contains("Waiting for the next run."),
+            "{point}: {shown}"
+        );
+        assert_sinks_current(&sim, root, point);
+        terminate(daemon, &log).await;
+        let journal = std::fs::read_to_string(root.join("state/journal.json")).unwrap();
+        assert!(!journal.contains("rotation_id"), "{point}: {journal}");
+    }
+}
+
+/// One user's listing fails on every attempt: no credential ends the pass
+/// regenerated while a sink that selects it holds its old value. A sink
+/// holding that user cannot be rendered completely, so the credentials it
+/// selects are held back; everything else rotates and is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_that_cannot_be_listed_leaves_no_sink_on_a_dead_key() {
+    let opts = options(4);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let sinks = r#"
+[[sinks]]
+type = "file"
+path = "{root}/out/a.json"
+format = "json"
+select = { users = ["user001@example.com", "user002@example.com"] }
+
+[[sinks]]
+type = "file"
+path = "{root}/out/b.json"
+format = "json"
+select = { users = ["api-user@example.com", "user003@example.com"] }
+
+[[sinks]]
+type = "file"
+path = "{root}/out/c.json"
+format = "json"
+select = { users = ["user003@example.com"] }
+"#;
+    let setup = write_config(&sim, &opts, sinks);
+    let root = setup.dir.path();
+    std::fs::create_dir_all(root.join("out")).unwrap();
+    // The failing listing is retried twice, not ten times.
+    let config = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("max_retries = 10", "max_retries = 2");
+    write_secret(&setup.config, &config);
+    let unlisted = user_id(&sim, "user002@example.com");
+    sim.set_faults(vec![FaultRule::always(Fault::InternalServerError)
+        .on(Operation::ListObjectStorageCredentials)
+        .on_path(format!("/users/{unlisted}/"))]);
+    let initial = api_keys(&sim);
+    let selections: [(&str, &[&str]); 3] = [
+        ("a.json", &["user001@example.com", "user002@example.com"]),
+        ("b.json", &["api-user@example.com", "user003@example.com"]),
+        ("c.json", &["user003@example.com"]),
+    ];
+    for run in 1..=2 {
+        let before = sim.requests().len();
+        let out = run_bin(args(&setup.config, &["--run-now", "--force"])).await;
+        assert_eq!(out.status.code(), Some(1), "run {run}: {}", text(&out));
+        let shown = text(&out);
+        assert!(
+            shown.contains("FAILED user user002@example.com"),
+            "run {run}: {shown}"
+        );
+        assert!(
+            shown.contains("the credentials of user002@example.com could not be listed"),
+            "run {run}: {shown}"
+        );
+        let rotated = regenerated(&sim.requests()[before..]);
+        let owners = owners(&sim);
+        let api = api_keys(&sim);
+        // What rotated: the users that no incomplete sink holds.
+        let rotated_users: BTreeSet<&str> = rotated.iter().map(|id| owners[id].as_str()).collect();
+        assert_eq!(
+            rotated_users,
+            BTreeSet::from(["api-user@example.com", "user003@example.com"]),
+            "run {run}"
+        );
+        // No dead key: every sink selecting a rotated credential holds its
+        // new value.
+        for id in &rotated {
+            for (file, users) in &selections {
+                if users.contains(&owners[id].as_str()) {
+                    assert_eq!(
+                        sink_keys(&root.join("out").join(file)).get(id),
+                        Some(&api[id]),
+                        "run {run}: {file} holds credential {id}'s current value"
+                    );
+                }
+            }
+        }
+        // Held back: user001's keys are still the first ones, and the sink
+        // that could not be rendered completely was not written.
+        for (id, keys) in &api {
+            if owners[id] == "user001@example.com" {
+                assert_eq!(&initial[id], keys, "run {run}: user001 held back");
+            }
+        }
+        assert!(!root.join("out/a.json").exists(), "run {run}");
+    }
+}
+
+/// A sink holding one user's credentials is written as soon as that user
+/// is confirmed: its `on_change` marker reaches the simulator before the
+/// pass regenerates the last user's credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_user_sink_is_written_before_the_last_user_is_rotated() {
+    let opts = options(4);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let users = [
+        "api-user@example.com",
+        "user001@example.com",
+        "user002@example.com",
+        "user003@example.com",
+    ];
+    let mark = |label: &str| {
+        format!(
+            "{}{MARK_PATH}{label}",
+            sim.base_url().as_str().trim_end_matches('/')
+        )
+    };
+    let mut sinks = String::new();
+    for (i, user) in users.iter().enumerate() {
+        sinks.push_str(&format!(
+            r#"
+[[sinks]]
+type = "file"
+path = "{{root}}/out/user{i}.json"
+format = "json"
+select = {{ users = ["{user}"] }}
+on_change = ["curl", "-fsS", "-X", "POST", "{url}"]
+"#,
+            url = mark(&format!("user{i}"))
+        ));
+    }
+    let setup = write_config(&sim, &opts, &sinks);
+    let root = setup.dir.path();
+    std::fs::create_dir_all(root.join("out")).unwrap();
+    // One user at a time, each regenerate a little slow: the pass is long
+    // against a file write and a curl.
+    let config = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("concurrency = 8", "concurrency = 1");
+    write_secret(&setup.config, &config);
+    sim.set_faults(vec![FaultRule::always(Fault::Latency(
+        Duration::from_millis(20),
+    ))
+    .on(Operation::RegenerateObjectStorageCredentials)]);
+
+    let out = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let log = sim.requests();
+    let first_mark = log
+        .iter()
+        .position(|r| r.operation == Operation::Mark && r.path.ends_with("/user0"))
+        .expect("the first user's sink ran its on_change");
+    let last_user = user_id(&sim, users[3]);
+    let last_regenerates: Vec<usize> = log
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            r.operation == Operation::RegenerateObjectStorageCredentials
+                && r.path.contains(&last_user)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(last_regenerates.len(), 3);
+    assert!(
+        first_mark < last_regenerates[0],
+        "the first user's sink (request {first_mark}) is written before the last user's first regenerate (request {})",
+        last_regenerates[0]
+    );
+    // Each user's sink was written after that user's own regenerates.
+    for (i, user) in users.iter().enumerate() {
+        let id = user_id(&sim, user);
+        let mark_at = log
+            .iter()
+            .position(|r| r.operation == Operation::Mark && r.path.ends_with(&format!("/user{i}")))
+            .unwrap();
+        let last_own = log
+            .iter()
+            .rposition(|r| {
+                r.operation == Operation::RegenerateObjectStorageCredentials && r.path.contains(&id)
+            })
+            .unwrap();
+        assert!(last_own < mark_at, "{user}");
+        let api = api_keys(&sim);
+        let owners = owners(&sim);
+        let held = sink_keys(&root.join(format!("out/user{i}.json")));
+        let expected: BTreeMap<_, _> = api
+            .into_iter()
+            .filter(|(c, _)| owners[c] == *user)
+            .collect();
+        assert_eq!(held, expected, "{user}");
+    }
+}
