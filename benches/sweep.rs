@@ -4,8 +4,30 @@
 //!
 //! ```sh
 //! cargo bench --bench sweep                       # 1000 users x 3 credentials, 0/20 ms, concurrency 1/8/32, 60 s idle
-//! cargo bench --bench sweep -- --users 100 --latency 20 --concurrency 8 --idle 10
+//! cargo bench --bench sweep -- --users 100 --latency 20 --concurrency 8,default --idle 0
+//! cargo bench --bench sweep -- --users 10000 --latency 0 --concurrency 32 --idle 0 --no-window
+//! cargo bench --bench sweep -- --users 1000 --latency 0 --concurrency 8 --idle 0 --io
 //! ```
+//!
+//! Every sweep configures two file sinks (a `json` and an
+//! `aws-credentials` file, each holding every credential) and a webhook
+//! sink (a receiver in this process answering 200). `default` as a
+//! concurrency runs at the `[api]` defaults: concurrency 4 and 10 requests
+//! per second; a number runs at that concurrency and 1000 requests per
+//! second.
+//!
+//! **Dead-key window.** The simulator records the instant each regenerate
+//! was applied (the old secret stops working then). Watchers poll both sink
+//! files every 2 ms and record when each credential's new access key first
+//! appears in each; files are replaced by rename after an fsync, so a file
+//! seen is a file on disk. The window of a credential is the time from its
+//! regenerate until *every* sink holds its new value; p50, p99 and max are
+//! reported (`--no-window` skips the watchers, for the largest accounts).
+//!
+//! **I/O** (`--io`): the binary runs under `strace -f -y`, and the bytes
+//! written to files in the state directory, to the sinks, and the number of
+//! fsync/fdatasync calls are summed from its trace (the trace slows the run:
+//! its wall time is not comparable).
 //!
 //! `SWEEP_WRAPPER="valgrind --tool=massif --massif-out-file=/tmp/m.out"`
 //! runs the binary under a profiler (the figures then measure the profiler).
@@ -18,39 +40,84 @@
 
 use contabo_rotator::simulator::{Fault, FaultRule, Operation, Simulator, SimulatorOptions};
 use secrecy::{ExposeSecret, SecretString};
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::collections::HashMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// A concurrency to sweep at: a number (at 1000 requests/s), or the
+/// `[api]` defaults (4, at 10 requests/s).
+#[derive(Clone, Copy)]
+enum Concurrency {
+    Fixed(usize),
+    Defaults,
+}
+
+impl Concurrency {
+    fn concurrency(self) -> usize {
+        match self {
+            Concurrency::Fixed(n) => n,
+            Concurrency::Defaults => 4,
+        }
+    }
+
+    fn requests_per_second(self) -> u32 {
+        match self {
+            Concurrency::Fixed(_) => 1000,
+            Concurrency::Defaults => 10,
+        }
+    }
+
+    fn label(self) -> String {
+        match self {
+            Concurrency::Fixed(n) => n.to_string(),
+            Concurrency::Defaults => "4 (defaults, 10 req/s)".into(),
+        }
+    }
+}
 
 struct Args {
     users: usize,
     latencies: Vec<u64>,
-    concurrencies: Vec<usize>,
+    concurrencies: Vec<Concurrency>,
     idle: u64,
+    window: bool,
+    io: bool,
 }
 
 fn parse_args() -> Args {
     let mut args = Args {
         users: 1000,
         latencies: vec![0, 20],
-        concurrencies: vec![1, 8, 32],
+        concurrencies: vec![1, 8, 32].into_iter().map(Concurrency::Fixed).collect(),
         idle: 60,
-    };
-    let list = |v: &str| {
-        v.split(',')
-            .map(|x| x.trim().parse().expect("a number"))
-            .collect()
+        window: true,
+        io: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--users" => args.users = it.next().expect("--users N").parse().expect("a number"),
-            "--latency" => args.latencies = list(&it.next().expect("--latency MS[,MS]")),
+            "--latency" => {
+                args.latencies = it
+                    .next()
+                    .expect("--latency MS[,MS]")
+                    .split(',')
+                    .map(|x| x.trim().parse().expect("a number"))
+                    .collect()
+            }
             "--concurrency" => {
-                args.concurrencies = list(&it.next().expect("--concurrency N[,N]"))
-                    .into_iter()
-                    .map(|x: u64| x as usize)
+                args.concurrencies = it
+                    .next()
+                    .expect("--concurrency N|default[,...]")
+                    .split(',')
+                    .map(|x| match x.trim() {
+                        "default" | "defaults" => Concurrency::Defaults,
+                        n => Concurrency::Fixed(n.parse().expect("a number or `default`")),
+                    })
                     .collect()
             }
             "--idle" => {
@@ -60,6 +127,8 @@ fn parse_args() -> Args {
                     .parse()
                     .expect("a number")
             }
+            "--no-window" => args.window = false,
+            "--io" => args.io = true,
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -76,9 +145,10 @@ fn config(
     dir: &Path,
     sim: &Simulator,
     opts: &SimulatorOptions,
-    concurrency: usize,
+    at: Concurrency,
     cron: &str,
-) -> std::path::PathBuf {
+    webhook: &str,
+) -> PathBuf {
     write_private(
         &dir.join("client-secret"),
         opts.client_secret.expose_secret(),
@@ -95,7 +165,7 @@ username = "{}"
 password = {{ file = "{root}/api-password" }}
 timeout = "30s"
 concurrency = {concurrency}
-requests_per_second = 1000
+requests_per_second = {rps}
 max_retries = 5
 
 [schedule]
@@ -111,11 +181,23 @@ max_age = "7d"
 type = "file"
 path = "{root}/out/contabo.json"
 format = "json"
+
+[[sinks]]
+type = "file"
+path = "{root}/out/credentials"
+format = "aws-credentials"
+
+[[sinks]]
+type = "webhook"
+url = "{webhook}"
+signing_secret = "whsec_c3dlZXAtYmVuY2htYXJrLXNpZ25pbmcta2V5LTAxMjM0NTY3"
 "#,
         sim.base_url(),
         sim.token_url(),
         opts.client_id,
         opts.username,
+        concurrency = at.concurrency(),
+        rps = at.requests_per_second(),
         root = dir.display()
     );
     let path = dir.join("config.toml");
@@ -134,16 +216,125 @@ fn options(users: usize) -> SimulatorOptions {
     }
 }
 
+/// A webhook receiver on 127.0.0.1 that answers 200 and counts POSTs.
+async fn receiver() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let app = axum::Router::new().fallback(move || {
+        let seen = seen.clone();
+        async move {
+            seen.fetch_add(1, Ordering::Relaxed);
+            axum::http::StatusCode::OK
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, count)
+}
+
+/// When each (credential id, access key) first appeared in a sink file.
+type Seen = Arc<Mutex<HashMap<(i64, String), Instant>>>;
+
+/// Polls `path` every 2 ms until `stop`; on every new file (a new inode:
+/// sinks are replaced by rename), records the keys it holds.
+fn watch(
+    path: PathBuf,
+    parse: fn(&str) -> Vec<(i64, String)>,
+    stop: Arc<AtomicBool>,
+) -> (Seen, std::thread::JoinHandle<()>) {
+    let seen: Seen = Arc::default();
+    let out = seen.clone();
+    let handle = std::thread::spawn(move || {
+        let mut last_inode = None;
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(meta) = std::fs::metadata(&path) {
+                if last_inode != Some(meta.ino()) {
+                    let at = Instant::now();
+                    if let Ok(text) = std::fs::read_to_string(&path) {
+                        last_inode = Some(meta.ino());
+                        let mut seen = out.lock().unwrap();
+                        for key in parse(&text) {
+                            seen.entry(key).or_insert(at);
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    (seen, handle)
+}
+
+fn parse_json(text: &str) -> Vec<(i64, String)> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return Vec::new();
+    };
+    v["object_storage_credentials"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|c| {
+                    (
+                        c["credential_id"].as_i64().unwrap_or_default(),
+                        c["access_key"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `[name-<credential id>]` then `aws_access_key_id = KEY`.
+fn parse_ini(text: &str) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    let mut id = None;
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            id = name.rsplit('-').next().and_then(|n| n.parse::<i64>().ok());
+        } else if let Some(key) = line.strip_prefix("aws_access_key_id = ") {
+            if let Some(id) = id {
+                out.push((id, key.trim().to_owned()));
+            }
+        }
+    }
+    out
+}
+
 struct Sweep {
     wall: Duration,
     cpu: f64,
     max_rss_kib: u64,
     requests: usize,
     rotated: usize,
+    posts: usize,
     exit: Option<i32>,
+    /// Per rotated credential, until every sink held it (ms); `None`s are
+    /// credentials a sink never showed.
+    windows: Vec<Option<f64>>,
+    io: Option<Io>,
 }
 
-async fn sweep(users: usize, latency_ms: u64, concurrency: usize) -> Sweep {
+/// What the trace of a run wrote.
+#[derive(Default)]
+struct Io {
+    state_bytes: u64,
+    state_writes: u64,
+    sink_bytes: u64,
+    fsyncs: u64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+async fn sweep(users: usize, latency_ms: u64, at: Concurrency, window: bool, io: bool) -> Sweep {
     let opts = options(users);
     let sim = Simulator::start(opts.clone()).await.expect("simulator");
     if latency_ms > 0 {
@@ -151,22 +342,57 @@ async fn sweep(users: usize, latency_ms: u64, concurrency: usize) -> Sweep {
             Duration::from_millis(latency_ms),
         ))]);
     }
+    let (hook, posts) = receiver().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &sim, &opts, concurrency, "0 0 4 1 1 *");
+    let config = config(dir.path(), &sim, &opts, at, "0 0 4 1 1 *", &hook);
+    let stop = Arc::new(AtomicBool::new(false));
+    let watchers = if window {
+        vec![
+            watch(
+                dir.path().join("out/contabo.json"),
+                parse_json,
+                stop.clone(),
+            ),
+            watch(dir.path().join("out/credentials"), parse_ini, stop.clone()),
+        ]
+    } else {
+        Vec::new()
+    };
     let bin = env!("CARGO_BIN_EXE_contabo-rotator");
     let usage = dir.path().join("usage");
+    let trace = dir.path().join("trace");
     let started = Instant::now();
     let out = tokio::task::spawn_blocking({
         let usage = usage.clone();
         let config = config.clone();
+        let trace = trace.clone();
         move || {
             // SWEEP_WRAPPER (e.g. "valgrind --tool=massif") goes between
             // `time` and the binary, for profiling a sweep.
-            let wrapper = std::env::var("SWEEP_WRAPPER").unwrap_or_default();
+            let mut wrapper: Vec<String> = std::env::var("SWEEP_WRAPPER")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            if io {
+                wrapper = [
+                    "strace",
+                    "-f",
+                    "-y",
+                    "-qq",
+                    "-e",
+                    "trace=write,pwrite64,writev,fsync,fdatasync",
+                    "-o",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .chain([trace.display().to_string()])
+                .collect();
+            }
             Command::new("/usr/bin/time")
                 .args(["-f", "%U %S %M", "-o"])
                 .arg(&usage)
-                .args(wrapper.split_whitespace())
+                .args(&wrapper)
                 .arg(bin)
                 .args(["-q", "-c"])
                 .arg(&config)
@@ -178,22 +404,109 @@ async fn sweep(users: usize, latency_ms: u64, concurrency: usize) -> Sweep {
     .await
     .unwrap();
     let wall = started.elapsed();
+    // Let the watchers see the last write.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<Seen> = watchers
+        .into_iter()
+        .map(|(seen, handle)| {
+            handle.join().unwrap();
+            seen
+        })
+        .collect();
     let text = std::fs::read_to_string(&usage).unwrap();
     let fields: Vec<&str> = text.split_whitespace().collect();
     let n = fields.len();
     let requests = sim.requests();
-    let rotated = requests
+    let snapshot = sim.snapshot();
+    let current: HashMap<i64, &str> = snapshot
+        .users
         .iter()
-        .filter(|r| r.operation == Operation::RegenerateObjectStorageCredentials && r.status == 200)
-        .count();
+        .flat_map(|u| u.credentials.iter())
+        .map(|c| (c.credential_id, c.access_key.as_str()))
+        .collect();
+    let applied: Vec<(i64, Instant)> = requests
+        .iter()
+        .filter(|r| r.operation == Operation::RegenerateObjectStorageCredentials)
+        .filter_map(|r| Some((r.path.rsplit('/').next()?.parse().ok()?, r.applied_at?)))
+        .collect();
+    let windows = if window {
+        let seen: Vec<_> = seen.iter().map(|s| s.lock().unwrap()).collect();
+        applied
+            .iter()
+            .map(|(id, at)| {
+                let key = (*id, current[id].to_owned());
+                let mut worst = 0.0f64;
+                for sink in &seen {
+                    let shown = sink.get(&key)?;
+                    worst = worst.max(shown.saturating_duration_since(*at).as_secs_f64() * 1000.0);
+                }
+                Some(worst)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let io = io.then(|| read_trace(&trace, dir.path()));
+    if out.status.code() != Some(0) {
+        eprintln!(
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     Sweep {
         wall,
         cpu: fields[n - 3].parse::<f64>().unwrap() + fields[n - 2].parse::<f64>().unwrap(),
         max_rss_kib: fields[n - 1].parse().unwrap(),
-        requests: requests.len(),
-        rotated,
+        requests: requests
+            .iter()
+            .filter(|r| r.operation != Operation::Mark)
+            .count(),
+        rotated: applied.len(),
+        posts: posts.load(Ordering::Relaxed),
         exit: out.status.code(),
+        windows,
+        io,
     }
+}
+
+/// Sums an `strace -f -y` trace: bytes written to the state directory and
+/// to the sinks, and fsync calls.
+fn read_trace(trace: &Path, root: &Path) -> Io {
+    let text = std::fs::read_to_string(trace).unwrap_or_default();
+    let state = format!("<{}/state/", root.display());
+    let sinks = format!("<{}/out/", root.display());
+    let mut io = Io::default();
+    for line in text.lines() {
+        let Some((call, rest)) = line
+            .split_once('(')
+            .map(|(head, rest)| (head.rsplit(' ').next().unwrap_or(head), rest))
+        else {
+            continue;
+        };
+        let bytes = || -> u64 {
+            rest.rsplit("= ")
+                .next()
+                .and_then(|n| n.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        match call {
+            "fsync" | "fdatasync" => io.fsyncs += 1,
+            "write" | "pwrite64" | "writev" if rest.contains(&state) => {
+                io.state_bytes += bytes();
+                io.state_writes += 1;
+            }
+            "write" | "pwrite64" | "writev" if rest.contains(&sinks) => io.sink_bytes += bytes(),
+            _ => {}
+        }
+    }
+    io
 }
 
 /// (RSS in KiB, CPU seconds) of a process, from /proc.
@@ -218,7 +531,15 @@ async fn idle(seconds: u64) -> (u64, u64, f64) {
     let sim = Simulator::start(opts.clone()).await.expect("simulator");
     let dir = tempfile::tempdir().unwrap();
     // A schedule that does not fire during the measurement.
-    let config = config(dir.path(), &sim, &opts, 4, "0 0 4 1 1 *");
+    let (hook, _) = receiver().await;
+    let config = config(
+        dir.path(),
+        &sim,
+        &opts,
+        Concurrency::Defaults,
+        "0 0 4 1 1 *",
+        &hook,
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_contabo-rotator"))
         .args(["-q", "-c"])
         .arg(&config)
@@ -241,28 +562,57 @@ async fn idle(seconds: u64) -> (u64, u64, f64) {
 async fn main() {
     let args = parse_args();
     println!(
-        "Sweep: {} users x 3 credentials = {} credentials, real binary (--run-now) against the simulator.\n",
+        "Sweep: {} users x 3 credentials = {} credentials, real binary (--run-now) against the simulator; two file sinks and a webhook.\n",
         args.users,
         args.users * 3
     );
-    println!("| latency | concurrency | wall | requests | rotated | requests/rotated | latency bound | wall/bound | CPU | peak RSS | exit |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| latency | concurrency | wall | requests | rotated | requests/rotated | latency bound | bound/wall | dead-key window p50 / p99 / max | CPU | peak RSS | webhook POSTs | exit |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for &latency in &args.latencies {
-        for &concurrency in &args.concurrencies {
-            let s = sweep(args.users, latency, concurrency).await;
-            let bound = s.requests as f64 * latency as f64 / 1000.0 / concurrency as f64;
+        for &at in &args.concurrencies {
+            let s = sweep(args.users, latency, at, args.window, args.io).await;
+            // Requests are also bounded by the rate limit.
+            let by_latency = s.requests as f64 * latency as f64 / 1000.0 / at.concurrency() as f64;
+            let by_rate = s.requests as f64 / f64::from(at.requests_per_second());
+            let bound = by_latency.max(by_rate);
+            let mut windows: Vec<f64> = s.windows.iter().flatten().copied().collect();
+            windows.sort_by(f64::total_cmp);
+            let missing = s.windows.iter().filter(|w| w.is_none()).count();
+            let window = if !args.window {
+                "-".to_string()
+            } else if missing > 0 {
+                format!("{missing} never delivered")
+            } else {
+                format!(
+                    "{:.0} / {:.0} / {:.0} ms",
+                    percentile(&windows, 0.5),
+                    percentile(&windows, 0.99),
+                    percentile(&windows, 1.0)
+                )
+            };
             println!(
-                "| {latency} ms | {concurrency} | {:.2} s | {} | {} | {:.2} | {} | {} | {:.2} s | {:.1} MiB | {:?} |",
+                "| {latency} ms | {} | {:.2} s | {} | {} | {:.2} | {} | {} | {window} | {:.2} s | {:.1} MiB | {} | {:?} |",
+                at.label(),
                 s.wall.as_secs_f64(),
                 s.requests,
                 s.rotated,
                 s.requests as f64 / s.rotated.max(1) as f64,
-                if latency == 0 { "-".to_string() } else { format!("{bound:.2} s") },
-                if latency == 0 { "-".to_string() } else { format!("{:.2}", s.wall.as_secs_f64() / bound) },
+                if bound == 0.0 { "-".to_string() } else { format!("{bound:.2} s") },
+                if bound == 0.0 { "-".to_string() } else { format!("{:.0}%", 100.0 * bound / s.wall.as_secs_f64()) },
                 s.cpu,
                 s.max_rss_kib as f64 / 1024.0,
+                s.posts,
                 s.exit,
             );
+            if let Some(io) = &s.io {
+                println!(
+                    "|   I/O under strace: state directory {:.2} MiB in {} writes, sinks {:.2} MiB, {} fsync/fdatasync calls |",
+                    io.state_bytes as f64 / 1048576.0,
+                    io.state_writes,
+                    io.sink_bytes as f64 / 1048576.0,
+                    io.fsyncs
+                );
+            }
         }
     }
     if args.idle > 0 {

@@ -66,7 +66,7 @@ struct Slot {
     /// The last delivered version, as the records hold it.
     delivered: Option<String>,
     /// A one-user sink's last values (rewritten when the client secret changes).
-    last_values: Option<Vec<SnapshotCredential>>,
+    last_values: Option<Vec<Arc<SnapshotCredential>>>,
     /// `written` once any write of the pass wrote; `failed` if the last failed.
     outcome: Option<&'static str>,
     wait: Duration,
@@ -108,7 +108,7 @@ pub(super) struct Sinks {
     slots: Vec<Slot>,
     /// Current values of the users an enabled aggregate sink holds, by
     /// (e-mail, user id): the one copy the pass keeps.
-    store: BTreeMap<(String, String), Vec<SnapshotCredential>>,
+    store: BTreeMap<(String, String), Vec<Arc<SnapshotCredential>>>,
     /// The client secret, when it is managed and some sink holds it.
     client: Option<(String, SecretString)>,
     /// Writes in flight.
@@ -230,7 +230,7 @@ impl Sinks {
     }
 
     /// Keeps a listed user's values for the aggregate sinks.
-    pub(super) fn store_user(&mut self, user: &UserRef, values: Vec<SnapshotCredential>) {
+    pub(super) fn store_user(&mut self, user: &UserRef, values: Vec<Arc<SnapshotCredential>>) {
         self.store
             .insert((user.email.clone(), user.user_id.clone()), values);
     }
@@ -346,7 +346,7 @@ impl Sinks {
     pub(super) fn user_done(
         &mut self,
         user: &UserRef,
-        values: Vec<SnapshotCredential>,
+        values: Vec<Arc<SnapshotCredential>>,
         changed: bool,
     ) {
         let now = Instant::now();
@@ -626,7 +626,10 @@ fn render(sink: &SinkSettings, snapshot: &Snapshot) -> Result<(), String> {
         SinkSettings::File(f) => file::render(f.format, &snapshot.select(&f.select)).map(drop),
         SinkSettings::Template(t) => t
             .compiled
-            .render(&snapshot.select(&t.select), &snapshot.redactor())
+            .render(
+                &snapshot.select(&t.select),
+                &crate::sinks::LazyRedactor::new(snapshot),
+            )
             .map(drop),
         SinkSettings::Webhook(_) => Ok(()),
     };
@@ -714,7 +717,7 @@ impl Gate {
     pub(super) fn held_back(
         &self,
         user: &UserRef,
-        values: &[SnapshotCredential],
+        values: &[Arc<SnapshotCredential>],
     ) -> Vec<Option<String>> {
         let mut reasons: Vec<Option<String>> = vec![None; values.len()];
         for g in &self.sinks {
@@ -755,6 +758,12 @@ impl Gate {
     }
 }
 
+/// A webhook sink's (slot index) result for the pass.
+type HookResult = (usize, Result<Option<String>, SinkError>);
+
+/// How long the webhook worker gathers events before it queues and sends them.
+const WEBHOOK_GATHER: Duration = Duration::from_millis(500);
+
 /// One user's events, with the values `include_secrets` sinks add.
 struct Batch {
     events: Vec<webhook::NewEvent>,
@@ -767,7 +776,7 @@ struct Batch {
 /// already); the next run, or the daemon's start, sends them.
 struct WebhookWorker {
     tx: mpsc::UnboundedSender<Batch>,
-    task: tokio::task::JoinHandle<Vec<(usize, Result<Option<String>, SinkError>)>>,
+    task: tokio::task::JoinHandle<Vec<HookResult>>,
 }
 
 impl WebhookWorker {
@@ -783,15 +792,29 @@ impl WebhookWorker {
             let mut results: Vec<Result<Option<String>, SinkError>> =
                 hooks.iter().map(|_| Ok(None)).collect();
             while let Some(first) = rx.recv().await {
-                // Whatever arrived meanwhile goes out together: one outbox
-                // write per sink for several users.
+                // What arrives within WEBHOOK_GATHER goes out together: one
+                // outbox write per sink for many users (the outbox names
+                // every credential announced, so a write per user would
+                // cost the account's size each time). An event not yet in
+                // the outbox when the process dies is announced by the next
+                // run from the records or the journal.
                 let mut events = first.events;
                 let mut values = first.values;
-                while let Ok(more) = rx.try_recv() {
-                    events.extend(more.events);
-                    values.credentials.extend(more.values.credentials);
-                    if more.values.client.is_some() {
-                        values.client = more.values.client;
+                let gather = tokio::time::sleep(WEBHOOK_GATHER);
+                tokio::pin!(gather);
+                loop {
+                    tokio::select! {
+                        () = &mut gather => break,
+                        more = rx.recv() => match more {
+                            Some(more) => {
+                                events.extend(more.events);
+                                values.credentials.extend(more.values.credentials);
+                                if more.values.client.is_some() {
+                                    values.client = more.values.client;
+                                }
+                            }
+                            None => break,
+                        },
                     }
                 }
                 for ((_, hook, id), result) in hooks.iter().zip(results.iter_mut()) {
@@ -827,7 +850,7 @@ impl WebhookWorker {
     }
 
     /// Closes the channel and waits for the last sends.
-    async fn finish(self) -> Vec<(usize, Result<Option<String>, SinkError>)> {
+    async fn finish(self) -> Vec<HookResult> {
         drop(self.tx);
         self.task.await.expect("webhook worker panicked")
     }

@@ -267,23 +267,25 @@ pub(crate) fn new_record(
 pub(crate) fn snapshot_values(
     entries: &[CredentialEntry],
     records: &Records,
-) -> Vec<SnapshotCredential> {
+) -> Vec<Arc<SnapshotCredential>> {
     entries
         .iter()
-        .map(|c| SnapshotCredential {
-            user_id: c.user_id.clone(),
-            user_email: c.user_email.clone(),
-            object_storage_id: c.object_storage_id.clone(),
-            object_storage_name: c.object_storage_name.clone(),
-            region: c.region.clone(),
-            s3_url: c.s3_url.clone(),
-            credential_id: c.credential_id,
-            access_key: c.access_key.clone(),
-            secret_key: c.secret_key.clone(),
-            rotated_at: records
-                .credentials
-                .get(&key_of(c).to_string())
-                .and_then(|r| r.rotated_at),
+        .map(|c| {
+            Arc::new(SnapshotCredential {
+                user_id: c.user_id.clone(),
+                user_email: c.user_email.clone(),
+                object_storage_id: c.object_storage_id.clone(),
+                object_storage_name: c.object_storage_name.clone(),
+                region: c.region.clone(),
+                s3_url: c.s3_url.clone(),
+                credential_id: c.credential_id,
+                access_key: c.access_key.clone(),
+                secret_key: c.secret_key.clone(),
+                rotated_at: records
+                    .credentials
+                    .get(&key_of(c).to_string())
+                    .and_then(|r| r.rotated_at),
+            })
         })
         .collect()
 }

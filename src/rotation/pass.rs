@@ -253,10 +253,11 @@ pub(super) async fn run(
     report.rotated.sort_by(|a, b| a.subject.cmp(&b.subject));
     drop(ctx);
     flow.save(&mut report).await;
+    let Flow { mut sinks, .. } = flow;
+    // Every stage and the coordinator are done with them: one copy.
     let mut records = Arc::try_unwrap(shared_records)
         .map(|m| m.into_inner().expect("records lock"))
         .unwrap_or_else(|shared| shared.lock().expect("records lock").clone());
-    let Flow { mut sinks, .. } = flow;
 
     if options.dry_run {
         plan_client_secret(engine, &records, options, now, &mut report);

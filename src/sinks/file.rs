@@ -35,7 +35,14 @@ pub async fn deliver(
             detail,
         }
     })?;
-    write::deliver(&target, &content, state, delivered, &snapshot.redactor()).await
+    write::deliver(
+        &target,
+        &content,
+        state,
+        delivered,
+        &super::LazyRedactor::new(snapshot),
+    )
+    .await
 }
 
 /// `check --online` for this sink (see [`write::healthcheck`]).

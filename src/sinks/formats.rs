@@ -189,7 +189,7 @@ pub fn env(snapshot: &Snapshot) -> Result<SecretString, String> {
     let c = match snapshot.credentials.as_slice() {
         [one] => one,
         many => {
-            let mut listed: Vec<String> = many.iter().take(5).map(describe).collect();
+            let mut listed: Vec<String> = many.iter().take(5).map(|c| describe(c)).collect();
             if many.len() > 5 {
                 listed.push(format!("and {} more", many.len() - 5));
             }
@@ -228,7 +228,8 @@ pub fn env(snapshot: &Snapshot) -> Result<SecretString, String> {
 
 /// The `aws-credentials` format: one profile per credential.
 pub fn aws_credentials(snapshot: &Snapshot) -> Result<SecretString, String> {
-    let mut credentials: Vec<&SnapshotCredential> = snapshot.credentials.iter().collect();
+    let mut credentials: Vec<&SnapshotCredential> =
+        snapshot.credentials.iter().map(|c| &**c).collect();
     credentials.sort_by(|a, b| {
         (&a.user_email, a.credential_id, &a.object_storage_id).cmp(&(
             &b.user_email,
@@ -636,7 +637,7 @@ mod tests {
     #[test]
     fn a_hostile_display_name_cannot_inject_a_line() {
         let mut c = credential("app@example.com", "European Union", 7, "s");
-        c.object_storage_name = "x\nAWS_REGION=evil".into();
+        std::sync::Arc::make_mut(&mut c).object_storage_name = "x\nAWS_REGION=evil".into();
         let snapshot = Snapshot {
             client: None,
             credentials: vec![c],
@@ -650,7 +651,7 @@ mod tests {
     #[test]
     fn aws_credentials_has_one_unique_profile_per_credential() {
         let mut shared = credential("app@example.com", "European Union", 7, "s1");
-        shared.object_storage_id = "storage-b".into();
+        std::sync::Arc::make_mut(&mut shared).object_storage_id = "storage-b".into();
         let snapshot = Snapshot {
             client: None,
             credentials: vec![
@@ -672,7 +673,8 @@ mod tests {
         );
         assert!(text.contains("aws_secret_access_key = s2\n"), "{text}");
         let mut bad = snapshot.clone();
-        bad.credentials[0].secret_key = SecretString::from("two\nlines");
+        std::sync::Arc::make_mut(&mut bad.credentials[0]).secret_key =
+            SecretString::from("two\nlines");
         let err = aws_credentials(&bad).unwrap_err();
         assert!(
             err.contains("aws_secret_access_key of credential 9"),

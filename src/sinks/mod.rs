@@ -29,7 +29,7 @@ pub mod template;
 pub mod webhook;
 pub mod write;
 
-pub use snapshot::{Redactor, Snapshot, SnapshotCredential};
+pub use snapshot::{LazyRedactor, Redact, Redactor, Snapshot, SnapshotCredential};
 
 use crate::config::SinkSettings;
 

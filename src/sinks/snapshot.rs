@@ -4,6 +4,7 @@ use crate::config::{Kind, Selection};
 use chrono::{DateTime, Utc};
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
+use std::sync::Arc;
 
 use super::formats;
 
@@ -28,8 +29,9 @@ pub struct SnapshotCredential {
 pub struct Snapshot {
     /// Present when the client secret is managed (`[client_secret] rotate`).
     pub client: Option<(String, SecretString)>,
-    /// Ordered by user e-mail, then credential id.
-    pub credentials: Vec<SnapshotCredential>,
+    /// Ordered by user e-mail, then credential id. Shared: a sink's
+    /// selection and the pass's store hold the same values, not copies.
+    pub credentials: Vec<Arc<SnapshotCredential>>,
 }
 
 impl Snapshot {
@@ -151,7 +153,7 @@ struct CredentialView<'a> {
 impl serde::Serialize for JsonView<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{SerializeMap, SerializeSeq};
-        struct Credentials<'a>(&'a [SnapshotCredential]);
+        struct Credentials<'a>(&'a [Arc<SnapshotCredential>]);
         impl serde::Serialize for Credentials<'_> {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
@@ -220,6 +222,43 @@ impl Redactor {
     }
 }
 
+/// Text redaction, built when first needed: a sink write needs it only if
+/// `on_change` prints or a render fails, and a redactor of thousands of
+/// secrets is a copy of each in several spellings.
+pub trait Redact: Sync {
+    /// `text` with every secret spelling replaced.
+    fn redact(&self, text: &str) -> String;
+}
+
+impl Redact for Redactor {
+    fn redact(&self, text: &str) -> String {
+        Redactor::redact(self, text)
+    }
+}
+
+/// A [`Redactor`] for a snapshot's secrets, built on first use.
+pub struct LazyRedactor<'a> {
+    snapshot: &'a Snapshot,
+    built: std::sync::OnceLock<Redactor>,
+}
+
+impl<'a> LazyRedactor<'a> {
+    pub fn new(snapshot: &'a Snapshot) -> LazyRedactor<'a> {
+        LazyRedactor {
+            snapshot,
+            built: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl Redact for LazyRedactor<'_> {
+    fn redact(&self, text: &str) -> String {
+        self.built
+            .get_or_init(|| self.snapshot.redactor())
+            .redact(text)
+    }
+}
+
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Redactor({} spellings)", self.needles.len())
@@ -236,8 +275,8 @@ pub(crate) mod tests {
         region: &str,
         id: i64,
         secret: &str,
-    ) -> SnapshotCredential {
-        SnapshotCredential {
+    ) -> Arc<SnapshotCredential> {
+        Arc::new(SnapshotCredential {
             user_id: format!("user-{email}"),
             user_email: email.into(),
             object_storage_id: format!("storage-{id}"),
@@ -248,7 +287,7 @@ pub(crate) mod tests {
             access_key: format!("AK{id}"),
             secret_key: SecretString::from(secret),
             rotated_at: None,
-        }
+        })
     }
 
     #[test]

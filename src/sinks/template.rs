@@ -59,7 +59,7 @@ use secrecy::SecretString;
 
 use super::formats::{self, Unquotable};
 use super::write::{self, Target};
-use super::{Redactor, SinkError, Snapshot};
+use super::{LazyRedactor, Redact, SinkError, Snapshot};
 use crate::config::TemplateSink;
 use crate::state::StateDir;
 
@@ -118,7 +118,11 @@ impl Template {
 
     /// Renders the template for an already selected snapshot. Secret values
     /// in an error message are replaced using `redactor`.
-    pub fn render(&self, selected: &Snapshot, redactor: &Redactor) -> Result<SecretString, String> {
+    pub fn render(
+        &self,
+        selected: &Snapshot,
+        redactor: &dyn Redact,
+    ) -> Result<SecretString, String> {
         let context = Value::from_serialize(selected.view());
         self.env
             .get_template(&self.name)
@@ -149,7 +153,7 @@ pub async fn deliver(
         hide_env,
         ..target(sink)
     };
-    let redactor = snapshot.redactor();
+    let redactor = LazyRedactor::new(snapshot);
     let content = sink
         .compiled
         .render(&snapshot.select(&sink.select), &redactor)

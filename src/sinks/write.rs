@@ -37,7 +37,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{Redactor, SinkError};
+use super::{Redact, SinkError};
 use crate::state::{remove_stale_temp_files, write_atomic_with, StateDir};
 
 /// How long `on_change` may run before its process group is killed.
@@ -70,7 +70,7 @@ pub(crate) async fn deliver(
     content: &SecretString,
     state: &StateDir,
     delivered: Option<&str>,
-    redactor: &Redactor,
+    redactor: &dyn Redact,
 ) -> Result<Option<String>, SinkError> {
     // A write killed before its rename left a temp file (holding a secret)
     // beside the target; nothing else would ever remove it. A directory
@@ -114,16 +114,18 @@ pub(crate) async fn deliver(
     Ok(Some(version))
 }
 
-/// The keyed fingerprint of what the file should be: content and metadata.
+/// The keyed fingerprint of what the file should be: content and metadata,
+/// hashed in place (the content may be megabytes).
 fn version(target: &Target<'_>, content: &SecretString, state: &StateDir) -> String {
-    let described = SecretString::from(format!(
-        "{}\0mode={:o}\0owner={}\0group={}",
-        content.expose_secret(),
+    let metadata = format!(
+        "\0mode={:o}\0owner={}\0group={}",
         target.mode,
         target.owner.unwrap_or(""),
         target.group.unwrap_or("")
-    ));
-    state.fingerprint(&described).0
+    );
+    state
+        .fingerprint_parts(&[content.expose_secret().as_bytes(), metadata.as_bytes()])
+        .0
 }
 
 /// A user name or numeric uid; `None` when no owner is configured.
@@ -193,7 +195,7 @@ async fn run_on_change(
     argv: &[String],
     target: &Target<'_>,
     limit: Duration,
-    redactor: &Redactor,
+    redactor: &dyn Redact,
 ) -> Result<(), String> {
     let program = &argv[0];
     let mut command = tokio::process::Command::new(program);

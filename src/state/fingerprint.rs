@@ -82,14 +82,21 @@ impl FingerprintKey {
 
     /// The fingerprint of `secret` under this key.
     pub(crate) fn fingerprint(&self, secret: &SecretString) -> Fingerprint {
-        fingerprint_with(self.0.expose_secret(), secret.expose_secret().as_bytes())
+        fingerprint_with(self.0.expose_secret(), &[secret.expose_secret().as_bytes()])
+    }
+
+    /// The fingerprint of the concatenation of `parts`.
+    pub(crate) fn fingerprint_parts(&self, parts: &[&[u8]]) -> Fingerprint {
+        fingerprint_with(self.0.expose_secret(), parts)
     }
 }
 
-fn fingerprint_with(key: &[u8], secret: &[u8]) -> Fingerprint {
+fn fingerprint_with(key: &[u8], parts: &[&[u8]]) -> Fingerprint {
     // HMAC takes keys of any length, so this cannot fail.
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
-    mac.update(secret);
+    for part in parts {
+        mac.update(part);
+    }
     let digest = mac.finalize().into_bytes();
     let mut text = String::with_capacity(PREFIX.len() + 2 * KEPT_LEN);
     text.push_str(PREFIX);
@@ -111,7 +118,7 @@ mod tests {
     fn format_is_truncated_hmac_sha256() {
         // RFC 4231 test case 1: the format must never change, or every
         // recorded fingerprint would stop matching after an upgrade.
-        let fp = fingerprint_with(&[0x0b; 20], b"Hi There");
+        let fp = fingerprint_with(&[0x0b; 20], &[b"Hi There"]);
         assert_eq!(fp.0, "hmac-sha256:b0344c61d8db38535ca8afceaf0bf12b");
     }
 

@@ -138,6 +138,12 @@ impl StateDir {
     pub fn fingerprint(&self, secret: &SecretString) -> Fingerprint {
         self.key.fingerprint(secret)
     }
+
+    /// The fingerprint of the concatenation of `parts`, without copying
+    /// them into one buffer (a sink's content can be large).
+    pub fn fingerprint_parts(&self, parts: &[&[u8]]) -> Fingerprint {
+        self.key.fingerprint_parts(parts)
+    }
 }
 
 #[cfg(test)]

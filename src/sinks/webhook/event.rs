@@ -383,7 +383,7 @@ mod tests {
     fn snapshot() -> Snapshot {
         Snapshot {
             client: Some(("INT-1".into(), SecretString::from(CLIENT_SECRET))),
-            credentials: vec![SnapshotCredential {
+            credentials: vec![std::sync::Arc::new(SnapshotCredential {
                 user_id: "u-1".into(),
                 user_email: "app@example.com".into(),
                 object_storage_id: "os-1".into(),
@@ -394,7 +394,7 @@ mod tests {
                 access_key: "CURRENTKEY".into(),
                 secret_key: SecretString::from(S3_SECRET),
                 rotated_at: None,
-            }],
+            })],
         }
     }
 

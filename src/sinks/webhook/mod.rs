@@ -160,8 +160,11 @@ pub async fn deliver(
         changed |= prune_announced(&mut queue, records);
     }
     if changed {
-        outbox.queues.insert(sink_id.to_owned(), queue.clone());
+        // Saved in place and taken back: the queue's announcements cover
+        // every credential, so no copy of it is made.
+        outbox.queues.insert(sink_id.to_owned(), queue);
         ctx.state.save_outbox(&outbox).map_err(state_err)?;
+        queue = take_queue(&mut outbox, sink_id);
     }
     if queue.events.is_empty() {
         return Ok(None);
@@ -178,12 +181,13 @@ pub async fn deliver(
     };
     let sender = Sender::new(sink, ctx.retry).map_err(fail)?;
     let result = send_queue(&sender, &name, &mut queue, snapshot, ctx.state).await;
-    outbox.queues.insert(sink_id.to_owned(), queue.clone());
+    let left = queue.events.len();
+    outbox.queues.insert(sink_id.to_owned(), queue);
     ctx.state.save_outbox(&outbox).map_err(state_err)?;
-    if queue.events.is_empty() {
+    if left == 0 {
         return Ok(result.last_delivered);
     }
-    let left = events_text(queue.events.len());
+    let left = events_text(left);
     Err(fail(match result.first_error {
         Some(err) => format!("{left} not delivered, kept for the next run: {err}"),
         None => format!("{left} not delivered, kept for the next run"),

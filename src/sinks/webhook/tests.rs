@@ -35,7 +35,7 @@ impl Fixture {
             },
             snapshot: Snapshot {
                 client: None,
-                credentials: vec![SnapshotCredential {
+                credentials: vec![std::sync::Arc::new(SnapshotCredential {
                     user_id: "u-1".into(),
                     user_email: "app@example.com".into(),
                     object_storage_id: "os-1".into(),
@@ -46,7 +46,7 @@ impl Fixture {
                     access_key: "NEWKEY".into(),
                     secret_key: SecretString::from(S3_SECRET),
                     rotated_at: None,
-                }],
+                })],
             },
         }
     }
