@@ -379,6 +379,31 @@ impl Sinks {
         }
     }
 
+    /// A regenerate answered (before its user is confirmed): the sinks
+    /// holding the user gather the new values and write them within their
+    /// `wait`.
+    pub(super) fn provisional(&mut self, user: &UserRef, values: Vec<Arc<SnapshotCredential>>) {
+        let now = Instant::now();
+        for slot in &mut self.slots {
+            if !slot.enabled || slot.blocked.is_some() || !slot.holds_user(&user.email) {
+                continue;
+            }
+            match &slot.role {
+                Role::OneUser(id) if *id == user.user_id => {
+                    slot.last_values = Some(values.clone());
+                    slot.dirty_since.get_or_insert(now);
+                }
+                Role::Aggregate => {
+                    slot.dirty_since.get_or_insert(now);
+                }
+                _ => {}
+            }
+        }
+        if self.aggregate_holds(&user.email) {
+            self.store_user(user, values);
+        }
+    }
+
     /// The client secret changed: every sink holding it is written at once.
     pub(super) fn client_changed(&mut self, secret: SecretString) {
         if let Some((_, current)) = &mut self.client {

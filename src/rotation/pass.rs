@@ -187,6 +187,7 @@ pub(super) async fn run(
     };
     let journal = Arc::new(tokio::sync::Mutex::new(journal));
     let shared_records = Arc::new(Mutex::new(records));
+    let (progress, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(StageContext {
         client: client.clone(),
         scope: os.clone(),
@@ -200,6 +201,7 @@ pub(super) async fn run(
         journal: journal.clone(),
         cancel: cancel.clone(),
         deliver_only,
+        progress,
     });
 
     let mut flow = Flow {
@@ -230,6 +232,14 @@ pub(super) async fn run(
         }
         let due = flow.sinks.next_due();
         tokio::select! {
+            // A user's regenerate answers come before its outcome: the
+            // confirmed values are applied last.
+            biased;
+            Some(p) = progress_rx.recv() => {
+                if flow.write {
+                    flow.sinks.provisional(&p.user, p.values);
+                }
+            }
             joined = tasks.join_next(), if !tasks.is_empty() => {
                 let outcome = joined.expect("checked non-empty").expect("user stage panicked");
                 flow.user_done(outcome, &mut report).await;

@@ -18,6 +18,7 @@ use crate::contabo::{ApiError, ContaboClient};
 use crate::crash;
 use crate::inventory::{self, CredentialEntry, UserRef};
 use crate::policy::{self, Reason};
+use crate::sinks::SnapshotCredential;
 use crate::state::{Intent, IntentKind, Journal, Records, StateDir};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -44,8 +45,21 @@ pub(super) struct StageContext {
     /// first regenerate.
     pub journal: Arc<tokio::sync::Mutex<Journal>>,
     pub cancel: CancellationToken,
+    /// Each regenerate's answer goes to delivery at once (see [`Progress`]).
+    pub progress: tokio::sync::mpsc::UnboundedSender<Progress>,
     /// Start-up recovery: list and deliver, decide nothing.
     pub deliver_only: bool,
+}
+
+/// A regenerate answered with the new keys: the user's values with them,
+/// for delivery before the user's last regenerate and its confirming
+/// re-read. The old secret is dead from this moment, so the sinks must not
+/// wait for the rest of the user (at 10 requests per second that is
+/// seconds). The confirm later delivers what the API holds, which is the
+/// same unless storages share the keys.
+pub(super) struct Progress {
+    pub user: UserRef,
+    pub values: Vec<Arc<SnapshotCredential>>,
 }
 
 /// What happened to one user.
@@ -118,7 +132,7 @@ pub(super) async fn run(
         outcome.listed = Ok(entries);
         return outcome;
     }
-    let values = {
+    let mut values = {
         let records = ctx.records.lock().expect("records lock");
         snapshot_values(&entries, &records)
     };
@@ -169,6 +183,19 @@ pub(super) async fn run(
         {
             Ok(new) => {
                 crash::point("s3-after-regenerate");
+                if let Some(v) = values
+                    .iter_mut()
+                    .find(|v| v.credential_id == entry.credential_id)
+                {
+                    let v = Arc::make_mut(v);
+                    v.access_key = new.access_key.clone();
+                    v.secret_key = new.secret_key.clone();
+                    v.rotated_at = Some(Utc::now());
+                }
+                let _ = ctx.progress.send(Progress {
+                    user: outcome.user.clone(),
+                    values: values.clone(),
+                });
                 outcome.attempted.push((entry, rotation_id, Some(new)));
             }
             // The PATCH may have been applied: the re-read decides.

@@ -356,8 +356,8 @@ select = { users = ["user003@example.com"] }
 }
 
 /// A sink holding one user's credentials is written as soon as that user
-/// is confirmed: its `on_change` marker reaches the simulator before the
-/// pass regenerates the last user's credentials.
+/// is done (or a regenerate of it answered): its `on_change` marker reaches
+/// the simulator before the pass regenerates the last user's credentials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_user_sink_is_written_before_the_last_user_is_rotated() {
     let opts = options(4);
@@ -428,9 +428,11 @@ on_change = ["curl", "-fsS", "-X", "POST", "{url}"]
     // Each user's sink was written after that user's own regenerates.
     for (i, user) in users.iter().enumerate() {
         let id = user_id(&sim, user);
+        // The last write of the user's sink (a regenerate's answer is
+        // delivered at once; the confirm may write again).
         let mark_at = log
             .iter()
-            .position(|r| r.operation == Operation::Mark && r.path.ends_with(&format!("/user{i}")))
+            .rposition(|r| r.operation == Operation::Mark && r.path.ends_with(&format!("/user{i}")))
             .unwrap();
         let last_own = log
             .iter()
