@@ -320,6 +320,8 @@ struct Sweep {
 /// What the trace of a run wrote.
 #[derive(Default)]
 struct Io {
+    /// Bytes per state file (temp-file suffixes stripped).
+    per_file: std::collections::BTreeMap<String, u64>,
     state_bytes: u64,
     state_writes: u64,
     sink_bytes: u64,
@@ -499,8 +501,16 @@ fn read_trace(trace: &Path, root: &Path) -> Io {
         match call {
             "fsync" | "fdatasync" => io.fsyncs += 1,
             "write" | "pwrite64" | "writev" if rest.contains(&state) => {
-                io.state_bytes += bytes();
+                let n = bytes();
+                io.state_bytes += n;
                 io.state_writes += 1;
+                let after = &rest[rest.find(&state).unwrap() + state.len()..];
+                let name: String = after
+                    .trim_start_matches('.')
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                    .collect();
+                *io.per_file.entry(name).or_default() += n;
             }
             "write" | "pwrite64" | "writev" if rest.contains(&sinks) => io.sink_bytes += bytes(),
             _ => {}
@@ -612,6 +622,12 @@ async fn main() {
                     io.sink_bytes as f64 / 1048576.0,
                     io.fsyncs
                 );
+                let files: Vec<String> = io
+                    .per_file
+                    .iter()
+                    .map(|(f, b)| format!("{f} {:.2} MiB", *b as f64 / 1048576.0))
+                    .collect();
+                println!("|   by state file: {} |", files.join(", "));
             }
         }
     }

@@ -558,7 +558,6 @@ impl Sinks {
             }
         }
         loop {
-            let now = Instant::now();
             for i in 0..self.slots.len() {
                 if self.slots[i].dirty_since.is_some() && !self.slots[i].in_flight {
                     self.write_now(i);
@@ -567,7 +566,6 @@ impl Sinks {
             let Some(joined) = self.writes.join_next().await else {
                 break;
             };
-            let _ = now;
             self.write_done(joined.expect("sink write panicked"), records, report);
         }
         let webhook_results = match self.webhooks.take() {

@@ -24,7 +24,7 @@ mod user;
 
 pub use report::{CredentialRef, Delivery, Failed, PlanItem, Rotated, RunReport};
 
-use crate::config::{Settings, SinkSettings};
+use crate::config::Settings;
 use crate::contabo::{ApiError, ClientConfig, ContaboClient};
 use crate::inventory::CredentialEntry;
 use crate::policy::History;
@@ -359,11 +359,4 @@ pub fn behind_sinks(settings: &Settings, records: &Records) -> Vec<String> {
         }
     }
     behind
-}
-
-impl SinkSettings {
-    /// Whether this is a file or template sink.
-    pub fn is_file_like(&self) -> bool {
-        !matches!(self, SinkSettings::Webhook(_))
-    }
 }

@@ -185,7 +185,17 @@ pub(super) async fn run(
             return report;
         }
     };
-    let journal = Arc::new(tokio::sync::Mutex::new(journal));
+    // A fresh snapshot that this pass's operations are appended to.
+    if !options.dry_run {
+        if let Err(err) = engine.state.save_journal(&journal) {
+            report.fail("state", "journal.json", err);
+            return report;
+        }
+    }
+    let journal = Arc::new(tokio::sync::Mutex::new(user::JournalFile {
+        journal,
+        clean: true,
+    }));
     let shared_records = Arc::new(Mutex::new(records));
     let (progress, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(StageContext {
@@ -263,6 +273,13 @@ pub(super) async fn run(
     report.rotated.sort_by(|a, b| a.subject.cmp(&b.subject));
     drop(ctx);
     flow.save(&mut report).await;
+    if write {
+        // Compaction: the appended operations folded into one snapshot.
+        let journal = journal.lock().await;
+        if let Err(err) = engine.state.save_journal(&journal.journal) {
+            tracing::warn!(error = %err, "Could not compact the journal; its appended operations stay.");
+        }
+    }
     let Flow { mut sinks, .. } = flow;
     // Every stage and the coordinator are done with them: one copy.
     let mut records = Arc::try_unwrap(shared_records)
@@ -321,7 +338,7 @@ struct Flow<'a> {
     client: &'a crate::contabo::ContaboClient,
     sinks: Sinks,
     records: Arc<Mutex<Records>>,
-    journal: Arc<tokio::sync::Mutex<crate::state::Journal>>,
+    journal: Arc<tokio::sync::Mutex<user::JournalFile>>,
     /// Intents whose outcome the in-memory records hold, not yet saved.
     settled: Vec<uuid::Uuid>,
     audit: Vec<crate::state::AuditEvent>,
@@ -401,11 +418,13 @@ impl Flow<'_> {
             return;
         }
         crate::crash::point("s3-after-record");
+        let ops = self
+            .settled
+            .drain(..)
+            .map(crate::state::JournalOp::Finish)
+            .collect();
         let mut journal = self.journal.lock().await;
-        for id in self.settled.drain(..) {
-            journal.finish(id);
-        }
-        if let Err(err) = self.engine.state.save_journal(&journal) {
+        if let Err(err) = journal.write(&self.engine.state, ops) {
             report.fail("state", "journal.json", err);
         }
     }

@@ -19,7 +19,7 @@ use crate::crash;
 use crate::inventory::{self, CredentialEntry, UserRef};
 use crate::policy::{self, Reason};
 use crate::sinks::SnapshotCredential;
-use crate::state::{Intent, IntentKind, Journal, Records, StateDir};
+use crate::state::{Intent, IntentKind, Journal, JournalOp, Records, StateDir};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,7 +43,7 @@ pub(super) struct StageContext {
     pub gate: Gate,
     /// Intents are written here, one fsync'd write per user, before its
     /// first regenerate.
-    pub journal: Arc<tokio::sync::Mutex<Journal>>,
+    pub journal: Arc<tokio::sync::Mutex<JournalFile>>,
     pub cancel: CancellationToken,
     /// Each regenerate's answer goes to delivery at once (see [`Progress`]).
     pub progress: tokio::sync::mpsc::UnboundedSender<Progress>,
@@ -258,34 +258,75 @@ pub(super) fn decide_one(
     )
 }
 
+/// The journal of a streaming pass: in memory, and on disk as a snapshot
+/// with appended operations (see `state::journal`).
+pub(super) struct JournalFile {
+    pub journal: Journal,
+    /// False after a failed append (a line may be cut short on disk): the
+    /// next write is a fresh snapshot instead of an append.
+    pub clean: bool,
+}
+
+impl JournalFile {
+    /// Applies `ops` in memory and makes them durable: one append and one
+    /// fsync, or a snapshot when the last append failed. On failure the
+    /// operations are undone in memory.
+    pub fn write(
+        &mut self,
+        state: &StateDir,
+        ops: Vec<JournalOp>,
+    ) -> Result<(), crate::state::StateError> {
+        let before = self.journal.clone();
+        for op in &ops {
+            self.journal.apply(op.clone());
+        }
+        let written = if self.clean {
+            state.append_journal(&ops)
+        } else {
+            state.save_journal(&self.journal)
+        };
+        match written {
+            Ok(()) => {
+                self.clean = true;
+                Ok(())
+            }
+            Err(err) => {
+                self.clean = false;
+                self.journal = before;
+                Err(err)
+            }
+        }
+    }
+}
+
 /// Writes one intent per credential about to be regenerated (fsync) before
 /// the first regenerate: a crash at any later point leaves every credential
 /// that may have changed in the journal, and the next start reads each back.
 async fn journal(ctx: &StageContext, intents: &[(CredentialEntry, Uuid)]) -> bool {
     let started_at = Utc::now();
+    let ops = intents
+        .iter()
+        .map(|(entry, rotation_id)| {
+            JournalOp::Begin(Intent {
+                rotation_id: *rotation_id,
+                started_at,
+                kind: IntentKind::ObjectStorage {
+                    key: key_of(entry),
+                    user_email: entry.user_email.clone(),
+                    old_access_key: entry.access_key.clone(),
+                    old_fingerprint: ctx.state.fingerprint(&entry.secret_key),
+                },
+            })
+        })
+        .collect();
     let mut journal = ctx.journal.lock().await;
-    for (entry, rotation_id) in intents {
-        journal.begin(Intent {
-            rotation_id: *rotation_id,
-            started_at,
-            kind: IntentKind::ObjectStorage {
-                key: key_of(entry),
-                user_email: entry.user_email.clone(),
-                old_access_key: entry.access_key.clone(),
-                old_fingerprint: ctx.state.fingerprint(&entry.secret_key),
-            },
-        });
-    }
-    match ctx.state.save_journal(&journal) {
+    match journal.write(&ctx.state, ops) {
         Ok(()) => {
             crash::point("s3-after-journal");
             true
         }
         Err(err) => {
             tracing::error!(error = %err, "Could not write the journal; not regenerating.");
-            for (_, rotation_id) in intents {
-                journal.finish(*rotation_id);
-            }
             false
         }
     }

@@ -237,7 +237,9 @@ pub fn aws_credentials(snapshot: &Snapshot) -> Result<SecretString, String> {
             &b.object_storage_id,
         ))
     });
-    let mut text = String::from("# Written by contabo-rotator; replaced on every change.\n");
+    // Sized up front (a profile takes about 300 bytes), as for json.
+    let mut text = String::with_capacity(64 + 320 * credentials.len());
+    text.push_str("# Written by contabo-rotator; replaced on every change.\n");
     let mut seen: HashMap<String, usize> = HashMap::new();
     for c in credentials {
         let base = profile_name(&c.user_email, &c.region, c.credential_id);

@@ -5,6 +5,17 @@
 //! the process stopped in between: the rotation engine resumes it (reads the
 //! credential back and compares fingerprints) before starting new work.
 //! Like the records, intents hold fingerprints, never secrets.
+//!
+//! A streaming pass begins and settles intents user by user, so the file is
+//! written in two ways ([`StateDir::append_journal`]): a snapshot (the whole
+//! journal, pretty JSON, written atomically) followed by appended operation
+//! lines (`{"begin": {...}}`, `{"finish": "<rotation id>"}`), each append
+//! fsync'd before the API call it protects. Rewriting the whole file for
+//! every user would cost the number of pending intents each time. Reading
+//! replays the lines over the snapshot; a last line cut short by a crash
+//! (no newline) is an append that never completed, whose API call was
+//! therefore never sent, and is ignored. [`StateDir::save_journal`] writes a
+//! fresh snapshot (compaction).
 
 use std::path::Path;
 
@@ -12,7 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::fs::{check_version, read_json, to_json, write_atomic};
+use super::fs::{check_version, parse_json, read_optional, to_json, write_atomic};
 use super::{CredentialKey, Fingerprint, StateDir, StateError};
 
 /// The `version` this build writes and reads.
@@ -94,20 +105,91 @@ impl StateDir {
         load(self.path())
     }
 
-    /// Atomically replaces `journal.json`.
+    /// Atomically replaces `journal.json` with a snapshot of `journal`.
     pub fn save_journal(&self, journal: &Journal) -> Result<(), StateError> {
         let path = self.path().join(super::JOURNAL_FILE);
         write_atomic(&path, &to_json(&path, journal)?, 0o600)
+    }
+
+    /// Appends operations to `journal.json` (one line each, then fsync).
+    /// The file must exist (a snapshot written by [`StateDir::save_journal`]).
+    pub fn append_journal(&self, ops: &[JournalOp]) -> Result<(), StateError> {
+        use std::io::Write;
+        let path = self.path().join(super::JOURNAL_FILE);
+        let mut text = Vec::new();
+        for op in ops {
+            serde_json::to_writer(&mut text, op)
+                .map_err(|e| StateError::io("encode", &path, e.into()))?;
+            text.push(b'\n');
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| StateError::io("append", &path, e))?;
+        file.write_all(&text)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| StateError::io("append", &path, e))
+    }
+}
+
+/// One appended line of `journal.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalOp {
+    /// An intent, written before its API call.
+    Begin(Intent),
+    /// The intent of this rotation id is settled.
+    Finish(Uuid),
+}
+
+impl Journal {
+    /// Applies an appended operation.
+    pub fn apply(&mut self, op: JournalOp) {
+        match op {
+            JournalOp::Begin(intent) => self.begin(intent),
+            JournalOp::Finish(id) => {
+                self.finish(id);
+            }
+        }
     }
 }
 
 /// Reads `<dir>/journal.json` without a [`StateDir`] (read-only views too).
 pub(crate) fn load(dir: &Path) -> Result<Journal, StateError> {
     let path = dir.join(super::JOURNAL_FILE);
-    let Some(journal) = read_json::<Journal>(&path)? else {
+    let Some(bytes) = read_optional(&path)? else {
         return Ok(Journal::default());
     };
+    // A snapshot alone (the common case, and every file written before
+    // appends existed) parses whole.
+    if let Ok(journal) = parse_json::<Journal>(&path, &bytes) {
+        check_version(&path, journal.version, JOURNAL_VERSION)?;
+        return Ok(journal);
+    }
+    // A snapshot, then operation lines. The snapshot is pretty JSON: it ends
+    // at the first line that is exactly `}`.
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| StateError::corrupt(&path, "the file is not UTF-8"))?;
+    let end = text
+        .find("\n}\n")
+        .map(|i| i + 3)
+        .ok_or_else(|| StateError::corrupt(&path, "no journal snapshot at the start"))?;
+    let mut journal: Journal = parse_json(&path, text[..end].as_bytes())?;
     check_version(&path, journal.version, JOURNAL_VERSION)?;
+    let rest = &text[end..];
+    let complete = rest.rfind('\n').map_or("", |i| &rest[..=i]);
+    for (n, line) in complete.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let op: JournalOp = serde_json::from_str(line).map_err(|e| {
+            StateError::corrupt(
+                &path,
+                format!("appended line {} is not a journal operation: {e}", n + 1),
+            )
+        })?;
+        journal.apply(op);
+    }
     Ok(journal)
 }
 
@@ -141,6 +223,37 @@ mod tests {
         assert_eq!(journal.finish(first.rotation_id), Some(first.clone()));
         assert_eq!(journal.finish(first.rotation_id), None);
         assert_eq!(journal.intents, [second]);
+    }
+
+    #[test]
+    fn appended_operations_replay_over_the_snapshot_and_a_torn_line_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let first = intent(client_secret());
+        let second = intent(client_secret());
+        let mut journal = Journal::default();
+        journal.begin(first.clone());
+        state.save_journal(&journal).unwrap();
+        state
+            .append_journal(&[
+                JournalOp::Begin(second.clone()),
+                JournalOp::Finish(first.rotation_id),
+            ])
+            .unwrap();
+        assert_eq!(state.load_journal().unwrap().intents, [second.clone()]);
+        // A crash in the middle of an append: the cut line is ignored.
+        let path = dir.path().join(crate::state::JOURNAL_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"{\"begin\": {\"rotation_id\": \"0f");
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(state.load_journal().unwrap().intents, [second.clone()]);
+        // A complete line that is not an operation is corruption.
+        bytes.extend_from_slice(b"\n");
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(state.load_journal().is_err());
+        // A snapshot compacts it.
+        state.save_journal(&Journal::default()).unwrap();
+        assert!(state.load_journal().unwrap().intents.is_empty());
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub use audit::{AuditEvent, AuditKind};
 pub use error::StateError;
 pub use fingerprint::Fingerprint;
 pub use fs::{remove_stale_temp_files, write_atomic, write_atomic_with};
-pub use journal::{Intent, IntentKind, Journal, JOURNAL_VERSION};
+pub use journal::{Intent, IntentKind, Journal, JournalOp, JOURNAL_VERSION};
 pub use outbox::{Outbox, OutboxEvent, OutboxQueue, SecretSource, OUTBOX_VERSION};
 pub use records::{
     ClientSecretRecord, CredentialKey, CredentialRecord, ParseCredentialKeyError, Records,
