@@ -174,7 +174,7 @@ pub(crate) fn load(dir: &Path) -> Result<Journal, StateError> {
         .find("\n}\n")
         .map(|i| i + 3)
         .ok_or_else(|| StateError::corrupt(&path, "no journal snapshot at the start"))?;
-    let mut journal: Journal = parse_json(&path, text[..end].as_bytes())?;
+    let mut journal: Journal = parse_json(&path, &text.as_bytes()[..end])?;
     check_version(&path, journal.version, JOURNAL_VERSION)?;
     let rest = &text[end..];
     let complete = rest.rfind('\n').map_or("", |i| &rest[..=i]);
@@ -240,13 +240,19 @@ mod tests {
                 JournalOp::Finish(first.rotation_id),
             ])
             .unwrap();
-        assert_eq!(state.load_journal().unwrap().intents, [second.clone()]);
+        assert_eq!(
+            state.load_journal().unwrap().intents,
+            std::slice::from_ref(&second)
+        );
         // A crash in the middle of an append: the cut line is ignored.
         let path = dir.path().join(crate::state::JOURNAL_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.extend_from_slice(b"{\"begin\": {\"rotation_id\": \"0f");
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(state.load_journal().unwrap().intents, [second.clone()]);
+        assert_eq!(
+            state.load_journal().unwrap().intents,
+            std::slice::from_ref(&second)
+        );
         // A complete line that is not an operation is corruption.
         bytes.extend_from_slice(b"\n");
         std::fs::write(&path, &bytes).unwrap();
