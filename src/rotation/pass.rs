@@ -359,19 +359,18 @@ impl Flow<'_> {
         if !self.write {
             return;
         }
-        let recorded = {
+        // One lock: record the outcome, then read the values delivery gets.
+        let (recorded, values) = {
             let mut records = self.records.lock().expect("records lock");
-            record::record(
+            let recorded = record::record(
                 &self.engine.state,
                 self.client,
                 &mut records,
                 outcome,
                 report,
-            )
-        };
-        let values = {
-            let records = self.records.lock().expect("records lock");
-            snapshot_values(&recorded.entries, &records)
+            );
+            let values = snapshot_values(&recorded.entries, &records);
+            (recorded, values)
         };
         let events = self.sinks.events(&recorded.rotated, &recorded.failed);
         if !events.is_empty() {
