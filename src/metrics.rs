@@ -24,9 +24,9 @@ type Labels = Vec<(&'static str, String)>;
 /// What a finished run did, as the metrics count it.
 #[derive(Debug, Default)]
 pub struct RunTally {
-    /// `(kind, result)` per rotation: kind `object_storage` or
+    /// `(kind, result, count)`: kind `object_storage` or
     /// `client_secret`, result `success` or `failure`.
-    pub rotations: Vec<(&'static str, &'static str)>,
+    pub rotations: Vec<(&'static str, &'static str, u64)>,
     /// `(sink, outcome)` per sink: `written`, `unchanged` or `failed`.
     pub deliveries: Vec<(String, &'static str)>,
     /// Nothing failed.
@@ -124,13 +124,13 @@ impl Metrics {
     /// Folds a finished run into the metrics. The engine reports what it
     /// did in these neutral terms, so this module knows no engine types.
     pub fn record_run(&self, run: &RunTally) {
-        for (kind, result) in &run.rotations {
+        for (kind, result, n) in &run.rotations {
             self.rotations
                 .get_or_create(&vec![
                     ("kind", (*kind).to_owned()),
                     ("result", (*result).into()),
                 ])
-                .inc();
+                .inc_by(*n);
         }
         for (sink, outcome) in &run.deliveries {
             self.deliveries

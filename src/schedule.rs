@@ -163,7 +163,7 @@ pub async fn run_daemon(
                     report = &mut run => {
                         crate::metrics::metrics().record_run(&report.tally());
                         let code = report.exit_code();
-                        tracing::info!(rotated = report.rotated.len(), failed = report.failed.len(), exit_code = code, "Scheduled run finished.");
+                        tracing::info!(rotated = report.rotated_count(), failed = report.failed.len(), exit_code = code, "Scheduled run finished.");
                         break;
                     }
                     signal = signals.recv() => match signal {

@@ -6,7 +6,7 @@
 
 use super::{list, CliError};
 use crate::config;
-use crate::rotation::{Engine, RunOptions};
+use crate::rotation::{Engine, ReportOutput, RunOptions};
 use crate::simulator::{Simulator, SimulatorOptions};
 use crate::state::StateDir;
 use anyhow::Context;
@@ -101,11 +101,15 @@ format = "json"
     .context("writing to stdout")?;
     let state = StateDir::open(&settings.state.dir).context("opening the state directory")?;
     let mut engine = Engine::new(settings.clone(), state).context("starting the engine")?;
-    let report = engine
-        .run_once(RunOptions::default(), &CancellationToken::new())
-        .await;
+    // The report streams to stdout, which `out` is.
+    out.flush().context("writing to stdout")?;
+    let options = RunOptions {
+        output: Some(ReportOutput::Text),
+        ..RunOptions::default()
+    };
+    let mut report = engine.run_once(options, &CancellationToken::new()).await;
     drop(engine);
-    write!(out, "{report}").context("writing to stdout")?;
+    report.finish_output().context("writing to stdout")?;
     status = status.max(report.exit_code());
 
     writeln!(out, "\n$ contabo-rotator -c {} list", config_path.display())

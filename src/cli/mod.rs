@@ -170,6 +170,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
             let options = crate::rotation::RunOptions {
                 dry_run: cli.dry_run,
                 force: cli.force,
+                output: None,
             };
             run::run_now(&cli.config, options, json_logs).await
         }

@@ -2,7 +2,7 @@
 
 use super::{CliError, EXIT_FAILED, EXIT_OK};
 use crate::config;
-use crate::rotation::{Engine, RunOptions};
+use crate::rotation::{Engine, ReportOutput, RunOptions};
 use crate::schedule::{self, Exit, Signal};
 use crate::state::StateDir;
 use anyhow::Context;
@@ -67,17 +67,18 @@ pub async fn run_now(path: &Path, options: RunOptions, json: bool) -> Result<u8,
             }
         })
     };
-    let report = engine.run_once(options, &cancel).await;
+    let options = RunOptions {
+        output: Some(if json {
+            ReportOutput::Json
+        } else {
+            ReportOutput::Text
+        }),
+        ..options
+    };
+    let mut report = engine.run_once(options, &cancel).await;
     crate::metrics::metrics().record_run(&report.tally());
     watcher.abort();
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).context("writing the report")?
-        );
-    } else {
-        print!("{report}");
-    }
+    report.finish_output().context("writing the report")?;
     Ok(report.exit_code())
 }
 

@@ -22,7 +22,9 @@ mod report;
 mod resume;
 mod user;
 
-pub use report::{CredentialRef, Delivery, Failed, PlanItem, Rotated, RunReport};
+pub use report::{
+    CredentialRef, Delivery, Failed, PlanItem, ReportOutput, Rotated, RunReport, Totals,
+};
 
 use crate::config::Settings;
 use crate::contabo::{ApiError, ClientConfig, ContaboClient};
@@ -41,6 +43,8 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Rotate every selected secret, due or not.
     pub force: bool,
+    /// Stream the report to stdout as the pass goes (`--run-now`).
+    pub output: Option<ReportOutput>,
 }
 
 /// Errors that stop the engine from being built at all.
@@ -152,8 +156,7 @@ impl Engine {
                     pass::Mode::Deliver(behind),
                 )
                 .await;
-                report.failed.extend(delivered.failed);
-                report.deliveries.extend(delivered.deliveries);
+                report.absorb(delivered);
             }
         }
         self.resend_pending_webhooks().await;

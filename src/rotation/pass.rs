@@ -55,11 +55,7 @@ pub(super) async fn run(
     mode: Mode,
 ) -> RunReport {
     let client = engine.client.with_trace_id(new_trace_id());
-    let mut report = RunReport {
-        trace_id: client.trace_id().to_owned(),
-        dry_run: options.dry_run,
-        ..RunReport::default()
-    };
+    let mut report = RunReport::new(client.trace_id(), options.dry_run, options.output);
     let deliver_only = matches!(mode, Mode::Deliver(_));
     if !deliver_only {
         tracing::info!(trace_id = %report.trace_id, dry_run = options.dry_run, force = options.force, "Run started.");
@@ -80,6 +76,7 @@ pub(super) async fn run(
         if !report.rotated.is_empty() {
             super::enqueue_report_events(engine, &report);
         }
+        report.flush();
     }
     let header = match inventory::header(&client, &engine.settings.object_storage).await {
         Ok(h) => h,
@@ -269,8 +266,6 @@ pub(super) async fn run(
         }
     }
     report.interrupted = cancel.is_cancelled();
-    report.plan.sort_by(|a, b| a.subject.cmp(&b.subject));
-    report.rotated.sort_by(|a, b| a.subject.cmp(&b.subject));
     drop(ctx);
     flow.save(&mut report).await;
     if write {
@@ -288,6 +283,7 @@ pub(super) async fn run(
 
     if options.dry_run {
         plan_client_secret(engine, &records, options, now, &mut report);
+        report.flush();
         tracing::info!(trace_id = %report.trace_id, "Dry run finished; nothing was changed.");
         return report;
     }
@@ -314,6 +310,7 @@ pub(super) async fn run(
         }
         let events = sinks.events(&report.rotated[before..], &report.failed[failed_before..]);
         sinks.announce_client(events);
+        report.flush();
     }
     sinks
         .finish(&mut records, &mut report, engine.settings.api.max_retries)
@@ -324,7 +321,7 @@ pub(super) async fn run(
     if !deliver_only {
         tracing::info!(
             trace_id = %report.trace_id,
-            rotated = report.rotated.len(),
+            rotated = report.rotated_count(),
             failed = report.failed.len(),
             "Run finished."
         );
@@ -357,6 +354,7 @@ impl Flow<'_> {
         }
         report.plan.extend(outcome.plan.iter().cloned());
         if !self.write {
+            report.flush();
             return;
         }
         // One lock: record the outcome, then read the values delivery gets.
@@ -383,6 +381,7 @@ impl Flow<'_> {
             );
         }
         self.sinks.user_done(&user, values, recorded.changed);
+        report.flush();
         self.settled.extend(recorded.settled);
         self.audit.extend(recorded.audit);
         self.users_since_save += 1;

@@ -3,6 +3,7 @@
 
 use crate::policy::Reason;
 use serde::Serialize;
+use std::io::Write as _;
 
 pub use crate::sinks::change::{CredentialRef, Failed, Rotated};
 
@@ -28,33 +29,153 @@ pub struct Delivery {
     pub outcome: &'static str,
 }
 
-/// Everything a run did.
-#[derive(Debug, Default, Serialize)]
+/// Where the report of a run goes while the run goes on (`--run-now`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportOutput {
+    /// One line per item, as [`RunReport`]'s `Display`.
+    Text,
+    /// One JSON object per line (`"type"`: `plan`, `rotated`, `failed`,
+    /// `delivery`, and `summary` last).
+    Json,
+}
+
+/// Counts of what a run did, for the summary and the metrics.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Totals {
+    /// Secrets in the plan, and how many of them were due.
+    pub planned: usize,
+    pub due: usize,
+    /// Rotated S3 credentials and client secrets.
+    pub rotated_object_storage: usize,
+    pub rotated_client_secret: usize,
+}
+
+/// Everything a run did. Items are streamed: [`RunReport::flush`] writes
+/// the plan items and rotations gathered since the last flush to the
+/// output (if any) and keeps only their counts, so a pass over a large
+/// account does not hold its whole report. Failures are kept (they decide
+/// the exit code and are few), and written once each.
+#[derive(Debug, Default)]
 pub struct RunReport {
     pub trace_id: String,
     pub dry_run: bool,
+    /// Plan items not flushed yet.
     pub plan: Vec<PlanItem>,
+    /// Rotations not flushed yet.
     pub rotated: Vec<Rotated>,
     pub failed: Vec<Failed>,
     pub deliveries: Vec<Delivery>,
     /// The run stopped early on a shutdown signal.
     pub interrupted: bool,
+    /// What was flushed, counted.
+    pub totals: Totals,
+    /// How many of `failed` were written.
+    failed_written: usize,
+    output: Option<ReportOutput>,
 }
 
 impl RunReport {
+    /// An empty report of the run `trace_id`.
+    pub(crate) fn new(trace_id: &str, dry_run: bool, output: Option<ReportOutput>) -> RunReport {
+        RunReport {
+            trace_id: trace_id.to_owned(),
+            dry_run,
+            output,
+            ..RunReport::default()
+        }
+    }
+
+    /// Takes `other`'s failures and deliveries (start-up recovery's
+    /// delivery pass).
+    pub(crate) fn absorb(&mut self, other: RunReport) {
+        self.failed.extend(other.failed);
+        self.deliveries.extend(other.deliveries);
+    }
+
+    /// Rotated secrets, flushed or not.
+    pub fn rotated_count(&self) -> usize {
+        self.totals.rotated_object_storage + self.totals.rotated_client_secret + self.rotated.len()
+    }
+
+    /// Writes what was gathered since the last flush to the output and
+    /// keeps its counts. Without an output the items are only counted.
+    pub fn flush(&mut self) {
+        let mut out = self.output.map(|o| (o, std::io::stdout().lock()));
+        for p in self.plan.drain(..) {
+            self.totals.planned += 1;
+            self.totals.due += usize::from(p.rotate);
+            // A text report shows the plan of a dry run only.
+            match out.as_mut() {
+                Some((ReportOutput::Text, _)) if !self.dry_run => {}
+                Some((o, w)) => {
+                    let _ = write_item(*o, w, "plan", &p, |w| write_plan(w, &p));
+                }
+                None => {}
+            }
+        }
+        for r in self.rotated.drain(..) {
+            match r.kind {
+                "client_secret" => self.totals.rotated_client_secret += 1,
+                _ => self.totals.rotated_object_storage += 1,
+            }
+            if let Some((o, w)) = out.as_mut() {
+                let _ = write_item(*o, w, "rotated", &r, |w| write_rotated(w, &r));
+            }
+        }
+        if let Some((o, w)) = out.as_mut() {
+            for f in &self.failed[self.failed_written..] {
+                let _ = write_item(*o, w, "failed", f, |w| write_failed(w, f));
+            }
+            self.failed_written = self.failed.len();
+            let _ = std::io::Write::flush(w);
+        }
+    }
+
+    /// Flushes, then writes the deliveries and the summary line. Nothing
+    /// is written without an output.
+    pub fn finish_output(&mut self) -> std::io::Result<()> {
+        self.flush();
+        let Some(output) = self.output else {
+            return Ok(());
+        };
+        let mut w = std::io::stdout().lock();
+        for d in &self.deliveries {
+            write_item(output, &mut w, "delivery", d, |w| {
+                writeln!(w, "sink {}: {}", d.sink, d.outcome)
+            })?;
+        }
+        match output {
+            ReportOutput::Text => write_summary(&mut w, self)?,
+            ReportOutput::Json => {
+                serde_json::to_writer(&mut w, &Summary::of(self))?;
+                writeln!(w)?;
+            }
+        }
+        std::io::Write::flush(&mut w)
+    }
+
     /// What the metrics count of this run.
     pub fn tally(&self) -> crate::metrics::RunTally {
-        let rotations = self
-            .rotated
-            .iter()
-            .map(|r| (r.kind, "success"))
-            .chain(
-                self.failed
-                    .iter()
-                    .filter(|f| f.kind == "object_storage" || f.kind == "client_secret")
-                    .map(|f| (f.kind, "failure")),
-            )
-            .collect();
+        let failures = |kind: &str| self.failed.iter().filter(|f| f.kind == kind).count();
+        let pending = |kind: &str| self.rotated.iter().filter(|r| r.kind == kind).count();
+        let rotations = [
+            (
+                "object_storage",
+                "success",
+                self.totals.rotated_object_storage + pending("object_storage"),
+            ),
+            (
+                "client_secret",
+                "success",
+                self.totals.rotated_client_secret + pending("client_secret"),
+            ),
+            ("object_storage", "failure", failures("object_storage")),
+            ("client_secret", "failure", failures("client_secret")),
+        ]
+        .into_iter()
+        .filter(|(_, _, n)| *n > 0)
+        .map(|(kind, result, n)| (kind, result, n as u64))
+        .collect();
         crate::metrics::RunTally {
             rotations,
             deliveries: self
@@ -108,66 +229,146 @@ impl RunReport {
     }
 }
 
-/// A human summary, one line per item, for `--run-now` and `--dry-run`.
-/// Written piece by piece: a sweep of thousands of credentials is printed
-/// without building the whole text first.
+/// The last line of a JSON report.
+#[derive(Serialize)]
+struct Summary<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    trace_id: &'a str,
+    dry_run: bool,
+    planned: usize,
+    due: usize,
+    rotated: usize,
+    failed: usize,
+    sinks_written: usize,
+    interrupted: bool,
+}
+
+impl<'a> Summary<'a> {
+    fn of(report: &'a RunReport) -> Summary<'a> {
+        Summary {
+            kind: "summary",
+            trace_id: &report.trace_id,
+            dry_run: report.dry_run,
+            planned: report.totals.planned + report.plan.len(),
+            due: report.totals.due + report.plan.iter().filter(|p| p.rotate).count(),
+            rotated: report.rotated_count(),
+            failed: report.failed.len(),
+            sinks_written: sinks_written(report),
+            interrupted: report.interrupted,
+        }
+    }
+}
+
+fn sinks_written(report: &RunReport) -> usize {
+    report
+        .deliveries
+        .iter()
+        .filter(|d| d.outcome == "written")
+        .count()
+}
+
+/// One item as a line of `output`: JSON with its `type`, or `text`.
+fn write_item<W: std::io::Write, T: Serialize>(
+    output: ReportOutput,
+    w: &mut W,
+    kind: &'static str,
+    item: &T,
+    text: impl FnOnce(&mut W) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    match output {
+        ReportOutput::Text => text(w),
+        ReportOutput::Json => {
+            #[derive(Serialize)]
+            struct Line<'a, T> {
+                #[serde(rename = "type")]
+                kind: &'static str,
+                #[serde(flatten)]
+                item: &'a T,
+            }
+            serde_json::to_writer(&mut *w, &Line { kind, item })?;
+            writeln!(w)
+        }
+    }
+}
+
+fn write_plan(w: &mut impl std::io::Write, p: &PlanItem) -> std::io::Result<()> {
+    write!(
+        w,
+        "  {} {} {}",
+        if p.rotate { "ROTATE" } else { "keep  " },
+        p.kind,
+        p.subject
+    )?;
+    if let Some(k) = &p.access_key {
+        write!(w, " ({k})")?;
+    }
+    writeln!(w, ": {}", p.reason)
+}
+
+fn write_rotated(w: &mut impl std::io::Write, r: &Rotated) -> std::io::Result<()> {
+    writeln!(
+        w,
+        "rotated {} {}: {} {} -> {} {}{}",
+        r.kind,
+        r.subject,
+        r.old_access_key.as_deref().unwrap_or("-"),
+        r.old_fingerprint,
+        r.new_access_key.as_deref().unwrap_or("-"),
+        r.new_fingerprint,
+        if r.recovered { " (recovered)" } else { "" }
+    )
+}
+
+fn write_failed(w: &mut impl std::io::Write, f: &Failed) -> std::io::Result<()> {
+    writeln!(w, "FAILED {} {}: {}", f.kind, f.subject, f.error)
+}
+
+/// The text report's last line: the totals.
+fn write_summary(w: &mut impl std::io::Write, report: &RunReport) -> std::io::Result<()> {
+    let s = Summary::of(report);
+    if report.dry_run {
+        return writeln!(
+            w,
+            "Dry run: {} of {} secrets would rotate; no change was made.",
+            s.due, s.planned
+        );
+    }
+    writeln!(
+        w,
+        "{} rotated, {} failed, {} sinks written{}.",
+        s.rotated,
+        s.failed,
+        s.sinks_written,
+        if report.interrupted {
+            "; stopped early by a shutdown signal"
+        } else {
+            ""
+        }
+    )
+}
+
+/// The whole report as text, what was not flushed yet included: one line
+/// per item, the deliveries, then the totals (`demo`).
 impl std::fmt::Display for RunReport {
     fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.dry_run {
-            let due = self.plan.iter().filter(|p| p.rotate).count();
-            writeln!(
-                out,
-                "Dry run: {due} of {} secrets would rotate; no change was made.",
-                self.plan.len()
-            )?;
-            for p in &self.plan {
-                write!(
-                    out,
-                    "  {} {} {}",
-                    if p.rotate { "ROTATE" } else { "keep  " },
-                    p.kind,
-                    p.subject
-                )?;
-                if let Some(k) = &p.access_key {
-                    write!(out, " ({k})")?;
-                }
-                writeln!(out, ": {}", p.reason)?;
+        let mut w = Vec::new();
+        (|| -> std::io::Result<()> {
+            for p in self.plan.iter().filter(|_| self.dry_run) {
+                write_plan(&mut w, p)?;
             }
-            return Ok(());
-        }
-        for r in &self.rotated {
-            writeln!(
-                out,
-                "rotated {} {}: {} {} -> {} {}{}",
-                r.kind,
-                r.subject,
-                r.old_access_key.as_deref().unwrap_or("-"),
-                r.old_fingerprint,
-                r.new_access_key.as_deref().unwrap_or("-"),
-                r.new_fingerprint,
-                if r.recovered { " (recovered)" } else { "" }
-            )?;
-        }
-        for d in &self.deliveries {
-            writeln!(out, "sink {}: {}", d.sink, d.outcome)?;
-        }
-        for f in &self.failed {
-            writeln!(out, "FAILED {} {}: {}", f.kind, f.subject, f.error)?;
-        }
-        writeln!(
-            out,
-            "{} rotated, {} failed, {} sinks written{}.",
-            self.rotated.len(),
-            self.failed.len(),
-            self.deliveries
-                .iter()
-                .filter(|d| d.outcome == "written")
-                .count(),
-            if self.interrupted {
-                "; stopped early by a shutdown signal"
-            } else {
-                ""
+            for r in &self.rotated {
+                write_rotated(&mut w, r)?;
             }
-        )
+            for d in &self.deliveries {
+                writeln!(w, "sink {}: {}", d.sink, d.outcome)?;
+            }
+            for f in &self.failed {
+                write_failed(&mut w, f)?;
+            }
+            write_summary(&mut w, self)
+        })()
+        .map_err(|_| std::fmt::Error)?;
+        out.write_str(&String::from_utf8_lossy(&w))
     }
 }

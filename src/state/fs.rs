@@ -40,6 +40,37 @@ pub fn write_atomic_with(
     mode: u32,
     prepare: impl FnOnce(&File) -> io::Result<()>,
 ) -> Result<(), StateError> {
+    write_atomic_from(path, mode, prepare, |file| file.write_all(bytes))
+}
+
+/// A state file as pretty JSON with a trailing newline, written like
+/// [`write_atomic`] but serialised straight into the temp file: a large
+/// file (records of a big account) is never held whole in memory.
+pub(crate) fn write_json_atomic(
+    path: &Path,
+    value: &impl serde::Serialize,
+    mode: u32,
+) -> Result<(), StateError> {
+    write_atomic_from(
+        path,
+        mode,
+        |_| Ok(()),
+        |file| {
+            let mut out = io::BufWriter::with_capacity(64 * 1024, file);
+            serde_json::to_writer_pretty(&mut out, value).map_err(io::Error::from)?;
+            out.write_all(b"\n")?;
+            out.flush()
+        },
+    )
+}
+
+/// [`write_atomic_with`], the content written by `body`.
+fn write_atomic_from(
+    path: &Path,
+    mode: u32,
+    prepare: impl FnOnce(&File) -> io::Result<()>,
+    body: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), StateError> {
     let name = path.file_name().ok_or_else(|| {
         let err = io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name");
         StateError::io("write", path, err)
@@ -53,7 +84,7 @@ pub fn write_atomic_with(
         // have added any, so this only ever widens to exactly `mode`.
         file.set_permissions(Permissions::from_mode(mode & 0o7777))?;
         prepare(&file)?;
-        file.write_all(bytes)?;
+        body(&mut file)?;
         file.sync_all()?;
         drop(file);
         fs::rename(&temp, path)
@@ -237,10 +268,46 @@ pub(crate) fn read_private(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, St
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
     path: &Path,
 ) -> Result<Option<T>, StateError> {
-    let Some(bytes) = read_optional(path)? else {
-        return Ok(None);
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StateError::io("read", path, e)),
     };
-    parse_json(path, &bytes).map(Some)
+    // Parsed as it is read: a large file (records of a big account) is
+    // never held whole in memory beside what it parses into.
+    let mut reader = Blank {
+        inner: io::BufReader::with_capacity(64 * 1024, file),
+        blank: true,
+    };
+    match serde_json::from_reader(&mut reader) {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.is_io() => Err(StateError::io(
+            "read",
+            path,
+            e.io_error_kind().map_or_else(
+                || io::Error::other("read failed"),
+                |kind| io::Error::new(kind, e.to_string()),
+            ),
+        )),
+        Err(_) if reader.blank => Err(StateError::corrupt(path, "the file is empty")),
+        Err(e) => Err(StateError::json(path, &e)),
+    }
+}
+
+/// A reader that notes whether anything but whitespace went through it.
+struct Blank<R> {
+    inner: R,
+    blank: bool,
+}
+
+impl<R: Read> Read for Blank<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.blank && !buf[..n].iter().all(u8::is_ascii_whitespace) {
+            self.blank = false;
+        }
+        Ok(n)
+    }
 }
 
 /// Parses bytes read from `path`, describing failures without content.
@@ -266,14 +333,6 @@ pub(crate) fn check_version(path: &Path, found: u32, supported: u32) -> Result<(
              {supported}; if a newer release wrote it, run that release instead)"
         ),
     ))
-}
-
-/// Pretty JSON with a trailing newline: state files are read by operators.
-pub(crate) fn to_json(path: &Path, value: &impl serde::Serialize) -> Result<Vec<u8>, StateError> {
-    let mut bytes =
-        serde_json::to_vec_pretty(value).map_err(|e| StateError::io("encode", path, e.into()))?;
-    bytes.push(b'\n');
-    Ok(bytes)
 }
 
 #[cfg(test)]

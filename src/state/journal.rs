@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::fs::{check_version, parse_json, read_optional, to_json, write_atomic};
+use super::fs::{check_version, parse_json, read_optional, write_json_atomic};
 use super::{CredentialKey, Fingerprint, StateDir, StateError};
 
 /// The `version` this build writes and reads.
@@ -108,7 +108,7 @@ impl StateDir {
     /// Atomically replaces `journal.json` with a snapshot of `journal`.
     pub fn save_journal(&self, journal: &Journal) -> Result<(), StateError> {
         let path = self.path().join(super::JOURNAL_FILE);
-        write_atomic(&path, &to_json(&path, journal)?, 0o600)
+        write_json_atomic(&path, journal, 0o600)
     }
 
     /// Appends operations to `journal.json` (one line each, then fsync).

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::fs::{check_version, read_json, to_json, write_atomic};
+use super::fs::{check_version, read_json, write_json_atomic};
 use super::{CredentialKey, StateDir, StateError};
 
 /// The `version` this build writes and reads.
@@ -114,7 +114,7 @@ impl StateDir {
     /// Atomically replaces `outbox.json` (0600).
     pub fn save_outbox(&self, outbox: &Outbox) -> Result<(), StateError> {
         let path = self.path().join(super::OUTBOX_FILE);
-        write_atomic(&path, &to_json(&path, outbox)?, 0o600)
+        write_json_atomic(&path, outbox, 0o600)
     }
 }
 

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
-use super::fs::{check_version, read_json, to_json, write_atomic};
+use super::fs::{check_version, read_json, write_json_atomic};
 use super::{Fingerprint, StateDir, StateError};
 
 /// The `version` this build writes and reads.
@@ -155,7 +155,7 @@ impl StateDir {
     /// Atomically replaces `records.json`.
     pub fn save_records(&self, records: &Records) -> Result<(), StateError> {
         let path = self.path().join(super::RECORDS_FILE);
-        write_atomic(&path, &to_json(&path, records)?, 0o600)
+        write_json_atomic(&path, records, 0o600)
     }
 }
 
