@@ -195,3 +195,17 @@ fn entry(
         secret_key: c.secret_key,
     }
 }
+
+/// The change record's name for a listed credential.
+impl From<&CredentialEntry> for crate::sinks::change::CredentialRef {
+    fn from(c: &CredentialEntry) -> Self {
+        crate::sinks::change::CredentialRef {
+            user_id: c.user_id.clone(),
+            user_email: c.user_email.clone(),
+            object_storage_id: c.object_storage_id.clone(),
+            object_storage_name: c.object_storage_name.clone(),
+            region: c.region.clone(),
+            credential_id: c.credential_id,
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use url::{Host, Url};
+use url::Url;
 
 use super::error::{ConfigError, Ctx};
 use super::raw::{DurationStr, ModeStr};
@@ -139,16 +139,6 @@ pub(super) fn http_url(ctx: &Ctx, key: &str, raw: &str) -> Result<Url, ConfigErr
         ));
     }
     Ok(url)
-}
-
-/// `localhost`, 127.0.0.0/8 or ::1.
-pub(super) fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
 }
 
 /// Joins a relative `raw` to the configuration file's directory.
@@ -302,22 +292,6 @@ mod tests {
                 (Err(got), Err(want)) => assert!(got.contains(want), "{text}: {got}"),
                 (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
             }
-        }
-    }
-
-    #[test]
-    fn loopback_hosts() {
-        for (url, want) in [
-            ("http://localhost:8080/hook", true),
-            ("http://LOCALHOST/hook", true),
-            ("http://127.0.0.1/hook", true),
-            ("http://127.9.9.9/hook", true),
-            ("http://[::1]:9000/hook", true),
-            ("http://128.0.0.1/hook", false),
-            ("http://localhost.example.com/hook", false),
-            ("http://hooks.example.com/hook", false),
-        ] {
-            assert_eq!(is_loopback(&Url::parse(url).unwrap()), want, "{url}");
         }
     }
 }

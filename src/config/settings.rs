@@ -4,21 +4,24 @@
 //! compiled, relative paths made relative to the configuration file, and
 //! secrets resolved into [`SecretString`]s.
 //!
-//! No `Debug` implementation in this module prints a secret: `SecretString`
-//! redacts itself, and the two hand-written ones ([`EmailGlobs`],
-//! [`WebhookSink`]) print patterns, header names and the URL's origin only.
+//! No `Debug` implementation here prints a secret: `SecretString` redacts
+//! itself. Each sink's settings are its own type, in its module of
+//! [`crate::sinks`] (as are their `Debug` implementations); they are
+//! re-exported here, where the configuration assembles them.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
-use crate::sinks::template::Template;
+pub use crate::globs::EmailGlobs;
+pub use crate::sinks::file::{FileFormat, FileSink};
+pub use crate::sinks::template::TemplateSink;
+pub use crate::sinks::webhook::WebhookSink;
+pub use crate::sinks::{Kind, Selection, SinkSettings};
 
 /// The whole configuration, validated and with every secret resolved.
 #[derive(Debug, Clone)]
@@ -139,230 +142,6 @@ pub enum OnFirstSight {
     Adopt,
 }
 
-/// A compiled list of e-mail globs (`*@example.com`), matched without
-/// regard to case.
-#[derive(Clone)]
-pub struct EmailGlobs {
-    set: GlobSet,
-    patterns: Vec<String>,
-}
-
-impl EmailGlobs {
-    /// Compiles `patterns`; on failure returns the index of the bad pattern
-    /// and what is wrong with it.
-    pub fn new(patterns: &[String]) -> Result<Self, (usize, String)> {
-        let mut builder = GlobSetBuilder::new();
-        for (i, pattern) in patterns.iter().enumerate() {
-            if pattern.trim().is_empty() {
-                return Err((i, "pattern must not be empty".to_owned()));
-            }
-            let glob = GlobBuilder::new(pattern)
-                .case_insensitive(true)
-                .build()
-                .map_err(|e| (i, format!("invalid glob `{pattern}`: {}", e.kind())))?;
-            builder.add(glob);
-        }
-        let set = builder
-            .build()
-            .map_err(|e| (0, format!("invalid glob list: {}", e.kind())))?;
-        Ok(Self {
-            set,
-            patterns: patterns.to_vec(),
-        })
-    }
-
-    /// Whether `email` matches any of the patterns (case-insensitively).
-    pub fn is_match(&self, email: &str) -> bool {
-        self.set.is_match(email)
-    }
-
-    /// The patterns as written in the configuration.
-    pub fn patterns(&self) -> &[String] {
-        &self.patterns
-    }
-}
-
-impl fmt::Debug for EmailGlobs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("EmailGlobs").field(&self.patterns).finish()
-    }
-}
-
-/// One `[[sinks]]` entry.
-#[derive(Debug, Clone)]
-pub enum SinkSettings {
-    File(FileSink),
-    Template(TemplateSink),
-    Webhook(WebhookSink),
-}
-
-impl SinkSettings {
-    /// A one-line description for logs and `check` output, free of
-    /// secrets: `file /etc/myapp/contabo.json (json)`. A webhook shows only
-    /// its URL's origin, since paths and queries often carry tokens.
-    pub fn describe(&self) -> String {
-        match self {
-            SinkSettings::File(s) => {
-                format!("file {} ({})", s.path.display(), s.format.as_str())
-            }
-            SinkSettings::Template(s) => format!(
-                "template {} (from {})",
-                s.path.display(),
-                s.template.display()
-            ),
-            SinkSettings::Webhook(s) => s.describe(),
-        }
-    }
-
-    /// The credential selection, for the sinks that have one.
-    pub fn select(&self) -> Option<&Selection> {
-        match self {
-            SinkSettings::File(s) => Some(&s.select),
-            SinkSettings::Template(s) => Some(&s.select),
-            SinkSettings::Webhook(_) => None,
-        }
-    }
-}
-
-/// `scheme://host[:port]`, plus `/…` when the URL has more than that.
-fn redacted_url(url: &Url) -> String {
-    let origin = url.origin().ascii_serialization();
-    if url.path() == "/" && url.query().is_none() && url.fragment().is_none() {
-        origin
-    } else {
-        format!("{origin}/…")
-    }
-}
-
-/// `type = "file"`: the selected secrets written in a fixed format.
-#[derive(Debug, Clone)]
-pub struct FileSink {
-    pub path: PathBuf,
-    pub format: FileFormat,
-    /// Permission bits (at most 0o770: never any for others).
-    pub mode: u32,
-    /// User name or numeric id; `None` leaves the owner as created.
-    pub owner: Option<String>,
-    /// Group name or numeric id; `None` leaves the group as created.
-    pub group: Option<String>,
-    pub select: Selection,
-    /// argv run after a changed write; never empty, `[0]` never empty.
-    pub on_change: Option<Vec<String>>,
-    /// How long rotations are gathered before a write (`wait`).
-    pub wait: Duration,
-}
-
-/// The format of a `file` sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FileFormat {
-    /// The snapshot as JSON.
-    Json,
-    /// `AWS_*` variables for exactly one credential.
-    Env,
-    /// An INI profile per credential, as in `~/.aws/credentials`.
-    AwsCredentials,
-}
-
-impl FileFormat {
-    /// The name users write in the configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FileFormat::Json => "json",
-            FileFormat::Env => "env",
-            FileFormat::AwsCredentials => "aws-credentials",
-        }
-    }
-}
-
-/// `type = "template"`: the selected secrets rendered through a template.
-#[derive(Debug, Clone)]
-pub struct TemplateSink {
-    /// The template file, as configured (relative to the configuration's
-    /// directory).
-    pub template: PathBuf,
-    /// The template, read and compiled while the configuration was loaded.
-    /// Its `Debug` shows the file only.
-    pub compiled: Template,
-    pub path: PathBuf,
-    pub mode: u32,
-    pub owner: Option<String>,
-    pub group: Option<String>,
-    pub select: Selection,
-    pub on_change: Option<Vec<String>>,
-    /// How long rotations are gathered before a write (`wait`).
-    pub wait: Duration,
-}
-
-/// `type = "webhook"`: signed events POSTed to a URL.
-#[derive(Clone)]
-pub struct WebhookSink {
-    /// http or https; https or loopback when `include_secrets` is set.
-    pub url: Url,
-    /// Standard Webhooks keys (`whsec_<base64>`), never empty. Every key
-    /// signs each event, so a receiver can move from one key to the next.
-    pub signing_secrets: Vec<SecretString>,
-    pub include_secrets: bool,
-    /// 1 s to 10 min.
-    pub timeout: Duration,
-    /// Extra headers, sorted by name. Values may be credentials, so `Debug`
-    /// shows the names only.
-    pub headers: Vec<(String, String)>,
-}
-
-impl WebhookSink {
-    /// Whether secret values may be sent to `url`: https, or a loopback
-    /// host. The configuration refuses `include_secrets` otherwise; the
-    /// sender checks again before every send.
-    pub fn may_carry_secrets(&self) -> bool {
-        self.url.scheme() == "https" || super::checks::is_loopback(&self.url)
-    }
-
-    /// `webhook <origin>/…`, as [`SinkSettings::describe`].
-    pub fn describe(&self) -> String {
-        format!("webhook {}", redacted_url(&self.url))
-    }
-}
-
-impl fmt::Debug for WebhookSink {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("WebhookSink")
-            .field("url", &redacted_url(&self.url))
-            .field("signing_secrets", &self.signing_secrets)
-            .field("include_secrets", &self.include_secrets)
-            .field("timeout", &self.timeout)
-            .field("header_names", &header_names)
-            .finish()
-    }
-}
-
-/// Which credentials a sink receives. Every part that is set must match.
-#[derive(Debug, Clone, Default)]
-pub struct Selection {
-    /// `None` selects every user.
-    pub users: Option<EmailGlobs>,
-    /// Region names; empty selects every region.
-    pub regions: Vec<String>,
-    /// Empty selects both kinds.
-    pub kinds: Vec<Kind>,
-}
-
-impl Selection {
-    /// Whether this selection takes secrets of `kind`.
-    pub fn includes_kind(&self, kind: Kind) -> bool {
-        self.kinds.is_empty() || self.kinds.contains(&kind)
-    }
-}
-
-/// The two kinds of secret the daemon manages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    ObjectStorage,
-    ClientSecret,
-}
-
 /// `[metrics]`: the Prometheus endpoint.
 #[derive(Debug, Clone)]
 pub struct MetricsSettings {
@@ -374,47 +153,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn email_globs_match_case_insensitively() {
-        let globs = EmailGlobs::new(&["*@Example.com".into(), "ops+*@corp.io".into()]).unwrap();
-        for (email, want) in [
-            ("app@example.com", true),
-            ("APP@EXAMPLE.COM", true),
-            ("ops+ci@corp.io", true),
-            ("ops@corp.io", false),
-            ("app@example.com.evil", false),
-        ] {
-            assert_eq!(globs.is_match(email), want, "{email}");
-        }
-    }
-
-    #[test]
-    fn email_globs_report_the_bad_pattern() {
-        let err = EmailGlobs::new(&["ok@x".into(), "[oops".into()]).unwrap_err();
-        assert_eq!(err.0, 1);
-        assert!(err.1.contains("[oops"), "{}", err.1);
-    }
-
-    #[test]
     fn six_fields_prepends_seconds_only_to_five_fields() {
         assert_eq!(six_fields("30 3 * * *"), "0 30 3 * * *");
         assert_eq!(six_fields(" 0  30 3 * * * "), "0 30 3 * * *");
-    }
-
-    #[test]
-    fn webhook_description_hides_path_and_query() {
-        let sink = SinkSettings::Webhook(WebhookSink {
-            url: Url::parse("https://hooks.example.com/services/T0/B0/tok3n?k=v").unwrap(),
-            signing_secrets: vec![],
-            include_secrets: false,
-            timeout: Duration::from_secs(10),
-            headers: vec![("Authorization".into(), "Bearer s3cr3t".into())],
-        });
-        assert_eq!(sink.describe(), "webhook https://hooks.example.com/…");
-        let debug = format!("{sink:?}");
-        assert!(
-            !debug.contains("tok3n") && !debug.contains("s3cr3t"),
-            "{debug}"
-        );
-        assert!(debug.contains("Authorization"), "{debug}");
     }
 }

@@ -14,8 +14,8 @@ use croner::parser::{CronParser, Seconds};
 use url::Url;
 
 use super::checks::{
-    duration, globs, headers, http_url, in_range, is_loopback, max_age, mode, non_empty,
-    non_empty_items, on_change, optional_name, path, sink_wait, timeout, user_globs,
+    duration, globs, headers, http_url, in_range, max_age, mode, non_empty, non_empty_items,
+    on_change, optional_name, path, sink_wait, timeout, user_globs,
 };
 use super::error::{ConfigError, Ctx};
 use super::raw::{RawApi, RawConfig, RawObjectStorage, RawSchedule, RawSelect, RawSink, SinkType};
@@ -253,6 +253,8 @@ fn validate_sink(ctx: &Ctx, key: &str, raw: RawSink) -> Result<PendingSink, Conf
         )
     };
     let sub = |name: &str| format!("{key}.{name}");
+    // A sink's own validation hook names the key under `sinks[N]`.
+    let hook = |p: crate::sinks::ConfigProblem| ctx.invalid(sub(p.key), p.problem);
     let select = |raw: Option<RawSelect>| selection(ctx, &sub("select"), raw.unwrap_or_default());
     match kind {
         SinkType::File => Ok(PendingSink::Ready(SinkSettings::File(FileSink {
@@ -269,9 +271,7 @@ fn validate_sink(ctx: &Ctx, key: &str, raw: RawSink) -> Result<PendingSink, Conf
             let template = raw.template.ok_or_else(|| missing("template"))?;
             let template = path(ctx, &sub("template"), &template)?;
             let target = path(ctx, &sub("path"), &raw.path.ok_or_else(|| missing("path"))?)?;
-            if normalized(&template) == normalized(&target) {
-                return Err(ctx.invalid(sub("path"), "would overwrite the sink's own template"));
-            }
+            crate::sinks::template::check(&template, &target).map_err(hook)?;
             Ok(PendingSink::Template(PendingTemplate {
                 key: sub("template"),
                 template,
@@ -288,13 +288,7 @@ fn validate_sink(ctx: &Ctx, key: &str, raw: RawSink) -> Result<PendingSink, Conf
             let url = raw.url.ok_or_else(|| missing("url"))?;
             let url = http_url(ctx, &sub("url"), &url)?;
             let include_secrets = raw.include_secrets.unwrap_or(false);
-            if include_secrets && url.scheme() != "https" && !is_loopback(&url) {
-                return Err(ctx.invalid(
-                    sub("include_secrets"),
-                    "secrets may only be sent to an https URL or to loopback \
-                     (localhost, 127.0.0.0/8, ::1)",
-                ));
-            }
+            crate::sinks::webhook::check(&url, include_secrets).map_err(hook)?;
             let refs = raw
                 .signing_secret
                 .ok_or_else(|| missing("signing_secret"))?;

@@ -144,18 +144,10 @@ impl ApiError {
         if err.is_timeout() {
             return ApiError::Timeout { op, timeout };
         }
-        let err = err.without_url();
-        let mut detail = err.to_string();
-        let mut source = std::error::Error::source(&err);
-        while let Some(s) = source {
-            let text = s.to_string();
-            if !detail.contains(&text) {
-                detail.push_str(": ");
-                detail.push_str(&text);
-            }
-            source = s.source();
+        ApiError::Transport {
+            op,
+            detail: crate::net::transport_detail(err),
         }
-        ApiError::Transport { op, detail }
     }
 
     /// Builds a [`ApiError::Malformed`] from a JSON error without quoting the body.

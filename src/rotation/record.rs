@@ -126,7 +126,7 @@ pub(super) fn record(
         out.rotated.push(Rotated {
             kind: "object_storage",
             subject: subject_of(&entry),
-            credential: Some(CredentialRef::of(&entry)),
+            credential: Some(CredentialRef::from(&entry)),
             at: now,
             rotation_id,
             old_access_key: Some(entry.access_key.clone()),

@@ -223,7 +223,7 @@ impl RunReport {
     ) {
         self.fail("object_storage", super::subject_of(entry), error);
         if let Some(last) = self.failed.last_mut() {
-            last.credential = Some(CredentialRef::of(entry));
+            last.credential = Some(CredentialRef::from(entry));
             last.rotation_id = rotation_id;
         }
     }

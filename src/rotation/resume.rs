@@ -83,7 +83,7 @@ pub(super) async fn resume(
                             let rotated = Rotated {
                                 kind: "object_storage",
                                 subject,
-                                credential: Some(CredentialRef::of(&entry)),
+                                credential: Some(CredentialRef::from(&entry)),
                                 at: intent.started_at,
                                 rotation_id: id,
                                 old_access_key: Some(old_access_key.clone()),

@@ -16,19 +16,6 @@ pub struct CredentialRef {
     pub credential_id: i64,
 }
 
-impl CredentialRef {
-    pub fn of(c: &crate::inventory::CredentialEntry) -> Self {
-        CredentialRef {
-            user_id: c.user_id.clone(),
-            user_email: c.user_email.clone(),
-            object_storage_id: c.object_storage_id.clone(),
-            object_storage_name: c.object_storage_name.clone(),
-            region: c.region.clone(),
-            credential_id: c.credential_id,
-        }
-    }
-}
-
 /// One secret rotated in this run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Rotated {

@@ -4,11 +4,55 @@
 //! group from creation, only when it changed, then `on_change`.
 
 use secrecy::SecretString;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use super::write::{self, Target};
+use super::Selection;
 use super::{formats, SinkError, Snapshot};
-use crate::config::{FileFormat, FileSink};
 use crate::state::StateDir;
+
+/// `type = "file"`: the selected secrets written in a fixed format.
+#[derive(Debug, Clone)]
+pub struct FileSink {
+    pub path: PathBuf,
+    pub format: FileFormat,
+    /// Permission bits (at most 0o770: never any for others).
+    pub mode: u32,
+    /// User name or numeric id; `None` leaves the owner as created.
+    pub owner: Option<String>,
+    /// Group name or numeric id; `None` leaves the group as created.
+    pub group: Option<String>,
+    pub select: Selection,
+    /// argv run after a changed write; never empty, `[0]` never empty.
+    pub on_change: Option<Vec<String>>,
+    /// How long rotations are gathered before a write (`wait`).
+    pub wait: Duration,
+}
+
+/// The format of a `file` sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileFormat {
+    /// The snapshot as JSON.
+    Json,
+    /// `AWS_*` variables for exactly one credential.
+    Env,
+    /// An INI profile per credential, as in `~/.aws/credentials`.
+    AwsCredentials,
+}
+
+impl FileFormat {
+    /// The name users write in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileFormat::Json => "json",
+            FileFormat::Env => "env",
+            FileFormat::AwsCredentials => "aws-credentials",
+        }
+    }
+}
 
 /// Delivers the sink: renders its format from its selection of `snapshot`
 /// and writes it unless `delivered` (the version it last delivered) says

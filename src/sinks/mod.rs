@@ -31,7 +31,81 @@ pub mod write;
 
 pub use snapshot::{LazyRedactor, Redact, Redactor, Snapshot, SnapshotCredential};
 
-use crate::config::SinkSettings;
+/// One `[[sinks]]` entry.
+#[derive(Debug, Clone)]
+pub enum SinkSettings {
+    File(FileSink),
+    Template(TemplateSink),
+    Webhook(WebhookSink),
+}
+
+impl SinkSettings {
+    /// A one-line description for logs and `check` output, free of
+    /// secrets: `file /etc/myapp/contabo.json (json)`. A webhook shows only
+    /// its URL's origin, since paths and queries often carry tokens.
+    pub fn describe(&self) -> String {
+        match self {
+            SinkSettings::File(s) => {
+                format!("file {} ({})", s.path.display(), s.format.as_str())
+            }
+            SinkSettings::Template(s) => format!(
+                "template {} (from {})",
+                s.path.display(),
+                s.template.display()
+            ),
+            SinkSettings::Webhook(s) => s.describe(),
+        }
+    }
+
+    /// The credential selection, for the sinks that have one.
+    pub fn select(&self) -> Option<&Selection> {
+        match self {
+            SinkSettings::File(s) => Some(&s.select),
+            SinkSettings::Template(s) => Some(&s.select),
+            SinkSettings::Webhook(_) => None,
+        }
+    }
+}
+
+/// Which credentials a sink receives. Every part that is set must match.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// `None` selects every user.
+    pub users: Option<EmailGlobs>,
+    /// Region names; empty selects every region.
+    pub regions: Vec<String>,
+    /// Empty selects both kinds.
+    pub kinds: Vec<Kind>,
+}
+
+impl Selection {
+    /// Whether this selection takes secrets of `kind`.
+    pub fn includes_kind(&self, kind: Kind) -> bool {
+        self.kinds.is_empty() || self.kinds.contains(&kind)
+    }
+}
+
+/// The two kinds of secret the daemon manages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    ObjectStorage,
+    ClientSecret,
+}
+
+use crate::globs::EmailGlobs;
+use file::FileSink;
+use template::TemplateSink;
+use webhook::WebhookSink;
+
+/// What a sink's validation hook found wrong with its settings: the key
+/// (under the sink's own `sinks[N]`) and the problem. The configuration
+/// adds the file and line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub key: &'static str,
+    pub problem: String,
+}
 
 /// Why one sink could not be delivered. Messages name the sink and never
 /// carry a secret value.

@@ -1,6 +1,6 @@
 //! The snapshot every sink renders: the current secret values after a run.
 
-use crate::config::{Kind, Selection};
+use super::{Kind, Selection};
 use chrono::{DateTime, Utc};
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};

@@ -52,6 +52,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use minijinja::value::{Kwargs, Value};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, UndefinedBehavior};
@@ -59,9 +60,41 @@ use secrecy::SecretString;
 
 use super::formats::{self, Unquotable};
 use super::write::{self, Target};
+use super::Selection;
 use super::{LazyRedactor, Redact, SinkError, Snapshot};
-use crate::config::TemplateSink;
 use crate::state::StateDir;
+
+/// `type = "template"`: the selected secrets rendered through a template.
+#[derive(Debug, Clone)]
+pub struct TemplateSink {
+    /// The template file, as configured (relative to the configuration's
+    /// directory).
+    pub template: PathBuf,
+    /// The template, read and compiled while the configuration was loaded.
+    /// Its `Debug` shows the file only.
+    pub compiled: Template,
+    pub path: PathBuf,
+    pub mode: u32,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub select: Selection,
+    pub on_change: Option<Vec<String>>,
+    /// How long rotations are gathered before a write (`wait`).
+    pub wait: Duration,
+}
+
+/// The configuration's check of a template sink (its validation hook):
+/// the rendered file must not replace its own template.
+pub fn check(template: &Path, path: &Path) -> Result<(), super::ConfigProblem> {
+    let normalized = |p: &Path| p.components().collect::<PathBuf>();
+    if normalized(template) == normalized(path) {
+        return Err(super::ConfigProblem {
+            key: "path",
+            problem: "would overwrite the sink's own template".into(),
+        });
+    }
+    Ok(())
+}
 
 /// The variables of the context.
 const CONTEXT: [&str; 2] = ["client", "object_storage_credentials"];

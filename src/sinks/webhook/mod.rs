@@ -83,17 +83,19 @@
 //! # more than five minutes off; payload["type"], payload["data"]
 //! ```
 
+mod config;
 mod event;
 mod send;
 mod signature;
 
+pub use config::{check, WebhookSink};
 pub use event::{
     events_for, NewEvent, CLIENT_SECRET_ROTATED, OBJECT_STORAGE_CREDENTIAL_ROTATED, ROTATION_FAILED,
 };
 pub use signature::Signer;
 
+use super::SinkSettings;
 use super::{SinkError, Snapshot};
-use crate::config::{SinkSettings, WebhookSink};
 use crate::retry::RetryPolicy;
 use crate::state::{AuditEvent, AuditKind, Outbox, OutboxQueue, Records, StateDir, StateError};
 use chrono::Utc;

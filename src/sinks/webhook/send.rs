@@ -6,15 +6,74 @@
 //! connection errors (without the URL) only.
 
 use super::signature::Signer;
-use crate::config::WebhookSink;
-use crate::contabo::ApiError;
-use crate::retry::{parse_retry_after, RetryPolicy};
+use super::WebhookSink;
+use crate::retry::{parse_retry_after, RetryPolicy, Retryable};
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
 
 /// The `op` of errors, as in `webhook: HTTP 503 server error`.
 const OP: &str = "webhook";
+
+/// Why one POST (or the event's retries) failed. Status codes and
+/// connection errors only: never the URL or the receiver's body.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SendError {
+    #[error("{OP}: HTTP 429 Too Many Requests{}", retry_after.map(|d| format!(" (Retry-After {}s)", d.as_secs())).unwrap_or_default())]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("{OP}: HTTP {status} server error")]
+    Server { status: u16 },
+    #[error("{OP}: HTTP {status}")]
+    Status { status: u16 },
+    #[error("{OP}: no answer within {}s", .timeout.as_secs_f32())]
+    Timeout { timeout: Duration },
+    #[error("{OP}: connection failed: {detail}")]
+    Transport { detail: String },
+    #[error("{OP}: gave up after {attempts} attempts: {last}")]
+    GaveUp { attempts: u32, last: Box<SendError> },
+}
+
+impl SendError {
+    fn from_reqwest(err: reqwest::Error, timeout: Duration) -> SendError {
+        if err.is_timeout() {
+            SendError::Timeout { timeout }
+        } else {
+            SendError::Transport {
+                detail: crate::net::transport_detail(err),
+            }
+        }
+    }
+
+    fn status(&self) -> Option<u16> {
+        match self {
+            SendError::RateLimited { .. } => Some(429),
+            SendError::Server { status } | SendError::Status { status } => Some(*status),
+            SendError::GaveUp { last, .. } => last.status(),
+            _ => None,
+        }
+    }
+}
+
+impl Retryable for SendError {
+    /// 429, 5xx, timeouts and dropped connections; other answers are final.
+    fn is_retryable(&self) -> bool {
+        !matches!(self, SendError::Status { .. } | SendError::GaveUp { .. })
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SendError::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+
+    fn gave_up(self, _op: &'static str, attempts: u32) -> SendError {
+        SendError::GaveUp {
+            attempts,
+            last: Box::new(self),
+        }
+    }
+}
 
 /// How one event's delivery ended.
 #[derive(Debug)]
@@ -25,10 +84,10 @@ pub(super) enum Outcome {
     Gone,
     /// Another 4xx (or a 3xx, since redirects are not followed): kept, and
     /// not retried in this run.
-    Rejected(ApiError),
+    Rejected(SendError),
     /// 5xx, 429, timeouts and connection errors after the run's retries:
     /// kept for the next run.
-    Unavailable(ApiError),
+    Unavailable(SendError),
 }
 
 /// Sends events to one webhook.
@@ -94,7 +153,7 @@ impl<'a> Sender<'a> {
         &self,
         id: &str,
         body: &SecretString,
-    ) -> Result<(), (ApiError, Option<Duration>)> {
+    ) -> Result<(), (SendError, Option<Duration>)> {
         let timestamp = chrono::Utc::now().timestamp();
         let bytes = body.expose_secret().as_bytes();
         let signature = self.signer.sign(id, timestamp, bytes);
@@ -109,7 +168,7 @@ impl<'a> Sender<'a> {
             .body(bytes.to_vec())
             .send()
             .await
-            .map_err(|e| (ApiError::from_reqwest(OP, e, self.sink.timeout), None))?;
+            .map_err(|e| (SendError::from_reqwest(e, self.sink.timeout), None))?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -121,20 +180,9 @@ impl<'a> Sender<'a> {
         tracing::debug!(status, webhook_id = id, "Webhook answered.");
         let err = match status {
             200..=299 => return Ok(()),
-            429 => ApiError::RateLimited {
-                op: OP,
-                retry_after,
-            },
-            500..=599 => ApiError::Server {
-                op: OP,
-                status,
-                message: None,
-            },
-            _ => ApiError::Status {
-                op: OP,
-                status,
-                message: None,
-            },
+            429 => SendError::RateLimited { retry_after },
+            500..=599 => SendError::Server { status },
+            _ => SendError::Status { status },
         };
         Err((err, retry_after))
     }
@@ -145,7 +193,14 @@ pub(super) async fn probe(sink: &WebhookSink) -> Result<u16, String> {
     let request = with_headers(http_client(sink)?.head(sink.url.clone()), sink);
     match request.send().await {
         Ok(response) => Ok(response.status().as_u16()),
-        Err(e) => Err(ApiError::from_reqwest("HEAD", e, sink.timeout).to_string()),
+        Err(e) if e.is_timeout() => Err(format!(
+            "HEAD: no answer within {}s",
+            sink.timeout.as_secs_f32()
+        )),
+        Err(e) => Err(format!(
+            "HEAD: connection failed: {}",
+            crate::net::transport_detail(e)
+        )),
     }
 }
 
