@@ -27,7 +27,7 @@
 use super::{Delivery, RunReport};
 use crate::config::{Kind, SinkSettings};
 use crate::crash;
-use crate::inventory::UserRef;
+use crate::inventory::{CredentialEntry, UserRef};
 use crate::sinks::snapshot::{selects, selects_user};
 use crate::sinks::{self, file, webhook, SinkError, Snapshot, SnapshotCredential};
 use crate::state::{AuditEvent, AuditKind, Records, StateDir};
@@ -233,6 +233,30 @@ impl Sinks {
     pub(super) fn store_user(&mut self, user: &UserRef, values: Vec<Arc<SnapshotCredential>>) {
         self.store
             .insert((user.email.clone(), user.user_id.clone()), values);
+    }
+
+    /// A listed user's credentials, as the store holds them (the user's
+    /// stage starts from them instead of listing again).
+    pub(super) fn stored_entries(&self, user: &UserRef) -> Option<Vec<CredentialEntry>> {
+        let values = self
+            .store
+            .get(&(user.email.clone(), user.user_id.clone()))?;
+        Some(
+            values
+                .iter()
+                .map(|c| CredentialEntry {
+                    user_id: c.user_id.clone(),
+                    user_email: c.user_email.clone(),
+                    object_storage_id: c.object_storage_id.clone(),
+                    object_storage_name: c.object_storage_name.clone(),
+                    region: c.region.clone(),
+                    s3_url: c.s3_url.clone(),
+                    credential_id: c.credential_id,
+                    access_key: c.access_key.clone(),
+                    secret_key: c.secret_key.clone(),
+                })
+                .collect(),
+        )
     }
 
     /// Once the store is complete: blocks every aggregate sink that cannot

@@ -143,6 +143,11 @@ pub(super) async fn run(
                 Ok(entries) => {
                     if sinks.aggregate_holds(&user.email) {
                         sinks.store_user(user, snapshot_values(&entries, &records));
+                        if !whole_account {
+                            // The store holds them; the user's stage gets
+                            // them back from it (one copy, not two).
+                            continue;
+                        }
                     }
                     listed.insert(user.user_id.clone(), entries);
                 }
@@ -234,7 +239,11 @@ pub(super) async fn run(
                 continue;
             }
             let user = users[i].clone();
-            let pre = listed.remove(&user.user_id);
+            let pre = listed.remove(&user.user_id).or_else(|| {
+                prelist[i]
+                    .then(|| flow.sinks.stored_entries(&user))
+                    .flatten()
+            });
             tasks.spawn(user::run(ctx.clone(), user, pre));
         }
         let due = flow.sinks.next_due();

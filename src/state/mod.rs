@@ -40,7 +40,7 @@ pub use error::StateError;
 pub use fingerprint::Fingerprint;
 pub use fs::{remove_stale_temp_files, write_atomic, write_atomic_with};
 pub use journal::{Intent, IntentKind, Journal, JournalOp, JOURNAL_VERSION};
-pub use outbox::{Outbox, OutboxEvent, OutboxQueue, SecretSource, OUTBOX_VERSION};
+pub use outbox::{EventData, Outbox, OutboxEvent, OutboxQueue, SecretSource, OUTBOX_VERSION};
 pub use records::{
     ClientSecretRecord, CredentialKey, CredentialRecord, ParseCredentialKeyError, Records,
     SinkRecord, RECORDS_VERSION,

@@ -84,7 +84,7 @@ pub struct OutboxEvent {
     /// When the event happened (the payload's `timestamp`).
     pub timestamp: DateTime<Utc>,
     /// The payload's `data`: identifiers, times, fingerprints. Never a secret.
-    pub data: serde_json::Value,
+    pub data: EventData,
     /// The secret that `include_secrets` adds at send time, by reference.
     pub secret: Option<SecretSource>,
     pub enqueued_at: DateTime<Utc>,
@@ -95,6 +95,32 @@ pub struct OutboxEvent {
     /// Why the last attempt failed: a status code or a connection error,
     /// never the receiver's response body.
     pub last_error: Option<String>,
+}
+
+/// An event's `data`, kept as its compact JSON text: a queue of thousands
+/// of events (a receiver slower than the pass) costs their text, not a
+/// parsed map per event.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventData(Box<serde_json::value::RawValue>);
+
+impl EventData {
+    pub fn new(value: &serde_json::Value) -> EventData {
+        EventData(serde_json::value::to_raw_value(value).expect("a JSON value serialises"))
+    }
+
+    /// The data parsed (for a send, which may add a secret to it).
+    pub fn value(&self) -> serde_json::Value {
+        // An outbox that parsed holds valid JSON here; a value that does
+        // not parse back (never seen) is sent as null.
+        serde_json::from_str(self.0.get()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl PartialEq for EventData {
+    fn eq(&self, other: &EventData) -> bool {
+        self.0.get() == other.0.get()
+    }
 }
 
 /// Which secret an event is about.
@@ -138,7 +164,7 @@ mod tests {
             id: "msg_1".into(),
             kind: "client_secret.rotated".into(),
             timestamp: Utc::now(),
-            data: serde_json::json!({ "client_id": "INT-1" }),
+            data: EventData::new(&serde_json::json!({ "client_id": "INT-1" })),
             secret: Some(SecretSource::ObjectStorage {
                 key: "u/o/7".parse().unwrap(),
             }),

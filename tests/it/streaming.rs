@@ -451,3 +451,95 @@ on_change = ["curl", "-fsS", "-X", "POST", "{url}"]
         assert_eq!(held, expected, "{user}");
     }
 }
+
+/// `--run-now --log-format json` streams its report: one JSON object per
+/// line, each rotation as it is recorded, and a summary last whose totals
+/// match the lines. When the first `rotated` line reaches the test, the
+/// test POSTs a marker to the simulator: it lands before the last user's
+/// regenerates, so the line was printed while the pass was still running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_now_report_streams_one_line_per_rotation_and_ends_with_totals() {
+    use std::io::BufRead;
+    let opts = options(4);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = write_config(
+        &sim,
+        &opts,
+        "[[sinks]]\ntype = \"file\"\npath = \"{root}/out/all.json\"\nformat = \"json\"\n",
+    );
+    std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
+    let config = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("concurrency = 8", "concurrency = 1");
+    write_secret(&setup.config, &config);
+    sim.set_faults(vec![FaultRule::always(Fault::Latency(
+        Duration::from_millis(100),
+    ))
+    .on(Operation::RegenerateObjectStorageCredentials)]);
+
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("contabo-rotator"))
+        .args(args(&setup.config, &["--log-format", "json", "--run-now"]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mark = format!(
+        "{}{MARK_PATH}report",
+        sim.base_url().as_str().trim_end_matches('/')
+    );
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines: Vec<serde_json::Value> = Vec::new();
+        let mut marked = false;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let value: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|_| panic!("not a JSON line: {line}"));
+            if value["type"] == "rotated" && !marked {
+                marked = true;
+                let sent = Command::new("curl")
+                    .args(["-fsS", "-X", "POST", &mark])
+                    .output()
+                    .unwrap();
+                assert!(sent.status.success(), "the marker POST");
+            }
+            lines.push(value);
+        }
+        lines
+    })
+    .await
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let count = |kind: &str| lines.iter().filter(|l| l["type"] == kind).count();
+    let summary = lines.last().expect("the report printed something");
+    assert_eq!(summary["type"], "summary", "the summary comes last");
+    assert_eq!(count("summary"), 1);
+    assert_eq!(count("rotated"), 12, "one line per rotated credential");
+    assert_eq!(summary["rotated"], 12);
+    assert_eq!(summary["planned"], count("plan"));
+    assert_eq!(summary["due"], 12);
+    assert_eq!(summary["failed"], 0);
+    assert_eq!(summary["sinks_written"], 1);
+    assert_eq!(count("delivery"), 1);
+    for line in lines.iter().filter(|l| l["type"] == "rotated") {
+        assert!(line["subject"].is_string() && line["new_fingerprint"].is_string());
+    }
+    let log = sim.requests();
+    let marked_at = log
+        .iter()
+        .position(|r| r.operation == Operation::Mark && r.path.ends_with("/report"))
+        .expect("the marker reached the simulator");
+    let last_regenerate = log
+        .iter()
+        .rposition(|r| r.operation == Operation::RegenerateObjectStorageCredentials)
+        .unwrap();
+    assert!(
+        marked_at < last_regenerate,
+        "the first rotated line (marker at request {marked_at}) was printed before the last regenerate (request {last_regenerate})"
+    );
+    crate::cli::assert_no_secret(&sim, &serde_json::to_string(&lines).unwrap());
+}

@@ -7,7 +7,9 @@
 
 use crate::sinks::change::{Failed, Rotated};
 use crate::sinks::Snapshot;
-use crate::state::{CredentialKey, OutboxEvent, OutboxQueue, Records, SecretSource, StateDir};
+use crate::state::{
+    CredentialKey, EventData, OutboxEvent, OutboxQueue, Records, SecretSource, StateDir,
+};
 use chrono::{DateTime, SecondsFormat, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
@@ -38,8 +40,8 @@ impl NewEvent {
     }
 
     /// The payload's `data`, without any secret.
-    pub fn data(&self) -> &Value {
-        &self.event.data
+    pub fn data(&self) -> Value {
+        self.event.data.value()
     }
 }
 
@@ -70,7 +72,7 @@ fn new_event(
         id: format!("msg_{}", Uuid::new_v4().simple()),
         kind: kind.to_owned(),
         timestamp,
-        data,
+        data: EventData::new(&data),
         secret,
         enqueued_at: Utc::now(),
         attempts: 0,
@@ -268,7 +270,7 @@ pub(super) fn body(
     snapshot: Option<&Snapshot>,
     state: &StateDir,
 ) -> (SecretString, bool) {
-    let mut data = event.data.clone();
+    let mut data = event.data.value();
     let mut added = false;
     if let (Some(snapshot), Some(source), Value::Object(fields)) =
         (snapshot, &event.secret, &mut data)

@@ -413,6 +413,7 @@ async fn send_queue(
                     event: AuditKind::Failure,
                     rotation_id: event
                         .data
+                        .value()
                         .get("rotation_id")
                         .and_then(|v| v.as_str())
                         .and_then(|s| s.parse().ok()),
