@@ -209,3 +209,20 @@ impl From<&CredentialEntry> for crate::sinks::change::CredentialRef {
         }
     }
 }
+
+/// A credential as a sink's snapshot holds it, back as a listing entry.
+impl From<&crate::sinks::SnapshotCredential> for CredentialEntry {
+    fn from(c: &crate::sinks::SnapshotCredential) -> Self {
+        CredentialEntry {
+            user_id: c.user_id.clone(),
+            user_email: c.user_email.clone(),
+            object_storage_id: c.object_storage_id.clone(),
+            object_storage_name: c.object_storage_name.clone(),
+            region: c.region.clone(),
+            s3_url: c.s3_url.clone(),
+            credential_id: c.credential_id,
+            access_key: c.access_key.clone(),
+            secret_key: c.secret_key.clone(),
+        }
+    }
+}

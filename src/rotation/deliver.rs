@@ -241,22 +241,7 @@ impl Sinks {
         let values = self
             .store
             .get(&(user.email.clone(), user.user_id.clone()))?;
-        Some(
-            values
-                .iter()
-                .map(|c| CredentialEntry {
-                    user_id: c.user_id.clone(),
-                    user_email: c.user_email.clone(),
-                    object_storage_id: c.object_storage_id.clone(),
-                    object_storage_name: c.object_storage_name.clone(),
-                    region: c.region.clone(),
-                    s3_url: c.s3_url.clone(),
-                    credential_id: c.credential_id,
-                    access_key: c.access_key.clone(),
-                    secret_key: c.secret_key.clone(),
-                })
-                .collect(),
-        )
+        Some(values.iter().map(|c| CredentialEntry::from(&**c)).collect())
     }
 
     /// Once the store is complete: blocks every aggregate sink that cannot
