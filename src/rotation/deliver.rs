@@ -655,7 +655,7 @@ fn one_user(selection: &crate::config::Selection, users: &[UserRef]) -> Role {
 /// writing it; the error says why it cannot be delivered.
 fn render(sink: &SinkSettings, snapshot: &Snapshot) -> Result<(), String> {
     let result = match sink {
-        SinkSettings::File(f) => file::render(f.format, &snapshot.select(&f.select)).map(drop),
+        SinkSettings::File(f) => file::check_renders(f.format, &snapshot.select(&f.select)),
         SinkSettings::Template(t) => t
             .compiled
             .render(

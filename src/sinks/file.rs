@@ -3,12 +3,12 @@
 //! written by [`super::write`]: atomically, with its final mode, owner and
 //! group from creation, only when it changed, then `on_change`.
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::write::{self, Target};
+use super::write::{self, RenderError, Target};
 use super::Selection;
 use super::{formats, SinkError, Snapshot};
 use crate::state::StateDir;
@@ -73,15 +73,11 @@ pub async fn deliver(
         hide_env,
         ..target(sink)
     };
-    let content = render(sink.format, &snapshot.select(&sink.select)).map_err(|detail| {
-        SinkError::Content {
-            sink: target.name.clone(),
-            detail,
-        }
-    })?;
+    let selected = snapshot.select(&sink.select);
+    let render = |out: &mut dyn std::io::Write| render_into(sink.format, &selected, out);
     write::deliver(
         &target,
-        &content,
+        &render,
         state,
         delivered,
         &super::LazyRedactor::new(snapshot),
@@ -101,6 +97,32 @@ pub fn render(format: FileFormat, selected: &Snapshot) -> Result<SecretString, S
         FileFormat::Env => formats::env(selected),
         FileFormat::AwsCredentials => formats::aws_credentials(selected),
     }
+}
+
+/// [`render`] into `out`, as it is produced.
+pub fn render_into(
+    format: FileFormat,
+    selected: &Snapshot,
+    out: &mut dyn std::io::Write,
+) -> Result<(), RenderError> {
+    match format {
+        FileFormat::Json => Ok(selected.write_json(out)?),
+        FileFormat::Env => {
+            // One credential: small, and built whole to check it first.
+            let text = formats::env(selected).map_err(RenderError::Content)?;
+            Ok(out.write_all(text.expose_secret().as_bytes())?)
+        }
+        FileFormat::AwsCredentials => formats::write_aws_credentials(selected, out),
+    }
+}
+
+/// Whether `format` can hold `selected` (rendered into nothing); the error
+/// says why not.
+pub fn check_renders(format: FileFormat, selected: &Snapshot) -> Result<(), String> {
+    render_into(format, selected, &mut std::io::sink()).map_err(|err| match err {
+        RenderError::Content(detail) => detail,
+        RenderError::Io(e) => e.to_string(),
+    })
 }
 
 fn target(sink: &FileSink) -> Target<'_> {

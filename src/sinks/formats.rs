@@ -71,9 +71,11 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::snapshot::{Snapshot, SnapshotCredential};
+use super::write::RenderError;
 
 /// The short S3 region string for a Contabo region name.
 pub fn region_code(region: &str) -> &'static str {
@@ -228,6 +230,22 @@ pub fn env(snapshot: &Snapshot) -> Result<SecretString, String> {
 
 /// The `aws-credentials` format: one profile per credential.
 pub fn aws_credentials(snapshot: &Snapshot) -> Result<SecretString, String> {
+    let mut bytes = Zeroizing::new(Vec::with_capacity(64 + 320 * snapshot.credentials.len()));
+    write_aws_credentials(snapshot, &mut *bytes).map_err(|err| match err {
+        RenderError::Content(detail) => detail,
+        RenderError::Io(e) => e.to_string(),
+    })?;
+    let text = std::str::from_utf8(&bytes).expect("the format writes UTF-8");
+    Ok(SecretString::from(text.to_owned()))
+}
+
+/// [`aws_credentials`] written into `out` as it is produced; a value INI
+/// cannot carry fails it (before anything of that profile's value is
+/// written).
+pub fn write_aws_credentials(
+    snapshot: &Snapshot,
+    out: &mut dyn std::io::Write,
+) -> Result<(), RenderError> {
     let mut credentials: Vec<&SnapshotCredential> =
         snapshot.credentials.iter().map(|c| &**c).collect();
     credentials.sort_by(|a, b| {
@@ -237,9 +255,7 @@ pub fn aws_credentials(snapshot: &Snapshot) -> Result<SecretString, String> {
             &b.object_storage_id,
         ))
     });
-    // Sized up front (a profile takes about 300 bytes), as for json.
-    let mut text = String::with_capacity(64 + 320 * credentials.len());
-    text.push_str("# Written by contabo-rotator; replaced on every change.\n");
+    out.write_all(b"# Written by contabo-rotator; replaced on every change.\n")?;
     let mut seen: HashMap<String, usize> = HashMap::new();
     for c in credentials {
         let base = profile_name(&c.user_email, &c.region, c.credential_id);
@@ -250,7 +266,7 @@ pub fn aws_credentials(snapshot: &Snapshot) -> Result<SecretString, String> {
         } else {
             format!("{base}-{count}")
         };
-        let _ = write!(text, "\n[{name}]\n# S3 {}\n", describe(c));
+        write!(out, "\n[{name}]\n# S3 {}\n", describe(c))?;
         for (key, value) in [
             ("aws_access_key_id", c.access_key.as_str()),
             ("aws_secret_access_key", c.secret_key.expose_secret()),
@@ -258,12 +274,12 @@ pub fn aws_credentials(snapshot: &Snapshot) -> Result<SecretString, String> {
             ("region", region_code(&c.region)),
         ] {
             let value = ini_value(value).map_err(|Unquotable(why)| {
-                format!("{key} of {} cannot be written: {why}", describe(c))
+                RenderError::Content(format!("{key} of {} cannot be written: {why}", describe(c)))
             })?;
-            let _ = writeln!(text, "{key} = {value}");
+            writeln!(out, "{key} = {value}")?;
         }
     }
-    Ok(SecretString::from(text))
+    Ok(())
 }
 
 #[cfg(test)]

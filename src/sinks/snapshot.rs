@@ -67,6 +67,12 @@ impl Snapshot {
 
     /// The `json` sink format of DESIGN.md §3. The returned text holds
     /// secrets, so it stays a [`SecretString`] until written.
+    /// [`Snapshot::to_json`] written into `out` as it is produced.
+    pub fn write_json(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(&mut *out, &self.view())?;
+        out.write_all(b"\n")
+    }
+
     pub fn to_json(&self) -> SecretString {
         // Sized up front (a credential takes about 450 bytes): growing a
         // buffer of megabytes by doubling holds up to three times its size.

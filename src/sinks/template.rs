@@ -56,7 +56,7 @@ use std::time::Duration;
 
 use minijinja::value::{Kwargs, Value};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, UndefinedBehavior};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::formats::{self, Unquotable};
 use super::write::{self, Target};
@@ -194,7 +194,13 @@ pub async fn deliver(
             sink: target.name.clone(),
             detail,
         })?;
-    write::deliver(&target, &content, state, delivered, &redactor).await
+    // Rendered whole (minijinja builds its context from the snapshot
+    // anyway); written through the same path as a file sink.
+    let render = |out: &mut dyn std::io::Write| {
+        out.write_all(content.expose_secret().as_bytes())
+            .map_err(Into::into)
+    };
+    write::deliver(&target, &render, state, delivered, &redactor).await
 }
 
 /// `check --online` for this sink (see [`write::healthcheck`]).

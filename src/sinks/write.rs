@@ -34,11 +34,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use nix::unistd::{Gid, Group, Uid, User};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::zeroize::{Zeroize, Zeroizing};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{Redact, SinkError};
-use crate::state::{remove_stale_temp_files, write_atomic_with, StateDir};
+use crate::state::{remove_stale_temp_files, write_atomic_from, StateDir};
 
 /// How long `on_change` may run before its process group is killed.
 pub const ON_CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -63,11 +63,33 @@ pub(crate) struct Target<'a> {
     pub hide_env: &'a [String],
 }
 
-/// Writes `content` unless `delivered` says the file already holds it, then
-/// runs `on_change`. Returns the new version when it wrote.
+/// Why a sink's content could not be produced: a value the format cannot
+/// hold (nothing is written then), or the writer failed.
+#[derive(Debug)]
+pub enum RenderError {
+    Content(String),
+    Io(io::Error),
+}
+
+impl From<io::Error> for RenderError {
+    fn from(err: io::Error) -> RenderError {
+        RenderError::Io(err)
+    }
+}
+
+/// A sink's content, produced into a writer. [`deliver`] calls it twice:
+/// once into a fingerprint (is the file already current? can the content
+/// be produced at all?), then into the temp file. Rendering twice costs
+/// CPU; holding the body would cost its size in memory (15 MB of JSON for
+/// 30,000 credentials), twice over while it was written.
+pub type Render<'a> = dyn Fn(&mut dyn io::Write) -> Result<(), RenderError> + Sync + 'a;
+
+/// Writes the content `render` produces unless `delivered` says the file
+/// already holds it, then runs `on_change`. Returns the new version when
+/// it wrote. A content error leaves the file untouched.
 pub(crate) async fn deliver(
     target: &Target<'_>,
-    content: &SecretString,
+    render: &Render<'_>,
     state: &StateDir,
     delivered: Option<&str>,
     redactor: &dyn Redact,
@@ -78,7 +100,16 @@ pub(crate) async fn deliver(
     if let Ok(removed @ 1..) = remove_stale_temp_files(target.path) {
         tracing::info!(sink = %target.name, removed, "Removed temp files left by an interrupted write.");
     }
-    let version = version(target, content, state);
+    let version = version(target, render, state).map_err(|err| match err {
+        RenderError::Content(detail) => SinkError::Content {
+            sink: target.name.clone(),
+            detail,
+        },
+        RenderError::Io(e) => SinkError::Content {
+            sink: target.name.clone(),
+            detail: e.to_string(),
+        },
+    })?;
     if delivered == Some(version.as_str()) && target.path.exists() {
         return Ok(None);
     }
@@ -88,19 +119,34 @@ pub(crate) async fn deliver(
     };
     let uid = resolve_owner(target.owner).map_err(write_error)?;
     let gid = resolve_group(target.group).map_err(write_error)?;
-    let bytes = content.expose_secret().as_bytes();
-    write_atomic_with(target.path, bytes, target.mode, |file| {
-        crate::crash::point("sink-temp-created");
-        if uid.is_none() && gid.is_none() {
-            return Ok(());
-        }
-        std::os::unix::fs::fchown(file, uid.map(Uid::as_raw), gid.map(Gid::as_raw)).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot give the new file its owner and group: {e}"),
+    let body = |file: &mut std::fs::File| {
+        let mut out = SecretBuf::new(file);
+        render(&mut out).map_err(|err| match err {
+            RenderError::Io(e) => e,
+            // The fingerprint pass produced it: rendering is deterministic.
+            RenderError::Content(detail) => io::Error::other(detail),
+        })?;
+        io::Write::flush(&mut out)
+    };
+    write_atomic_from(
+        target.path,
+        target.mode,
+        |file| {
+            crate::crash::point("sink-temp-created");
+            if uid.is_none() && gid.is_none() {
+                return Ok(());
+            }
+            std::os::unix::fs::fchown(file, uid.map(Uid::as_raw), gid.map(Gid::as_raw)).map_err(
+                |e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot give the new file its owner and group: {e}"),
+                    )
+                },
             )
-        })
-    })
+        },
+        body,
+    )
     .map_err(|e| write_error(e.to_string()))?;
     tracing::debug!(sink = %target.name, "Wrote the sink's file.");
     if let Some(argv) = target.on_change {
@@ -115,17 +161,65 @@ pub(crate) async fn deliver(
 }
 
 /// The keyed fingerprint of what the file should be: content and metadata,
-/// hashed in place (the content may be megabytes).
-fn version(target: &Target<'_>, content: &SecretString, state: &StateDir) -> String {
+/// hashed as the content is produced (it may be megabytes).
+fn version(
+    target: &Target<'_>,
+    render: &Render<'_>,
+    state: &StateDir,
+) -> Result<String, RenderError> {
     let metadata = format!(
         "\0mode={:o}\0owner={}\0group={}",
         target.mode,
         target.owner.unwrap_or(""),
         target.group.unwrap_or("")
     );
-    state
-        .fingerprint_parts(&[content.expose_secret().as_bytes(), metadata.as_bytes()])
-        .0
+    let mut fingerprint = state.fingerprint_writer();
+    render(&mut fingerprint)?;
+    Ok(fingerprint.finish(metadata.as_bytes()).0)
+}
+
+/// A buffered writer whose buffer is zeroed after every flush and on drop:
+/// what goes through it holds secrets, and std's `BufWriter` would leave
+/// them in freed memory.
+struct SecretBuf<W: io::Write> {
+    inner: W,
+    buf: Zeroizing<Vec<u8>>,
+}
+
+impl<W: io::Write> SecretBuf<W> {
+    const CAPACITY: usize = 64 * 1024;
+
+    fn new(inner: W) -> SecretBuf<W> {
+        SecretBuf {
+            inner,
+            buf: Zeroizing::new(Vec::with_capacity(Self::CAPACITY)),
+        }
+    }
+
+    fn write_out(&mut self) -> io::Result<()> {
+        let written = self.inner.write_all(&self.buf);
+        // Zeroes the whole buffer and empties it; the capacity stays.
+        self.buf.zeroize();
+        written
+    }
+}
+
+impl<W: io::Write> io::Write for SecretBuf<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.buf.len() + bytes.len() > Self::CAPACITY {
+            self.write_out()?;
+        }
+        if bytes.len() >= Self::CAPACITY {
+            return self.inner.write(bytes);
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.write_out()?;
+        self.inner.flush()
+    }
 }
 
 /// A user name or numeric uid; `None` when no owner is configured.
@@ -298,6 +392,13 @@ mod tests {
         }
     }
 
+    /// Fixed content, as a sink renders it.
+    fn text(
+        content: &'static str,
+    ) -> impl Fn(&mut dyn io::Write) -> Result<(), RenderError> + Sync {
+        move |out: &mut dyn io::Write| Ok(out.write_all(content.as_bytes())?)
+    }
+
     fn argv(script: &str) -> Vec<String> {
         vec!["sh".into(), "-c".into(), script.into()]
     }
@@ -310,7 +411,7 @@ mod tests {
         let count = dir.path().join("count");
         let hook = argv(&format!("echo run >> {}", count.display()));
         let t = target(&path, Some(&hook));
-        let content = SecretString::from("A='1'\n");
+        let content = text("A='1'\n");
         let redactor = Snapshot::default().redactor();
         let v1 = deliver(&t, &content, &state, None, &redactor)
             .await
@@ -350,7 +451,7 @@ mod tests {
                 ..target(&path, None)
             };
             let redactor = Snapshot::default().redactor();
-            deliver(&t, &SecretString::from("x"), &state, None, &redactor)
+            deliver(&t, &text("x"), &state, None, &redactor)
                 .await
                 .unwrap();
             return;
@@ -361,7 +462,7 @@ mod tests {
             ..target(&path, None)
         };
         let redactor = Snapshot::default().redactor();
-        deliver(&t, &SecretString::from("x"), &state, None, &redactor)
+        deliver(&t, &text("x"), &state, None, &redactor)
             .await
             .unwrap();
         let meta = fs::metadata(&path).unwrap();
@@ -374,7 +475,7 @@ mod tests {
             owner: Some("no-such-user-xyz"),
             ..target(&path, None)
         };
-        let err = deliver(&t, &SecretString::from("y"), &state, None, &redactor)
+        let err = deliver(&t, &text("y"), &state, None, &redactor)
             .await
             .unwrap_err();
         assert!(
@@ -383,6 +484,55 @@ mod tests {
             "{err}"
         );
         assert_eq!(fs::read_to_string(&path).unwrap(), "x", "old file kept");
+    }
+
+    #[tokio::test]
+    async fn content_is_streamed_through_a_zeroed_buffer_and_a_failed_render_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&dir.path().join("state")).unwrap();
+        let path = dir.path().join("big");
+        let t = target(&path, None);
+        let redactor = Snapshot::default().redactor();
+        // Pieces that straddle the 64 KiB buffer, and one larger than it.
+        let render = |out: &mut dyn io::Write| -> Result<(), RenderError> {
+            for i in 0..3000u32 {
+                writeln!(out, "line {i:05} {}", "x".repeat(40))?;
+            }
+            out.write_all(&vec![b'y'; 200 * 1024])?;
+            Ok(())
+        };
+        let mut want = String::new();
+        for i in 0..3000u32 {
+            want.push_str(&format!("line {i:05} {}\n", "x".repeat(40)));
+        }
+        want.push_str(&"y".repeat(200 * 1024));
+        let v1 = deliver(&t, &render, &state, None, &redactor)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), want);
+        assert_eq!(
+            v1,
+            state
+                .fingerprint_parts(&[want.as_bytes(), b"\0mode=640\0owner=\0group="])
+                .0,
+            "the streamed fingerprint is that of the whole content"
+        );
+        // A content error halfway: the file keeps its old content.
+        let failing = |out: &mut dyn io::Write| -> Result<(), RenderError> {
+            out.write_all(b"half")?;
+            Err(RenderError::Content("cannot hold this".into()))
+        };
+        let err = deliver(&t, &failing, &state, Some(&v1), &redactor)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SinkError::Content { .. }), "{err:?}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), want);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no temp file left"
+        );
     }
 
     #[tokio::test]

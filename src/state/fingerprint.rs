@@ -89,6 +89,38 @@ impl FingerprintKey {
     pub(crate) fn fingerprint_parts(&self, parts: &[&[u8]]) -> Fingerprint {
         fingerprint_with(self.0.expose_secret(), parts)
     }
+
+    /// A writer that fingerprints what is written to it, the same as
+    /// [`FingerprintKey::fingerprint_parts`] of its concatenation: content
+    /// of megabytes is fingerprinted as it is produced, never held.
+    pub(crate) fn writer(&self) -> FingerprintWriter {
+        FingerprintWriter(
+            Hmac::<Sha256>::new_from_slice(self.0.expose_secret())
+                .expect("HMAC accepts any key length"),
+        )
+    }
+}
+
+/// See [`FingerprintKey::writer`].
+pub struct FingerprintWriter(Hmac<Sha256>);
+
+impl FingerprintWriter {
+    /// The fingerprint of everything written, then `last`.
+    pub fn finish(mut self, last: &[u8]) -> Fingerprint {
+        self.0.update(last);
+        text_of(self.0)
+    }
+}
+
+impl std::io::Write for FingerprintWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn fingerprint_with(key: &[u8], parts: &[&[u8]]) -> Fingerprint {
@@ -97,6 +129,10 @@ fn fingerprint_with(key: &[u8], parts: &[&[u8]]) -> Fingerprint {
     for part in parts {
         mac.update(part);
     }
+    text_of(mac)
+}
+
+fn text_of(mac: Hmac<Sha256>) -> Fingerprint {
     let digest = mac.finalize().into_bytes();
     let mut text = String::with_capacity(PREFIX.len() + 2 * KEPT_LEN);
     text.push_str(PREFIX);

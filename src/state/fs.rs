@@ -64,8 +64,9 @@ pub(crate) fn write_json_atomic(
     )
 }
 
-/// [`write_atomic_with`], the content written by `body`.
-fn write_atomic_from(
+/// [`write_atomic_with`], the content written by `body` into the temp file
+/// (content produced as it is written, never held whole).
+pub fn write_atomic_from(
     path: &Path,
     mode: u32,
     prepare: impl FnOnce(&File) -> io::Result<()>,

@@ -37,8 +37,8 @@ use secrecy::SecretString;
 
 pub use audit::{AuditEvent, AuditKind};
 pub use error::StateError;
-pub use fingerprint::Fingerprint;
-pub use fs::{remove_stale_temp_files, write_atomic, write_atomic_with};
+pub use fingerprint::{Fingerprint, FingerprintWriter};
+pub use fs::{remove_stale_temp_files, write_atomic, write_atomic_from, write_atomic_with};
 pub use journal::{Intent, IntentKind, Journal, JournalOp, JOURNAL_VERSION};
 pub use outbox::{EventData, Outbox, OutboxEvent, OutboxQueue, SecretSource, OUTBOX_VERSION};
 pub use records::{
@@ -143,6 +143,12 @@ impl StateDir {
     /// them into one buffer (a sink's content can be large).
     pub fn fingerprint_parts(&self, parts: &[&[u8]]) -> Fingerprint {
         self.key.fingerprint_parts(parts)
+    }
+
+    /// A writer fingerprinting what goes through it, as
+    /// [`StateDir::fingerprint_parts`] of its concatenation.
+    pub fn fingerprint_writer(&self) -> FingerprintWriter {
+        self.key.writer()
     }
 }
 
