@@ -449,6 +449,28 @@ async fn sweep(users: usize, latency_ms: u64, at: Concurrency, window: bool, io:
     } else {
         Vec::new()
     };
+    if std::env::var_os("SWEEP_PHASES").is_some() {
+        // Where the wall time goes: offsets from the start, in ms.
+        let ms = |at: Instant| at.saturating_duration_since(started).as_secs_f64() * 1000.0;
+        let first = requests.first().map(|r| ms(r.received_at));
+        let first_list = requests
+            .iter()
+            .find(|r| r.operation == Operation::ListObjectStorageCredentials)
+            .map(|r| ms(r.received_at));
+        let first_regen = requests
+            .iter()
+            .find(|r| r.operation == Operation::RegenerateObjectStorageCredentials)
+            .map(|r| ms(r.received_at));
+        let last = requests
+            .iter()
+            .filter(|r| r.operation != Operation::Mark)
+            .map(|r| ms(r.received_at))
+            .fold(0.0, f64::max);
+        eprintln!(
+            "phases (ms): first request {first:?}, first credential list {first_list:?}, first regenerate {first_regen:?}, last request {last:.0}, exit {:.0}",
+            wall.as_secs_f64() * 1000.0
+        );
+    }
     let io = io.then(|| read_trace(&trace, dir.path()));
     if out.status.code() != Some(0) {
         eprintln!(

@@ -22,6 +22,23 @@ use uuid::Uuid;
 
 /// Largest response body accepted; anything bigger is refused as malformed.
 const MAX_BODY: usize = 16 * 1024 * 1024;
+/// A page that came back empty before the last one `_pagination` promised.
+fn truncated(
+    op: &'static str,
+    page: i64,
+    total_pages: i64,
+    received: usize,
+    first: &Pagination,
+) -> ApiError {
+    ApiError::Truncated {
+        op,
+        page,
+        total_pages,
+        received,
+        expected: first.total_elements.unwrap_or(-1),
+    }
+}
+
 /// A list longer than this many pages is taken for a server loop.
 const MAX_PAGES: i64 = 10_000;
 
@@ -377,41 +394,53 @@ impl ContaboClient {
         .await
     }
 
-    /// Walks every page of a list endpoint by `_pagination`.
+    /// Walks every page of a list endpoint by `_pagination`. Once the first
+    /// page says how many there are, the rest are requested together (the
+    /// request slots bound them) and taken in page order; a server without
+    /// a usable `_pagination` is walked one page after another.
     async fn list_all<T: DeserializeOwned>(
         &self,
         op: &'static str,
         path: &[&str],
         query: Vec<(&'static str, String)>,
     ) -> Result<Vec<T>, ApiError> {
-        let mut items = Vec::new();
-        let mut page: i64 = 1;
-        loop {
+        let fetch = |page: i64| {
             let mut call = Call::new(op, Method::GET, path);
             call.query = query.clone();
             call.query.push(("page", page.to_string()));
             call.query.push(("size", self.inner.page_size.to_string()));
-            let envelope: Envelope<T> = parse(op, &self.send(call).await?)?;
-            let data = envelope.data.ok_or_else(|| no_data(op))?;
-            let received = data.len();
-            items.extend(data);
-            let pagination = envelope.pagination.unwrap_or_default();
-            match pagination.total_pages.filter(|t| *t >= 0) {
-                Some(total_pages) if page >= total_pages => break,
-                Some(total_pages) if received == 0 => {
-                    return Err(ApiError::Truncated {
-                        op,
-                        page,
-                        total_pages,
-                        received: items.len(),
-                        expected: pagination.total_elements.unwrap_or(-1),
-                    })
-                }
-                // Without a usable `_pagination`, a short or empty page ends
-                // the list (a server that ignores `page` cannot loop us).
-                None if received < self.inner.page_size as usize => break,
-                _ => {}
+            async move {
+                let envelope: Envelope<T> = parse(op, &self.send(call).await?)?;
+                let data = envelope.data.ok_or_else(|| no_data(op))?;
+                Ok::<_, ApiError>((data, envelope.pagination.unwrap_or_default()))
             }
+        };
+        let (mut items, first) = fetch(1).await?;
+        if let Some(total_pages) = first.total_pages.filter(|t| *t >= 0) {
+            if total_pages > MAX_PAGES {
+                return Err(ApiError::Malformed {
+                    op,
+                    detail: format!("more than {MAX_PAGES} pages"),
+                });
+            }
+            if total_pages > 1 && items.is_empty() {
+                return Err(truncated(op, 1, total_pages, 0, &first));
+            }
+            let rest = futures_util::future::join_all((2..=total_pages).map(fetch)).await;
+            for (page, result) in (2..).zip(rest) {
+                let (data, _) = result?;
+                if data.is_empty() {
+                    return Err(truncated(op, page, total_pages, items.len(), &first));
+                }
+                items.extend(data);
+            }
+            return Ok(items);
+        }
+        // Without a usable `_pagination`, a short or empty page ends the
+        // list (a server that ignores `page` cannot loop us).
+        let mut received = items.len();
+        let mut page: i64 = 1;
+        while received >= self.inner.page_size as usize {
             page += 1;
             if page > MAX_PAGES {
                 return Err(ApiError::Malformed {
@@ -419,6 +448,9 @@ impl ContaboClient {
                     detail: format!("more than {MAX_PAGES} pages"),
                 });
             }
+            let (data, _) = fetch(page).await?;
+            received = data.len();
+            items.extend(data);
         }
         Ok(items)
     }

@@ -100,6 +100,31 @@ pub(crate) async fn deliver(
     if let Ok(removed @ 1..) = remove_stale_temp_files(target.path) {
         tracing::info!(sink = %target.name, removed, "Removed temp files left by an interrupted write.");
     }
+    // Rendering and writing megabytes is CPU and disk work: off the
+    // runtime's worker, so the pass's other tasks keep running.
+    let Some(version) = blocking(|| write_file(target, render, state, delivered))? else {
+        return Ok(None);
+    };
+    tracing::debug!(sink = %target.name, "Wrote the sink's file.");
+    if let Some(argv) = target.on_change {
+        run_on_change(argv, target, ON_CHANGE_TIMEOUT, redactor)
+            .await
+            .map_err(|detail| SinkError::OnChange {
+                sink: target.name.clone(),
+                detail,
+            })?;
+    }
+    Ok(Some(version))
+}
+
+/// Renders and writes the file unless `delivered` says it already holds
+/// the content; the new version when it wrote.
+fn write_file(
+    target: &Target<'_>,
+    render: &Render<'_>,
+    state: &StateDir,
+    delivered: Option<&str>,
+) -> Result<Option<String>, SinkError> {
     let version = version(target, render, state).map_err(|err| match err {
         RenderError::Content(detail) => SinkError::Content {
             sink: target.name.clone(),
@@ -148,16 +173,16 @@ pub(crate) async fn deliver(
         body,
     )
     .map_err(|e| write_error(e.to_string()))?;
-    tracing::debug!(sink = %target.name, "Wrote the sink's file.");
-    if let Some(argv) = target.on_change {
-        run_on_change(argv, target, ON_CHANGE_TIMEOUT, redactor)
-            .await
-            .map_err(|detail| SinkError::OnChange {
-                sink: target.name.clone(),
-                detail,
-            })?;
-    }
     Ok(Some(version))
+}
+
+/// Runs `work` where blocking is allowed: in place on a multi-thread
+/// runtime (its other tasks move to another worker), inline otherwise.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
 }
 
 /// The keyed fingerprint of what the file should be: content and metadata,
