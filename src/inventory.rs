@@ -77,8 +77,10 @@ pub async fn header(
     scope: &ObjectStorageSettings,
 ) -> Result<Header, ApiError> {
     let api_user_id = client.api_user_id().await?;
-    let users = client.list_users(&UserFilter::default()).await?;
-    let storages = client.list_object_storages().await?;
+    // Independent lists: asked together.
+    let all_users = UserFilter::default();
+    let (users, storages) =
+        tokio::try_join!(client.list_users(&all_users), client.list_object_storages())?;
     let s3_urls: HashMap<String, String> = storages
         .iter()
         .map(|s| (s.object_storage_id.clone(), s.s3_endpoint()))
