@@ -32,7 +32,7 @@ pub struct Delivery {
 /// Where the report of a run goes while the run goes on (`--run-now`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportOutput {
-    /// One line per item, as [`RunReport`]'s `Display`.
+    /// One line per item (`rotated …`, `FAILED …`), then the totals.
     Text,
     /// One JSON object per line (`"type"`: `plan`, `rotated`, `failed`,
     /// `delivery`, and `summary` last).
@@ -346,29 +346,4 @@ fn write_summary(w: &mut impl std::io::Write, report: &RunReport) -> std::io::Re
             ""
         }
     )
-}
-
-/// The whole report as text, what was not flushed yet included: one line
-/// per item, the deliveries, then the totals (`demo`).
-impl std::fmt::Display for RunReport {
-    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut w = Vec::new();
-        (|| -> std::io::Result<()> {
-            for p in self.plan.iter().filter(|_| self.dry_run) {
-                write_plan(&mut w, p)?;
-            }
-            for r in &self.rotated {
-                write_rotated(&mut w, r)?;
-            }
-            for d in &self.deliveries {
-                writeln!(w, "sink {}: {}", d.sink, d.outcome)?;
-            }
-            for f in &self.failed {
-                write_failed(&mut w, f)?;
-            }
-            write_summary(&mut w, self)
-        })()
-        .map_err(|_| std::fmt::Error)?;
-        out.write_str(&String::from_utf8_lossy(&w))
-    }
 }

@@ -3,7 +3,7 @@
 //! written by [`super::write`]: atomically, with its final mode, owner and
 //! group from creation, only when it changed, then `on_change`.
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -90,16 +90,8 @@ pub fn healthcheck(sink: &FileSink) -> Result<(), SinkError> {
     write::healthcheck(&target(sink))
 }
 
-/// The content of `format` for an already selected snapshot.
-pub fn render(format: FileFormat, selected: &Snapshot) -> Result<SecretString, String> {
-    match format {
-        FileFormat::Json => Ok(selected.to_json()),
-        FileFormat::Env => formats::env(selected),
-        FileFormat::AwsCredentials => formats::aws_credentials(selected),
-    }
-}
-
-/// [`render`] into `out`, as it is produced.
+/// The content of `format` for an already selected snapshot, written
+/// into `out` as it is produced.
 pub fn render_into(
     format: FileFormat,
     selected: &Snapshot,
@@ -119,10 +111,7 @@ pub fn render_into(
 /// Whether `format` can hold `selected` (rendered into nothing); the error
 /// says why not.
 pub fn check_renders(format: FileFormat, selected: &Snapshot) -> Result<(), String> {
-    render_into(format, selected, &mut std::io::sink()).map_err(|err| match err {
-        RenderError::Content(detail) => detail,
-        RenderError::Io(e) => e.to_string(),
-    })
+    render_into(format, selected, &mut std::io::sink()).map_err(|err| err.to_string())
 }
 
 fn target(sink: &FileSink) -> Target<'_> {

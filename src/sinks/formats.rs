@@ -231,10 +231,7 @@ pub fn env(snapshot: &Snapshot) -> Result<SecretString, String> {
 /// The `aws-credentials` format: one profile per credential.
 pub fn aws_credentials(snapshot: &Snapshot) -> Result<SecretString, String> {
     let mut bytes = Zeroizing::new(Vec::with_capacity(64 + 320 * snapshot.credentials.len()));
-    write_aws_credentials(snapshot, &mut *bytes).map_err(|err| match err {
-        RenderError::Content(detail) => detail,
-        RenderError::Io(e) => e.to_string(),
-    })?;
+    write_aws_credentials(snapshot, &mut *bytes).map_err(|err| err.to_string())?;
     let text = std::str::from_utf8(&bytes).expect("the format writes UTF-8");
     Ok(SecretString::from(text.to_owned()))
 }

@@ -71,6 +71,15 @@ pub enum RenderError {
     Io(io::Error),
 }
 
+impl std::fmt::Display for RenderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RenderError::Content(detail) => f.write_str(detail),
+            RenderError::Io(e) => e.fmt(f),
+        }
+    }
+}
+
 impl From<io::Error> for RenderError {
     fn from(err: io::Error) -> RenderError {
         RenderError::Io(err)
@@ -125,15 +134,9 @@ fn write_file(
     state: &StateDir,
     delivered: Option<&str>,
 ) -> Result<Option<String>, SinkError> {
-    let version = version(target, render, state).map_err(|err| match err {
-        RenderError::Content(detail) => SinkError::Content {
-            sink: target.name.clone(),
-            detail,
-        },
-        RenderError::Io(e) => SinkError::Content {
-            sink: target.name.clone(),
-            detail: e.to_string(),
-        },
+    let version = version(target, render, state).map_err(|err| SinkError::Content {
+        sink: target.name.clone(),
+        detail: err.to_string(),
     })?;
     if delivered == Some(version.as_str()) && target.path.exists() {
         return Ok(None);
