@@ -40,6 +40,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use super::{Redact, SinkError};
 use crate::state::{remove_stale_temp_files, write_atomic_from, StateDir};
 
+/// The name of the empty file a health check creates and removes.
+const PROBE_PREFIX: &str = ".contabo-rotator-check-";
+
 /// How long `on_change` may run before its process group is killed.
 pub const ON_CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How much of each of `on_change`'s streams is logged.
@@ -302,8 +305,21 @@ pub(crate) fn healthcheck(target: &Target<'_>) -> Result<(), SinkError> {
     if target.path.is_dir() {
         return Err(fail(format!("{} is a directory", target.path.display())));
     }
+    // A process killed between creating its probe and removing it left
+    // one behind (empty, never a secret): nothing else would remove it.
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(PROBE_PREFIX)
+            {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
     tempfile::Builder::new()
-        .prefix(".contabo-rotator-check-")
+        .prefix(PROBE_PREFIX)
         .tempfile_in(dir)
         .and_then(|probe| probe.close())
         .map_err(|e| fail(format!("cannot create a file in {}: {e}", dir.display())))?;
