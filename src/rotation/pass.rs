@@ -284,11 +284,21 @@ pub(super) async fn run(
             tracing::warn!(error = %err, "Could not compact the journal; its appended operations stay.");
         }
     }
-    let Flow { mut sinks, .. } = flow;
-    // Every stage and the coordinator are done with them: one copy.
+    // Every stage and the coordinator are done with the records: the
+    // coordinator's handle goes now (a partial move would keep it alive
+    // to the end of the function, and the unwrap below would copy them).
+    let Flow {
+        mut sinks,
+        records: flow_records,
+        ..
+    } = flow;
+    drop(flow_records);
     let mut records = Arc::try_unwrap(shared_records)
         .map(|m| m.into_inner().expect("records lock"))
-        .unwrap_or_else(|shared| shared.lock().expect("records lock").clone());
+        .unwrap_or_else(|shared| {
+            tracing::debug!("The records are still shared at the end of the pass; copying them.");
+            shared.lock().expect("records lock").clone()
+        });
 
     if options.dry_run {
         plan_client_secret(engine, &records, options, now, &mut report);
