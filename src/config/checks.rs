@@ -141,6 +141,22 @@ pub(super) fn http_url(ctx: &Ctx, key: &str, raw: &str) -> Result<Url, ConfigErr
     Ok(url)
 }
 
+/// An API endpoint: [`http_url`], and https unless the host is loopback.
+/// The token endpoint is sent the client secret and the API password, and
+/// every API call carries a bearer token: over plain http on a network,
+/// anyone on the path reads them.
+pub(super) fn api_url(ctx: &Ctx, key: &str, raw: &str) -> Result<Url, ConfigError> {
+    let url = http_url(ctx, key, raw)?;
+    if url.scheme() == "http" && !crate::net::is_loopback(&url) {
+        return Err(ctx.invalid(
+            key,
+            "plain http is only allowed to loopback (127.0.0.1, ::1, localhost): \
+             it would send the API password, client secret and tokens unencrypted; use https",
+        ));
+    }
+    Ok(url)
+}
+
 /// Joins a relative `raw` to the configuration file's directory.
 pub(super) fn path(ctx: &Ctx, key: &str, raw: &Path) -> Result<PathBuf, ConfigError> {
     if raw.as_os_str().is_empty() {

@@ -625,6 +625,8 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
             ("duration", format!("{MINIMAL}[object_storage]\nmax_age = \"soon\"\n"), &["object_storage.max_age: `soon` is not a duration"]),
             ("base_url scheme", edit("[api]\n", "[api]\nbase_url = \"ftp://api.contabo.com\"\n"), &[":2:12: api.base_url: scheme `ftp` is not http or https"]),
             ("token_url", edit("[api]\n", "[api]\ntoken_url = \"auth.contabo.com/token\"\n"), &["api.token_url: not a valid URL: relative URL without a base"]),
+            ("plain http base_url", edit("[api]\n", "[api]\nbase_url = \"http://api.contabo.com\"\n"), &[":2:12: api.base_url: plain http is only allowed to loopback"]),
+            ("plain http token_url", edit("[api]\n", "[api]\ntoken_url = \"http://10.0.0.5:8080/token\"\n"), &[":2:13: api.token_url: plain http is only allowed to loopback"]),
             ("url credentials", edit("[api]\n", "[api]\nbase_url = \"https://u:p@api.contabo.com\"\n"), &["api.base_url: URL must not contain a user name or password"]),
             ("webhook url", sink(&format!("type = \"webhook\"\nurl = \"hooks.example.com/x\"\nsigning_secret = \"{WHSEC}\"\n")), &["sinks[0].url: not a valid URL"]),
             ("metrics listen", format!("{MINIMAL}[metrics]\nlisten = \"localhost:9464\"\n"), &["metrics.listen: `localhost:9464` is not an IP:PORT address"]),

@@ -14,8 +14,8 @@ use croner::parser::{CronParser, Seconds};
 use url::Url;
 
 use super::checks::{
-    duration, globs, headers, http_url, in_range, max_age, mode, non_empty, non_empty_items,
-    on_change, optional_name, path, sink_wait, timeout, user_globs,
+    api_url, duration, globs, headers, http_url, in_range, max_age, mode, non_empty,
+    non_empty_items, on_change, optional_name, path, sink_wait, timeout, user_globs,
 };
 use super::error::{ConfigError, Ctx};
 use super::raw::{RawApi, RawConfig, RawObjectStorage, RawSchedule, RawSelect, RawSink, SinkType};
@@ -134,8 +134,8 @@ pub(super) fn validate(raw: RawConfig, ctx: &Ctx) -> Result<Validated, ConfigErr
 
 fn validate_api(ctx: &Ctx, raw: RawApi) -> Result<PendingApi, ConfigError> {
     Ok(PendingApi {
-        base_url: http_url(ctx, "api.base_url", &raw.base_url)?,
-        token_url: http_url(ctx, "api.token_url", &raw.token_url)?,
+        base_url: api_url(ctx, "api.base_url", &raw.base_url)?,
+        token_url: api_url(ctx, "api.token_url", &raw.token_url)?,
         client_id: non_empty(ctx, "api.client_id", raw.client_id)?,
         client_secret: raw.client_secret,
         username: non_empty(ctx, "api.username", raw.username)?,

@@ -292,6 +292,7 @@ impl Authenticator {
                     retry_after,
                 })
             }
+            s @ 300..=399 => return Err(ApiError::Redirect { op: OP, status: s }),
             s @ 500..=599 => {
                 return Err(ApiError::Server {
                     op: OP,

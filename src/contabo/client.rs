@@ -164,6 +164,10 @@ impl ContaboClient {
             .user_agent(concat!("contabo-rotator/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(config.timeout)
             .https_only(false)
+            // Never follow a redirect, on the API or the token endpoint: a
+            // bearer token or the login form re-sent to a `Location` on
+            // another host would leak it. A 3xx is an error.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ApiError::Setup(e.without_url().to_string()))?;
         let rps = NonZeroU32::new(config.requests_per_second.max(1)).expect("non-zero");
@@ -543,6 +547,7 @@ impl ContaboClient {
             200..=299 => Answer::Ok(body),
             401 => Answer::Unauthorized,
             429 => Answer::Err(ApiError::RateLimited { op, retry_after }),
+            300..=399 => Answer::Err(ApiError::Redirect { op, status }),
             500..=599 => Answer::Err(ApiError::Server {
                 op,
                 status,

@@ -37,6 +37,12 @@ pub enum ApiError {
         message: Option<String>,
     },
 
+    /// A 3xx answer. Redirects are never followed: a login form or a
+    /// bearer token re-sent to wherever a `Location` points would leak it.
+    /// The target is not quoted (it may carry anything).
+    #[error("{op}: HTTP {status} redirect refused: redirects are not followed; set the endpoint's final https URL in the configuration")]
+    Redirect { op: &'static str, status: u16 },
+
     /// No answer within the configured timeout.
     #[error("{op}: no answer within {}s", .timeout.as_secs_f32())]
     Timeout { op: &'static str, timeout: Duration },
@@ -121,6 +127,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => Some(429),
             ApiError::Server { status, .. }
             | ApiError::Status { status, .. }
+            | ApiError::Redirect { status, .. }
             | ApiError::LoginRefused { status, .. } => Some(*status),
             ApiError::GaveUp { last, .. } => last.status(),
             _ => None,

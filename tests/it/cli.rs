@@ -190,6 +190,40 @@ async fn misspelt_key_exits_78_names_the_key_and_makes_no_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_api_urls_off_loopback_exit_78_naming_the_key() {
+    let opts = options(2);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = write_config(&sim, &opts, "");
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    for (key, from, to) in [
+        (
+            "api.base_url",
+            sim.base_url().to_string(),
+            "http://api.contabo.com".to_owned(),
+        ),
+        (
+            "api.token_url",
+            sim.token_url().to_string(),
+            "http://10.1.2.3:8080/token".to_owned(),
+        ),
+    ] {
+        std::fs::write(&setup.config, text.replace(&from, &to)).unwrap();
+        for command in [&["check"][..], &["--run-now"]] {
+            let out = run_bin(args(&setup.config, command)).await;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(78), "{key} {command:?}: {stderr}");
+            assert!(stderr.contains(key), "{stderr}");
+            assert!(
+                stderr.contains("plain http is only allowed to loopback"),
+                "{stderr}"
+            );
+        }
+    }
+    assert!(sim.requests().is_empty(), "no request with a refused URL");
+    assert!(!setup.dir.path().join("state/records.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_secret_file_exits_78_without_a_request() {
     let opts = options(2);
     let sim = Simulator::start(opts.clone()).await.unwrap();

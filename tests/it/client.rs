@@ -526,3 +526,93 @@ async fn caller_request_id_is_sent_on_a_mutating_call() {
         .unwrap();
     assert!(!format!("{generated:?}").contains("new-secret-value"));
 }
+
+/// A server that counts what reaches it: where a redirect points.
+async fn redirect_target() -> MockServer {
+    let target = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(token_body("stolen", 300)))
+        .mount(&target)
+        .await;
+    target
+}
+
+#[tokio::test]
+async fn a_token_endpoint_redirect_is_refused_and_the_form_is_never_resent() {
+    for status in [307u16, 308, 302] {
+        let target = redirect_target().await;
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .respond_with(
+                ResponseTemplate::new(status)
+                    .insert_header("location", format!("{}/steal", target.uri()).as_str()),
+            )
+            .mount(&server)
+            .await;
+        let err = client_for(&server).api_user_id().await.unwrap_err();
+        assert!(
+            matches!(err, ApiError::Redirect { op: "token", status: s } if s == status),
+            "{status}: {err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("HTTP {status} redirect refused")),
+            "{text}"
+        );
+        assert!(
+            !text.contains(&target.uri()),
+            "the Location is not quoted: {text}"
+        );
+        assert_eq!(
+            target.received_requests().await.unwrap().len(),
+            0,
+            "{status}: the login form went to the redirect target"
+        );
+        // Not retried: a redirect is a configuration problem.
+        assert_eq!(
+            server.received_requests().await.unwrap().len(),
+            1,
+            "{status}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_api_redirect_is_an_error_naming_the_operation_and_status() {
+    let target = redirect_target().await;
+    let server = server_with_token().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/users"))
+        .respond_with(
+            ResponseTemplate::new(301)
+                .insert_header("location", format!("{}/v1/users", target.uri()).as_str()),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = client_for(&server)
+        .list_users(&UserFilter::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ApiError::Redirect {
+                op: "retrieveUserList",
+                status: 301
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "retrieveUserList: HTTP 301 redirect refused: redirects are not followed; \
+         set the endpoint's final https URL in the configuration"
+    );
+    assert_eq!(
+        target.received_requests().await.unwrap().len(),
+        0,
+        "the bearer token went to the redirect target"
+    );
+}
