@@ -149,6 +149,8 @@ fn resolve(
         concurrency: v.api.concurrency,
         max_retries: v.api.max_retries,
         requests_per_second: v.api.requests_per_second,
+        max_retry_after: v.api.max_retry_after,
+        max_consecutive_failures: v.api.max_consecutive_failures,
     };
     let mut sinks = Vec::with_capacity(v.sinks.len());
     for sink in v.sinks {
@@ -256,6 +258,8 @@ timeout = "30s"
 concurrency = 4
 max_retries = 5
 requests_per_second = 10
+max_retry_after = "60s"
+max_consecutive_failures = 10
 
 [schedule]
 cron = "0 30 3 * * *"        # 6 fields with seconds, or 5 without; evaluated in `timezone`
@@ -443,6 +447,8 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
             ),
             (4, 5, 10)
         );
+        assert_eq!(s.api.max_retry_after, Duration::from_secs(60));
+        assert_eq!(s.api.max_consecutive_failures, 10);
         assert_eq!(s.schedule.cron_expr, "0 30 3 * * *");
         assert_eq!(s.schedule.timezone, chrono_tz::UTC);
         assert_eq!(s.schedule.jitter, Duration::ZERO);
@@ -606,6 +612,8 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
             ("max_retries 21", format!("{MINIMAL}max_retries = 21\n"), &["api.max_retries: 21 is out of range"]),
             ("rps 0", format!("{MINIMAL}requests_per_second = 0\n"), &["api.requests_per_second: 0 is out of range: must be between 1 and 1000"]),
             ("rps 1001", format!("{MINIMAL}requests_per_second = 1001\n"), &["api.requests_per_second: 1001 is out of range"]),
+            ("max_retry_after 0s", format!("{MINIMAL}max_retry_after = \"0s\"\n"), &["api.max_retry_after: `0s` is out of range"]),
+            ("breaker 0", format!("{MINIMAL}max_consecutive_failures = 0\n"), &["api.max_consecutive_failures: 0 is out of range"]),
             ("timeout 0s", format!("{MINIMAL}timeout = \"0s\"\n"), &["api.timeout: `0s` is out of range: must be between 1s and 10m"]),
             ("timeout 11m", format!("{MINIMAL}timeout = \"11m\"\n"), &["api.timeout: `11m` is out of range"]),
             ("webhook timeout", hook("timeout = \"1h\"\n"), &["sinks[0].timeout: `1h` is out of range"]),

@@ -95,6 +95,16 @@ pub struct RawApi {
     /// Most requests per second sent to the API, 1 to 1000. Default 10.
     #[serde(default = "default_requests_per_second")]
     pub requests_per_second: i64,
+    /// Longest `Retry-After` honoured on a 429, `1s` to `10m`. A 429 pauses
+    /// every request for its `Retry-After`; one asking for longer fails
+    /// that call. Default `"60s"`.
+    #[serde(default = "default_max_retry_after")]
+    pub max_retry_after: DurationStr,
+    /// API failures in a row (5xx, 429, timeouts, dropped connections,
+    /// across all tasks) after which the pass stops and reports what it
+    /// did not attempt, 1 to 1000. Default 10.
+    #[serde(default = "default_max_consecutive_failures")]
+    pub max_consecutive_failures: i64,
 }
 
 /// `[schedule]`
@@ -451,6 +461,14 @@ fn default_max_retries() -> i64 {
 }
 
 fn default_requests_per_second() -> i64 {
+    10
+}
+
+fn default_max_retry_after() -> DurationStr {
+    DurationStr("60s".to_owned())
+}
+
+fn default_max_consecutive_failures() -> i64 {
     10
 }
 

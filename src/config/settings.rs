@@ -62,6 +62,10 @@ pub struct ApiSettings {
     pub max_retries: u32,
     /// 1 to 1000.
     pub requests_per_second: u32,
+    /// The longest `Retry-After` honoured, 1 s to 10 min.
+    pub max_retry_after: Duration,
+    /// Failures in a row that stop a pass, 1 to 1000.
+    pub max_consecutive_failures: u32,
 }
 
 /// `[schedule]`: when the daemon runs.

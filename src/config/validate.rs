@@ -54,6 +54,8 @@ pub(super) struct PendingApi {
     pub concurrency: usize,
     pub max_retries: u32,
     pub requests_per_second: u32,
+    pub max_retry_after: Duration,
+    pub max_consecutive_failures: u32,
 }
 
 #[derive(Debug)]
@@ -147,6 +149,14 @@ fn validate_api(ctx: &Ctx, raw: RawApi) -> Result<PendingApi, ConfigError> {
             ctx,
             "api.requests_per_second",
             raw.requests_per_second,
+            1,
+            1000,
+        )?,
+        max_retry_after: timeout(ctx, "api.max_retry_after", &raw.max_retry_after)?,
+        max_consecutive_failures: in_range(
+            ctx,
+            "api.max_consecutive_failures",
+            raw.max_consecutive_failures,
             1,
             1000,
         )?,

@@ -7,12 +7,13 @@
 //! generation it used, so concurrent 401s lead to one new login, not many.
 
 use super::error::{clean_text, ApiError};
+use super::health::{counts_as_failure, Health};
 use super::lenient;
 use crate::retry::{parse_retry_after, RetryPolicy};
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use url::Url;
 
@@ -133,6 +134,8 @@ pub struct Authenticator {
     credentials: RwLock<LoginCredentials>,
     cache: tokio::sync::Mutex<Option<CachedToken>>,
     generation: std::sync::atomic::AtomicU64,
+    /// The API client's 429 cap and circuit breaker.
+    health: Arc<Health>,
 }
 
 impl Authenticator {
@@ -151,7 +154,14 @@ impl Authenticator {
             credentials: RwLock::new(credentials),
             cache: tokio::sync::Mutex::new(None),
             generation: Default::default(),
+            health: Arc::new(Health::new(Duration::from_secs(60), u32::MAX)),
         }
+    }
+
+    /// Shares the API client's 429 cap and circuit breaker.
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = health;
+        self
     }
 
     /// The configured OAuth client id.
@@ -253,7 +263,14 @@ impl Authenticator {
     async fn grant(&self, form: &[(&str, &str)]) -> Result<CachedToken, ApiError> {
         let mut backoff = self.retry.start(OP);
         loop {
-            match self.grant_once(form).await {
+            self.health.check(OP)?;
+            let result = self.grant_once(form).await;
+            if let Err(err) = &result {
+                self.health.record(OP, counts_as_failure(err));
+            } else {
+                self.health.record(OP, false);
+            }
+            match result {
                 Ok(token) => return Ok(token),
                 Err(err) => tokio::time::sleep(backoff.next(err)?).await,
             }
@@ -287,10 +304,12 @@ impl Authenticator {
         match status.as_u16() {
             200..=299 => {}
             429 => {
-                return Err(ApiError::RateLimited {
-                    op: OP,
-                    retry_after,
-                })
+                return Err(retry_after
+                    .and_then(|wait| self.health.refuse_retry_after(OP, wait))
+                    .unwrap_or(ApiError::RateLimited {
+                        op: OP,
+                        retry_after,
+                    }))
             }
             s @ 300..=399 => return Err(ApiError::Redirect { op: OP, status: s }),
             s @ 500..=599 => {

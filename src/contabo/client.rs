@@ -8,6 +8,7 @@
 
 use super::auth::{AccessToken, Authenticator, LoginCredentials};
 use super::error::{vendor_message, ApiError};
+use super::health::Health;
 use super::models::*;
 use crate::retry::{parse_retry_after, RetryPolicy};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -57,6 +58,10 @@ pub struct ClientConfig {
     pub retry: RetryPolicy,
     /// `size` asked for on list endpoints (the server may cap it).
     pub page_size: u32,
+    /// The longest `Retry-After` honoured on a 429.
+    pub max_retry_after: Duration,
+    /// Failed attempts in a row that open the circuit breaker.
+    pub max_consecutive_failures: u32,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -89,6 +94,8 @@ impl ClientConfig {
         config.concurrency = api.concurrency;
         config.requests_per_second = api.requests_per_second;
         config.retry.max_retries = api.max_retries;
+        config.max_retry_after = api.max_retry_after;
+        config.max_consecutive_failures = api.max_consecutive_failures;
         config
     }
 
@@ -103,6 +110,8 @@ impl ClientConfig {
             requests_per_second: 10,
             retry: RetryPolicy::default(),
             page_size: 100,
+            max_retry_after: Duration::from_secs(60),
+            max_consecutive_failures: 10,
         }
     }
 }
@@ -118,6 +127,8 @@ struct Inner {
     /// The configured bound on requests in flight (the semaphore's size).
     concurrency: usize,
     limiter: DefaultDirectRateLimiter,
+    /// The 429 pause and the circuit breaker, shared with the token login.
+    health: Arc<Health>,
 }
 
 /// A cheap-to-clone handle; clones share the token cache, the rate limit and
@@ -171,13 +182,18 @@ impl ContaboClient {
             .build()
             .map_err(|e| ApiError::Setup(e.without_url().to_string()))?;
         let rps = NonZeroU32::new(config.requests_per_second.max(1)).expect("non-zero");
+        let health = Arc::new(Health::new(
+            config.max_retry_after,
+            config.max_consecutive_failures,
+        ));
         let auth = Authenticator::new(
             http.clone(),
             config.token_url,
             config.credentials,
             config.timeout,
             config.retry.clone(),
-        );
+        )
+        .with_health(health.clone());
         Ok(ContaboClient {
             inner: Arc::new(Inner {
                 http,
@@ -189,6 +205,7 @@ impl ContaboClient {
                 slots: Semaphore::new(config.concurrency.max(1)),
                 concurrency: config.concurrency.max(1),
                 limiter: RateLimiter::direct(Quota::per_second(rps)),
+                health,
             }),
             trace_id: Arc::from(new_trace_id()),
         })
@@ -210,6 +227,11 @@ impl ContaboClient {
     /// How many requests may be in flight at once (`[api] concurrency`).
     pub fn concurrency(&self) -> usize {
         self.inner.concurrency
+    }
+
+    /// The shared 429 pause and circuit breaker.
+    pub fn health(&self) -> &Health {
+        &self.inner.health
     }
 
     /// The token cache and login (for confirming a new client secret).
@@ -475,9 +497,13 @@ impl ContaboClient {
         loop {
             match self.attempt(&call).await {
                 Ok(body) => return Ok(body),
-                Err(err) if !call.repeatable && !matches!(err, ApiError::RateLimited { .. }) => {
-                    return Err(err)
+                // A 429 pauses every task, not only this one; the next
+                // attempt (of any call) waits for the shared pause.
+                Err(err @ ApiError::RateLimited { .. }) => {
+                    let delay = backoff.next(err)?;
+                    self.inner.health.pause(delay);
                 }
+                Err(err) if !call.repeatable => return Err(err),
                 Err(err) => tokio::time::sleep(backoff.next(err)?).await,
             }
         }
@@ -509,8 +535,12 @@ impl ContaboClient {
     async fn http_once(&self, call: &Call<'_>, token: &AccessToken) -> Result<Answer, ApiError> {
         let op = call.op;
         let inner = &self.inner;
+        inner.health.wait().await;
         let _slot = inner.slots.acquire().await.expect("semaphore never closed");
         inner.limiter.until_ready().await;
+        // Checked last: a call that waited for a slot is not sent once the
+        // breaker has opened meanwhile.
+        inner.health.check(op)?;
         let request_id = call.request_id.unwrap_or_else(Uuid::new_v4);
         let mut url = inner.base_url.clone();
         url.path_segments_mut()
@@ -532,9 +562,13 @@ impl ContaboClient {
         }
         let response = request.send().await.map_err(|e| {
             crate::metrics::metrics().api_request(op, 0);
+            inner.health.record(op, true);
             ApiError::from_reqwest(op, e, inner.timeout)
         })?;
         let status = response.status().as_u16();
+        inner
+            .health
+            .record(op, status == 429 || (500..=599).contains(&status));
         crate::metrics::metrics().api_request(op, status);
         let retry_after = response
             .headers()
@@ -546,7 +580,11 @@ impl ContaboClient {
         Ok(match status {
             200..=299 => Answer::Ok(body),
             401 => Answer::Unauthorized,
-            429 => Answer::Err(ApiError::RateLimited { op, retry_after }),
+            429 => Answer::Err(
+                retry_after
+                    .and_then(|wait| inner.health.refuse_retry_after(op, wait))
+                    .unwrap_or(ApiError::RateLimited { op, retry_after }),
+            ),
             300..=399 => Answer::Err(ApiError::Redirect { op, status }),
             500..=599 => Answer::Err(ApiError::Server {
                 op,

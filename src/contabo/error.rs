@@ -21,6 +21,20 @@ pub enum ApiError {
         retry_after: Option<Duration>,
     },
 
+    /// A 429 whose `Retry-After` is longer than `[api] max_retry_after`:
+    /// not waited for, not retried.
+    #[error("{op}: HTTP 429 Too Many Requests with Retry-After {}s, more than [api] max_retry_after ({}s); not waiting that long", .retry_after.as_secs(), .cap.as_secs())]
+    RetryAfterTooLong {
+        op: &'static str,
+        retry_after: Duration,
+        cap: Duration,
+    },
+
+    /// The circuit breaker is open: the API failed too often in a row, and
+    /// this call was not sent.
+    #[error("{op}: not sent: the API failed {failures} times in a row ([api] max_consecutive_failures), so this pass stopped calling it")]
+    CircuitOpen { op: &'static str, failures: u32 },
+
     /// A 5xx answer.
     #[error("{op}: HTTP {status} server error{}", fmt_message(.message))]
     Server {
@@ -124,7 +138,7 @@ impl ApiError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ApiError::Unauthorized { .. } => Some(401),
-            ApiError::RateLimited { .. } => Some(429),
+            ApiError::RateLimited { .. } | ApiError::RetryAfterTooLong { .. } => Some(429),
             ApiError::Server { status, .. }
             | ApiError::Status { status, .. }
             | ApiError::Redirect { status, .. }

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod health;
 mod lenient;
 pub mod models;
 

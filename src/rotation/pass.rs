@@ -55,6 +55,8 @@ pub(super) async fn run(
     mode: Mode,
 ) -> RunReport {
     let client = engine.client.with_trace_id(new_trace_id());
+    // Each pass starts with the circuit breaker closed.
+    client.health().reset();
     let mut report = RunReport::new(client.trace_id(), options.dry_run, options.output);
     let deliver_only = matches!(mode, Mode::Deliver(_));
     if !deliver_only {
@@ -129,6 +131,9 @@ pub(super) async fn run(
     let s3_urls = Arc::new(header.s3_urls);
     let mut listed: HashMap<String, Vec<CredentialEntry>> = HashMap::new();
     let mut unlisted: Vec<bool> = vec![false; users.len()];
+    // Users the circuit breaker kept from being listed (not reported one
+    // by one: the breaker's failure names how many).
+    let mut not_sent = 0;
     if prelist.iter().any(|p| *p) {
         let wanted: Vec<(usize, UserRef)> = users
             .iter()
@@ -152,8 +157,12 @@ pub(super) async fn run(
                     listed.insert(user.user_id.clone(), entries);
                 }
                 Err(err) => {
-                    tracing::warn!(user = %user.email, error = %err, "Could not list the user's credentials.");
-                    report.fail("user", user.email.clone(), &err);
+                    if matches!(err, crate::contabo::ApiError::CircuitOpen { .. }) {
+                        not_sent += 1;
+                    } else {
+                        tracing::warn!(user = %user.email, error = %err, "Could not list the user's credentials.");
+                        report.fail("user", user.email.clone(), &err);
+                    }
                     sinks.user_unlisted(&user.email);
                     unlisted[i] = true;
                 }
@@ -227,12 +236,14 @@ pub(super) async fn run(
         users_since_save: 0,
         last_save: tokio::time::Instant::now(),
         write,
+        not_sent,
     };
     let concurrency = flow.engine.settings.api.concurrency.max(1);
     let mut tasks: JoinSet<UserOutcome> = JoinSet::new();
     let mut next = 0;
     loop {
-        while tasks.len() < concurrency && next < users.len() && !cancel.is_cancelled() {
+        let stopped = cancel.is_cancelled() || client.health().is_open();
+        while tasks.len() < concurrency && next < users.len() && !stopped {
             let i = next;
             next += 1;
             if unlisted[i] {
@@ -270,9 +281,23 @@ pub(super) async fn run(
             }
             else => break,
         }
-        if tasks.is_empty() && (next >= users.len() || cancel.is_cancelled()) {
+        if tasks.is_empty()
+            && (next >= users.len() || cancel.is_cancelled() || client.health().is_open())
+        {
             break;
         }
+    }
+    if client.health().is_open() {
+        let skipped = flow.not_sent + (next..users.len()).filter(|i| !unlisted[*i]).count();
+        report.fail(
+            "api",
+            "circuit breaker",
+            format!(
+                "the API failed {} times in a row ([api] max_consecutive_failures); the pass stopped: {skipped} of {} users not attempted",
+                engine.settings.api.max_consecutive_failures,
+                users.len()
+            ),
+        );
     }
     report.interrupted = cancel.is_cancelled();
     drop(ctx);
@@ -361,6 +386,8 @@ struct Flow<'a> {
     users_since_save: usize,
     last_save: tokio::time::Instant,
     write: bool,
+    /// Users not listed because the circuit breaker was open.
+    not_sent: usize,
 }
 
 impl Flow<'_> {
@@ -368,7 +395,11 @@ impl Flow<'_> {
     async fn user_done(&mut self, outcome: UserOutcome, report: &mut RunReport) {
         let user = outcome.user.clone();
         if let Err(err) = &outcome.listed {
-            report.fail("user", user.email.clone(), err);
+            if matches!(err, crate::contabo::ApiError::CircuitOpen { .. }) {
+                self.not_sent += 1;
+            } else {
+                report.fail("user", user.email.clone(), err);
+            }
             return;
         }
         report.plan.extend(outcome.plan.iter().cloned());

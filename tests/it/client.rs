@@ -184,7 +184,7 @@ async fn rate_limited_with_retry_after_waits_and_retries() {
 }
 
 #[tokio::test]
-async fn rate_limited_with_retry_after_beyond_the_deadline_gives_up_without_waiting() {
+async fn rate_limited_with_retry_after_beyond_the_cap_fails_without_waiting() {
     let server = server_with_token().await;
     Mock::given(method("GET"))
         .and(path("/v1/object-storages"))
@@ -197,12 +197,13 @@ async fn rate_limited_with_retry_after_beyond_the_deadline_gives_up_without_wait
         .await
         .unwrap_err();
     match err {
-        ApiError::GaveUp {
-            attempts: 1, last, ..
+        ApiError::RetryAfterTooLong {
+            op: "retrieveObjectStorageList",
+            retry_after,
+            cap,
         } => {
-            assert!(
-                matches!(*last, ApiError::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(3600))
-            )
+            assert_eq!(retry_after, Duration::from_secs(3600));
+            assert_eq!(cap, Duration::from_secs(60));
         }
         other => panic!("unexpected {other:?}"),
     }
