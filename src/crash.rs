@@ -67,3 +67,33 @@ pub fn point(name: &str) {
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
 }
+
+/// Named places where the fault tests make a write fail.
+pub const FAIL_POINTS: &[&str] = &[
+    // `client-secret.json` written (each attempt of each store counts).
+    "client-secret-store",
+];
+
+static FAILED: AtomicU32 = AtomicU32::new(0);
+
+/// Whether the write at this point should fail as a full disk would, when
+/// `CONTABO_ROTATOR_FAIL_AT` names it: `NAME` fails its first passage,
+/// `NAME:N` its first N, `NAME:FROM-TO` passages FROM to TO (1-based).
+/// Unset (the normal case) this costs one environment lookup. The fault
+/// tests use it where a real ENOSPC cannot be made (they run as root,
+/// whom a read-only directory does not stop).
+pub fn fails(name: &str) -> bool {
+    let Ok(spec) = std::env::var("CONTABO_ROTATOR_FAIL_AT") else {
+        return false;
+    };
+    let (target, range) = spec.split_once(':').unwrap_or((&spec, "1"));
+    if target != name {
+        return false;
+    }
+    let (from, to) = match range.split_once('-') {
+        Some((f, t)) => (f.parse().unwrap_or(1), t.parse().unwrap_or(0)),
+        None => (1, range.parse().unwrap_or(1)),
+    };
+    let passage = FAILED.fetch_add(1, Ordering::SeqCst) + 1;
+    (from..=to).contains(&passage)
+}

@@ -48,6 +48,9 @@ pub struct AccessToken {
     pub generation: u64,
     /// The `sub` claim: the API user's id.
     pub subject: String,
+    /// When the token stops working: from the login's `expires_in`, or
+    /// the JWT's `exp` for a token saved earlier; `None` if unknown.
+    pub expires_at: Option<Instant>,
 }
 
 impl AccessToken {
@@ -64,12 +67,27 @@ impl AccessToken {
     /// A token saved earlier (by [`AccessToken::secret`]), for requests
     /// pinned to it. Its generation is 0, which no login has.
     pub(crate) fn saved(value: SecretString) -> AccessToken {
-        let subject = jwt_subject(value.expose_secret()).unwrap_or_default();
+        let claims = jwt_claims(value.expose_secret());
+        let subject = claims
+            .as_ref()
+            .and_then(|c| c.sub.clone())
+            .unwrap_or_default();
+        let expires_at = claims.and_then(|c| c.exp).map(|exp| {
+            let left = exp - chrono::Utc::now().timestamp();
+            Instant::now() + Duration::from_secs(left.max(0) as u64)
+        });
         AccessToken {
             value,
             generation: 0,
             subject,
+            expires_at,
         }
+    }
+
+    /// How long the token still works (zero once expired; `None` if unknown).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.expires_at
+            .map(|at| at.saturating_duration_since(Instant::now()))
     }
 }
 
@@ -358,6 +376,7 @@ impl Authenticator {
                 value: parsed.access_token,
                 generation,
                 subject,
+                expires_at: Some(started + lifetime),
             },
             access_expires: started + lifetime,
             refresh,
@@ -369,16 +388,23 @@ impl Authenticator {
 /// The `sub` claim of a JWT, read without verifying the signature (the token
 /// is only ever sent back to the server that issued it).
 pub fn jwt_subject(token: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Claims {
-        sub: Option<String>,
-    }
+    jwt_claims(token)?.sub.filter(|s| !s.is_empty())
+}
+
+/// The claims of a JWT this client reads (unverified, as above).
+#[derive(Deserialize)]
+struct Claims {
+    sub: Option<String>,
+    /// Expiry, seconds since the epoch.
+    exp: Option<i64>,
+}
+
+fn jwt_claims(token: &str) -> Option<Claims> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
-    claims.sub.filter(|s| !s.is_empty())
+    serde_json::from_slice(&bytes).ok()
 }
 
 #[cfg(test)]
@@ -413,6 +439,7 @@ mod tests {
             value: SecretString::from("TOKEN-VALUE"),
             generation: 1,
             subject: "sub".into(),
+            expires_at: None,
         };
         let text = format!("{creds:?} {token:?} {creds:#?}");
         for secret in ["CLIENT-SECRET-VALUE", "PASSWORD-VALUE", "TOKEN-VALUE"] {

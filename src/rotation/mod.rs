@@ -90,8 +90,23 @@ impl Engine {
 
     /// Swaps in a new validated configuration (SIGHUP); the state dir stays.
     pub fn reload(&mut self, settings: Settings) -> Result<(), EngineError> {
-        let (client, login_secrets) = login_client(&settings, self.state.path())?;
-        self.client = client;
+        let mut login_secrets =
+            crate::state::login_secrets(self.state.path(), &settings.api.client_secret)?;
+        // A rotated secret whose store failed lives only in memory (its
+        // intent is pending): it stays first, or the reload would lock the
+        // daemon out.
+        let in_use = self.client.auth().client_secret();
+        let in_use_fp = self.state.fingerprint(&in_use);
+        if !login_secrets
+            .iter()
+            .any(|s| self.state.fingerprint(s) == in_use_fp)
+        {
+            tracing::warn!(
+                "Keeping the client secret in use, which is not stored yet, across the reload."
+            );
+            login_secrets.insert(0, in_use);
+        }
+        self.client = client_with(&settings, &login_secrets[0])?;
         self.login_secrets = login_secrets;
         self.settings = settings;
         Ok(())
@@ -220,9 +235,17 @@ pub fn login_client(
     state_dir: &std::path::Path,
 ) -> Result<(ContaboClient, Vec<SecretString>), EngineError> {
     let secrets = crate::state::login_secrets(state_dir, &settings.api.client_secret)?;
+    Ok((client_with(settings, &secrets[0])?, secrets))
+}
+
+/// The API client for `settings`, logging in with `client_secret`.
+fn client_with(
+    settings: &Settings,
+    client_secret: &SecretString,
+) -> Result<ContaboClient, EngineError> {
     let mut config = ClientConfig::from_settings(&settings.api);
-    config.credentials.client_secret = secrets[0].clone();
-    Ok((ContaboClient::new(config)?, secrets))
+    config.credentials.client_secret = client_secret.clone();
+    Ok(ContaboClient::new(config)?)
 }
 
 /// What the records say about a credential's history, for the policy.

@@ -2,12 +2,13 @@
 //! resolved before any new work, by reading the API's current values and
 //! comparing fingerprints with the values before the mutating call.
 
-use super::{new_record, CredentialRef, Engine, Rotated, RunReport};
+use super::{client_secret, new_record, CredentialRef, Engine, Rotated, RunReport};
 use crate::contabo::ContaboClient;
 use crate::inventory::CredentialEntry;
 use crate::state::{
     AuditEvent, AuditKind, ClientSecretRecord, IntentKind, Records, StoredClientSecret,
 };
+use secrecy::ExposeSecret;
 
 /// Resolves every journal intent it can; unresolved ones stay for later.
 pub(super) async fn resume(
@@ -31,6 +32,7 @@ pub(super) async fn resume(
         pending = journal.intents.len(),
         "Resuming rotations an earlier run left unfinished."
     );
+    let mut settled_client_secret = false;
     for intent in journal.intents.clone() {
         let id = intent.rotation_id;
         match &intent.kind {
@@ -108,10 +110,27 @@ pub(super) async fn resume(
             IntentKind::ClientSecret { old_fingerprint } => {
                 let subject = engine.settings.api.client_id.clone();
                 match client.get_client().await {
+                    Ok(api_client) if api_client.secret.expose_secret().is_empty() => {
+                        report.fail(
+                            "resume",
+                            subject,
+                            "the client read back has an empty secret; the rotation stays pending",
+                        );
+                    }
                     Ok(api_client) => {
                         let fp = state.fingerprint(&api_client.secret);
                         if &fp != old_fingerprint {
-                            if state.fingerprint(&client.auth().client_secret()) != fp {
+                            // Compared with the stored secret, not the one
+                            // in use: a run whose store failed keeps the new
+                            // secret in memory only.
+                            let stored_fp = match state.load_client_secret() {
+                                Ok(stored) => stored.map(|s| state.fingerprint(&s.secret)),
+                                Err(err) => {
+                                    tracing::warn!(error = %err, "Could not read the client-secret store; writing it anew.");
+                                    None
+                                }
+                            };
+                            if stored_fp.as_ref() != Some(&fp) {
                                 let stored = StoredClientSecret {
                                     secret: api_client.secret.clone(),
                                     rotated_at: intent.started_at,
@@ -120,14 +139,18 @@ pub(super) async fn resume(
                                         .fingerprint(&engine.settings.api.client_secret),
                                     recovery_token: None,
                                 };
-                                if let Err(err) = state.store_client_secret(&stored) {
+                                if let Err(err) =
+                                    client_secret::store_with_retry(&state, &stored).await
+                                {
                                     report.fail(
                                         "client_secret",
                                         subject,
-                                        format!("recovered secret NOT stored: {err}"),
+                                        format!("recovered secret NOT stored: {err}; the rotation stays pending"),
                                     );
                                     continue;
                                 }
+                            }
+                            if state.fingerprint(&client.auth().client_secret()) != fp {
                                 client
                                     .auth()
                                     .set_client_secret(api_client.secret.clone())
@@ -165,6 +188,7 @@ pub(super) async fn resume(
                             tracing::info!(rotation_id = %id, "The interrupted client-secret rotation was not applied.");
                         }
                         journal.finish(id);
+                        settled_client_secret = true;
                     }
                     Err(err) => report.fail("resume", subject, err),
                 }
@@ -178,6 +202,10 @@ pub(super) async fn resume(
     crate::crash::point("resume-after-record");
     if let Err(err) = state.save_journal(&journal) {
         report.fail("state", "journal.json", err);
+        return;
+    }
+    if settled_client_secret {
+        client_secret::clear_recovery_token(&state);
     }
 }
 

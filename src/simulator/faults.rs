@@ -34,6 +34,16 @@ pub enum Fault {
     /// Applies the request, then answers 200 (or the handler's 2xx) with the
     /// JSON body cut off halfway.
     MalformedBody,
+    /// 502 from a proxy (HTML). Nothing is applied.
+    BadGateway,
+    /// Applies the request, then a proxy answers 504 (HTML) instead.
+    GatewayTimeoutAfterApply,
+    /// A proxy answers 504 at once; the request is applied this much later,
+    /// as by a backend still working on it.
+    ApplyLater(Duration),
+    /// Applies the request, then answers 200 with this JSON body instead of
+    /// the handler's (e.g. `{"data":[]}`, or a secret that is `null`).
+    AppliedWithBody(&'static str),
 }
 
 impl Fault {
@@ -50,6 +60,10 @@ impl Fault {
             Fault::DropBeforeApply => "DropBeforeApply".to_owned(),
             Fault::DropAfterApply => "DropAfterApply".to_owned(),
             Fault::MalformedBody => "MalformedBody".to_owned(),
+            Fault::BadGateway => "BadGateway".to_owned(),
+            Fault::GatewayTimeoutAfterApply => "GatewayTimeoutAfterApply".to_owned(),
+            Fault::ApplyLater(d) => format!("ApplyLater({}ms)", d.as_millis()),
+            Fault::AppliedWithBody(_) => "AppliedWithBody".to_owned(),
         }
     }
 }
@@ -185,6 +199,26 @@ pub(super) fn service_unavailable() -> Response {
     *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    resp
+}
+
+/// 502 or 504 from a "proxy": HTML, not JSON.
+pub(super) fn gateway(status: StatusCode) -> Response {
+    let html = format!(
+        "<html><body><h1>{status}</h1>\nThe upstream server did not answer in time.\n</body></html>\n"
+    );
+    let mut resp = Response::new(Body::from(html));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    resp
+}
+
+/// 200 with the given JSON body.
+pub(super) fn json_ok(text: &'static str) -> Response {
+    let mut resp = Response::new(Body::from(text));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 

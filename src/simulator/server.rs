@@ -186,7 +186,11 @@ async fn drop_connection(conn: &CancellationToken) -> Response {
 }
 
 /// The pipeline for one request.
-async fn dispatch(shared: &Shared, conn: &CancellationToken, req: Request<Incoming>) -> Response {
+async fn dispatch(
+    shared: &Arc<Shared>,
+    conn: &CancellationToken,
+    req: Request<Incoming>,
+) -> Response {
     let (parts, body) = req.into_parts();
     let route = Route::parse(&parts.method, parts.uri.path());
     let operation = route.operation();
@@ -224,9 +228,31 @@ async fn dispatch(shared: &Shared, conn: &CancellationToken, req: Request<Incomi
         Some(Fault::ServiceUnavailable) => {
             return shared.finish(index, faults::service_unavailable());
         }
+        Some(Fault::BadGateway) => {
+            return shared.finish(index, faults::gateway(StatusCode::BAD_GATEWAY));
+        }
+        Some(Fault::ApplyLater(delay)) => {
+            // A proxy gave up on the backend, which applies the request later.
+            let (shared2, delay) = (Arc::clone(shared), *delay);
+            let (headers, query) = (parts.headers.clone(), parts.uri.query().map(str::to_owned));
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let resp = respond(&shared2, route, &headers, query.as_deref(), &body);
+                if operation.is_mutating() && resp.status().is_success() {
+                    shared2.update(index, |r| r.applied_at = Some(Instant::now()));
+                }
+            });
+            return shared.finish(index, faults::gateway(StatusCode::GATEWAY_TIMEOUT));
+        }
         Some(Fault::DropBeforeApply) => return drop_connection(conn).await,
         Some(Fault::Latency(delay)) => tokio::time::sleep(*delay).await,
-        Some(Fault::DropAfterApply | Fault::MalformedBody) | None => {}
+        Some(
+            Fault::DropAfterApply
+            | Fault::MalformedBody
+            | Fault::GatewayTimeoutAfterApply
+            | Fault::AppliedWithBody(_),
+        )
+        | None => {}
     }
     let resp = respond(shared, route, &parts.headers, parts.uri.query(), &body);
     if operation.is_mutating() && resp.status().is_success() {
@@ -235,6 +261,8 @@ async fn dispatch(shared: &Shared, conn: &CancellationToken, req: Request<Incomi
     let resp = match fault {
         Some(Fault::DropAfterApply) => return drop_connection(conn).await,
         Some(Fault::MalformedBody) => faults::malformed(resp).await,
+        Some(Fault::GatewayTimeoutAfterApply) => faults::gateway(StatusCode::GATEWAY_TIMEOUT),
+        Some(Fault::AppliedWithBody(text)) => faults::json_ok(text),
         _ => resp,
     };
     tracing::debug!(

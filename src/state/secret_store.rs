@@ -135,6 +135,10 @@ impl StateDir {
     /// creation); durable on disk when this returns.
     pub fn store_client_secret(&self, stored: &StoredClientSecret) -> Result<(), StateError> {
         let path = self.path().join(super::CLIENT_SECRET_FILE);
+        if crate::crash::fails("client-secret-store") {
+            let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+            return Err(StateError::io("write", &path, full));
+        }
         let bytes = encode(stored).map_err(|e| StateError::io("encode", &path, e.into()))?;
         write_atomic(&path, &bytes, 0o600)
     }

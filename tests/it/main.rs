@@ -4,6 +4,7 @@ mod bad_input;
 mod bounded;
 mod cli;
 mod client;
+mod client_secret;
 mod contract;
 mod crash;
 mod examples;

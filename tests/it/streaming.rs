@@ -66,7 +66,7 @@ fn user_id(sim: &Simulator, email: &str) -> String {
 }
 
 /// Starts the daemon with its log in `log`.
-fn start_daemon(setup: &Setup, log: &Path, env: &[(&str, &str)]) -> Child {
+pub(crate) fn start_daemon(setup: &Setup, log: &Path, env: &[(&str, &str)]) -> Child {
     let file = std::fs::File::create(log).unwrap();
     Command::new(assert_cmd::cargo::cargo_bin("contabo-rotator"))
         .args(["-c", &setup.config.display().to_string()])
@@ -80,7 +80,7 @@ fn start_daemon(setup: &Setup, log: &Path, env: &[(&str, &str)]) -> Child {
 }
 
 /// Waits until `log` contains `line`, or the daemon exits, or 30 s pass.
-async fn wait_for_log(daemon: &mut Child, log: &Path, line: &str) -> String {
+pub(crate) async fn wait_for_log(daemon: &mut Child, log: &Path, line: &str) -> String {
     let started = Instant::now();
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -94,7 +94,7 @@ async fn wait_for_log(daemon: &mut Child, log: &Path, line: &str) -> String {
     }
 }
 
-async fn terminate(mut daemon: Child, log: &Path) {
+pub(crate) async fn terminate(mut daemon: Child, log: &Path) {
     let sent = Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])
         .status()

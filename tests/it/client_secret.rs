@@ -1,0 +1,294 @@
+//! The client-secret state machine (DESIGN.md §4) under faults, with the
+//! real binary. Order is read from the simulator's request log: what the
+//! run sent after each answer, and how many PUTs it took.
+
+use crate::cli::{args, options, run_bin, run_bin_env, write_config, write_secret, Setup};
+use crate::streaming::{start_daemon, terminate, wait_for_log};
+use contabo_rotator::simulator::{Fault, FaultRule, Operation, RecordedRequest, Simulator};
+use secrecy::ExposeSecret;
+use std::time::Duration;
+
+const CLIENT_SINK: &str = r#"
+[client_secret]
+rotate = true
+
+[object_storage]
+rotate = false
+
+[schedule]
+cron = "0 30 3 * * *"
+
+[[sinks]]
+type = "file"
+path = "{root}/out/contabo.json"
+format = "json"
+"#;
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A config with `[api]` lines replaced.
+fn configure(sim: &Simulator, replace: &[(&str, &str)]) -> Setup {
+    let setup = write_config(sim, &options(1), CLIENT_SINK);
+    std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
+    let mut config = std::fs::read_to_string(&setup.config).unwrap();
+    for (from, to) in replace {
+        assert!(config.contains(from), "{from}");
+        config = config.replace(from, to);
+    }
+    write_secret(&setup.config, &config);
+    setup
+}
+
+/// The client-secret calls and logins of a run, in order.
+fn secret_calls(sim: &Simulator) -> Vec<RecordedRequest> {
+    sim.requests()
+        .into_iter()
+        .filter(|r| {
+            matches!(
+                r.operation,
+                Operation::Token | Operation::GenerateClientSecret | Operation::RetrieveUserClient
+            )
+        })
+        .collect()
+}
+
+fn count(sim: &Simulator, op: Operation) -> usize {
+    sim.requests().iter().filter(|r| r.operation == op).count()
+}
+
+/// The sink holds the API's client secret, and a further run logs in with
+/// the stored one and changes nothing.
+async fn assert_converged(sim: &Simulator, setup: &Setup, what: &str) {
+    let sink = std::fs::read_to_string(setup.dir.path().join("out/contabo.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&sink).unwrap();
+    assert_eq!(
+        json["client"]["client_secret"],
+        sim.snapshot().client_secret.expose_secret(),
+        "{what}: the sink holds the API's client secret"
+    );
+    let puts = count(sim, Operation::GenerateClientSecret);
+    let out = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{what}: not locked out: {}",
+        text(&out)
+    );
+    assert_eq!(
+        count(sim, Operation::GenerateClientSecret),
+        puts,
+        "{what}: converged"
+    );
+    let store = std::fs::read_to_string(setup.dir.path().join("state/client-secret.json")).unwrap();
+    assert!(
+        !store.contains("recovery_token"),
+        "{what}: the recovery token is removed once the rotation is settled"
+    );
+}
+
+/// A 500 or a 503 is an answer: the secret is read back at once (with a
+/// 10-minute request timeout, waiting one would outlast the test), and
+/// the PUT is repeated only after the read-back showed the old secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_error_on_the_put_is_read_back_at_once_then_put_again() {
+    for fault in [Fault::InternalServerError, Fault::ServiceUnavailable] {
+        let sim = Simulator::start(options(1)).await.unwrap();
+        let setup = configure(&sim, &[("timeout = \"10s\"", "timeout = \"10m\"")]);
+        sim.set_faults(vec![FaultRule::always(fault.clone())
+            .on(Operation::GenerateClientSecret)
+            .times(1)]);
+        let out = run_bin(args(&setup.config, &["--run-now"])).await;
+        assert_eq!(out.status.code(), Some(0), "{fault:?}: {}", text(&out));
+        let calls = secret_calls(&sim);
+        let first_put = calls
+            .iter()
+            .position(|r| r.operation == Operation::GenerateClientSecret)
+            .unwrap();
+        // A fresh login right before the PUT: its token is the one saved.
+        assert_eq!(calls[first_put - 1].operation, Operation::Token);
+        // (Logins after it renew the window, which a 10-minute request
+        // timeout makes short.)
+        let ops: Vec<(Operation, u16)> = calls[first_put..]
+            .iter()
+            .filter(|r| r.operation != Operation::Token)
+            .take(3)
+            .map(|r| (r.operation, r.status))
+            .collect();
+        let first_status = calls[first_put].status;
+        assert!(first_status >= 500, "{fault:?}");
+        assert_eq!(
+            ops,
+            vec![
+                (Operation::GenerateClientSecret, first_status),
+                (Operation::RetrieveUserClient, 200),
+                (Operation::GenerateClientSecret, 200),
+            ],
+            "{fault:?}"
+        );
+        assert_eq!(count(&sim, Operation::GenerateClientSecret), 2, "{fault:?}");
+        assert_converged(&sim, &setup, &format!("{fault:?}")).await;
+    }
+}
+
+/// A 504 whose request the server applies later: the read-back is polled
+/// until the secret changes, and the PUT is never sent twice (a second
+/// PUT would rotate the secret again and lose the first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_timeout_is_polled_until_the_late_put_lands_and_never_put_twice() {
+    let faults = [
+        Fault::ApplyLater(Duration::from_millis(1200)),
+        Fault::GatewayTimeoutAfterApply,
+        Fault::DropAfterApply,
+    ];
+    for fault in faults {
+        let sim = Simulator::start(options(1)).await.unwrap();
+        let setup = configure(&sim, &[("timeout = \"10s\"", "timeout = \"5s\"")]);
+        sim.set_faults(vec![FaultRule::always(fault.clone())
+            .on(Operation::GenerateClientSecret)
+            .times(1)]);
+        let out = run_bin(args(&setup.config, &["--run-now"])).await;
+        assert_eq!(out.status.code(), Some(0), "{fault:?}: {}", text(&out));
+        assert_eq!(count(&sim, Operation::GenerateClientSecret), 1, "{fault:?}");
+        if matches!(fault, Fault::ApplyLater(_)) {
+            let calls = secret_calls(&sim);
+            let put = calls
+                .iter()
+                .position(|r| r.operation == Operation::GenerateClientSecret)
+                .unwrap();
+            let reads = calls[put + 1..]
+                .iter()
+                .take_while(|r| r.operation == Operation::RetrieveUserClient)
+                .count();
+            assert!(
+                reads >= 2,
+                "polled until the late PUT landed: {reads} reads"
+            );
+        }
+        assert_converged(&sim, &setup, &format!("{fault:?}")).await;
+    }
+}
+
+/// A 2xx answer without a usable secret is not "not applied": the secret
+/// is read back and adopted, with one PUT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_answer_without_a_secret_is_read_back_not_settled() {
+    let bodies = [
+        r#"{"data":[],"_links":{"self":"/v1/users/client/secret"}}"#,
+        r#"{"data":[{"tenantId":"DE","customerId":"10000001","secret":null}]}"#,
+        r#"{"data":[{"tenantId":"DE","customerId":"10000001"}]}"#,
+    ];
+    for body in bodies {
+        let sim = Simulator::start(options(1)).await.unwrap();
+        let setup = configure(&sim, &[]);
+        sim.set_faults(vec![FaultRule::always(Fault::AppliedWithBody(body))
+            .on(Operation::GenerateClientSecret)
+            .times(1)]);
+        let out = run_bin(args(&setup.config, &["--run-now"])).await;
+        assert_eq!(out.status.code(), Some(0), "{body}: {}", text(&out));
+        assert_eq!(count(&sim, Operation::GenerateClientSecret), 1, "{body}");
+        assert_converged(&sim, &setup, body).await;
+    }
+}
+
+/// Killed between the PUT and storing its answer, and restarted as a daemon
+/// after the token of the run's first login has expired: the token saved
+/// before the PUT comes from a login right before it, so it is still
+/// valid, and the daemon reads the new secret back before its first tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_after_the_put_is_recovered_after_the_runs_first_token_expired() {
+    let mut opts = options(1);
+    opts.access_token_ttl = Duration::from_secs(6);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = configure(&sim, &[]);
+    // Three seconds between the run's first login and the PUT.
+    sim.set_faults(vec![FaultRule::always(Fault::Latency(
+        Duration::from_secs(3),
+    ))
+    .on(Operation::RetrieveObjectStorageList)
+    .times(1)]);
+    let killed = run_bin_env(
+        args(&setup.config, &["--run-now"]),
+        vec![(
+            "CONTABO_ROTATOR_CRASH_AT".into(),
+            "client-secret-after-put".into(),
+        )],
+    )
+    .await;
+    assert_eq!(killed.status.code(), None, "{}", text(&killed));
+    let first_login = sim
+        .requests()
+        .into_iter()
+        .find(|r| r.operation == Operation::Token)
+        .unwrap()
+        .received_at;
+    // Past the first token's life (6 s), within the saved one's.
+    let expired = first_login + Duration::from_millis(6500);
+    tokio::time::sleep(expired.saturating_duration_since(std::time::Instant::now())).await;
+    let log = setup.dir.path().join("daemon.log");
+    let mut daemon = start_daemon(&setup, &log, &[]);
+    let shown = wait_for_log(&mut daemon, &log, "Waiting for the next run.").await;
+    assert!(shown.contains("Waiting for the next run."), "{shown}");
+    assert!(
+        shown.contains("Read back the client secret an interrupted rotation generated"),
+        "{shown}"
+    );
+    terminate(daemon, &log).await;
+    assert_converged(&sim, &setup, "after the kill").await;
+}
+
+/// A store that fails (a full disk, injected: the tests run as root, whom
+/// a read-only directory does not stop) is retried; one that keeps failing
+/// keeps the rotation pending: the run fails loudly, the sink still gets
+/// the new secret (the old one is dead), and the next run reads the secret
+/// back with the saved token, stores it and logs in with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_store_is_retried_and_else_kept_pending_for_the_next_run() {
+    // Passage 1 is the recovery token's store; the new secret's five
+    // attempts are passages 2 to 6.
+    let fail = |range: &str| {
+        vec![(
+            "CONTABO_ROTATOR_FAIL_AT".to_owned(),
+            format!("client-secret-store:{range}"),
+        )]
+    };
+    let sim = Simulator::start(options(1)).await.unwrap();
+    let setup = configure(&sim, &[]);
+    let out = run_bin_env(args(&setup.config, &["--run-now"]), fail("2-5")).await;
+    assert_eq!(out.status.code(), Some(0), "retried: {}", text(&out));
+    assert_converged(&sim, &setup, "stored on the fifth attempt").await;
+
+    let sim = Simulator::start(options(1)).await.unwrap();
+    let setup = configure(&sim, &[]);
+    let out = run_bin_env(args(&setup.config, &["--run-now"]), fail("2-6")).await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("NOT stored") && shown.contains("stays pending"),
+        "{shown}"
+    );
+    let journal = std::fs::read_to_string(setup.dir.path().join("state/journal.json")).unwrap();
+    assert!(
+        journal.contains("client_secret"),
+        "the intent stays: {journal}"
+    );
+    let sink = std::fs::read_to_string(setup.dir.path().join("out/contabo.json")).unwrap();
+    assert!(
+        sink.contains(sim.snapshot().client_secret.expose_secret()),
+        "the sink holds the new secret although it is not stored yet"
+    );
+    let puts = count(&sim, Operation::GenerateClientSecret);
+    let out = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(out.status.code(), Some(0), "recovered: {}", text(&out));
+    assert_eq!(
+        count(&sim, Operation::GenerateClientSecret),
+        puts,
+        "not rotated again"
+    );
+    assert_converged(&sim, &setup, "stored by the next run").await;
+}
