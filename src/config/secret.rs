@@ -264,6 +264,7 @@ impl Resolver<'_> {
             };
             return Err(self.ctx.secret(key, what));
         }
+        crate::known_secrets::register(&secret);
         Ok(secret)
     }
 }

@@ -67,6 +67,7 @@ impl AccessToken {
     /// A token saved earlier (by [`AccessToken::secret`]), for requests
     /// pinned to it. Its generation is 0, which no login has.
     pub(crate) fn saved(value: SecretString) -> AccessToken {
+        crate::known_secrets::register_token(&value);
         let claims = jwt_claims(value.expose_secret());
         let subject = claims
             .as_ref()
@@ -243,6 +244,7 @@ impl Authenticator {
     /// stays (tokens already issued remain valid); its refresh token is
     /// dropped because a refresh grant must present the current secret.
     pub async fn set_client_secret(&self, secret: SecretString) {
+        crate::known_secrets::register(&secret);
         self.credentials
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -357,6 +359,10 @@ impl Authenticator {
                 detail: "the access token carries no readable `sub` claim".into(),
             }
         })?;
+        crate::known_secrets::register_token(&parsed.access_token);
+        if let Some(refresh) = &parsed.refresh_token {
+            crate::known_secrets::register_token(refresh);
+        }
         let lifetime = Duration::from_secs(parsed.expires_in.clamp(1, 86_400 * 365) as u64);
         let generation = self
             .generation

@@ -250,6 +250,7 @@ impl ContaboClient {
         push(&mut query, "email", filter.email.clone());
         push(&mut query, "enabled", filter.enabled.map(|b| b.to_string()));
         push(&mut query, "owner", filter.owner.map(|b| b.to_string()));
+        push(&mut query, "orderBy", Some("userId:asc".to_owned()));
         self.list_all("retrieveUserList", &["v1", "users"], query)
             .await
     }
@@ -344,6 +345,7 @@ impl ContaboClient {
         );
         push(&mut query, "regionName", filter.region_name.clone());
         push(&mut query, "displayName", filter.display_name.clone());
+        push(&mut query, "orderBy", Some("credentialId:asc".to_owned()));
         let path = ["v1", "users", user_id, "object-storages", "credentials"];
         self.list_all("listObjectStorageCredentials", &path, query)
             .await
@@ -415,24 +417,60 @@ impl ContaboClient {
         self.list_all(
             "retrieveObjectStorageList",
             &["v1", "object-storages"],
-            Vec::new(),
+            vec![("orderBy", "objectStorageId:asc".to_owned())],
         )
         .await
     }
 
-    /// Walks every page of a list endpoint by `_pagination`. Once the first
-    /// page says how many there are, the rest are requested together (the
-    /// request slots bound them) and taken in page order; a server without
-    /// a usable `_pagination` is walked one page after another.
+    /// Walks every page of a list endpoint (in a stable `orderBy`, so that
+    /// pages neither overlap nor skip). A walk whose item count differs
+    /// from `_pagination.totalElements` (the list changed while it was
+    /// read) is walked again once; a second mismatch is an error.
     async fn list_all<T: DeserializeOwned>(
         &self,
         op: &'static str,
         path: &[&str],
         query: Vec<(&'static str, String)>,
     ) -> Result<Vec<T>, ApiError> {
+        let mut walks = 0;
+        loop {
+            walks += 1;
+            let (items, total) = self.walk(op, path, &query).await?;
+            match total {
+                Some(expected) if expected != items.len() as i64 => {
+                    if walks >= 2 {
+                        return Err(ApiError::Miscounted {
+                            op,
+                            received: items.len(),
+                            expected,
+                        });
+                    }
+                    tracing::info!(
+                        op,
+                        received = items.len(),
+                        expected,
+                        "A list's count differs from its totalElements; reading it again."
+                    );
+                }
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// One walk: every page by `_pagination`, with the `totalElements` it
+    /// promised. Once the first page says how many pages there are, the
+    /// rest are requested together (the request slots bound them) and taken
+    /// in page order; a server without a usable `_pagination` is walked one
+    /// page after another.
+    async fn walk<T: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        path: &[&str],
+        query: &[(&'static str, String)],
+    ) -> Result<(Vec<T>, Option<i64>), ApiError> {
         let fetch = |page: i64| {
             let mut call = Call::new(op, Method::GET, path);
-            call.query = query.clone();
+            call.query = query.to_vec();
             call.query.push(("page", page.to_string()));
             call.query.push(("size", self.inner.page_size.to_string()));
             async move {
@@ -460,7 +498,7 @@ impl ContaboClient {
                 }
                 items.extend(data);
             }
-            return Ok(items);
+            return Ok((items, first.total_elements.filter(|t| *t >= 0)));
         }
         // Without a usable `_pagination`, a short or empty page ends the
         // list (a server that ignores `page` cannot loop us).
@@ -478,7 +516,7 @@ impl ContaboClient {
             received = data.len();
             items.extend(data);
         }
-        Ok(items)
+        Ok((items, None))
     }
 
     /// A call whose answer is `{data: [one]}`.
@@ -494,17 +532,39 @@ impl ContaboClient {
     /// Sends one logical call with retries; returns the body of the 2xx answer.
     async fn send(&self, call: Call<'_>) -> Result<bytes::Bytes, ApiError> {
         let mut backoff = self.inner.retry.start(call.op);
+        // The first attempt of a mutating call that got no answer: whatever
+        // later attempts answer, it may have been applied.
+        let mut maybe_applied: Option<ApiError> = None;
+        let mutating = call.method != Method::GET;
         loop {
-            match self.attempt(&call).await {
+            let result = match self.attempt(&call).await {
                 Ok(body) => return Ok(body),
                 // A 429 pauses every task, not only this one; the next
                 // attempt (of any call) waits for the shared pause.
-                Err(err @ ApiError::RateLimited { .. }) => {
-                    let delay = backoff.next(err)?;
+                Err(err @ ApiError::RateLimited { .. }) => backoff.next(err).map(|delay| {
                     self.inner.health.pause(delay);
+                    Duration::ZERO
+                }),
+                Err(err) if !call.repeatable => Err(err),
+                Err(err) => {
+                    if mutating && maybe_applied.is_none() && err.outcome_unknown() {
+                        maybe_applied = Some(err.clone());
+                    }
+                    backoff.next(err)
                 }
-                Err(err) if !call.repeatable => return Err(err),
-                Err(err) => tokio::time::sleep(backoff.next(err)?).await,
+            };
+            match result {
+                Ok(delay) => tokio::time::sleep(delay).await,
+                Err(last) => {
+                    return Err(match maybe_applied {
+                        Some(first) if !last.outcome_unknown() => ApiError::MaybeApplied {
+                            op: call.op,
+                            first: Box::new(first),
+                            last: Box::new(last),
+                        },
+                        _ => last,
+                    })
+                }
             }
         }
     }

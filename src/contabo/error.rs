@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 /// An error from one Contabo API or token-endpoint operation.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     /// 401 on an API call even after logging in again.
     #[error("{op}: HTTP 401 Unauthorized, also after logging in again")]
@@ -79,12 +79,31 @@ pub enum ApiError {
         expected: i64,
     },
 
+    /// A complete walk of a list returned a different number of items than
+    /// its `_pagination.totalElements` said (twice in a row).
+    #[error("{op}: the list has {received} items but totalElements says {expected} (it changed while being read, twice)")]
+    Miscounted {
+        op: &'static str,
+        received: usize,
+        expected: i64,
+    },
+
     /// The token endpoint refused the credentials (OAuth2 `error` and `error_description`).
     #[error("login refused by the token endpoint (HTTP {status}): {error}{}", fmt_message(.description))]
     LoginRefused {
         status: u16,
         error: String,
         description: Option<String>,
+    },
+
+    /// An earlier attempt of this call got no answer (it may have been
+    /// applied) and the later ones failed: the outcome stays unknown,
+    /// whatever they answered.
+    #[error("{op}: outcome unknown: an earlier attempt may have been applied ({first}); the last attempt: {last}")]
+    MaybeApplied {
+        op: &'static str,
+        first: Box<ApiError>,
+        last: Box<ApiError>,
     },
 
     /// Retries exhausted (attempts or deadline); `last` is the final failure.
@@ -143,7 +162,7 @@ impl ApiError {
             | ApiError::Status { status, .. }
             | ApiError::Redirect { status, .. }
             | ApiError::LoginRefused { status, .. } => Some(*status),
-            ApiError::GaveUp { last, .. } => last.status(),
+            ApiError::GaveUp { last, .. } | ApiError::MaybeApplied { last, .. } => last.status(),
             _ => None,
         }
     }
@@ -153,7 +172,10 @@ impl ApiError {
     /// The rotation engine uses this to decide when to read state back.
     pub fn outcome_unknown(&self) -> bool {
         match self {
-            ApiError::Timeout { .. } | ApiError::Transport { .. } | ApiError::Server { .. } => true,
+            ApiError::Timeout { .. }
+            | ApiError::Transport { .. }
+            | ApiError::Server { .. }
+            | ApiError::MaybeApplied { .. } => true,
             ApiError::GaveUp { last, .. } => last.outcome_unknown(),
             _ => false,
         }

@@ -3,7 +3,7 @@
 
 use super::user::UserOutcome;
 use super::{key_of, subject_of, CredentialRef, Failed, Rotated, RunReport};
-use crate::contabo::ContaboClient;
+use crate::contabo::{ApiError, ContaboClient};
 use crate::inventory::CredentialEntry;
 use crate::state::{AuditEvent, AuditKind, Records, StateDir};
 use chrono::Utc;
@@ -67,29 +67,63 @@ pub(super) fn record(
     };
     for (entry, rotation_id, answer) in outcome.attempted {
         let old_fp = state.fingerprint(&entry.secret_key);
-        let current = reread
+        let listed = reread
             .as_ref()
-            .and_then(|list| list.iter().find(|c| c.credential_id == entry.credential_id))
-            .or(answer.as_ref());
+            .and_then(|list| list.iter().find(|c| c.credential_id == entry.credential_id));
+        let unchanged = |c: &crate::contabo::models::Credential| {
+            state.fingerprint(&c.secret_key) == old_fp && c.access_key == entry.access_key
+        };
+        let current = match (&answer, listed) {
+            // A re-read still showing the old keys after a good answer is
+            // stale (read twice already): the answer stands.
+            (Ok(answered), Some(listed)) if unchanged(listed) => Some(answered),
+            (_, Some(listed)) => Some(listed),
+            (Ok(answered), None) => Some(answered),
+            (Err(_), None) => None,
+        };
+        let unknown = answer.as_ref().err().is_some_and(ApiError::outcome_unknown);
         let Some(current) = current else {
-            // Neither an answer nor a re-read: the intent stays in the
-            // journal and the next run resolves it.
-            report.fail_credential(
-                &entry,
-                Some(rotation_id),
-                "regenerate sent but not confirmed; will be resolved on the next run",
-            );
+            // (Only an error leaves no current value.)
+            let err = answer.err().map(|e| e.to_string()).unwrap_or_default();
+            if unknown {
+                // Neither an answer nor a re-read: the intent stays in the
+                // journal and the next run resolves it.
+                report.fail_credential(
+                    &entry,
+                    Some(rotation_id),
+                    format!("regenerate sent but not confirmed ({err}); will be resolved on the next run"),
+                );
+            } else {
+                out.settled.push(rotation_id);
+                out.audit
+                    .push(failure_event(client, &entry, Some(rotation_id), &err));
+                report.fail_credential(&entry, Some(rotation_id), err);
+            }
             continue;
         };
         let new_fp = state.fingerprint(&current.secret_key);
-        out.settled.push(rotation_id);
         if new_fp == old_fp && current.access_key == entry.access_key {
-            let err = "the regenerate call got no answer and the credential did not change";
+            let err = match &answer {
+                // No answer, and no change yet: it may still land, so the
+                // outcome stays unknown and the intent with it.
+                Err(err) if unknown => {
+                    report.fail_credential(
+                        &entry,
+                        Some(rotation_id),
+                        format!("regenerate sent, outcome unknown ({err}); the credential has not changed yet; will be resolved on the next run"),
+                    );
+                    continue;
+                }
+                Err(err) => format!("{err}; the credential did not change"),
+                Ok(_) => "the regenerate answered with the same keys".to_owned(),
+            };
+            out.settled.push(rotation_id);
             out.audit
                 .push(failure_event(client, &entry, Some(rotation_id), &err));
             report.fail_credential(&entry, Some(rotation_id), err);
             continue;
         }
+        out.settled.push(rotation_id);
         // Deliver the confirmed value even when the re-read failed.
         if let Some(e) = entries
             .iter_mut()

@@ -33,7 +33,27 @@ pub(super) async fn resume(
         "Resuming rotations an earlier run left unfinished."
     );
     let mut settled_client_secret = false;
-    for intent in journal.intents.clone() {
+    // Every S3 intent's credential is read back at once (the client's
+    // request slots bound how many are in flight), then resolved in order.
+    let recorded = |intent: &crate::state::Intent, key: &crate::state::CredentialKey| {
+        records
+            .credentials
+            .get(&key.to_string())
+            .and_then(|r| r.rotation_id)
+            == Some(intent.rotation_id)
+    };
+    let reads = futures_util::future::join_all(journal.intents.iter().map(|intent| async {
+        match &intent.kind {
+            IntentKind::ObjectStorage { key, .. } if !recorded(intent, key) => Some(
+                client
+                    .get_credential(&key.user_id, &key.object_storage_id, key.credential_id)
+                    .await,
+            ),
+            _ => None,
+        }
+    }))
+    .await;
+    for (intent, read) in journal.intents.clone().into_iter().zip(reads) {
         let id = intent.rotation_id;
         match &intent.kind {
             IntentKind::ObjectStorage {
@@ -44,22 +64,15 @@ pub(super) async fn resume(
             } => {
                 // A run killed after saving its records and before clearing
                 // the intents they settle: the record holds the outcome.
-                let recorded = records
-                    .credentials
-                    .get(&key.to_string())
-                    .and_then(|r| r.rotation_id);
-                if recorded == Some(id) {
+                let Some(read) = read else {
                     journal.finish(id);
                     continue;
-                }
+                };
                 let subject = format!(
                     "{user_email}/{}/{}",
                     key.object_storage_id, key.credential_id
                 );
-                match client
-                    .get_credential(&key.user_id, &key.object_storage_id, key.credential_id)
-                    .await
-                {
+                match read {
                     Ok(current) => {
                         let fp = state.fingerprint(&current.secret_key);
                         if &fp != old_fingerprint || &current.access_key != old_access_key {

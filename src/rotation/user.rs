@@ -68,9 +68,10 @@ pub(super) struct UserOutcome {
     /// The user's credentials as listed; `Err` when the listing failed.
     pub listed: Result<Vec<CredentialEntry>, ApiError>,
     pub plan: Vec<PlanItem>,
-    /// (entry before, rotation id, keys from the PATCH answer if any).
-    pub attempted: Vec<(CredentialEntry, Uuid, Option<Credential>)>,
-    /// Refused by the API (the intent is settled: nothing changed).
+    /// (entry before, rotation id, the PATCH's answer: its keys, or the
+    /// error, which the re-read decides on).
+    pub attempted: Vec<(CredentialEntry, Uuid, Result<Credential, ApiError>)>,
+    /// Never sent (the circuit breaker was open): the intent is settled.
     pub failed: Vec<(CredentialEntry, Uuid, ApiError)>,
     /// Due but held back because a sink could not take the new value.
     pub held_back: Vec<(CredentialEntry, String)>,
@@ -196,26 +197,57 @@ pub(super) async fn run(
                     user: outcome.user.clone(),
                     values: values.clone(),
                 });
-                outcome.attempted.push((entry, rotation_id, Some(new)));
+                outcome.attempted.push((entry, rotation_id, Ok(new)));
             }
-            // The PATCH may have been applied: the re-read decides.
-            Err(err) if err.outcome_unknown() => {
-                tracing::warn!(%rotation_id, error = %err, "No answer to the regenerate call; reading back.");
-                outcome.attempted.push((entry, rotation_id, None));
+            Err(err @ ApiError::CircuitOpen { .. }) => {
+                outcome.failed.push((entry, rotation_id, err));
             }
-            Err(err) => outcome.failed.push((entry, rotation_id, err)),
+            // Whatever the error, the re-read decides.
+            Err(err) => {
+                tracing::warn!(%rotation_id, error = %err, "The regenerate call failed; reading back.");
+                outcome.attempted.push((entry, rotation_id, Err(err)));
+            }
         }
     }
     if !outcome.attempted.is_empty() {
-        outcome.reread = Some(
-            ctx.client
-                .list_credentials(&outcome.user.user_id, &CredentialFilter::default())
-                .await,
-        );
+        outcome.reread = Some(reread(&ctx, &outcome).await);
         crash::point("s3-after-confirm");
     }
     outcome.listed = Ok(entries);
     outcome
+}
+
+/// How long to wait before reading again when the first re-read disagrees
+/// with a PATCH answer (a replica that has not caught up yet).
+const REREAD_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The confirming re-read of the user's credentials. When it disagrees with
+/// a PATCH answer (neither the old keys nor the answered ones), it is read
+/// once more after [`REREAD_DELAY`] before record decides; a second read
+/// that fails leaves the first.
+async fn reread(ctx: &StageContext, outcome: &UserOutcome) -> Result<Vec<Credential>, ApiError> {
+    let all = CredentialFilter::default();
+    let read = || ctx.client.list_credentials(&outcome.user.user_id, &all);
+    let first = read().await?;
+    let disagrees = outcome.attempted.iter().any(|(_, _, answer)| {
+        let Ok(answer) = answer else { return false };
+        first
+            .iter()
+            .find(|c| c.credential_id == answer.credential_id)
+            .is_some_and(|c| !same_keys(c, answer))
+    });
+    if !disagrees {
+        return Ok(first);
+    }
+    tracing::info!(user = %outcome.user.email, "The re-read disagrees with a regenerate answer; reading again.");
+    tokio::time::sleep(REREAD_DELAY).await;
+    Ok(read().await.unwrap_or(first))
+}
+
+/// Whether two views of a credential hold the same keys.
+pub(super) fn same_keys(a: &Credential, b: &Credential) -> bool {
+    use secrecy::ExposeSecret;
+    a.access_key == b.access_key && a.secret_key.expose_secret() == b.secret_key.expose_secret()
 }
 
 /// The policy's decision for each of the user's credentials.

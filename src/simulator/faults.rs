@@ -44,6 +44,9 @@ pub enum Fault {
     /// Applies the request, then answers 200 with this JSON body instead of
     /// the handler's (e.g. `{"data":[]}`, or a secret that is `null`).
     AppliedWithBody(&'static str),
+    /// Answers normally, with `_pagination.totalElements` one higher than
+    /// the list holds (as when an item is added while the list is read).
+    WrongTotal,
 }
 
 impl Fault {
@@ -64,6 +67,7 @@ impl Fault {
             Fault::GatewayTimeoutAfterApply => "GatewayTimeoutAfterApply".to_owned(),
             Fault::ApplyLater(d) => format!("ApplyLater({}ms)", d.as_millis()),
             Fault::AppliedWithBody(_) => "AppliedWithBody".to_owned(),
+            Fault::WrongTotal => "WrongTotal".to_owned(),
         }
     }
 }
@@ -224,6 +228,21 @@ pub(super) fn json_ok(text: &'static str) -> Response {
 
 /// Cuts the handler's JSON body in half. A 204 becomes a 200 so the client
 /// has a body to choke on; an empty body becomes the start of an envelope.
+/// Adds one to a list answer's `_pagination.totalElements`.
+pub(super) async fn wrong_total(resp: Response) -> Response {
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if let Some(total) = value["_pagination"]["totalElements"].as_u64() {
+        value["_pagination"]["totalElements"] = (total + 1).into();
+    }
+    let mut out = Response::from_parts(parts, Body::from(value.to_string()));
+    out.headers_mut().remove(hyper::header::CONTENT_LENGTH);
+    out
+}
+
 pub(super) async fn malformed(resp: Response) -> Response {
     let (parts, body) = resp.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX)

@@ -113,6 +113,41 @@ fn contains_ci(haystack: &str, needle: &str) -> bool {
     haystack.to_lowercase().contains(&needle.to_lowercase())
 }
 
+/// Fields lists can be ordered by (`orderBy=field:asc|desc`). The spec
+/// names none; these are each item's scalar fields.
+const USER_FIELDS: &[&str] = &[
+    "userId",
+    "firstName",
+    "lastName",
+    "email",
+    "enabled",
+    "owner",
+];
+const CREDENTIAL_FIELDS: &[&str] = &[
+    "credentialId",
+    "objectStorageId",
+    "displayName",
+    "region",
+    "accessKey",
+];
+const STORAGE_FIELDS: &[&str] = &[
+    "objectStorageId",
+    "displayName",
+    "region",
+    "createdDate",
+    "dataCenter",
+];
+
+/// A different start for every unordered list, with `unstable_order`.
+fn unordered_shift(state: &State) -> Option<usize> {
+    state.unstable_order.then(|| {
+        state
+            .order_shift
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
+    })
+}
+
 /// `GET /v1/users`.
 fn list_users(state: &State, q: &Query) -> Handled {
     let page = PageRequest::from_query(q, state.page_size_cap)?;
@@ -138,6 +173,7 @@ fn list_users(state: &State, q: &Query) -> Handled {
         })
         .map(|u| user_json(state, u))
         .collect();
+    let items = wire::order(items, q, USER_FIELDS, unordered_shift(state))?;
     Ok(wire::list_response(items, page, "/v1/users"))
 }
 
@@ -341,6 +377,7 @@ fn list_credentials(state: &State, user_id: &str, q: &Query) -> Handled {
         })
         .map(|c| credential_json(state, c))
         .collect();
+    let items = wire::order(items, q, CREDENTIAL_FIELDS, unordered_shift(state))?;
     // The real API's credential links lack the leading slash.
     let base = format!("v1/users/{user_id}/object-storages/credentials");
     Ok(wire::list_response(items, page, &base))
@@ -426,5 +463,6 @@ fn list_object_storages(state: &State, q: &Query) -> Handled {
         .filter(|s| s3_tenant.is_none_or(|t| s.s3_tenant_id == t))
         .map(|s| storage_json(state, s))
         .collect();
+    let items = wire::order(items, q, STORAGE_FIELDS, unordered_shift(state))?;
     Ok(wire::list_response(items, page, "/v1/object-storages"))
 }

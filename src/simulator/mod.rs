@@ -72,6 +72,10 @@ pub struct SimulatorOptions {
     pub shared_credentials: bool,
     /// The largest `size` a list endpoint honours; larger requests are capped.
     pub page_size_cap: usize,
+    /// Lists requested without `orderBy` come back in a different order on
+    /// every request (as from a database without a stable default order),
+    /// so pages of one walk overlap and miss items.
+    pub unstable_order: bool,
     /// Lifetime of access tokens (`expires_in`).
     pub access_token_ttl: Duration,
     /// Lifetime of refresh tokens (`refresh_expires_in`).
@@ -91,6 +95,7 @@ impl Default for SimulatorOptions {
             credentials_per_user: 3,
             shared_credentials: false,
             page_size_cap: 100,
+            unstable_order: false,
             access_token_ttl: Duration::from_secs(300),
             refresh_token_ttl: Duration::from_secs(1800),
             seed: 0x00C0_47AB_0000_0001,

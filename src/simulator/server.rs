@@ -250,7 +250,8 @@ async fn dispatch(
             Fault::DropAfterApply
             | Fault::MalformedBody
             | Fault::GatewayTimeoutAfterApply
-            | Fault::AppliedWithBody(_),
+            | Fault::AppliedWithBody(_)
+            | Fault::WrongTotal,
         )
         | None => {}
     }
@@ -263,6 +264,7 @@ async fn dispatch(
         Some(Fault::MalformedBody) => faults::malformed(resp).await,
         Some(Fault::GatewayTimeoutAfterApply) => faults::gateway(StatusCode::GATEWAY_TIMEOUT),
         Some(Fault::AppliedWithBody(text)) => faults::json_ok(text),
+        Some(Fault::WrongTotal) => faults::wrong_total(resp).await,
         _ => resp,
     };
     tracing::debug!(

@@ -166,6 +166,9 @@ pub(super) struct State {
     pub issuer: String,
     pub shared_credentials: bool,
     pub page_size_cap: usize,
+    pub unstable_order: bool,
+    /// Shifts unordered lists (see `SimulatorOptions::unstable_order`).
+    pub order_shift: std::sync::atomic::AtomicUsize,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     pub storages: Vec<Storage>,
@@ -201,6 +204,8 @@ impl State {
             issuer,
             shared_credentials: opts.shared_credentials,
             page_size_cap: opts.page_size_cap,
+            unstable_order: opts.unstable_order,
+            order_shift: Default::default(),
             access_token_ttl: opts.access_token_ttl,
             refresh_token_ttl: opts.refresh_token_ttl,
             storages: Vec::new(),

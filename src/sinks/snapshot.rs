@@ -82,13 +82,16 @@ impl Snapshot {
         SecretString::from(String::from_utf8(bytes).expect("serde_json writes UTF-8"))
     }
 
-    /// A [`Redactor`] for every secret value this snapshot holds.
+    /// A [`Redactor`] for every secret value this snapshot holds, and every
+    /// other secret the process knows ([`crate::known_secrets`]).
     pub fn redactor(&self) -> Redactor {
+        let known = crate::known_secrets::all();
         let secrets = self
             .client
             .iter()
             .map(|(_, s)| s)
-            .chain(self.credentials.iter().map(|c| &c.secret_key));
+            .chain(self.credentials.iter().map(|c| &c.secret_key))
+            .chain(&known);
         let mut needles: Vec<Zeroizing<String>> = Vec::new();
         for secret in secrets {
             let value = secret.expose_secret();

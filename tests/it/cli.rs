@@ -103,6 +103,73 @@ pub fn assert_no_secret(sim: &Simulator, text: &str) {
     }
 }
 
+/// A server whose lists have no stable default order (pages overlap and
+/// skip between requests): every list is requested with `orderBy`, so a
+/// walk of many pages still sees every credential exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_are_walked_in_a_stable_order_on_a_server_without_one() {
+    let opts = SimulatorOptions {
+        credentials_per_user: 3,
+        page_size_cap: 4,
+        unstable_order: true,
+        ..options(23)
+    };
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = write_config(&sim, &opts, "");
+    let out = run_bin(args(&setup.config, &["list", "--json"])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let ids: Vec<i64> = listing["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["credential_id"].as_i64().unwrap())
+        .collect();
+    let unique: HashSet<i64> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), 23 * 3, "no credential twice");
+    assert_eq!(unique.len(), 23 * 3, "none missing");
+    assert_eq!(listing["users_seen"], 23);
+    for r in sim.requests() {
+        if r.method == "GET" && r.path.ends_with("credentials") || r.path == "/v1/users" {
+            assert!(
+                r.query.as_deref().unwrap_or("").contains("orderBy="),
+                "{} {:?}",
+                r.path,
+                r.query
+            );
+        }
+    }
+}
+
+/// A list whose walk never adds up to its `totalElements` is read twice,
+/// then refused with an error naming the counts, not taken as complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_that_does_not_add_up_to_its_total_is_read_again_then_refused() {
+    let opts = options(3);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    sim.set_faults(vec![FaultRule::always(Fault::WrongTotal)
+        .on(contabo_rotator::simulator::Operation::RetrieveUserList)]);
+    let setup = write_config(&sim, &opts, "");
+    let out = run_bin(args(&setup.config, &["list", "--json"])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the list has 3 items but totalElements says 4"),
+        "{stderr}"
+    );
+    let walks = sim
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/users")
+        .count();
+    assert_eq!(walks, 2, "read again once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_json_shows_every_credential_under_faults_and_no_secret() {
     let opts = SimulatorOptions {

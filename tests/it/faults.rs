@@ -141,3 +141,60 @@ async fn faults_on_generating_the_client_secret() {
 async fn faults_on_reading_the_client() {
     faults_on(Operation::RetrieveUserClient).await;
 }
+
+/// A regenerate whose first attempt was applied without an answer and whose
+/// retry got a 429 (or a 500): the outcome stays unknown, the re-read
+/// decides, and it finds the new keys, which the sink gets in this run. A
+/// "failed" here would leave the sink on the dead key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_regenerate_stays_unknown_whatever_its_retries_answer() {
+    for (name, retry_fault) in [
+        ("429", Fault::TooManyRequests { retry_after: None }),
+        ("500", Fault::InternalServerError),
+    ] {
+        let mut opts = options(1);
+        opts.credentials_per_user = 1;
+        let sim = Simulator::start(opts.clone()).await.unwrap();
+        let setup = write_config(&sim, &opts, SINK_ONLY);
+        std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
+        let text = std::fs::read_to_string(&setup.config)
+            .unwrap()
+            .replace("max_retries = 10", "max_retries = 1");
+        write_secret(&setup.config, &text);
+        sim.set_faults(vec![
+            FaultRule::always(Fault::DropAfterApply)
+                .on(Operation::RegenerateObjectStorageCredentials)
+                .times(1),
+            FaultRule::always(retry_fault).on(Operation::RegenerateObjectStorageCredentials),
+        ]);
+        let out = run_bin(args(&setup.config, &["--run-now", "--force"])).await;
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sink = setup.dir.path().join("out/contabo.json");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&sink).unwrap()).unwrap();
+        let applied = sim
+            .requests()
+            .iter()
+            .filter(|r| r.applied_at.is_some())
+            .count();
+        assert_eq!(applied, 1, "{name}: only the first attempt was applied");
+        assert_eq!(
+            json_sink_keys(&json),
+            api_keys(&sim),
+            "{name}: the sink holds the applied keys: {shown}"
+        );
+        assert_eq!(out.status.code(), Some(0), "{name}: {shown}");
+        assert!(shown.contains("1 rotated, 0 failed"), "{name}: {shown}");
+    }
+}
+
+const SINK_ONLY: &str = r#"
+[[sinks]]
+type = "file"
+path = "{root}/out/contabo.json"
+format = "json"
+"#;

@@ -95,7 +95,9 @@ select = {{ users = ["user001@example.com"], regions = ["European Union"] }}
 type = "file"
 path = "{{root}}/out/contabo.json"
 format = "json"
-on_change = ["sh", "-c", "echo hook-ran; cat \"$CONTABO_ROTATOR_SINK_PATH\"; cat \"$1\" >&2; env", "sh", "{{root}}/out/one.env"]
+# The hook prints the sinks' files and the configuration's own secrets:
+# every one of them is redacted in the logged output.
+on_change = ["sh", "-c", "echo hook-ran; cat \"$CONTABO_ROTATOR_SINK_PATH\"; cat \"$1\" >&2; cat {{root}}/api-password {{root}}/client-secret {{root}}/webhook.key; echo; env", "sh", "{{root}}/out/one.env"]
 
 [[sinks]]
 type = "file"
