@@ -226,8 +226,6 @@ pub(super) fn json_ok(text: &'static str) -> Response {
     resp
 }
 
-/// Cuts the handler's JSON body in half. A 204 becomes a 200 so the client
-/// has a body to choke on; an empty body becomes the start of an envelope.
 /// Adds one to a list answer's `_pagination.totalElements`.
 pub(super) async fn wrong_total(resp: Response) -> Response {
     let (parts, body) = resp.into_parts();
@@ -243,6 +241,8 @@ pub(super) async fn wrong_total(resp: Response) -> Response {
     out
 }
 
+/// Cuts the handler's JSON body in half. A 204 becomes a 200 so the client
+/// has a body to choke on; an empty body becomes the start of an envelope.
 pub(super) async fn malformed(resp: Response) -> Response {
     let (parts, body) = resp.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX)

@@ -2,7 +2,7 @@
 //! ends a pass against a failing API and says what it did not attempt, and
 //! a `Retry-After` beyond `[api] max_retry_after` fails the call at once.
 
-use crate::cli::{args, options, run_bin, write_config, write_secret};
+use crate::cli::{args, edit_config, options, run_bin, write_config};
 use contabo_rotator::simulator::{Fault, FaultRule, Operation, Simulator};
 use std::time::Duration;
 
@@ -25,14 +25,8 @@ fn configure(
     extra: &str,
     api: &[(&str, &str)],
 ) -> crate::cli::Setup {
-    let opts = options(users);
-    let setup = write_config(sim, &opts, extra);
-    let mut text = std::fs::read_to_string(&setup.config).unwrap();
-    for (from, to) in api {
-        assert!(text.contains(from), "{from}");
-        text = text.replace(from, to);
-    }
-    write_secret(&setup.config, &text);
+    let setup = write_config(sim, &options(users), extra);
+    edit_config(&setup, api);
     setup
 }
 

@@ -61,6 +61,16 @@ dir = "{root}/state"
     Setup { dir, config }
 }
 
+/// Replaces lines of `setup`'s config (each must be there).
+pub fn edit_config(setup: &Setup, replace: &[(&str, &str)]) {
+    let mut text = std::fs::read_to_string(&setup.config).unwrap();
+    for (from, to) in replace {
+        assert!(text.contains(from), "{from}");
+        text = text.replace(from, to);
+    }
+    write_secret(&setup.config, &text);
+}
+
 pub fn write_secret(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();

@@ -2,7 +2,7 @@
 //! real binary. Order is read from the simulator's request log: what the
 //! run sent after each answer, and how many PUTs it took.
 
-use crate::cli::{args, options, run_bin, run_bin_env, write_config, write_secret, Setup};
+use crate::cli::{args, edit_config, options, run_bin, run_bin_env, write_config, Setup};
 use crate::streaming::{start_daemon, terminate, wait_for_log};
 use contabo_rotator::simulator::{Fault, FaultRule, Operation, RecordedRequest, Simulator};
 use secrecy::ExposeSecret;
@@ -36,12 +36,7 @@ fn text(out: &std::process::Output) -> String {
 fn configure(sim: &Simulator, replace: &[(&str, &str)]) -> Setup {
     let setup = write_config(sim, &options(1), CLIENT_SINK);
     std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
-    let mut config = std::fs::read_to_string(&setup.config).unwrap();
-    for (from, to) in replace {
-        assert!(config.contains(from), "{from}");
-        config = config.replace(from, to);
-    }
-    write_secret(&setup.config, &config);
+    edit_config(&setup, replace);
     setup
 }
 
