@@ -68,16 +68,11 @@ pub fn point(name: &str) {
     }
 }
 
-/// Named places where the fault tests make a write fail.
-pub const FAIL_POINTS: &[&str] = &[
-    // `client-secret.json` written (each attempt of each store counts).
-    "client-secret-store",
-];
-
 static FAILED: AtomicU32 = AtomicU32::new(0);
 
 /// Whether the write at this point should fail as a full disk would, when
-/// `CONTABO_ROTATOR_FAIL_AT` names it: `NAME` fails its first passage,
+/// `CONTABO_ROTATOR_FAIL_AT` names it (the one point is
+/// `client-secret-store`, each attempt of each store counting): `NAME` fails its first passage,
 /// `NAME:N` its first N, `NAME:FROM-TO` passages FROM to TO (1-based).
 /// Unset (the normal case) this costs one environment lookup. The fault
 /// tests use it where a real ENOSPC cannot be made (they run as root,

@@ -285,11 +285,8 @@ impl Authenticator {
         loop {
             self.health.check(OP)?;
             let result = self.grant_once(form).await;
-            if let Err(err) = &result {
-                self.health.record(OP, counts_as_failure(err));
-            } else {
-                self.health.record(OP, false);
-            }
+            let failed = result.as_ref().err().is_some_and(counts_as_failure);
+            self.health.record(OP, failed);
             match result {
                 Ok(token) => return Ok(token),
                 Err(err) => tokio::time::sleep(backoff.next(err)?).await,
@@ -323,14 +320,7 @@ impl Authenticator {
             .map_err(|e| ApiError::from_reqwest(OP, e, self.timeout))?;
         match status.as_u16() {
             200..=299 => {}
-            429 => {
-                return Err(retry_after
-                    .and_then(|wait| self.health.refuse_retry_after(OP, wait))
-                    .unwrap_or(ApiError::RateLimited {
-                        op: OP,
-                        retry_after,
-                    }))
-            }
+            429 => return Err(self.health.rate_limited(OP, retry_after)),
             s @ 300..=399 => return Err(ApiError::Redirect { op: OP, status: s }),
             s @ 500..=599 => {
                 return Err(ApiError::Server {

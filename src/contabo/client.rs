@@ -640,11 +640,7 @@ impl ContaboClient {
         Ok(match status {
             200..=299 => Answer::Ok(body),
             401 => Answer::Unauthorized,
-            429 => Answer::Err(
-                retry_after
-                    .and_then(|wait| inner.health.refuse_retry_after(op, wait))
-                    .unwrap_or(ApiError::RateLimited { op, retry_after }),
-            ),
+            429 => Answer::Err(inner.health.rate_limited(op, retry_after)),
             300..=399 => Answer::Err(ApiError::Redirect { op, status }),
             500..=599 => Answer::Err(ApiError::Server {
                 op,

@@ -46,11 +46,6 @@ impl Health {
         }
     }
 
-    /// The longest `Retry-After` honoured.
-    pub fn max_retry_after(&self) -> Duration {
-        self.max_retry_after
-    }
-
     /// Waits while a pause is in force (and a jitter after it). A pause
     /// extended meanwhile is waited for too.
     pub async fn wait(&self) {
@@ -81,13 +76,17 @@ impl Health {
         }
     }
 
-    /// The error for a 429 whose `Retry-After` is beyond the cap, if it is.
-    pub fn refuse_retry_after(&self, op: &'static str, retry_after: Duration) -> Option<ApiError> {
-        (retry_after > self.max_retry_after).then_some(ApiError::RetryAfterTooLong {
-            op,
-            retry_after,
-            cap: self.max_retry_after,
-        })
+    /// The error for a 429: [`ApiError::RetryAfterTooLong`] when its
+    /// `Retry-After` is beyond the cap, [`ApiError::RateLimited`] otherwise.
+    pub fn rate_limited(&self, op: &'static str, retry_after: Option<Duration>) -> ApiError {
+        match retry_after {
+            Some(wait) if wait > self.max_retry_after => ApiError::RetryAfterTooLong {
+                op,
+                retry_after: wait,
+                cap: self.max_retry_after,
+            },
+            _ => ApiError::RateLimited { op, retry_after },
+        }
     }
 
     /// `Err` once the breaker is open: the call is not sent.
@@ -204,12 +203,11 @@ mod tests {
     #[test]
     fn a_retry_after_beyond_the_cap_is_refused_by_name() {
         let health = Health::new(Duration::from_secs(60), 10);
-        assert!(health
-            .refuse_retry_after("listUsers", Duration::from_secs(60))
-            .is_none());
-        let err = health
-            .refuse_retry_after("listUsers", Duration::from_secs(3600))
-            .unwrap();
+        assert!(matches!(
+            health.rate_limited("listUsers", Some(Duration::from_secs(60))),
+            ApiError::RateLimited { .. }
+        ));
+        let err = health.rate_limited("listUsers", Some(Duration::from_secs(3600)));
         let text = err.to_string();
         assert!(text.contains("listUsers"), "{text}");
         assert!(

@@ -101,8 +101,7 @@ pub(super) fn record(
             }
             continue;
         };
-        let new_fp = state.fingerprint(&current.secret_key);
-        if new_fp == old_fp && current.access_key == entry.access_key {
+        if unchanged(current) {
             let err = match &answer {
                 // No answer, and no change yet: it may still land, so the
                 // outcome stays unknown and the intent with it.
@@ -124,6 +123,7 @@ pub(super) fn record(
             continue;
         }
         out.settled.push(rotation_id);
+        let new_fp = state.fingerprint(&current.secret_key);
         // Deliver the confirmed value even when the re-read failed.
         if let Some(e) = entries
             .iter_mut()

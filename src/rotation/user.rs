@@ -245,7 +245,7 @@ async fn reread(ctx: &StageContext, outcome: &UserOutcome) -> Result<Vec<Credent
 }
 
 /// Whether two views of a credential hold the same keys.
-pub(super) fn same_keys(a: &Credential, b: &Credential) -> bool {
+fn same_keys(a: &Credential, b: &Credential) -> bool {
     use secrecy::ExposeSecret;
     a.access_key == b.access_key && a.secret_key.expose_secret() == b.secret_key.expose_secret()
 }
