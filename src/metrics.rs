@@ -29,6 +29,10 @@ pub struct RunTally {
     pub rotations: Vec<(&'static str, &'static str, u64)>,
     /// `(sink, outcome)` per sink: `written`, `unchanged` or `failed`.
     pub deliveries: Vec<(String, &'static str)>,
+    /// `(result, count)` of the S3 verifications: `accepted`, `refused`.
+    pub verifications: Vec<(&'static str, u64)>,
+    /// Requests sent to the storages to verify keys.
+    pub s3_probes: u64,
     /// Nothing failed.
     pub ok: bool,
 }
@@ -39,6 +43,8 @@ pub struct Metrics {
     rotations: Family<Labels, Counter>,
     deliveries: Family<Labels, Counter>,
     api_requests: Family<Labels, Counter>,
+    verifications: Family<Labels, Counter>,
+    s3_probes: Counter,
     credential_age: Family<Labels, Gauge>,
     last_success: Gauge,
     last_run: Gauge,
@@ -63,6 +69,8 @@ impl Metrics {
             rotations: Family::default(),
             deliveries: Family::default(),
             api_requests: Family::default(),
+            verifications: Family::default(),
+            s3_probes: Counter::default(),
             credential_age: Family::default(),
             last_success: Gauge::default(),
             last_run: Gauge::default(),
@@ -85,6 +93,16 @@ impl Metrics {
             "api_requests",
             "Contabo API and token requests by operation and HTTP status (0: no answer)",
             m.api_requests.clone(),
+        );
+        registry.register(
+            "verifications",
+            "Rotated S3 keys probed at the storage (verify = \"s3\"), by result (accepted, refused)",
+            m.verifications.clone(),
+        );
+        registry.register(
+            "s3_probes",
+            "Signed requests sent to the storages to verify new keys (not counted in api_requests)",
+            m.s3_probes.clone(),
         );
         registry.register(
             "credential_age_seconds",
@@ -132,6 +150,12 @@ impl Metrics {
                 ])
                 .inc_by(*n);
         }
+        for (result, n) in &run.verifications {
+            self.verifications
+                .get_or_create(&vec![("result", (*result).to_owned())])
+                .inc_by(*n);
+        }
+        self.s3_probes.inc_by(run.s3_probes);
         for (sink, outcome) in &run.deliveries {
             self.deliveries
                 .get_or_create(&vec![

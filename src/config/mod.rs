@@ -35,7 +35,7 @@ pub use locate::Location;
 pub use settings::{
     ApiSettings, ClientSecretSettings, EmailGlobs, FileFormat, FileSink, Kind, MetricsSettings,
     ObjectStorageSettings, OnFirstSight, ScheduleSettings, Selection, Settings, SinkSettings,
-    StateSettings, TemplateSink, WebhookSink,
+    StateSettings, TemplateSink, Verify, WebhookSink,
 };
 pub use validate::default_state_dir;
 
@@ -283,6 +283,8 @@ regions = ["European Union"]
 object_storages = []
 max_per_run = 100
 on_first_sight = "adopt"
+verify = "s3"
+verify_timeout = "2m"
 
 [[sinks]]
 type = "file"
@@ -396,6 +398,8 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
         assert_eq!(os.regions, ["European Union"]);
         assert_eq!(os.max_per_run, Some(100));
         assert_eq!(os.on_first_sight, OnFirstSight::Adopt);
+        assert_eq!(os.verify, Verify::S3);
+        assert_eq!(os.verify_timeout, Duration::from_secs(120));
         assert_eq!(s.sinks.len(), 3);
         let SinkSettings::File(file) = &s.sinks[0] else {
             panic!("{:?}", s.sinks[0])
@@ -467,6 +471,8 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
         assert!(os.regions.is_empty() && os.object_storages.is_empty());
         assert_eq!(os.max_per_run, None);
         assert_eq!(os.on_first_sight, OnFirstSight::Rotate);
+        assert_eq!(os.verify, Verify::Api);
+        assert_eq!(os.verify_timeout, Duration::from_secs(60));
         assert!(s.sinks.is_empty());
         assert!(s.metrics.is_none());
     }
@@ -645,6 +651,8 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
             ("include_secrets over http", hook("include_secrets = true\n").replace("https://h.", "http://h."), &["sinks[0].include_secrets: secrets may only be sent to an https URL or to loopback"]),
             ("unknown sink type", sink("type = \"s3\"\n"), &[":7:8: sinks[0].type: unknown value `s3`, expected one of `file`, `template`, `webhook`"]),
             ("unknown on_first_sight", format!("{MINIMAL}[object_storage]\non_first_sight = \"later\"\n"), &["object_storage.on_first_sight: unknown value `later`, expected `rotate` or `adopt`"]),
+            ("unknown verify", format!("{MINIMAL}[object_storage]\nverify = \"sigv4\"\n"), &["object_storage.verify: unknown value `sigv4`, expected one of `s3`, `api`, `off`"]),
+            ("verify_timeout too long", format!("{MINIMAL}[object_storage]\nverify_timeout = \"1h\"\n"), &["object_storage.verify_timeout: `1h` is out of range: must be between 1s and 10m"]),
             ("unknown format", sink("type = \"file\"\npath = \"/x\"\nformat = \"yaml\"\n"), &["sinks[0].format: unknown value `yaml`"]),
             ("unknown kind", sink(&format!("{FILE_SINK}select = {{ kinds = [\"s3\"] }}\n")), &["sinks[0].select.kinds[0]: unknown value `s3`"]),
             ("same path twice", format!("{}[[sinks]]\ntype = \"template\"\ntemplate = \"t.j2\"\npath = \"/x/./a.json\"\n", sink(FILE_SINK)), &[":13:8: sinks[1].path: /x/./a.json is already written by sinks[0]"]),

@@ -25,7 +25,7 @@ use serde::de::{self, Deserializer, Unexpected, Visitor};
 use serde::Deserialize;
 
 use super::secret::{SecretRef, SecretRefs};
-use super::settings::{FileFormat, Kind, OnFirstSight};
+use super::settings::{FileFormat, Kind, OnFirstSight, Verify};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.contabo.com";
 pub const DEFAULT_TOKEN_URL: &str =
@@ -198,6 +198,14 @@ pub struct RawObjectStorage {
     /// `"adopt"` it (start its clock now, rotate after `max_age`).
     /// Default `"rotate"`.
     pub on_first_sight: OnFirstSight,
+    /// After a regenerate, prove the new key at the storage: `"s3"` (a
+    /// SigV4-signed ListBuckets), `"api"` (the confirming re-read only) or
+    /// `"off"`. Default `"api"` for now: `"s3"` becomes the default once
+    /// the simulator's S3 endpoint proves it end to end (issue 11).
+    pub verify: Verify,
+    /// How long the storage may take to accept a new key (1s to 10m).
+    /// Default `"60s"`.
+    pub verify_timeout: DurationStr,
 }
 
 impl Default for RawObjectStorage {
@@ -211,6 +219,8 @@ impl Default for RawObjectStorage {
             object_storages: Vec::new(),
             max_per_run: None,
             on_first_sight: OnFirstSight::Rotate,
+            verify: Verify::Api,
+            verify_timeout: DurationStr("60s".to_owned()),
         }
     }
 }

@@ -133,6 +133,35 @@ pub struct ObjectStorageSettings {
     /// `None` is unlimited; otherwise at least 1.
     pub max_per_run: Option<usize>,
     pub on_first_sight: OnFirstSight,
+    pub verify: Verify,
+    /// 1 s to 10 min.
+    pub verify_timeout: Duration,
+}
+
+/// How a regenerated key is proven (DESIGN.md §4, Verification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verify {
+    /// A SigV4-signed ListBuckets with the new key at the storage's
+    /// `s3Url`, retried while the storage does not accept it yet.
+    S3,
+    /// The confirming re-read through the Contabo API only.
+    #[default]
+    Api,
+    /// No proof beyond the regenerate's answer (the re-read that decides
+    /// the outcome is still made).
+    Off,
+}
+
+impl Verify {
+    /// The name users write in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verify::S3 => "s3",
+            Verify::Api => "api",
+            Verify::Off => "off",
+        }
+    }
 }
 
 /// What to do with a credential the state has no record of.

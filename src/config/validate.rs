@@ -237,6 +237,8 @@ fn validate_object_storage(
         )?,
         max_per_run,
         on_first_sight: raw.on_first_sight,
+        verify: raw.verify,
+        verify_timeout: timeout(ctx, "object_storage.verify_timeout", &raw.verify_timeout)?,
     })
 }
 

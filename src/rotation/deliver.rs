@@ -349,6 +349,14 @@ impl Sinks {
         webhook::events_for(rotations, failures, &self.client_id, &self.trace_id)
     }
 
+    /// The follow-up events of keys the storage accepted.
+    pub(super) fn verified_events(&self, verified: &[super::Verified]) -> Vec<webhook::NewEvent> {
+        if self.webhooks.is_none() {
+            return Vec::new();
+        }
+        webhook::verified_events(verified, &self.trace_id)
+    }
+
     /// One user's stage is done: `values` are what the API holds now.
     /// One-user sinks are written at once; aggregate sinks holding the user
     /// are marked dirty when `changed`.

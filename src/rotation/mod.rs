@@ -21,9 +21,10 @@ mod record;
 mod report;
 mod resume;
 mod user;
+mod verify;
 
 pub use report::{
-    CredentialRef, Delivery, Failed, PlanItem, ReportOutput, Rotated, RunReport, Totals,
+    CredentialRef, Delivery, Failed, PlanItem, ReportOutput, Rotated, RunReport, Totals, Verified,
 };
 
 use crate::config::Settings;
@@ -286,6 +287,7 @@ pub(crate) fn new_record(
         rotation_id: None,
         access_key: c.access_key.clone(),
         secret_fingerprint: state.fingerprint(&c.secret_key),
+        verified: None,
     }
 }
 

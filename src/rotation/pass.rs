@@ -20,8 +20,10 @@
 
 use super::deliver::Sinks;
 use super::user::{self, StageContext, UserOutcome};
+use super::verify::{self, Proof, Prover};
 use super::{
     client_secret, record, resume, snapshot_values, Engine, PlanItem, RunOptions, RunReport,
+    Verified,
 };
 use crate::contabo::client::new_trace_id;
 use crate::inventory::{self, CredentialEntry, UserRef};
@@ -237,6 +239,10 @@ pub(super) async fn run(
         last_save: tokio::time::Instant::now(),
         write,
         not_sent,
+        prover: (write && !deliver_only && os.verify == crate::config::Verify::S3)
+            .then(|| Prover::new(os.verify_timeout)),
+        proofs: JoinSet::new(),
+        proof_slots: Arc::new(tokio::sync::Semaphore::new(verify::MAX_PROOFS)),
     };
     let concurrency = flow.engine.settings.api.concurrency.max(1);
     let mut tasks: JoinSet<UserOutcome> = JoinSet::new();
@@ -271,6 +277,13 @@ pub(super) async fn run(
                 let outcome = joined.expect("checked non-empty").expect("user stage panicked");
                 flow.user_done(outcome, &mut report).await;
             }
+            Some(proof) = flow.proofs.join_next(), if !flow.proofs.is_empty() => {
+                match proof {
+                    Ok(proof) => flow.proved(proof, &mut report),
+                    Err(err) if err.is_cancelled() => {}
+                    Err(err) => panic!("a verification panicked: {err}"),
+                }
+            }
             Some(done) = flow.sinks.writes.join_next() => {
                 let done = done.expect("sink write panicked");
                 let mut records = flow.records.lock().expect("records lock");
@@ -281,7 +294,17 @@ pub(super) async fn run(
             }
             else => break,
         }
+        if cancel.is_cancelled() && !flow.proofs.is_empty() {
+            // A shutdown does not wait out `verify_timeout`: the rotations
+            // stand, only their proof is abandoned.
+            tracing::warn!(
+                pending = flow.proofs.len(),
+                "Shutting down; verifications still running are abandoned."
+            );
+            flow.proofs.abort_all();
+        }
         if tasks.is_empty()
+            && flow.proofs.is_empty()
             && (next >= users.len() || cancel.is_cancelled() || client.health().is_open())
         {
             break;
@@ -300,6 +323,7 @@ pub(super) async fn run(
         );
     }
     report.interrupted = cancel.is_cancelled();
+    report.s3_probes = flow.prover.as_ref().map_or(0, Prover::probes);
     drop(ctx);
     flow.save(&mut report).await;
     if write {
@@ -388,6 +412,11 @@ struct Flow<'a> {
     write: bool,
     /// Users not listed because the circuit breaker was open.
     not_sent: usize,
+    /// Proves rotated keys at the storage (`verify = "s3"`).
+    prover: Option<Prover>,
+    /// Proofs under way, beside delivery.
+    proofs: JoinSet<Proof>,
+    proof_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Flow<'_> {
@@ -431,6 +460,15 @@ impl Flow<'_> {
             );
         }
         self.sinks.user_done(&user, values, recorded.changed);
+        if let Some(prover) = &self.prover {
+            for job in recorded.proofs {
+                let (prover, slots) = (prover.clone(), self.proof_slots.clone());
+                self.proofs.spawn(async move {
+                    let _slot = slots.acquire_owned().await.expect("never closed");
+                    prover.prove(job).await
+                });
+            }
+        }
         report.flush();
         self.settled.extend(recorded.settled);
         self.audit.extend(recorded.audit);
@@ -438,6 +476,107 @@ impl Flow<'_> {
         if self.users_since_save >= RECORD_BATCH || self.last_save.elapsed() >= RECORD_INTERVAL {
             self.save(report).await;
         }
+    }
+
+    /// Reports a finished proof: a `verified` item and its follow-up event,
+    /// or a failure of the credential with a `rotation.failed` event; both
+    /// go to the audit log and the credential's record.
+    fn proved(&mut self, proof: Proof, report: &mut RunReport) {
+        let Proof {
+            job,
+            outcome,
+            attempts,
+            elapsed,
+        } = proof;
+        let now = Utc::now();
+        let c = &job.credential;
+        let key = crate::state::CredentialKey {
+            user_id: c.user_id.clone(),
+            object_storage_id: c.object_storage_id.clone(),
+            credential_id: c.credential_id,
+        }
+        .to_string();
+        let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let (accepted, error, old_key_refused) = match &outcome {
+            verify::Outcome::Accepted { old_key_refused } => (true, None, *old_key_refused),
+            verify::Outcome::Refused { last_error } => (false, Some(last_error.clone()), None),
+        };
+        if let Some(record) = self
+            .records
+            .lock()
+            .expect("records lock")
+            .credentials
+            .get_mut(&key)
+        {
+            if record.rotation_id == Some(job.rotation_id) {
+                record.verified = Some(crate::state::Verification {
+                    at: now,
+                    rotation_id: job.rotation_id,
+                    accepted,
+                    error: error.clone(),
+                });
+            }
+        }
+        self.audit.push(crate::state::AuditEvent {
+            at: now,
+            event: crate::state::AuditKind::Verification,
+            rotation_id: Some(job.rotation_id),
+            trace_id: Some(self.client.trace_id().to_owned()),
+            subject: job.subject.clone(),
+            detail: serde_json::json!({
+                "kind": "object_storage",
+                "method": "s3",
+                "access_key": job.access_key,
+                "accepted": accepted,
+                "error": error,
+                "attempts": attempts,
+                "elapsed_ms": elapsed_ms,
+                "old_key_refused": old_key_refused,
+            }),
+        });
+        let events = match error {
+            None => {
+                tracing::info!(rotation_id = %job.rotation_id, credential_id = c.credential_id, attempts, elapsed_ms, "The storage accepts the new key.");
+                let verified = Verified {
+                    kind: "object_storage",
+                    subject: job.subject.clone(),
+                    credential: job.credential.clone(),
+                    rotation_id: job.rotation_id,
+                    access_key: job.access_key.clone(),
+                    method: "s3",
+                    attempts,
+                    elapsed_ms,
+                    old_key_refused,
+                    at: now,
+                };
+                let events = self.sinks.verified_events(std::slice::from_ref(&verified));
+                report.verified.push(verified);
+                events
+            }
+            Some(code) => {
+                let timeout = self.engine.settings.object_storage.verify_timeout;
+                report.totals.verify_refused += 1;
+                report.fail(
+                    "object_storage",
+                    job.subject.clone(),
+                    format!(
+                        "the storage did not accept the new key {} within {} ([object_storage] verify_timeout): {code} after {attempts} attempts",
+                        job.access_key,
+                        humantime::format_duration(timeout)
+                    ),
+                );
+                let failed = report.failed.last_mut().expect("just pushed");
+                failed.credential = Some(job.credential.clone());
+                failed.rotation_id = Some(job.rotation_id);
+                let failed = failed.clone();
+                self.sinks.events(&[], std::slice::from_ref(&failed))
+            }
+        };
+        if !events.is_empty() {
+            self.sinks
+                .announce(events, crate::sinks::Snapshot::default());
+        }
+        report.flush();
     }
 
     /// Saves the records, then clears the intents they settle; appends the

@@ -20,6 +20,8 @@ pub(super) struct Recorded {
     /// Intents settled by this user (cleared once the records are saved).
     pub settled: Vec<Uuid>,
     pub audit: Vec<AuditEvent>,
+    /// The rotated credentials, for verification at the storage.
+    pub proofs: Vec<super::verify::Job>,
 }
 
 /// Folds one user's outcome into `records` and `report`.
@@ -39,6 +41,7 @@ pub(super) fn record(
         failed: Vec::new(),
         settled: outcome.not_attempted,
         audit: Vec::new(),
+        proofs: Vec::new(),
     };
     // First sight: the clock of `on_first_sight` starts now.
     for c in &entries {
@@ -138,6 +141,7 @@ pub(super) fn record(
             .or_insert_with(|| super::new_record(&entry, state, now));
         record.rotated_at = Some(now);
         record.rotation_id = Some(rotation_id);
+        record.verified = None;
         record.access_key = current.access_key.clone();
         record.secret_fingerprint = new_fp.clone();
         out.audit.push(AuditEvent {
@@ -157,6 +161,12 @@ pub(super) fn record(
         });
         tracing::info!(%rotation_id, credential_id = entry.credential_id, user = %entry.user_email, "Rotated object-storage credential.");
         out.changed = true;
+        out.proofs.push(super::verify::Job::new(
+            rotation_id,
+            &entry,
+            &current.access_key,
+            &current.secret_key,
+        ));
         out.rotated.push(Rotated {
             kind: "object_storage",
             subject: subject_of(&entry),

@@ -5,7 +5,7 @@ use crate::policy::Reason;
 use serde::Serialize;
 use std::io::Write as _;
 
-pub use crate::sinks::change::{CredentialRef, Failed, Rotated};
+pub use crate::sinks::change::{CredentialRef, Failed, Rotated, Verified};
 
 /// What one secret is in a run's plan.
 #[derive(Debug, Clone, Serialize)]
@@ -34,8 +34,8 @@ pub struct Delivery {
 pub enum ReportOutput {
     /// One line per item (`rotated …`, `FAILED …`), then the totals.
     Text,
-    /// One JSON object per line (`"type"`: `plan`, `rotated`, `failed`,
-    /// `delivery`, and `summary` last).
+    /// One JSON object per line (`"type"`: `plan`, `rotated`, `verified`,
+    /// `failed`, `delivery`, and `summary` last).
     Json,
 }
 
@@ -48,6 +48,9 @@ pub struct Totals {
     /// Rotated S3 credentials and client secrets.
     pub rotated_object_storage: usize,
     pub rotated_client_secret: usize,
+    /// S3 keys the storage accepted, and kept refusing (`verify = "s3"`).
+    pub verified: usize,
+    pub verify_refused: usize,
 }
 
 /// Everything a run did. Items are streamed: [`RunReport::flush`] writes
@@ -63,10 +66,15 @@ pub struct RunReport {
     pub plan: Vec<PlanItem>,
     /// Rotations not flushed yet.
     pub rotated: Vec<Rotated>,
+    /// Verifications not flushed yet (each follows its rotation).
+    pub verified: Vec<Verified>,
     pub failed: Vec<Failed>,
     pub deliveries: Vec<Delivery>,
     /// The run stopped early on a shutdown signal.
     pub interrupted: bool,
+    /// Requests sent to the storages to verify new keys (apart from the
+    /// API's requests).
+    pub s3_probes: u64,
     /// What was flushed, counted.
     pub totals: Totals,
     /// How many of `failed` were written.
@@ -120,6 +128,12 @@ impl RunReport {
             }
             if let Some((o, w)) = out.as_mut() {
                 let _ = write_item(*o, w, "rotated", &r, |w| write_rotated(w, &r));
+            }
+        }
+        for v in self.verified.drain(..) {
+            self.totals.verified += 1;
+            if let Some((o, w)) = out.as_mut() {
+                let _ = write_item(*o, w, "verified", &v, |w| write_verified(w, &v));
             }
         }
         if let Some((o, w)) = out.as_mut() {
@@ -176,8 +190,18 @@ impl RunReport {
         .filter(|(_, _, n)| *n > 0)
         .map(|(kind, result, n)| (kind, result, n as u64))
         .collect();
+        let verifications = [
+            ("accepted", self.totals.verified + self.verified.len()),
+            ("refused", self.totals.verify_refused),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(result, n)| (result, n as u64))
+        .collect();
         crate::metrics::RunTally {
             rotations,
+            verifications,
+            s3_probes: self.s3_probes,
             deliveries: self
                 .deliveries
                 .iter()
@@ -239,6 +263,7 @@ struct Summary<'a> {
     planned: usize,
     due: usize,
     rotated: usize,
+    verified: usize,
     failed: usize,
     sinks_written: usize,
     interrupted: bool,
@@ -253,6 +278,7 @@ impl<'a> Summary<'a> {
             planned: report.totals.planned + report.plan.len(),
             due: report.totals.due + report.plan.iter().filter(|p| p.rotate).count(),
             rotated: report.rotated_count(),
+            verified: report.totals.verified + report.verified.len(),
             failed: report.failed.len(),
             sinks_written: sinks_written(report),
             interrupted: report.interrupted,
@@ -320,6 +346,24 @@ fn write_rotated(w: &mut impl std::io::Write, r: &Rotated) -> std::io::Result<()
     )
 }
 
+fn write_verified(w: &mut impl std::io::Write, v: &Verified) -> std::io::Result<()> {
+    let old = match v.old_key_refused {
+        Some(true) => "; the old key is refused",
+        Some(false) => "; the old key is still accepted",
+        None => "",
+    };
+    writeln!(
+        w,
+        "verified {} {}: {} accepted by the storage after {} attempt{} ({} ms){old}",
+        v.kind,
+        v.subject,
+        v.access_key,
+        v.attempts,
+        if v.attempts == 1 { "" } else { "s" },
+        v.elapsed_ms
+    )
+}
+
 fn write_failed(w: &mut impl std::io::Write, f: &Failed) -> std::io::Result<()> {
     writeln!(w, "FAILED {} {}: {}", f.kind, f.subject, f.error)
 }
@@ -336,8 +380,9 @@ fn write_summary(w: &mut impl std::io::Write, report: &RunReport) -> std::io::Re
     }
     writeln!(
         w,
-        "{} rotated, {} failed, {} sinks written{}.",
+        "{} rotated, {} verified, {} failed, {} sinks written{}.",
         s.rotated,
+        s.verified,
         s.failed,
         s.sinks_written,
         if report.interrupted {

@@ -93,6 +93,7 @@ pub(super) async fn resume(
                                 .or_insert_with(|| new_record(&entry, &state, intent.started_at));
                             record.rotated_at = Some(intent.started_at);
                             record.rotation_id = Some(id);
+                            record.verified = None;
                             record.access_key = current.access_key.clone();
                             record.secret_fingerprint = fp.clone();
                             let rotated = Rotated {

@@ -45,3 +45,25 @@ pub struct Failed {
     /// The rotation id, when a rotation had started.
     pub rotation_id: Option<uuid::Uuid>,
 }
+
+/// A rotated S3 key the storage accepted (`[object_storage] verify =
+/// "s3"`); a key it kept refusing is a [`Failed`] instead.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    pub kind: &'static str,
+    pub subject: String,
+    pub credential: CredentialRef,
+    pub rotation_id: uuid::Uuid,
+    /// The new access key, as the probe signed with it.
+    pub access_key: String,
+    /// How it was proven: `s3` (a signed ListBuckets at the storage).
+    pub method: &'static str,
+    /// Probes with the new key until the storage accepted it.
+    pub attempts: u32,
+    /// From the first probe to the accepted one.
+    pub elapsed_ms: u64,
+    /// Whether the storage refused the old key right after (`None`: that
+    /// probe got no answer). A figure, not a failure.
+    pub old_key_refused: Option<bool>,
+    pub at: chrono::DateTime<chrono::Utc>,
+}

@@ -43,6 +43,8 @@ pub enum AuditKind {
     Delivery,
     Failure,
     Recovery,
+    /// A rotated S3 key probed at the storage.
+    Verification,
 }
 
 impl StateDir {

@@ -43,7 +43,7 @@ pub use journal::{Intent, IntentKind, Journal, JournalOp, JOURNAL_VERSION};
 pub use outbox::{EventData, Outbox, OutboxEvent, OutboxQueue, SecretSource, OUTBOX_VERSION};
 pub use records::{
     ClientSecretRecord, CredentialKey, CredentialRecord, ParseCredentialKeyError, Records,
-    SinkRecord, RECORDS_VERSION,
+    SinkRecord, Verification, RECORDS_VERSION,
 };
 pub use secret_store::{login_secrets, StoredClientSecret};
 

@@ -123,6 +123,22 @@ pub struct CredentialRecord {
     pub access_key: String,
     /// Fingerprint of the current secret key, to notice out-of-band changes.
     pub secret_fingerprint: Fingerprint,
+    /// The storage's proof of the key of `rotation_id` (`verify = "s3"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<Verification>,
+}
+
+/// How the storage answered a rotated key (`verify = "s3"`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    pub at: DateTime<Utc>,
+    /// The rotation whose key was probed.
+    pub rotation_id: Uuid,
+    /// Whether the storage accepted the key within `verify_timeout`.
+    pub accepted: bool,
+    /// The storage's last error code when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What is known about the account's OAuth client secret.

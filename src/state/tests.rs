@@ -41,6 +41,7 @@ fn sample_records(state: &StateDir) -> Records {
             rotation_id: Some(Uuid::new_v4()),
             access_key: "AKIAEXAMPLE".into(),
             secret_fingerprint: state.fingerprint(&SecretString::from(SECRET)),
+            verified: None,
         },
     );
     records.client_secret = Some(ClientSecretRecord {

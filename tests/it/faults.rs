@@ -188,7 +188,10 @@ async fn an_unanswered_regenerate_stays_unknown_whatever_its_retries_answer() {
             "{name}: the sink holds the applied keys: {shown}"
         );
         assert_eq!(out.status.code(), Some(0), "{name}: {shown}");
-        assert!(shown.contains("1 rotated, 0 failed"), "{name}: {shown}");
+        assert!(
+            shown.contains("1 rotated, 0 verified, 0 failed"),
+            "{name}: {shown}"
+        );
     }
 }
 

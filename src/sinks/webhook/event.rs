@@ -5,7 +5,7 @@
 //! The body is the Standard Webhooks envelope
 //! `{"type": "...", "timestamp": "<RFC 3339>", "data": {...}}`.
 
-use crate::sinks::change::{Failed, Rotated};
+use crate::sinks::change::{Failed, Rotated, Verified};
 use crate::sinks::Snapshot;
 use crate::state::{
     CredentialKey, EventData, OutboxEvent, OutboxQueue, Records, SecretSource, StateDir,
@@ -19,6 +19,11 @@ use uuid::Uuid;
 pub const OBJECT_STORAGE_CREDENTIAL_ROTATED: &str = "object_storage_credential.rotated";
 /// The account's OAuth client secret was rotated.
 pub const CLIENT_SECRET_ROTATED: &str = "client_secret.rotated";
+/// A rotated S3 key was accepted by the storage (`verify = "s3"`): a
+/// follow-up of its `object_storage_credential.rotated`, which is sent
+/// before the proof so that it never waits for the storage. A key the
+/// storage keeps refusing is a `rotation.failed` instead.
+pub const OBJECT_STORAGE_CREDENTIAL_VERIFIED: &str = "object_storage_credential.verified";
 /// Rotating an S3 credential or the client secret failed.
 pub const ROTATION_FAILED: &str = "rotation.failed";
 
@@ -60,6 +65,37 @@ pub fn events_for(
         .iter()
         .filter_map(|f| failed(f, client_id, trace_id));
     rotated.chain(failed).collect()
+}
+
+/// The follow-up events of keys the storage accepted. They carry no
+/// secret, whatever `include_secrets` says.
+pub fn verified_events(verified: &[Verified], trace_id: &str) -> Vec<NewEvent> {
+    verified
+        .iter()
+        .map(|v| {
+            let c = &v.credential;
+            let data = json!({
+                "rotation_id": v.rotation_id,
+                "verified_at": time(v.at),
+                "trace_id": trace_id,
+                "user_id": c.user_id,
+                "user_email": c.user_email,
+                "object_storage_id": c.object_storage_id,
+                "object_storage_name": c.object_storage_name,
+                "region": c.region,
+                "credential_id": c.credential_id,
+                "access_key": v.access_key,
+                "method": v.method,
+                "attempts": v.attempts,
+                "elapsed_ms": v.elapsed_ms,
+                "old_key_refused": v.old_key_refused,
+            });
+            NewEvent {
+                announces: None,
+                event: new_event(OBJECT_STORAGE_CREDENTIAL_VERIFIED, v.at, data, None),
+            }
+        })
+        .collect()
 }
 
 fn new_event(
@@ -486,6 +522,7 @@ mod tests {
             rotation_id,
             access_key: "K".into(),
             secret_fingerprint: fp.clone(),
+            verified: None,
         };
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         records

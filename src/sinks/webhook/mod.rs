@@ -90,7 +90,8 @@ mod signature;
 
 pub use config::{check, WebhookSink};
 pub use event::{
-    events_for, NewEvent, CLIENT_SECRET_ROTATED, OBJECT_STORAGE_CREDENTIAL_ROTATED, ROTATION_FAILED,
+    events_for, verified_events, NewEvent, CLIENT_SECRET_ROTATED,
+    OBJECT_STORAGE_CREDENTIAL_ROTATED, OBJECT_STORAGE_CREDENTIAL_VERIFIED, ROTATION_FAILED,
 };
 pub use signature::Signer;
 

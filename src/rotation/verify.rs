@@ -1,0 +1,338 @@
+//! Verification: a regenerated S3 key proven at the storage itself
+//! (DESIGN.md §4, `[object_storage] verify = "s3"`).
+//!
+//! The Contabo API's answer says the key was changed; it does not say that
+//! the storage accepts it, nor how long that takes. So after the confirm
+//! the new key signs a `ListBuckets` (SigV4, path-style, the storage's
+//! region) at the storage's `s3Url`, and the request is repeated while the
+//! storage refuses it, for at most `verify_timeout`. Then the old key is
+//! tried once: whether it is refused now is recorded as a figure, never a
+//! failure.
+//!
+//! A proof never holds up delivery (the old key is dead already): the
+//! coordinator starts it beside the sink writes and reports it when it
+//! ends. Probes are counted apart from the API's requests.
+//!
+//! Signing is done by `aws-sigv4`, the signer of AWS's own Rust SDK: it
+//! signs headers (what the simulator and real storages check), with the
+//! S3 settings (single URI encoding, no path normalisation,
+//! `x-amz-content-sha256`), and needs no SDK client or credential chain.
+//! rusty-s3 only presigns URLs, and reqsign brings its own credential
+//! loading, which a rotator holding the key in memory has no use for.
+
+use crate::inventory::CredentialEntry;
+use crate::sinks::change::CredentialRef;
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode,
+};
+use aws_sigv4::sign::v4;
+use secrecy::{ExposeSecret, SecretString};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// One probe's own bound (within what is left of `verify_timeout`).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Waits between probes of a key the storage does not accept yet.
+const FIRST_WAIT: Duration = Duration::from_millis(200);
+const MAX_WAIT: Duration = Duration::from_secs(3);
+/// At most this many proofs at once: each is a handful of small requests,
+/// and a slow storage must not gather thousands of waiting tasks.
+pub(super) const MAX_PROOFS: usize = 32;
+
+/// A rotated credential to prove: its new and old key pairs and where.
+pub(super) struct Job {
+    pub rotation_id: Uuid,
+    pub subject: String,
+    pub credential: CredentialRef,
+    pub endpoint: String,
+    pub region: &'static str,
+    pub access_key: String,
+    pub secret_key: SecretString,
+    pub old_access_key: String,
+    pub old_secret_key: SecretString,
+}
+
+impl Job {
+    /// The job for `entry` (its old values) rotated to `new`.
+    pub fn new(
+        rotation_id: Uuid,
+        old: &CredentialEntry,
+        new_access_key: &str,
+        new_secret_key: &SecretString,
+    ) -> Job {
+        Job {
+            rotation_id,
+            subject: super::subject_of(old),
+            credential: CredentialRef::from(old),
+            endpoint: old.s3_url.clone(),
+            region: crate::sinks::formats::region_code(&old.region),
+            access_key: new_access_key.to_owned(),
+            secret_key: new_secret_key.clone(),
+            old_access_key: old.access_key.clone(),
+            old_secret_key: old.secret_key.clone(),
+        }
+    }
+}
+
+/// How a proof ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The storage accepted a request signed with the new key.
+    Accepted {
+        /// Whether the old key was refused right after (`None`: that probe
+        /// got no S3 answer).
+        old_key_refused: Option<bool>,
+    },
+    /// Not accepted within `verify_timeout`: the last S3 error code (or
+    /// what kept the request from an answer).
+    Refused { last_error: String },
+}
+
+/// A finished proof.
+pub(super) struct Proof {
+    pub job: Job,
+    pub outcome: Outcome,
+    /// Probes with the new key.
+    pub attempts: u32,
+    pub elapsed: Duration,
+}
+
+/// Sends the probes; shared by a pass's proofs.
+#[derive(Clone)]
+pub(super) struct Prover {
+    http: reqwest::Client,
+    timeout: Duration,
+    probes: Arc<AtomicU64>,
+}
+
+impl Prover {
+    pub fn new(timeout: Duration) -> Prover {
+        let http = reqwest::Client::builder()
+            // A redirect would carry the signed request elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("contabo-rotator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the TLS backend initialises");
+        Prover {
+            http,
+            timeout,
+            probes: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// S3 requests sent so far.
+    pub fn probes(&self) -> u64 {
+        self.probes.load(Ordering::Relaxed)
+    }
+
+    /// Proves `job`'s new key, retrying within the timeout.
+    pub async fn prove(&self, job: Job) -> Proof {
+        let started = Instant::now();
+        let deadline = started + self.timeout;
+        let mut wait = FIRST_WAIT;
+        let mut attempts = 0;
+        let outcome = loop {
+            attempts += 1;
+            let answer = self
+                .list_buckets(&job, &job.access_key, &job.secret_key, deadline)
+                .await;
+            let last_error = match answer {
+                Ok(()) => {
+                    let old = self
+                        .list_buckets(&job, &job.old_access_key, &job.old_secret_key, deadline)
+                        .await;
+                    break Outcome::Accepted {
+                        old_key_refused: match old {
+                            Ok(()) => Some(false),
+                            Err(Probe::Refused(_)) => Some(true),
+                            Err(Probe::NoAnswer(_)) => None,
+                        },
+                    };
+                }
+                Err(Probe::Refused(code) | Probe::NoAnswer(code)) => code,
+            };
+            let now = Instant::now();
+            if now + wait >= deadline {
+                break Outcome::Refused { last_error };
+            }
+            tracing::debug!(credential_id = job.credential.credential_id, error = %last_error, "The storage does not accept the new key yet.");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(MAX_WAIT);
+        };
+        Proof {
+            job,
+            outcome,
+            attempts,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// One signed `GET /` (ListBuckets) at the job's endpoint.
+    async fn list_buckets(
+        &self,
+        job: &Job,
+        access_key: &str,
+        secret_key: &SecretString,
+        deadline: Instant,
+    ) -> Result<(), Probe> {
+        let url = format!("{}/", job.endpoint.trim_end_matches('/'));
+        let headers = signed_headers(
+            "GET",
+            &url,
+            &[],
+            job.region,
+            access_key,
+            secret_key,
+            SystemTime::now(),
+        )
+        .map_err(Probe::NoAnswer)?;
+        let mut request = self.http.get(&url);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.probes.fetch_add(1, Ordering::Relaxed);
+        let response = request
+            .timeout(left.clamp(Duration::from_millis(100), PROBE_TIMEOUT))
+            .send()
+            .await
+            .map_err(|e| Probe::NoAnswer(crate::net::transport_detail(e)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response.text().await.unwrap_or_default();
+        let code = s3_error_code(&body).unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
+        if status.is_client_error() {
+            Err(Probe::Refused(code))
+        } else {
+            Err(Probe::NoAnswer(code))
+        }
+    }
+}
+
+/// What one probe got short of acceptance.
+enum Probe {
+    /// A 4xx from the storage, with its S3 error code.
+    Refused(String),
+    /// A 5xx, a timeout, no connection.
+    NoAnswer(String),
+}
+
+/// The headers that sign `method url` for S3 in `region` with an empty
+/// body: `authorization`, `x-amz-date`, `x-amz-content-sha256`, plus the
+/// `extra` headers given (which are signed and must be sent as given).
+pub fn signed_headers(
+    method: &str,
+    url: &str,
+    extra: &[(&str, &str)],
+    region: &str,
+    access_key: &str,
+    secret_key: &SecretString,
+    time: SystemTime,
+) -> Result<Vec<(String, String)>, String> {
+    let identity = aws_credential_types::Credentials::new(
+        access_key,
+        secret_key.expose_secret(),
+        None,
+        None,
+        "contabo-rotator",
+    )
+    .into();
+    let mut settings = SigningSettings::default();
+    settings.percent_encoding_mode = PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("s3")
+        .time(time)
+        .settings(settings)
+        .build()
+        .map_err(|e| format!("signing parameters: {e}"))?
+        .into();
+    let request =
+        SignableRequest::new(method, url, extra.iter().copied(), SignableBody::Bytes(&[]))
+            .map_err(|e| format!("the request cannot be signed: {e}"))?;
+    let (instructions, _) = sign(request, &params)
+        .map_err(|e| format!("signing failed: {e}"))?
+        .into_parts();
+    let mut headers: Vec<(String, String)> = extra
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect();
+    headers.extend(
+        instructions
+            .headers()
+            .map(|(n, v)| (n.to_owned(), v.to_owned())),
+    );
+    Ok(headers)
+}
+
+/// The `<Code>` of an S3 XML error body. A substring search, not an XML
+/// parser: the code is one element of a small fixed document, and an
+/// unexpected body only loses the code (the status is reported instead).
+fn s3_error_code(body: &str) -> Option<String> {
+    let start = body.find("<Code>")? + "<Code>".len();
+    let len = body[start..].find("</Code>")?;
+    let code = body[start..start + len].trim();
+    (!code.is_empty() && code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then(|| code.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// AWS's published example (S3 API Reference, "Signature Calculations
+    /// for the Authorization Header: Transferring Payload in a Single
+    /// Chunk", Example: GET Object): the signer, with the settings used
+    /// for the probes, gives exactly AWS's signature.
+    #[test]
+    fn signs_aws_published_s3_example() {
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_369_353_600); // 2013-05-24T00:00:00Z
+        let secret = SecretString::from("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+        let headers = signed_headers(
+            "GET",
+            "https://examplebucket.s3.amazonaws.com/test.txt",
+            &[("range", "bytes=0-9")],
+            "us-east-1",
+            "AKIAIOSFODNN7EXAMPLE",
+            &secret,
+            time,
+        )
+        .unwrap();
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_else(|| panic!("no {name} header"))
+        };
+        assert_eq!(get("x-amz-date"), "20130524T000000Z");
+        assert_eq!(
+            get("x-amz-content-sha256"),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            get("authorization"),
+            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, \
+             SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, \
+             Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
+        );
+    }
+
+    #[test]
+    fn error_codes_are_read_from_s3_bodies() {
+        let body = r#"<?xml version="1.0" encoding="UTF-8"?>
+<Error><Code>InvalidAccessKeyId</Code><Message>The AWS Access Key Id you provided does not exist in our records.</Message></Error>"#;
+        assert_eq!(s3_error_code(body).as_deref(), Some("InvalidAccessKeyId"));
+        assert_eq!(s3_error_code("<html>bad gateway</html>"), None);
+        assert_eq!(s3_error_code("<Code>a b</Code>"), None, "not a code");
+    }
+}
