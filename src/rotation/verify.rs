@@ -327,6 +327,112 @@ mod tests {
         );
     }
 
+    fn job(endpoint: &str) -> Job {
+        Job {
+            rotation_id: Uuid::new_v4(),
+            subject: "app@example.com/Object Storage EU 1/7".into(),
+            credential: CredentialRef {
+                user_id: "u-1".into(),
+                user_email: "app@example.com".into(),
+                object_storage_id: "os-1".into(),
+                object_storage_name: "Object Storage EU 1".into(),
+                region: "European Union".into(),
+                credential_id: 7,
+            },
+            endpoint: endpoint.to_owned(),
+            region: "eu",
+            access_key: "NEWKEY".into(),
+            secret_key: SecretString::from("new-secret-value-123"),
+            old_access_key: "OLDKEY".into(),
+            old_secret_key: SecretString::from("old-secret-value-456"),
+        }
+    }
+
+    fn refused(code: &str) -> wiremock::ResponseTemplate {
+        wiremock::ResponseTemplate::new(403).set_body_string(format!(
+            "<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>no</Message></Error>"
+        ))
+    }
+
+    /// A key the storage refuses at first (propagation) is probed again
+    /// until accepted; then the old key is tried once.
+    #[tokio::test]
+    async fn a_key_accepted_after_propagation_is_proven() {
+        use wiremock::matchers::{header_regex, method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        let signed_by = |key: &str| {
+            header_regex(
+                "authorization",
+                &format!("^AWS4-HMAC-SHA256 Credential={key}/[0-9]{{8}}/eu/s3/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=[0-9a-f]{{64}}$"),
+            )
+        };
+        Mock::given(method("GET"))
+            .and(path("/"))
+            .and(signed_by("NEWKEY"))
+            .respond_with(refused("InvalidAccessKeyId"))
+            .up_to_n_times(2)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/"))
+            .and(signed_by("NEWKEY"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("<ListAllMyBucketsResult/>"))
+            .with_priority(2)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/"))
+            .and(signed_by("OLDKEY"))
+            .respond_with(refused("InvalidAccessKeyId"))
+            .mount(&server)
+            .await;
+        let prover = Prover::new(Duration::from_secs(30));
+        let proof = prover.prove(job(&server.uri())).await;
+        assert_eq!(
+            proof.outcome,
+            Outcome::Accepted {
+                old_key_refused: Some(true)
+            }
+        );
+        assert_eq!(proof.attempts, 3);
+        assert_eq!(
+            prover.probes(),
+            4,
+            "three with the new key, one with the old"
+        );
+    }
+
+    /// A key still refused at the end of the timeout is a refusal naming
+    /// the storage's last error code, and no secret.
+    #[tokio::test]
+    async fn a_key_never_accepted_is_refused_with_the_s3_code() {
+        use wiremock::matchers::method;
+        use wiremock::{Mock, MockServer};
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(refused("SignatureDoesNotMatch"))
+            .mount(&server)
+            .await;
+        let prover = Prover::new(Duration::from_secs(1));
+        let proof = prover.prove(job(&server.uri())).await;
+        let Outcome::Refused { last_error } = &proof.outcome else {
+            panic!("accepted: {:?}", proof.outcome);
+        };
+        assert_eq!(last_error, "SignatureDoesNotMatch");
+        assert!(proof.attempts >= 2, "retried within the timeout");
+        assert!(
+            proof.elapsed < Duration::from_secs(2),
+            "bounded by the timeout"
+        );
+        assert_eq!(
+            u64::from(proof.attempts),
+            prover.probes(),
+            "the old key is not tried"
+        );
+    }
+
     #[test]
     fn error_codes_are_read_from_s3_bodies() {
         let body = r#"<?xml version="1.0" encoding="UTF-8"?>
