@@ -5,7 +5,7 @@
 //! The body is the Standard Webhooks envelope
 //! `{"type": "...", "timestamp": "<RFC 3339>", "data": {...}}`.
 
-use crate::sinks::change::{Failed, Rotated, Verified};
+use crate::sinks::change::{CredentialRef, Failed, Rotated, Verified};
 use crate::sinks::Snapshot;
 use crate::state::{
     CredentialKey, EventData, OutboxEvent, OutboxQueue, Records, SecretSource, StateDir,
@@ -73,23 +73,17 @@ pub fn verified_events(verified: &[Verified], trace_id: &str) -> Vec<NewEvent> {
     verified
         .iter()
         .map(|v| {
-            let c = &v.credential;
-            let data = json!({
+            let mut data = json!({
                 "rotation_id": v.rotation_id,
                 "verified_at": time(v.at),
                 "trace_id": trace_id,
-                "user_id": c.user_id,
-                "user_email": c.user_email,
-                "object_storage_id": c.object_storage_id,
-                "object_storage_name": c.object_storage_name,
-                "region": c.region,
-                "credential_id": c.credential_id,
                 "access_key": v.access_key,
                 "method": v.method,
                 "attempts": v.attempts,
                 "elapsed_ms": v.elapsed_ms,
                 "old_key_refused": v.old_key_refused,
             });
+            merge(&mut data, credential_fields(&v.credential));
             NewEvent {
                 announces: None,
                 event: new_event(OBJECT_STORAGE_CREDENTIAL_VERIFIED, v.at, data, None),
@@ -130,21 +124,16 @@ fn rotated(r: &Rotated, client_id: &str, trace_id: &str) -> Option<NewEvent> {
                 object_storage_id: c.object_storage_id.clone(),
                 credential_id: c.credential_id,
             };
-            let data = json!({
+            let mut data = json!({
                 "rotation_id": r.rotation_id,
                 "rotated_at": time(r.at),
                 "recovered": r.recovered,
                 "trace_id": trace_id,
-                "user_id": c.user_id,
-                "user_email": c.user_email,
-                "object_storage_id": c.object_storage_id,
-                "object_storage_name": c.object_storage_name,
-                "region": c.region,
-                "credential_id": c.credential_id,
                 "access_key": r.new_access_key,
                 "previous_access_key": r.old_access_key,
                 "fingerprint": r.new_fingerprint,
             });
+            merge(&mut data, credential_fields(c));
             Some(NewEvent {
                 announces: Some((key.to_string(), r.rotation_id)),
                 event: new_event(
@@ -190,15 +179,7 @@ fn failed(f: &Failed, client_id: &str, trace_id: &str) -> Option<NewEvent> {
     match f.kind {
         "object_storage" => {
             if let Some(c) = &f.credential {
-                let fields = json!({
-                    "user_id": c.user_id,
-                    "user_email": c.user_email,
-                    "object_storage_id": c.object_storage_id,
-                    "object_storage_name": c.object_storage_name,
-                    "region": c.region,
-                    "credential_id": c.credential_id,
-                });
-                merge(&mut data, fields);
+                merge(&mut data, credential_fields(c));
             }
         }
         "client_secret" => merge(&mut data, json!({ "client_id": client_id })),
@@ -207,6 +188,18 @@ fn failed(f: &Failed, client_id: &str, trace_id: &str) -> Option<NewEvent> {
     Some(NewEvent {
         announces: None,
         event: new_event(ROTATION_FAILED, Utc::now(), data, None),
+    })
+}
+
+/// The fields naming an S3 credential in an event's `data`.
+fn credential_fields(c: &CredentialRef) -> Value {
+    json!({
+        "user_id": c.user_id,
+        "user_email": c.user_email,
+        "object_storage_id": c.object_storage_id,
+        "object_storage_name": c.object_storage_name,
+        "region": c.region,
+        "credential_id": c.credential_id,
     })
 }
 
