@@ -445,6 +445,7 @@ impl Flow<'_> {
                 &mut records,
                 outcome,
                 report,
+                self.prover.is_some(),
             );
             let values = snapshot_values(&recorded.entries, &records);
             (recorded, values)

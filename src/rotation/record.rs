@@ -20,17 +20,20 @@ pub(super) struct Recorded {
     /// Intents settled by this user (cleared once the records are saved).
     pub settled: Vec<Uuid>,
     pub audit: Vec<AuditEvent>,
-    /// The rotated credentials, for verification at the storage.
+    /// The rotated credentials, for verification at the storage (empty
+    /// unless `prove`).
     pub proofs: Vec<super::verify::Job>,
 }
 
-/// Folds one user's outcome into `records` and `report`.
+/// Folds one user's outcome into `records` and `report`; with `prove`,
+/// each rotation also gives a verification job.
 pub(super) fn record(
     state: &StateDir,
     client: &ContaboClient,
     records: &mut Records,
     outcome: UserOutcome,
     report: &mut RunReport,
+    prove: bool,
 ) -> Recorded {
     let now = Utc::now();
     let mut entries = outcome.listed.unwrap_or_default();
@@ -161,12 +164,14 @@ pub(super) fn record(
         });
         tracing::info!(%rotation_id, credential_id = entry.credential_id, user = %entry.user_email, "Rotated object-storage credential.");
         out.changed = true;
-        out.proofs.push(super::verify::Job::new(
-            rotation_id,
-            &entry,
-            &current.access_key,
-            &current.secret_key,
-        ));
+        if prove {
+            out.proofs.push(super::verify::Job::new(
+                rotation_id,
+                &entry,
+                &current.access_key,
+                &current.secret_key,
+            ));
+        }
         out.rotated.push(Rotated {
             kind: "object_storage",
             subject: subject_of(&entry),
