@@ -21,7 +21,7 @@ mod record;
 mod report;
 mod resume;
 mod user;
-mod verify;
+pub(crate) mod verify;
 
 pub use report::{
     CredentialRef, Delivery, Failed, PlanItem, ReportOutput, Rotated, RunReport, Totals, Verified,

@@ -184,9 +184,9 @@ impl Prover {
             "GET",
             &url,
             &[],
+            &[],
             job.region,
-            access_key,
-            secret_key,
+            (access_key, secret_key),
             SystemTime::now(),
         )
         .map_err(Probe::NoAnswer)?;
@@ -223,16 +223,17 @@ enum Probe {
     NoAnswer(String),
 }
 
-/// The headers that sign `method url` for S3 in `region` with an empty
-/// body: `authorization`, `x-amz-date`, `x-amz-content-sha256`, plus the
+/// The headers that sign `method url` with `body` for S3 in `region`:
+/// `authorization`, `x-amz-date`, `x-amz-content-sha256`, plus the
 /// `extra` headers given (which are signed and must be sent as given).
+/// `key` is the access key and its secret.
 pub fn signed_headers(
     method: &str,
     url: &str,
     extra: &[(&str, &str)],
+    body: &[u8],
     region: &str,
-    access_key: &str,
-    secret_key: &SecretString,
+    (access_key, secret_key): (&str, &SecretString),
     time: SystemTime,
 ) -> Result<Vec<(String, String)>, String> {
     let identity = aws_credential_types::Credentials::new(
@@ -256,9 +257,13 @@ pub fn signed_headers(
         .build()
         .map_err(|e| format!("signing parameters: {e}"))?
         .into();
-    let request =
-        SignableRequest::new(method, url, extra.iter().copied(), SignableBody::Bytes(&[]))
-            .map_err(|e| format!("the request cannot be signed: {e}"))?;
+    let request = SignableRequest::new(
+        method,
+        url,
+        extra.iter().copied(),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| format!("the request cannot be signed: {e}"))?;
     let (instructions, _) = sign(request, &params)
         .map_err(|e| format!("signing failed: {e}"))?
         .into_parts();
@@ -301,9 +306,9 @@ mod tests {
             "GET",
             "https://examplebucket.s3.amazonaws.com/test.txt",
             &[("range", "bytes=0-9")],
+            &[],
             "us-east-1",
-            "AKIAIOSFODNN7EXAMPLE",
-            &secret,
+            ("AKIAIOSFODNN7EXAMPLE", &secret),
             time,
         )
         .unwrap();

@@ -101,7 +101,7 @@ fn storage_json(state: &State, s: &Storage) -> Value {
         "autoScaling": { "state": "disabled", "sizeLimitTB": 0 },
         "dataCenter": s.data_center(),
         "totalPurchasedSpaceTB": s.total_purchased_space_tb,
-        "s3Url": s.s3_url(),
+        "s3Url": s.s3_url,
         "s3TenantId": s.s3_tenant_id,
         "status": "READY",
         "region": s.region.name,

@@ -15,15 +15,22 @@
 //! [`Simulator::requests`] and [`Simulator::issued_secrets`], and inject
 //! failures with [`Simulator::set_faults`].
 //!
+//! With [`SimulatorOptions::s3_endpoint`] (the default) it also serves S3,
+//! one listener per region, and every storage's `s3Url` points there:
+//! SigV4-checked against the keys the account holds, with in-memory
+//! objects, a request log ([`Simulator::s3_requests`]) and key faults
+//! ([`Simulator::set_s3_fault`]).
+//!
 //! The module is split by role: `server` (accept loop, per-request pipeline),
 //! `routes` (path → operation), `token` (the token endpoint and token store),
 //! `handlers` (the `/v1` endpoints), `state` (data and mutations),
 //! `snapshot` (read-only copies for tests), `wire` (JSON envelopes and
-//! pagination) and `faults` (fault rules).
+//! pagination), `faults` (fault rules) and `s3` (the S3 endpoint).
 
 mod faults;
 mod handlers;
 mod routes;
+mod s3;
 mod server;
 mod snapshot;
 mod state;
@@ -45,10 +52,11 @@ use url::Url;
 
 pub use faults::{Fault, FaultRule};
 pub use routes::{Operation, MARK_PATH};
+pub use s3::{S3Fault, S3Request, DEFAULT_BUCKET};
 pub use server::RecordedRequest;
 pub use snapshot::{SimCredential, SimSnapshot, SimUser};
 
-use server::Shared;
+use server::{Listener, Shared};
 
 /// How the simulated account looks and how the simulated servers behave.
 #[derive(Debug, Clone)]
@@ -82,6 +90,9 @@ pub struct SimulatorOptions {
     pub refresh_token_ttl: Duration,
     /// Seed for the generated data, new keys and tokens, and fault draws.
     pub seed: u64,
+    /// Serve S3 too, one listener per region, and point every storage's
+    /// `s3Url` at it; when false the `s3Url`s are the public hosts.
+    pub s3_endpoint: bool,
 }
 
 impl Default for SimulatorOptions {
@@ -99,6 +110,7 @@ impl Default for SimulatorOptions {
             access_token_ttl: Duration::from_secs(300),
             refresh_token_ttl: Duration::from_secs(1800),
             seed: 0x00C0_47AB_0000_0001,
+            s3_endpoint: true,
         }
     }
 }
@@ -113,6 +125,19 @@ pub struct Simulator {
     shutdown: CancellationToken,
     /// Tracks the accept loop and connection tasks so `shutdown` can wait for them.
     tracker: TaskTracker,
+    /// The S3 endpoints, one per region, when served.
+    s3: Vec<S3Endpoint>,
+}
+
+/// One region's S3 endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Endpoint {
+    /// The region's long name, as in `/v1/object-storages`.
+    pub region: &'static str,
+    /// The region requests are signed for (`eu`, `us-central`, `sin`).
+    pub signing_region: &'static str,
+    /// `http://127.0.0.1:PORT`, the storages' `s3Url`.
+    pub url: String,
 }
 
 impl Simulator {
@@ -120,21 +145,39 @@ impl Simulator {
     pub async fn start(opts: SimulatorOptions) -> std::io::Result<Simulator> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(&opts, addr));
+        let mut listeners = vec![(listener, Listener::Api)];
+        let mut s3 = Vec::new();
+        if opts.s3_endpoint {
+            for (i, region) in state::REGIONS.iter().enumerate() {
+                let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+                s3.push(S3Endpoint {
+                    region: region.name,
+                    signing_region: region.signing_region,
+                    url: format!("http://{}", listener.local_addr()?),
+                });
+                listeners.push((listener, Listener::S3(i)));
+            }
+        }
+        let s3_urls: Vec<String> = s3.iter().map(|e| e.url.clone()).collect();
+        let shared = Arc::new(Shared::new(&opts, addr, &s3_urls));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        tracker.spawn(server::accept_loop(
-            listener,
-            Arc::clone(&shared),
-            shutdown.clone(),
-            tracker.clone(),
-        ));
-        tracing::debug!(%addr, "Contabo simulator listening.");
+        for (listener, kind) in listeners {
+            tracker.spawn(server::accept_loop(
+                listener,
+                kind,
+                Arc::clone(&shared),
+                shutdown.clone(),
+                tracker.clone(),
+            ));
+        }
+        tracing::debug!(%addr, s3 = ?s3_urls, "Contabo simulator listening.");
         Ok(Simulator {
             addr,
             shared,
             shutdown,
             tracker,
+            s3,
         })
     }
 
@@ -163,6 +206,36 @@ impl Simulator {
     /// Every request seen so far, in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.requests()
+    }
+
+    /// The S3 endpoints, one per region (empty without
+    /// [`SimulatorOptions::s3_endpoint`]).
+    pub fn s3_endpoints(&self) -> &[S3Endpoint] {
+        &self.s3
+    }
+
+    /// Sets how every region's storage treats regenerated keys.
+    pub fn set_s3_fault(&self, fault: S3Fault) {
+        self.shared.s3().set_fault(None, fault);
+    }
+
+    /// Sets the key fault of one region, named as it is signed for
+    /// (`eu`, `us-central`, `sin`).
+    pub fn set_s3_fault_in(&self, signing_region: &str, fault: S3Fault) {
+        self.shared.s3().set_fault(Some(signing_region), fault);
+    }
+
+    /// Every S3 request seen so far, in arrival order.
+    pub fn s3_requests(&self) -> Vec<S3Request> {
+        self.shared.s3().log().to_vec()
+    }
+
+    /// The body of an object at a region's storage, for assertions.
+    pub fn s3_object(&self, signing_region: &str, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        self.shared
+            .s3()
+            .object(signing_region, bucket, key)
+            .map(|b| b.to_vec())
     }
 
     /// The current account state, for assertions.

@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use super::faults::{self, Fault, FaultEngine, FaultRule};
 use super::routes::{Operation, Route, TOKEN_PATH};
 use super::state::State;
-use super::{handlers, token, wire, SimulatorOptions};
+use super::{handlers, s3, token, wire, SimulatorOptions};
 
 /// Largest request body read; the API's bodies are tiny.
 const BODY_LIMIT: usize = 1 << 20;
@@ -62,6 +62,16 @@ pub(super) struct Shared {
     state: Mutex<State>,
     faults: Mutex<FaultEngine>,
     requests: Mutex<Vec<RecordedRequest>>,
+    s3: Mutex<s3::Store>,
+}
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Listener {
+    /// The API and the token endpoint.
+    Api,
+    /// The S3 endpoint of `REGIONS[i]`.
+    S3(usize),
 }
 
 /// Locks `m`; a panic in a test thread must not hide the state from asserts.
@@ -70,20 +80,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub(super) fn new(opts: &SimulatorOptions, addr: SocketAddr) -> Self {
+    pub(super) fn new(opts: &SimulatorOptions, addr: SocketAddr, s3_urls: &[String]) -> Self {
         let issuer = format!(
             "http://{addr}{}",
             TOKEN_PATH.trim_end_matches("/protocol/openid-connect/token")
         );
         Self {
-            state: Mutex::new(State::generate(opts, issuer)),
+            state: Mutex::new(State::generate(opts, issuer, s3_urls)),
             faults: Mutex::new(FaultEngine::new(opts.seed)),
             requests: Mutex::new(Vec::new()),
+            s3: Mutex::new(s3::Store::default()),
         }
     }
 
     pub(super) fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    pub(super) fn s3(&self) -> MutexGuard<'_, s3::Store> {
+        lock(&self.s3)
     }
 
     pub(super) fn set_faults(&self, rules: Vec<FaultRule>) {
@@ -117,6 +132,7 @@ impl Shared {
 /// Accepts connections until `shutdown` is cancelled.
 pub(super) async fn accept_loop(
     listener: TcpListener,
+    kind: Listener,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -128,6 +144,7 @@ pub(super) async fn accept_loop(
                 Ok((stream, _peer)) => {
                     tracker.spawn(serve_connection(
                         stream,
+                        kind,
                         Arc::clone(&shared),
                         shutdown.child_token(),
                     ));
@@ -144,14 +161,24 @@ pub(super) async fn accept_loop(
 
 /// Serves one connection until it closes, or until `conn` is cancelled
 /// (by a drop fault or shutdown), which drops it without a response.
-async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, conn: CancellationToken) {
+async fn serve_connection(
+    stream: TcpStream,
+    kind: Listener,
+    shared: Arc<Shared>,
+    conn: CancellationToken,
+) {
     let _ = stream.set_nodelay(true);
     let service = {
         let conn = conn.clone();
         service_fn(move |req: Request<Incoming>| {
             let shared = Arc::clone(&shared);
             let conn = conn.clone();
-            async move { Ok::<_, Infallible>(dispatch(&shared, &conn, req).await) }
+            async move {
+                Ok::<_, Infallible>(match kind {
+                    Listener::Api => dispatch(&shared, &conn, req).await,
+                    Listener::S3(region) => s3::dispatch(&shared, region, req).await,
+                })
+            }
         })
     };
     let mut builder = http1::Builder::new();

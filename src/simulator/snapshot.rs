@@ -62,7 +62,7 @@ impl State {
                             region: storage
                                 .map(|s| s.region.name.to_owned())
                                 .unwrap_or_default(),
-                            s3_url: storage.map(|s| s.s3_url().to_owned()).unwrap_or_default(),
+                            s3_url: storage.map(|s| s.s3_url.clone()).unwrap_or_default(),
                             access_key: c.access_key.clone(),
                             secret_key: c.secret_key.clone(),
                         }

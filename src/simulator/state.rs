@@ -5,7 +5,7 @@
 //! tokens come from the same RNG, so a run with the same seed and the same
 //! requests sees the same values. Secret values live in `SecretString`s.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
@@ -22,10 +22,14 @@ pub(super) struct Region {
     pub name: &'static str,
     /// Short code accepted by the `region` filter of `/v1/object-storages`.
     pub code: &'static str,
+    /// The region S3 requests to this storage are signed for (SigV4's
+    /// credential scope), as the sinks write it.
+    pub signing_region: &'static str,
     /// Tag in generated display names ("Object Storage EU 420").
     label: &'static str,
     data_center: &'static str,
-    /// The real API returns s3Url with and without a scheme; so do we.
+    /// The real API returns s3Url with and without a scheme; so do we,
+    /// unless the simulator serves S3 itself.
     s3_url: &'static str,
 }
 
@@ -33,6 +37,7 @@ pub(super) const REGIONS: [Region; 3] = [
     Region {
         name: "European Union",
         code: "EU",
+        signing_region: "eu",
         label: "EU",
         data_center: "European Union 2",
         s3_url: "https://eu2.contabostorage.com",
@@ -40,6 +45,7 @@ pub(super) const REGIONS: [Region; 3] = [
     Region {
         name: "United States (Central)",
         code: "US-central",
+        signing_region: "us-central",
         label: "US",
         data_center: "United States (Central) 1",
         s3_url: "usc1.contabostorage.com",
@@ -47,6 +53,7 @@ pub(super) const REGIONS: [Region; 3] = [
     Region {
         name: "Asia (Singapore)",
         code: "SIN",
+        signing_region: "sin",
         label: "SIN",
         data_center: "Asia (Singapore) 1",
         s3_url: "https://sin1.contabostorage.com",
@@ -77,15 +84,14 @@ pub(super) struct Storage {
     pub s3_tenant_id: String,
     pub created_date: String,
     pub total_purchased_space_tb: f64,
+    /// The simulator's own S3 endpoint for this region, or the region's
+    /// public host when it serves none.
+    pub s3_url: String,
 }
 
 impl Storage {
     pub(super) fn data_center(&self) -> &'static str {
         self.region.data_center
-    }
-
-    pub(super) fn s3_url(&self) -> &'static str {
-        self.region.s3_url
     }
 }
 
@@ -114,6 +120,19 @@ pub(super) struct Credential {
     pub object_storage_id: String,
     pub access_key: String,
     pub secret_key: SecretString,
+    /// When a regenerate last replaced the pair (the S3 propagation fault
+    /// counts from here).
+    pub regenerated_at: Option<Instant>,
+}
+
+/// A key pair a regenerate replaced: dead at the storage, unless the
+/// propagation fault keeps it alive for a while.
+#[derive(Debug)]
+pub(super) struct RetiredKey {
+    pub object_storage_id: String,
+    pub access_key: String,
+    pub secret_key: SecretString,
+    pub retired_at: Instant,
 }
 
 /// A validated `POST /v1/users` body.
@@ -175,6 +194,8 @@ pub(super) struct State {
     /// Users in creation order; the API user is first.
     pub users: Vec<User>,
     pub tokens: TokenStore,
+    /// Pairs replaced by regenerates, oldest first.
+    pub retired: Vec<RetiredKey>,
     next_credential_id: i64,
     rng: StdRng,
     /// Every secret value configured or issued, for leak tests.
@@ -182,8 +203,10 @@ pub(super) struct State {
 }
 
 impl State {
-    /// Builds the account described by `opts`.
-    pub(super) fn generate(opts: &SimulatorOptions, issuer: String) -> State {
+    /// Builds the account described by `opts`; `s3_urls`, one per region
+    /// of `REGIONS` when the simulator serves S3, become the storages'
+    /// `s3Url`s.
+    pub(super) fn generate(opts: &SimulatorOptions, issuer: String, s3_urls: &[String]) -> State {
         let customer_id = opts
             .client_id
             .split_once('-')
@@ -211,13 +234,14 @@ impl State {
             storages: Vec::new(),
             users: Vec::new(),
             tokens: TokenStore::default(),
+            retired: Vec::new(),
             next_credential_id,
             rng,
             issued: vec![opts.client_secret.clone(), opts.password.clone()],
         };
         st.client_uuid = st.uuid();
         for i in 0..opts.credentials_per_user {
-            let storage = st.generate_storage(i);
+            let storage = st.generate_storage(i, s3_urls);
             st.storages.push(storage);
         }
         for i in 0..opts.users.max(1) {
@@ -246,8 +270,11 @@ impl State {
         st
     }
 
-    fn generate_storage(&mut self, index: usize) -> Storage {
+    fn generate_storage(&mut self, index: usize, s3_urls: &[String]) -> Storage {
         let region = &REGIONS[index % REGIONS.len()];
+        let s3_url = s3_urls
+            .get(index % REGIONS.len())
+            .map_or_else(|| region.s3_url.to_owned(), Clone::clone);
         let number: u32 = self.rng.random_range(100..1000);
         let created = DateTime::<Utc>::from_timestamp(1_609_459_200, 0).unwrap_or_default()
             + chrono::Duration::milliseconds(self.rng.random_range(0..94_000_000_000));
@@ -259,6 +286,7 @@ impl State {
             s3_tenant_id: self.uuid().replace('-', ""),
             created_date: created.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
             total_purchased_space_tb: sizes[self.rng.random_range(0..sizes.len())],
+            s3_url,
         }
     }
 
@@ -320,6 +348,7 @@ impl State {
                 object_storage_id: self.storages[i].object_storage_id.clone(),
                 access_key,
                 secret_key,
+                regenerated_at: None,
             });
         }
         self.users.push(User {
@@ -438,13 +467,21 @@ impl State {
         }
         let (access, secret) = self.new_key_pair();
         let shared = self.shared_credentials;
+        let now = Instant::now();
+        let mut retired = Vec::new();
         let user = self.user_mut(user_id).ok_or(Refusal::NotFound)?;
         for c in &mut user.credentials {
             if shared || c.credential_id == credential_id {
-                c.access_key.clone_from(&access);
-                c.secret_key = secret.clone();
+                retired.push(RetiredKey {
+                    object_storage_id: c.object_storage_id.clone(),
+                    access_key: std::mem::replace(&mut c.access_key, access.clone()),
+                    secret_key: std::mem::replace(&mut c.secret_key, secret.clone()),
+                    retired_at: now,
+                });
+                c.regenerated_at = Some(now);
             }
         }
+        self.retired.extend(retired);
         Ok(())
     }
 
@@ -467,7 +504,7 @@ mod tests {
     use super::*;
 
     fn state(opts: &SimulatorOptions) -> State {
-        State::generate(opts, "http://sim/auth/realms/contabo".to_owned())
+        State::generate(opts, "http://sim/auth/realms/contabo".to_owned(), &[])
     }
 
     #[test]

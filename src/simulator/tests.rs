@@ -493,7 +493,11 @@ async fn users_can_be_created_updated_and_deleted() {
 
 #[tokio::test]
 async fn object_storages_list_matches_the_spec_shape() {
-    let sim = start(SimulatorOptions::default()).await;
+    let sim = start(SimulatorOptions {
+        s3_endpoint: false,
+        ..SimulatorOptions::default()
+    })
+    .await;
     let token = login(&sim).await;
     let (status, body) = json_of(api(&sim, Method::GET, "/v1/object-storages", &token)).await;
     assert_eq!(status, StatusCode::OK);
@@ -743,4 +747,271 @@ async fn shutdown_stops_the_server() {
     sim.shutdown().await;
     let err = client.post(token_url).send().await.unwrap_err();
     assert!(err.is_connect() || err.is_request(), "{err}");
+}
+
+/// A SigV4-signed S3 request to `url` (`http://…/path`) with `key`.
+async fn s3(
+    method: Method,
+    url: &str,
+    region: &str,
+    key: (&str, &SecretString),
+    body: &[u8],
+) -> (StatusCode, String) {
+    let headers = crate::rotation::verify::signed_headers(
+        method.as_str(),
+        url,
+        &[],
+        body,
+        region,
+        key,
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let mut req = http().request(method, url).body(body.to_vec());
+    for (n, v) in headers {
+        req = req.header(n, v);
+    }
+    let resp = req.send().await.expect("S3 request is answered");
+    (resp.status(), resp.text().await.unwrap())
+}
+
+/// The EU credential of user 1 and its storage's URL.
+fn eu_credential(sim: &Simulator) -> (String, SimCredential) {
+    let snapshot = sim.snapshot();
+    let user = &snapshot.users[1];
+    let c = user.credentials[0].clone();
+    assert_eq!(c.region, "European Union");
+    (user.user_id.clone(), c)
+}
+
+fn s3_code(body: &str) -> &str {
+    body.split("<Code>")
+        .nth(1)
+        .and_then(|rest| rest.split("</Code>").next())
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn s3_endpoint_checks_sigv4_against_the_keys_held() {
+    let sim = start(SimulatorOptions::default()).await;
+    let endpoints = sim.s3_endpoints().to_vec();
+    assert_eq!(endpoints.len(), 3);
+    let (_, c) = eu_credential(&sim);
+    assert_eq!(
+        c.s3_url, endpoints[0].url,
+        "the storage's s3Url is the endpoint"
+    );
+    let root = format!("{}/", c.s3_url);
+    let key = (c.access_key.as_str(), &c.secret_key);
+
+    let (status, body) = s3(Method::GET, &root, "eu", key, b"").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("<Name>sim-bucket</Name>"), "{body}");
+
+    let wrong = SecretString::from("x".repeat(40));
+    let (status, body) = s3(Method::GET, &root, "eu", (&c.access_key, &wrong), b"").await;
+    assert_eq!(
+        (status, s3_code(&body)),
+        (StatusCode::FORBIDDEN, "SignatureDoesNotMatch")
+    );
+    let (status, body) = s3(Method::GET, &root, "eu", ("AKUNKNOWN", &c.secret_key), b"").await;
+    assert_eq!(
+        (status, s3_code(&body)),
+        (StatusCode::FORBIDDEN, "InvalidAccessKeyId")
+    );
+    let (status, body) = s3(Method::GET, &root, "us-east-1", key, b"").await;
+    assert_eq!(
+        (status, s3_code(&body)),
+        (StatusCode::BAD_REQUEST, "AuthorizationHeaderMalformed")
+    );
+    assert!(body.contains("expecting &apos;eu&apos;"), "{body}");
+    // The EU key is not a key of the Singapore storage.
+    let sin = format!("{}/", endpoints[2].url);
+    let (status, body) = s3(Method::GET, &sin, "sin", key, b"").await;
+    assert_eq!(
+        (status, s3_code(&body)),
+        (StatusCode::FORBIDDEN, "InvalidAccessKeyId")
+    );
+    let resp = http().get(&root).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(s3_code(&resp.text().await.unwrap()), "AccessDenied");
+
+    let log = sim.s3_requests();
+    assert_eq!(log.len(), 6);
+    assert_eq!(log[0].status, 200);
+    assert_eq!(log[1].code, Some("SignatureDoesNotMatch"));
+    assert_eq!(log[4].region, "sin");
+    assert_eq!(log[5].access_key, None);
+}
+
+#[tokio::test]
+async fn s3_objects_put_list_get_head_delete() {
+    let sim = start(SimulatorOptions::default()).await;
+    let (_, c) = eu_credential(&sim);
+    let key = (c.access_key.as_str(), &c.secret_key);
+    let object = format!("{}/sim-bucket/dir/hello%20world.txt", c.s3_url);
+    let (status, body) = s3(Method::PUT, &object, "eu", key, b"hello").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        sim.s3_object("eu", "sim-bucket", "dir/hello world.txt"),
+        Some(b"hello".to_vec())
+    );
+    let (status, body) = s3(Method::GET, &object, "eu", key, b"").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "hello"));
+    let (status, _) = s3(Method::HEAD, &object, "eu", key, b"").await;
+    assert_eq!(status, StatusCode::OK);
+
+    let list = format!(
+        "{}/sim-bucket?delimiter=%2F&encoding-type=url&list-type=2&prefix=",
+        c.s3_url
+    );
+    let (status, body) = s3(Method::GET, &list, "eu", key, b"").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("<CommonPrefixes><Prefix>dir/</Prefix>"),
+        "{body}"
+    );
+    let list = format!("{}/sim-bucket?list-type=2&prefix=dir%2F", c.s3_url);
+    let (_, body) = s3(Method::GET, &list, "eu", key, b"").await;
+    assert!(body.contains("<Key>dir/hello world.txt</Key>"), "{body}");
+    assert!(body.contains("<Size>5</Size>"), "{body}");
+    assert!(body.contains("<KeyCount>1</KeyCount>"), "{body}");
+
+    let (status, _) = s3(Method::DELETE, &object, "eu", key, b"").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = s3(Method::GET, &object, "eu", key, b"").await;
+    assert_eq!(
+        (status, s3_code(&body)),
+        (StatusCode::NOT_FOUND, "NoSuchKey")
+    );
+    let missing = format!("{}/no-such-bucket/x", c.s3_url);
+    let (status, body) = s3(Method::GET, &missing, "eu", key, b"").await;
+    assert_eq!(
+        (status, s3_code(&body)),
+        (StatusCode::NOT_FOUND, "NoSuchBucket")
+    );
+}
+
+#[tokio::test]
+async fn s3_payload_hash_must_match_the_body() {
+    let sim = start(SimulatorOptions::default()).await;
+    let (_, c) = eu_credential(&sim);
+    let url = format!("{}/sim-bucket/k", c.s3_url);
+    let headers = crate::rotation::verify::signed_headers(
+        "PUT",
+        &url,
+        &[],
+        b"signed body",
+        "eu",
+        (&c.access_key, &c.secret_key),
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let mut req = http().put(&url).body("another body");
+    for (n, v) in headers {
+        req = req.header(n, v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        s3_code(&resp.text().await.unwrap()),
+        "XAmzContentSHA256Mismatch"
+    );
+    assert_eq!(sim.s3_object("eu", "sim-bucket", "k"), None);
+}
+
+/// Regenerates the EU credential of user 1 and returns its new pair.
+async fn regenerate_eu(sim: &Simulator) -> (SimCredential, SimCredential) {
+    let token = login(sim).await;
+    let (user_id, old) = eu_credential(sim);
+    let (status, _) = json_of(api(
+        sim,
+        Method::PATCH,
+        &credentials_path(&user_id, &old),
+        &token,
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, new) = eu_credential(sim);
+    (old, new)
+}
+
+#[tokio::test]
+async fn s3_regenerate_kills_the_old_key_at_once() {
+    let sim = start(SimulatorOptions::default()).await;
+    let (old, new) = regenerate_eu(&sim).await;
+    let root = format!("{}/", new.s3_url);
+    let (status, _) = s3(
+        Method::GET,
+        &root,
+        "eu",
+        (&new.access_key, &new.secret_key),
+        b"",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = s3(
+        Method::GET,
+        &root,
+        "eu",
+        (&old.access_key, &old.secret_key),
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (status, s3_code(&body)),
+        (StatusCode::FORBIDDEN, "InvalidAccessKeyId")
+    );
+}
+
+#[tokio::test]
+async fn s3_propagation_keeps_the_old_key_and_refuses_the_new_for_a_while() {
+    let sim = start(SimulatorOptions::default()).await;
+    sim.set_s3_fault(S3Fault::Propagation(Duration::from_millis(600)));
+    let (old, new) = regenerate_eu(&sim).await;
+    let root = format!("{}/", new.s3_url);
+    let new_key = (new.access_key.as_str(), &new.secret_key);
+    let old_key = (old.access_key.as_str(), &old.secret_key);
+    let (status, _) = s3(Method::GET, &root, "eu", new_key, b"").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "not propagated yet");
+    let (status, _) = s3(Method::GET, &root, "eu", old_key, b"").await;
+    assert_eq!(status, StatusCode::OK, "the old key still works");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (status, _) = s3(Method::GET, &root, "eu", new_key, b"").await;
+    assert_eq!(status, StatusCode::OK, "propagated");
+    let (status, _) = s3(Method::GET, &root, "eu", old_key, b"").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the old key is dead");
+}
+
+#[tokio::test]
+async fn s3_never_accept_refuses_regenerated_keys_in_its_region_only() {
+    let sim = start(SimulatorOptions::default()).await;
+    sim.set_s3_fault_in("eu", S3Fault::NeverAccept);
+    let (_, new) = regenerate_eu(&sim).await;
+    let (status, body) = s3(
+        Method::GET,
+        &format!("{}/", new.s3_url),
+        "eu",
+        (&new.access_key, &new.secret_key),
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (status, s3_code(&body)),
+        (StatusCode::FORBIDDEN, "InvalidAccessKeyId")
+    );
+    // Keys never regenerated still work, in every region.
+    let snapshot = sim.snapshot();
+    for c in &snapshot.users[2].credentials {
+        let region = crate::sinks::formats::region_code(&c.region);
+        let (status, _) = s3(
+            Method::GET,
+            &format!("{}/", c.s3_url),
+            region,
+            (&c.access_key, &c.secret_key),
+            b"",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{}", c.region);
+    }
 }

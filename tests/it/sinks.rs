@@ -21,6 +21,7 @@ struct ApiCredential {
     credential_id: i64,
     access_key: String,
     secret_key: String,
+    s3_url: String,
 }
 
 fn api_credentials(sim: &Simulator) -> Vec<ApiCredential> {
@@ -35,6 +36,7 @@ fn api_credentials(sim: &Simulator) -> Vec<ApiCredential> {
                 credential_id: c.credential_id,
                 access_key: c.access_key.clone(),
                 secret_key: c.secret_key.expose_secret().to_owned(),
+                s3_url: c.s3_url.clone(),
             })
         })
         .collect();
@@ -133,7 +135,7 @@ fn assert_profile(ini: &Ini, name: &str, c: &ApiCredential) {
         "[{name}] secret differs"
     );
     assert_eq!(profile["region"], region_code(&c.region), "[{name}]");
-    assert!(profile["endpoint_url"].starts_with("https://"), "[{name}]");
+    assert_eq!(profile["endpoint_url"], c.s3_url, "[{name}]");
 }
 
 /// The json sink at `path` holds every credential of the API and the
@@ -241,7 +243,11 @@ select = { users = ["user002@example.com"], regions = ["Asia (Singapore)"] }
     );
     assert_eq!(env[0], one.access_key);
     assert!(env[1] == one.secret_key, "env secret differs");
-    assert_eq!(env[2], "https://eu2.contabostorage.com");
+    assert_eq!(env[2], one.s3_url);
+    assert!(
+        env[2].starts_with("http://127.0.0.1:"),
+        "the simulator's S3 endpoint"
+    );
     assert_eq!(env[3], "eu");
     assert_eq!(mode_of(&dir.join("one.env")), 0o640);
     assert_eq!(std::fs::metadata(dir.join("one.env")).unwrap().gid(), 1);
@@ -777,7 +783,7 @@ async fn the_example_sinks_and_templates_render_the_api_values() {
         &["S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_REGION", "S3_ENDPOINT"],
     );
     assert!(env[..3] == [app.access_key.clone(), app.secret_key.clone(), "eu".into()]);
-    assert_eq!(env[3], "https://eu2.contabostorage.com");
+    assert_eq!(env[3], app.s3_url);
 
     // compose .env (templates/compose.env.j2): user002, EU, plus the client.
     let backup = api_credential(&sim, "user002@example.com", "European Union");
@@ -844,6 +850,6 @@ async fn the_example_sinks_and_templates_render_the_api_values() {
             "[{name}] secret differs"
         );
         assert_eq!(remote["region"], region_code(&c.region));
-        assert!(remote["endpoint"].starts_with("https://"));
+        assert_eq!(remote["endpoint"], c.s3_url);
     }
 }
