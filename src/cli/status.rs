@@ -44,6 +44,7 @@ pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u
             "rotation_id": r.rotation_id,
             "fingerprint": r.secret_fingerprint.0,
             "due_at": r.rotated_at.map(|t| t + due_after),
+            "verified": r.verified,
         })).collect::<Vec<_>>(),
         "pending_rotations": view.journal.intents.iter().map(|i| json!({
             "rotation_id": i.rotation_id,
@@ -121,13 +122,21 @@ pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u
         w(
             out,
             format!(
-                "  {} {} {}  last rotated {}",
+                "  {} {} {}  last rotated {}{}",
                 r.user_email,
                 key,
                 r.access_key,
                 r.rotated_at
                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                    .unwrap_or_else(|| "never".into())
+                    .unwrap_or_else(|| "never".into()),
+                match &r.verified {
+                    Some(v) if v.accepted => "; the storage accepts the key".to_owned(),
+                    Some(v) => format!(
+                        "; the storage REFUSED the key ({})",
+                        v.error.as_deref().unwrap_or("no answer")
+                    ),
+                    None => String::new(),
+                }
             ),
         )?;
     }

@@ -471,7 +471,7 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
         assert!(os.regions.is_empty() && os.object_storages.is_empty());
         assert_eq!(os.max_per_run, None);
         assert_eq!(os.on_first_sight, OnFirstSight::Rotate);
-        assert_eq!(os.verify, Verify::Api);
+        assert_eq!(os.verify, Verify::S3);
         assert_eq!(os.verify_timeout, Duration::from_secs(60));
         assert!(s.sinks.is_empty());
         assert!(s.metrics.is_none());

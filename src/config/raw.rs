@@ -200,8 +200,7 @@ pub struct RawObjectStorage {
     pub on_first_sight: OnFirstSight,
     /// After a regenerate, prove the new key at the storage: `"s3"` (a
     /// SigV4-signed ListBuckets), `"api"` (the confirming re-read only) or
-    /// `"off"`. Default `"api"` for now: `"s3"` becomes the default once
-    /// the simulator's S3 endpoint proves it end to end (issue 11).
+    /// `"off"`. Default `"s3"`.
     pub verify: Verify,
     /// How long the storage may take to accept a new key (1s to 10m).
     /// Default `"60s"`.
@@ -219,7 +218,7 @@ impl Default for RawObjectStorage {
             object_storages: Vec::new(),
             max_per_run: None,
             on_first_sight: OnFirstSight::Rotate,
-            verify: Verify::Api,
+            verify: Verify::S3,
             verify_timeout: DurationStr("60s".to_owned()),
         }
     }

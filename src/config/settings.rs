@@ -144,9 +144,9 @@ pub struct ObjectStorageSettings {
 pub enum Verify {
     /// A SigV4-signed ListBuckets with the new key at the storage's
     /// `s3Url`, retried while the storage does not accept it yet.
+    #[default]
     S3,
     /// The confirming re-read through the Contabo API only.
-    #[default]
     Api,
     /// No proof beyond the regenerate's answer (the re-read that decides
     /// the outcome is still made).

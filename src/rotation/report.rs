@@ -266,6 +266,8 @@ struct Summary<'a> {
     verified: usize,
     failed: usize,
     sinks_written: usize,
+    /// Requests sent to the storages to prove new keys (not API requests).
+    s3_probes: u64,
     interrupted: bool,
 }
 
@@ -281,6 +283,7 @@ impl<'a> Summary<'a> {
             verified: report.totals.verified + report.verified.len(),
             failed: report.failed.len(),
             sinks_written: sinks_written(report),
+            s3_probes: report.s3_probes,
             interrupted: report.interrupted,
         }
     }
@@ -380,11 +383,15 @@ fn write_summary(w: &mut impl std::io::Write, report: &RunReport) -> std::io::Re
     }
     writeln!(
         w,
-        "{} rotated, {} verified, {} failed, {} sinks written{}.",
+        "{} rotated, {} verified, {} failed, {} sinks written{}{}.",
         s.rotated,
         s.verified,
         s.failed,
         s.sinks_written,
+        match s.s3_probes {
+            0 => String::new(),
+            n => format!(" ({n} S3 requests to prove new keys)"),
+        },
         if report.interrupted {
             "; stopped early by a shutdown signal"
         } else {

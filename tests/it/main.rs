@@ -18,4 +18,5 @@ mod sinks;
 mod streaming;
 mod systemd;
 mod util;
+mod verify;
 mod webhook;

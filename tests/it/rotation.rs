@@ -509,7 +509,7 @@ async fn one_failing_credential_does_not_stop_the_others_and_is_reported() {
         "{report}"
     );
     assert!(
-        report.contains("6 rotated, 0 verified, 1 failed"),
+        report.contains("6 rotated, 5 verified, 1 failed"),
         "5 credentials and the client secret: {report}"
     );
     // The sink still carries every credential's current value.
@@ -518,7 +518,7 @@ async fn one_failing_credential_does_not_stop_the_others_and_is_reported() {
     let out = run_bin(args(&setup.config, &["--run-now"])).await;
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(
-        stdout(&out).contains("1 rotated, 0 verified, 0 failed"),
+        stdout(&out).contains("1 rotated, 1 verified, 0 failed"),
         "{}",
         stdout(&out)
     );

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 /// How the receiver answers one request.
 #[derive(Clone, Copy, Debug)]
-struct Reply {
+pub(crate) struct Reply {
     status: u16,
     retry_after: Option<u64>,
     /// Send the request body back (as some receivers do in error pages).
@@ -33,7 +33,7 @@ struct Reply {
 }
 
 impl Reply {
-    fn status(status: u16) -> Reply {
+    pub(crate) fn status(status: u16) -> Reply {
         Reply {
             status,
             retry_after: None,
@@ -45,12 +45,12 @@ impl Reply {
 
 /// One captured request.
 #[derive(Clone, Debug)]
-struct Captured {
+pub(crate) struct Captured {
     at: Instant,
     method: String,
     path: String,
     headers: HashMap<String, String>,
-    body: String,
+    pub(crate) body: String,
 }
 
 #[derive(Default)]
@@ -67,14 +67,14 @@ struct Shared {
 }
 
 /// A webhook receiver on 127.0.0.1.
-struct Receiver {
+pub(crate) struct Receiver {
     port: u16,
     shared: Shared,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
-    async fn start(default: Reply) -> Receiver {
+    pub(crate) async fn start(default: Reply) -> Receiver {
         Receiver::start_on(0, default).await
     }
 
@@ -116,12 +116,12 @@ impl Receiver {
         self.shared.plan.lock().unwrap().default = Some(reply);
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hooks/tok3n", self.port)
     }
 
     /// The POSTs received so far.
-    fn posts(&self) -> Vec<Captured> {
+    pub(crate) fn posts(&self) -> Vec<Captured> {
         self.shared
             .captured
             .lock()
@@ -233,8 +233,10 @@ fn assert_all_verify(secret: &str, posts: &[Captured]) {
 
 /// A config with the client secret rotated and one webhook sink.
 fn webhook_setup(sim: &Simulator, opts: &SimulatorOptions, url: &str, extra: &str) -> Setup {
+    // These tests count the delivery of rotation events; the follow-up
+    // `verified` events of `verify = "s3"` are tested in `verify`.
     let hook = format!(
-        "[client_secret]\nrotate = true\n\n[[sinks]]\ntype = \"webhook\"\nurl = \"{url}\"\n\
+        "[client_secret]\nrotate = true\n\n[object_storage]\nverify = \"api\"\n\n[[sinks]]\ntype = \"webhook\"\nurl = \"{url}\"\n\
          signing_secret = [\"{}\", \"{}\"]\ntimeout = \"2s\"\nheaders = {{ \"X-Env\" = \"test\" }}\n{extra}",
         key("one"),
         key("two"),
