@@ -289,7 +289,7 @@ verify_timeout = "2m"
 [[sinks]]
 type = "file"
 path = "/etc/myapp/contabo.json"
-format = "json"              # json | env | aws-credentials
+format = "json"              # json | env | aws-credentials | aws-config
 mode = "0640"
 owner = "myapp"
 group = "myapp"

@@ -239,8 +239,9 @@ pub struct RawSink {
     /// file (required): `"json"` (the snapshot), `"env"` (`AWS_*` variables;
     /// the selection must hold exactly one credential) or
     /// `"aws-credentials"` (an INI profile per credential, named
-    /// `<e-mail>-<region code>-<credential id>`). See `sinks::formats` for
-    /// the quoting rules.
+    /// `<e-mail>-<region code>-<credential id>`) or `"aws-config"` (the
+    /// same profiles as `[profile NAME]` sections of an AWS config file).
+    /// See `sinks::formats` for the quoting rules.
     pub format: Option<FileFormat>,
     /// template (required): a Jinja (minijinja) template, read and compiled
     /// when the configuration is loaded (a missing file, a syntax error or

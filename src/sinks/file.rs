@@ -1,5 +1,6 @@
 //! The `file` sink: the sink's selection of the snapshot in one fixed
-//! format (`json`, `env` or `aws-credentials`; see [`super::formats`]),
+//! format (`json`, `env`, `aws-credentials` or `aws-config`; see
+//! [`super::formats`]),
 //! written by [`super::write`]: atomically, with its final mode, owner and
 //! group from creation, only when it changed, then `on_change`.
 
@@ -41,6 +42,8 @@ pub enum FileFormat {
     Env,
     /// An INI profile per credential, as in `~/.aws/credentials`.
     AwsCredentials,
+    /// The same profiles as `~/.aws/config` sections (`[profile NAME]`).
+    AwsConfig,
 }
 
 impl FileFormat {
@@ -50,6 +53,7 @@ impl FileFormat {
             FileFormat::Json => "json",
             FileFormat::Env => "env",
             FileFormat::AwsCredentials => "aws-credentials",
+            FileFormat::AwsConfig => "aws-config",
         }
     }
 }
@@ -105,6 +109,7 @@ pub fn render_into(
             Ok(out.write_all(text.expose_secret().as_bytes())?)
         }
         FileFormat::AwsCredentials => formats::write_aws_credentials(selected, out),
+        FileFormat::AwsConfig => formats::write_aws_config(selected, out),
     }
 }
 

@@ -1,17 +1,23 @@
-//! The `env` and `aws-credentials` file formats, and the quoting rules they
-//! share with templates (the `env_quote`, `shell_quote` and `ini_value`
-//! filters).
+//! The `env`, `aws-credentials` and `aws-config` file formats, and the
+//! quoting rules they share with templates (the `env_quote`, `shell_quote`
+//! and `ini_value` filters).
 //!
 //! # `env`
 //!
-//! Four variables for exactly one credential of the sink's selection:
+//! Five variables for exactly one credential of the sink's selection:
 //!
 //! ```text
 //! AWS_ACCESS_KEY_ID='…'
 //! AWS_SECRET_ACCESS_KEY='…'
 //! AWS_ENDPOINT_URL='https://eu2.contabostorage.com'
 //! AWS_REGION='eu'
+//! AWS_DEFAULT_REGION='eu'
 //! ```
+//!
+//! Both region variables, because clients read different ones: botocore
+//! (aws-cli v1, boto3) reads only `AWS_DEFAULT_REGION`, and without it signs
+//! for `us-east-1`; the AWS SDKs for Go, Java, JavaScript and Rust read
+//! `AWS_REGION`; aws-cli v2 reads either.
 //!
 //! The client secret is never part of it (use `json` or a template). A
 //! selection holding no credential or several fails the sink, naming them.
@@ -50,8 +56,30 @@
 //! rotation keeps the credential id). Should two credentials still get one
 //! name, the later ones (ordered by e-mail, credential id, object-storage
 //! id) get `-2`, `-3`, … appended. `endpoint_url` and `region` are read by
-//! the SDKs that merge the credentials and config files (Go v2, Rust, Java
-//! v2); the AWS CLI and boto3 take only the keys from this file.
+//! botocore (aws-cli v1, boto3, since 1.31) and the SDKs that merge the
+//! credentials and config files (Go v2, Rust, Java v2). aws-cli v2 takes
+//! only the keys from this file: give it an `aws-config` file.
+//!
+//! # `aws-config`
+//!
+//! The same profiles, in the shape of `~/.aws/config` (`AWS_CONFIG_FILE`),
+//! where AWS documents `endpoint_url` and `region`, and which aws-cli v2
+//! (2.13 and later) reads them from:
+//!
+//! ```text
+//! [profile app_example_com-eu-12345]
+//! aws_access_key_id = …
+//! aws_secret_access_key = …
+//! endpoint_url = https://eu2.contabostorage.com
+//! region = eu
+//! s3 =
+//!   addressing_style = path
+//! ```
+//!
+//! Keys in the config file are honoured by every client that reads the
+//! file (botocore, aws-cli v1 and v2, the SDKs), so one file is enough.
+//! `addressing_style = path` keeps bucket names out of the host name, as
+//! Contabo's endpoints expect.
 //!
 //! INI has no quoting that every AWS SDK and rclone honour, so values are
 //! written as they are and [`ini_value`] refuses one that would not read
@@ -222,6 +250,7 @@ pub fn env(snapshot: &Snapshot) -> Result<SecretString, String> {
         ("AWS_SECRET_ACCESS_KEY", secret),
         ("AWS_ENDPOINT_URL", c.s3_url.as_str()),
         ("AWS_REGION", region_code(&c.region)),
+        ("AWS_DEFAULT_REGION", region_code(&c.region)),
     ] {
         let _ = writeln!(text, "{name}={}", quote(name, value)?);
     }
@@ -243,6 +272,33 @@ pub fn write_aws_credentials(
     snapshot: &Snapshot,
     out: &mut dyn std::io::Write,
 ) -> Result<(), RenderError> {
+    write_profiles(snapshot, out, Profiles::Credentials)
+}
+
+/// The `aws-config` format written into `out`: the `aws-credentials`
+/// profiles as `[profile NAME]` sections of a config file, with path-style
+/// addressing.
+pub fn write_aws_config(
+    snapshot: &Snapshot,
+    out: &mut dyn std::io::Write,
+) -> Result<(), RenderError> {
+    write_profiles(snapshot, out, Profiles::Config)
+}
+
+/// Which AWS shared file the profiles are written for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Profiles {
+    /// `~/.aws/credentials`: `[NAME]`.
+    Credentials,
+    /// `~/.aws/config`: `[profile NAME]`, plus the S3 addressing style.
+    Config,
+}
+
+fn write_profiles(
+    snapshot: &Snapshot,
+    out: &mut dyn std::io::Write,
+    shape: Profiles,
+) -> Result<(), RenderError> {
     let mut credentials: Vec<&SnapshotCredential> =
         snapshot.credentials.iter().map(|c| &**c).collect();
     credentials.sort_by(|a, b| {
@@ -263,7 +319,11 @@ pub fn write_aws_credentials(
         } else {
             format!("{base}-{count}")
         };
-        write!(out, "\n[{name}]\n# S3 {}\n", describe(c))?;
+        let prefix = match shape {
+            Profiles::Credentials => "",
+            Profiles::Config => "profile ",
+        };
+        write!(out, "\n[{prefix}{name}]\n# S3 {}\n", describe(c))?;
         for (key, value) in [
             ("aws_access_key_id", c.access_key.as_str()),
             ("aws_secret_access_key", c.secret_key.expose_secret()),
@@ -274,6 +334,9 @@ pub fn write_aws_credentials(
                 RenderError::Content(format!("{key} of {} cannot be written: {why}", describe(c)))
             })?;
             writeln!(out, "{key} = {value}")?;
+        }
+        if shape == Profiles::Config {
+            out.write_all(b"s3 =\n  addressing_style = path\n")?;
         }
     }
     Ok(())
@@ -635,7 +698,8 @@ mod tests {
         assert_eq!(vars["AWS_ACCESS_KEY_ID"], "AK7");
         assert_eq!(vars["AWS_ENDPOINT_URL"], "https://eu2.contabostorage.com");
         assert_eq!(vars["AWS_REGION"], "eu");
-        assert_eq!(vars.len(), 4, "{text}");
+        assert_eq!(vars["AWS_DEFAULT_REGION"], "eu");
+        assert_eq!(vars.len(), 5, "{text}");
         assert_eq!(sh_reads(text, "AWS_SECRET_ACCESS_KEY"), "s/e+c'r$t");
 
         let mut two = one.clone();
@@ -661,6 +725,58 @@ mod tests {
         assert_eq!(systemd_reads(text.expose_secret())["AWS_REGION"], "eu");
         let text = aws_credentials(&snapshot).unwrap();
         assert_eq!(text.expose_secret().matches("region =").count(), 1);
+    }
+
+    #[test]
+    fn aws_config_has_the_same_profiles_as_config_sections_with_path_style() {
+        let snapshot = Snapshot {
+            client: None,
+            credentials: vec![
+                credential("b@example.com", "Asia (Singapore)", 9, "s9"),
+                credential("app@example.com", "European Union", 7, "s7"),
+            ],
+        };
+        let mut out = Vec::new();
+        write_aws_config(&snapshot, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let headers: Vec<&str> = text.lines().filter(|l| l.starts_with('[')).collect();
+        assert_eq!(
+            headers,
+            [
+                "[profile app_example_com-eu-7]",
+                "[profile b_example_com-sin-9]"
+            ]
+        );
+        let first = text.split("[profile ").nth(1).expect("a first profile");
+        for line in [
+            "aws_access_key_id = AK7\n",
+            "aws_secret_access_key = s7\n",
+            "endpoint_url = https://eu2.contabostorage.com\n",
+            "region = eu\n",
+            "s3 =\n  addressing_style = path\n",
+        ] {
+            assert!(first.contains(line), "{line:?} in {text}");
+        }
+        // Python's configparser (which botocore uses) reads it back.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(&path, &text).unwrap();
+        let read = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import configparser,sys; c=configparser.RawConfigParser(); c.read(sys.argv[1]); \
+                 p=c['profile app_example_com-eu-7']; \
+                 print(p['aws_secret_access_key'], p['region'], p['s3'].strip())",
+            )
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&read.stdout),
+            "s7 eu addressing_style = path\n",
+            "{}",
+            String::from_utf8_lossy(&read.stderr)
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! succeeded is left alone.
 //!
 //! * [`file`]: a fixed format ([`formats`]: `json`, `env`,
-//!   `aws-credentials`);
+//!   `aws-credentials`, `aws-config`);
 //! * [`template`]: a Jinja template compiled at configuration load;
 //! * both write through [`write`]: atomic replace with the final mode, owner
 //!   and group from creation, then `on_change`;
