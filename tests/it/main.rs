@@ -13,6 +13,7 @@ mod fuzz;
 mod leak;
 mod malformed;
 mod rotation;
+mod s3_clients;
 mod secrets;
 mod sinks;
 mod streaming;
