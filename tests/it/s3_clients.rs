@@ -80,18 +80,18 @@ fn shown(out: &Output) -> String {
 #[derive(Clone, Copy, Debug)]
 enum Source<'a> {
     /// `AWS_SHARED_CREDENTIALS_FILE` with `AWS_PROFILE`.
-    CredentialsFile(&'a str),
+    Credentials(&'a str),
     /// `AWS_CONFIG_FILE` with `AWS_PROFILE`.
-    ConfigFile(&'a str),
+    Config(&'a str),
     /// An env file, read by `sh` (`set -a; . file`), as systemd or compose
     /// would hand it to a process.
-    EnvFile,
+    Env,
 }
 
 /// Runs `argv` (a client and its arguments) with its settings from `file`.
 fn run_with(file: &Path, source: Source, home: &Path, argv: &[&str], stdin: &str) -> Output {
     let cmd = match source {
-        Source::EnvFile => {
+        Source::Env => {
             let mut cmd = clean(Path::new("/bin/sh"), home);
             cmd.arg("-c")
                 .arg(r#"set -a; . "$0"; set +a; exec "$@""#)
@@ -99,14 +99,14 @@ fn run_with(file: &Path, source: Source, home: &Path, argv: &[&str], stdin: &str
                 .args(argv);
             cmd
         }
-        Source::CredentialsFile(profile) => {
+        Source::Credentials(profile) => {
             let mut cmd = clean(Path::new(argv[0]), home);
             cmd.args(&argv[1..])
                 .env("AWS_SHARED_CREDENTIALS_FILE", file)
                 .env("AWS_PROFILE", profile);
             cmd
         }
-        Source::ConfigFile(profile) => {
+        Source::Config(profile) => {
             let mut cmd = clean(Path::new(argv[0]), home);
             cmd.args(&argv[1..])
                 .env("AWS_CONFIG_FILE", file)
@@ -251,11 +251,11 @@ fn try_all(c: &Clients, dir: &Path, home: &Path, profiles: &[String], tag: &str)
     let first = profiles[0].as_str();
     let object = format!("{tag}-cli.txt");
     for (file, source, round_trip) in [
-        ("credentials", Source::CredentialsFile(first), true),
-        ("config", Source::ConfigFile(first), true),
-        ("aws-credentials", Source::CredentialsFile(first), false),
-        ("s3.env", Source::EnvFile, true),
-        ("compose.env", Source::EnvFile, false),
+        ("credentials", Source::Credentials(first), true),
+        ("config", Source::Config(first), true),
+        ("aws-credentials", Source::Credentials(first), false),
+        ("s3.env", Source::Env, true),
+        ("compose.env", Source::Env, false),
     ] {
         let path = dir.join(file);
         let out = if round_trip {
@@ -270,7 +270,7 @@ fn try_all(c: &Clients, dir: &Path, home: &Path, profiles: &[String], tag: &str)
             format!("boto3 with {file}"),
             run_with(
                 &dir.join(file),
-                Source::EnvFile,
+                Source::Env,
                 home,
                 &[python, "-c", BOTO3, &format!("{tag}-{file}"), tag],
                 "",
