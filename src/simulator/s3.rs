@@ -76,6 +76,9 @@ pub struct S3Request {
     pub query: Option<String>,
     /// The access key of the `Authorization` header, if it could be read.
     pub access_key: Option<String>,
+    /// The `Signature` of the `Authorization` header, if it could be read
+    /// (for tests that search logs for signing material).
+    pub signature: Option<String>,
     pub status: u16,
     /// The S3 error code sent, if any.
     pub code: Option<&'static str>,
@@ -235,12 +238,16 @@ pub(super) async fn dispatch(shared: &Shared, region: usize, req: Request<Incomi
             (error_response(&e, parts.uri.path(), is_head), Some(code))
         }
     };
+    let signature = header(&parts.headers, "authorization")
+        .and_then(parse_authorization)
+        .map(|auth| auth.signature.to_owned());
     shared.s3().log.push(S3Request {
         region: REGIONS[region].signing_region,
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
         access_key,
+        signature,
         status: resp.status().as_u16(),
         code,
         received_at,

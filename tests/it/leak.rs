@@ -517,6 +517,8 @@ async fn no_secret_in_any_command_output_state_file_or_webhook_body() {
     let logs = captured.joined(": --run-now");
     for expected in [
         "Rotated object-storage credential.",
+        // The proofs at the storage ran (verify = "s3", the default).
+        "The storage accepts the new key.",
         "Rotated the client secret",
         "hook-ran",
         "AWS_SECRET_ACCESS_KEY=",
@@ -536,7 +538,17 @@ async fn no_secret_in_any_command_output_state_file_or_webhook_body() {
     // Two rotations of 9 credentials, and a failed client-secret rotation.
     assert!(thin.len() > 2 * 9, "{} thin events", thin.len());
 
-    let needles = needles(&[&acct.sim], &[]);
+    // The signatures of the S3 probes, as the storage received them.
+    let signatures: Vec<(String, String)> = acct
+        .sim
+        .s3_requests()
+        .into_iter()
+        .filter_map(|r| r.signature)
+        .enumerate()
+        .map(|(i, sig)| (format!("S3 request signature #{i}"), sig))
+        .collect();
+    assert!(signatures.len() >= 9, "the probes were signed");
+    let needles = needles(&[&acct.sim], &signatures);
     assert_no_leak(&needles, &captured);
 
     // Control: the same search finds the values where they belong.
