@@ -2,7 +2,8 @@
 //! throw-away configuration that points at it (secrets in 0600 files, state
 //! and sinks in a temporary directory) and runs the real commands against it:
 //! `list`, a full `--run-now` rotation (before and after shown by access key
-//! and fingerprint, never by secret), and `list` again.
+//! and fingerprint, never by secret; every new key proven at the simulator's
+//! S3 endpoint), and `list` again.
 
 use super::{list, CliError};
 use crate::config;
@@ -61,6 +62,10 @@ max_age = "30d"
 [object_storage]
 rotate = true
 max_age = "7d"
+# Prove every new key at the storage: a SigV4-signed ListBuckets at its
+# s3Url (here the simulator's S3 endpoint), retried for up to verify_timeout.
+verify = "s3"
+verify_timeout = "60s"
 
 [[sinks]]
 type = "file"
@@ -131,6 +136,17 @@ format = "json"
             .iter()
             .filter(|r| r.operation == crate::simulator::Operation::Token)
             .count()
+    )
+    .context("writing to stdout")?;
+    let s3 = simulator.s3_requests();
+    let accepted = s3.iter().filter(|r| r.status == 200).count();
+    let refused = s3.iter().filter(|r| r.status == 403).count();
+    writeln!(
+        out,
+        "The simulator's S3 endpoints answered {} signed requests: {accepted} accepted \
+         (each new key proven), {refused} refused with 403 (the old keys, dead since their \
+         regenerate).",
+        s3.len(),
     )
     .context("writing to stdout")?;
     simulator.shutdown().await;

@@ -388,6 +388,16 @@ async fn demo_runs_on_a_fresh_machine_and_prints_no_secret() {
     );
     assert!(stdout.contains("Started the Contabo simulator"), "{stdout}");
     assert!(stdout.contains("credentials of"), "{stdout}");
+    // The proof at the storage: 15 credentials, each new key accepted and
+    // each old key refused.
+    assert!(
+        stdout.contains("16 rotated, 15 verified, 0 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("30 signed requests: 15 accepted (each new key proven), 15 refused"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
