@@ -29,6 +29,11 @@
 //! fsync/fdatasync calls are summed from its trace (the trace slows the run:
 //! its wall time is not comparable).
 //!
+//! **Verification.** The sweeps run with `[object_storage] verify` at its
+//! default, `"s3"`: every new key is proven at the simulator's S3 endpoint
+//! beside delivery. `SWEEP_VERIFY=api` (or `off`) runs without the proof.
+//! S3 probes are counted apart from the API's requests (`S3 probes`).
+//!
 //! `SWEEP_WRAPPER="valgrind --tool=massif --massif-out-file=/tmp/m.out"`
 //! runs the binary under a profiler (the figures then measure the profiler).
 //!
@@ -176,6 +181,7 @@ dir = "{root}/state"
 
 [object_storage]
 max_age = "7d"
+verify = "{verify}"
 
 [[sinks]]
 type = "file"
@@ -198,7 +204,8 @@ signing_secret = "whsec_c3dlZXAtYmVuY2htYXJrLXNpZ25pbmcta2V5LTAxMjM0NTY3"
         opts.username,
         concurrency = at.concurrency(),
         rps = at.requests_per_second(),
-        root = dir.display()
+        root = dir.display(),
+        verify = std::env::var("SWEEP_VERIFY").unwrap_or_else(|_| "s3".to_owned()),
     );
     let path = dir.join("config.toml");
     write_private(&path, &text);
@@ -308,6 +315,8 @@ struct Sweep {
     cpu: f64,
     max_rss_kib: u64,
     requests: usize,
+    /// Requests at the simulator's S3 endpoints (the proofs).
+    s3_probes: usize,
     rotated: usize,
     posts: usize,
     exit: Option<i32>,
@@ -491,6 +500,7 @@ async fn sweep(users: usize, latency_ms: u64, at: Concurrency, window: bool, io:
             .iter()
             .filter(|r| r.operation != Operation::Mark)
             .count(),
+        s3_probes: sim.s3_requests().len(),
         rotated: applied.len(),
         posts: posts.load(Ordering::Relaxed),
         exit: out.status.code(),
@@ -598,8 +608,8 @@ async fn main() {
         args.users,
         args.users * 3
     );
-    println!("| latency | concurrency | wall | requests | rotated | requests/rotated | latency bound | bound/wall | dead-key window p50 / p99 / max | CPU | peak RSS | webhook POSTs | exit |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| latency | concurrency | wall | requests | rotated | requests/rotated | S3 probes | latency bound | bound/wall | dead-key window p50 / p99 / max | CPU | peak RSS | webhook POSTs | exit |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for &latency in &args.latencies {
         for &at in &args.concurrencies {
             let s = sweep(args.users, latency, at, args.window, args.io).await;
@@ -623,12 +633,13 @@ async fn main() {
                 )
             };
             println!(
-                "| {latency} ms | {} | {:.2} s | {} | {} | {:.2} | {} | {} | {window} | {:.2} s | {:.1} MiB | {} | {:?} |",
+                "| {latency} ms | {} | {:.2} s | {} | {} | {:.2} | {} | {} | {} | {window} | {:.2} s | {:.1} MiB | {} | {:?} |",
                 at.label(),
                 s.wall.as_secs_f64(),
                 s.requests,
                 s.rotated,
                 s.requests as f64 / s.rotated.max(1) as f64,
+                s.s3_probes,
                 if bound == 0.0 { "-".to_string() } else { format!("{bound:.2} s") },
                 if bound == 0.0 { "-".to_string() } else { format!("{:.0}%", 100.0 * bound / s.wall.as_secs_f64()) },
                 s.cpu,
