@@ -609,7 +609,9 @@ async fn main() {
         args.users * 3
     );
     println!("| latency | concurrency | wall | requests | rotated | requests/rotated | S3 probes | latency bound | bound/wall | dead-key window p50 / p99 / max | CPU | peak RSS | webhook POSTs | exit |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
     for &latency in &args.latencies {
         for &at in &args.concurrencies {
             let s = sweep(args.users, latency, at, args.window, args.io).await;

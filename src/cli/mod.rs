@@ -26,10 +26,21 @@ Without a command, contabo-rotator runs as a daemon on the configured schedule;
 with --run-now it makes one pass and exits.
 
 Exit codes:
-  0   success
-  1   the run finished but at least one credential, user or sink failed
-  2   usage error
-  78  invalid configuration or unreadable secret (nothing was changed)";
+  0   success: every due secret rotated and every sink delivered (--run-now),
+      a clean shutdown (daemon), or the command did what it was asked
+  1   a failure:
+        --run-now: a credential, user, the client secret or a sink failed
+          (also a key the storage refused within verify_timeout, or a pass
+          stopped by the circuit breaker or a second terminate signal);
+        the state directory is locked by another instance, or corrupt;
+        check --online: the login or a sink check failed;
+        list: a user's credentials could not be listed;
+        the daemon: could not bind its metrics address, or stopped at once
+          on a second terminate signal
+  2   usage error (unknown flag, --run-now with a command, --dry-run or
+      --force without --run-now)
+  78  invalid configuration or unreadable secret (EX_CONFIG); nothing was
+      changed and no request was sent";
 
 /// Keeps a Contabo account's API client secret and S3 object-storage credentials fresh.
 #[derive(Debug, Parser)]
@@ -95,6 +106,14 @@ pub enum Command {
     },
     /// Start a built-in Contabo simulator and run against it (no account needed).
     Demo,
+    /// Print a shell completion script on stdout (needs no configuration).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout (needs no configuration).
+    Man,
 }
 
 /// A failure of a whole command, mapped to an exit status.
@@ -166,6 +185,23 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
             status::run(&settings, json || json_logs, &mut std::io::stdout())
         }
         Some(Command::Demo) => demo::run(&mut std::io::stdout()).await,
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "contabo-rotator",
+                &mut std::io::stdout(),
+            );
+            Ok(EXIT_OK)
+        }
+        Some(Command::Man) => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("writing the man page")?;
+            Ok(EXIT_OK)
+        }
         None if cli.run_now => {
             let options = crate::rotation::RunOptions {
                 dry_run: cli.dry_run,

@@ -409,3 +409,62 @@ async fn usage_errors_exit_2() {
     let out = run_bin(vec!["--run-now".into(), "check".into()]).await;
     assert_eq!(out.status.code(), Some(2), "--run-now with a command");
 }
+
+/// `completions` and `man` need no configuration: a bash script that bash
+/// parses and that offers the commands and flags, and a roff page that
+/// groff renders, with every exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_and_the_man_page_need_no_configuration() {
+    let missing = ["-c", "/nonexistent/config.toml"];
+    let with = |rest: &[&str]| -> Vec<String> {
+        missing.iter().chain(rest).map(|s| s.to_string()).collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = run_bin(with(&["completions", shell])).await;
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for word in ["run-now", "dry-run", "completions", "status"] {
+            assert!(script.contains(word), "{shell}: {word}");
+        }
+        if shell == "bash" {
+            let path = dir.path().join("completion.bash");
+            std::fs::write(&path, &script).unwrap();
+            let parsed = std::process::Command::new("bash")
+                .arg("-n")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(parsed.status.success(), "bash -n: {parsed:?}");
+        }
+    }
+    let out = run_bin(with(&["completions", "tcsh"])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+
+    let out = run_bin(with(&["man"])).await;
+    assert_eq!(out.status.code(), Some(0));
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.contains(".TH contabo-rotator 1"), "{page}");
+    let path = dir.path().join("contabo-rotator.1");
+    std::fs::write(&path, &page).unwrap();
+    let rendered = std::process::Command::new("groff")
+        .args(["-man", "-Tutf8", "-Wall"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(rendered.status.success(), "{rendered:?}");
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    for code in [
+        "0   success",
+        "1   a failure",
+        "2   usage error",
+        "78  invalid",
+    ] {
+        assert!(text.contains(code), "{code:?} in the man page");
+    }
+    assert!(text.contains("--run-now"));
+}

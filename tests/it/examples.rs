@@ -56,3 +56,15 @@ async fn every_shipped_config_passes_check() {
     }
     assert!(checked >= 6, "found {checked} configs");
 }
+
+/// The LICENSE file is the license Cargo.toml declares.
+#[test]
+fn the_license_file_matches_cargo_toml() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("\nlicense = \"Apache-2.0\"\n"));
+    let license = std::fs::read_to_string(root.join("LICENSE")).unwrap();
+    let head: Vec<&str> = license.lines().take(2).map(str::trim).collect();
+    assert_eq!(head, ["Apache License", "Version 2.0, January 2004"]);
+    assert!(license.trim_end().ends_with("END OF TERMS AND CONDITIONS"));
+}
