@@ -25,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 /// How far each EXTEND_TIMEOUT_USEC pushes the start timeout during
 /// start-up recovery (sent every half of it).
 const RECOVERY_EXTEND: Duration = Duration::from_secs(60);
+/// The longest single sleep between runs: the wall clock is read again
+/// after each, so a clock step or a suspend is noticed within this long.
+const MAX_SLEEP_SLICE: Duration = Duration::from_secs(60);
 
 /// What the daemon is told from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,12 +48,30 @@ pub enum Exit {
 }
 
 /// The next fire time strictly after `after`, in UTC.
+///
+/// croner 4 is fold-aware: started inside a repeated (fall-back) hour it
+/// also searches the hour's second pass, and it never answers with a time
+/// before its start. croner 3 did, inside that hour, and the daemon then
+/// ran back to back (1,283 runs in 6 s in one test). The loop is a guard
+/// that keeps that true whatever the library answers: a tick at or before
+/// `after` is searched past, never returned.
 pub fn next_tick(schedule: &ScheduleSettings, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    schedule
-        .cron
-        .find_next_occurrence(&after.with_timezone(&schedule.timezone), false)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    let mut from = after;
+    let mut inclusive = false;
+    for _ in 0..8 {
+        let tick = schedule
+            .cron
+            .find_next_occurrence(&from.with_timezone(&schedule.timezone), inclusive)
+            .ok()?
+            .with_timezone(&Utc);
+        if tick > after {
+            return Some(tick);
+        }
+        tracing::warn!(cron = %schedule.cron_expr, after = %after, answered = %tick, "The cron library answered a tick that is not in the future; searching on.");
+        from = from.max(tick) + chrono::Duration::seconds(1);
+        inclusive = true;
+    }
+    None
 }
 
 /// A random delay in `0..=jitter`.
@@ -120,7 +141,7 @@ pub async fn run_daemon(
     // work finished and the schedule about to run: tell systemd
     // (Type=notify) we are ready.
     notify(&[sd_notify::NotifyState::Ready]);
-    loop {
+    'daemon: loop {
         if !run_now {
             let schedule = engine.settings().schedule.clone();
             let Some(next) = next_tick(&schedule, Utc::now()) else {
@@ -128,28 +149,43 @@ pub async fn run_daemon(
                 match signals.recv().await {
                     Some(Signal::Reload) => {
                         reload(&mut engine, &config_path);
-                        continue;
+                        continue 'daemon;
                     }
                     _ => return Exit::Graceful,
                 }
             };
-            crate::metrics::metrics().set_next_run(next);
             let delay = jitter(&schedule);
-            let wait = (next - Utc::now()).to_std().unwrap_or_default() + delay;
-            tracing::info!(next_run = %next.to_rfc3339(), jitter_ms = delay.as_millis() as u64, "Waiting for the next run.");
-            notify(&[sd_notify::NotifyState::Status(&format!(
-                "Next run at {}",
-                next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            ))]);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                signal = signals.recv() => match signal {
-                    Some(Signal::Reload) => { reload(&mut engine, &config_path); continue; }
-                    Some(Signal::Terminate) | None => {
-                        tracing::info!("Terminate signal while idle; exiting.");
-                        return Exit::Graceful;
-                    }
-                },
+            let mut next = next;
+            announce_next(next, delay);
+            // Sleep in slices and compare with the wall clock after each:
+            // tokio's timer runs on the monotonic clock, which neither a
+            // clock step nor a suspend moves, so one long sleep would run
+            // late after a resume and early or late after a step.
+            loop {
+                let now = Utc::now();
+                // A clock stepped back makes a nearer tick the next one.
+                if let Some(nearer) = next_tick(&schedule, now).filter(|t| *t < next) {
+                    next = nearer;
+                    announce_next(next, delay);
+                }
+                let Some(left) = (next - now)
+                    .to_std()
+                    .ok()
+                    .map(|l| l + delay)
+                    .filter(|l| !l.is_zero())
+                else {
+                    break;
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(left.min(MAX_SLEEP_SLICE)) => {}
+                    signal = signals.recv() => match signal {
+                        Some(Signal::Reload) => { reload(&mut engine, &config_path); continue 'daemon; }
+                        Some(Signal::Terminate) | None => {
+                            tracing::info!("Terminate signal while idle; exiting.");
+                            return Exit::Graceful;
+                        }
+                    },
+                }
             }
         }
         run_now = false;
@@ -193,6 +229,16 @@ pub async fn run_daemon(
             reload(&mut engine, &config_path);
         }
     }
+}
+
+/// Logs, exports and tells systemd when the next run is.
+fn announce_next(next: DateTime<Utc>, delay: Duration) {
+    crate::metrics::metrics().set_next_run(next);
+    tracing::info!(next_run = %next.to_rfc3339(), jitter_ms = delay.as_millis() as u64, "Waiting for the next run.");
+    notify(&[sd_notify::NotifyState::Status(&format!(
+        "Next run at {}",
+        next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    ))]);
 }
 
 /// Sends a state to systemd when `NOTIFY_SOCKET` is set; a no-op otherwise.
@@ -244,12 +290,11 @@ fn reload(engine: &mut Engine, path: &std::path::Path) {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
-    use chrono::TimeZone;
     use std::path::Path;
 
-    fn schedule(cron: &str, tz: &str) -> ScheduleSettings {
+    pub fn schedule(cron: &str, tz: &str) -> ScheduleSettings {
         let text = format!(
             "[api]\nclient_id = \"I\"\nclient_secret = \"s\"\nusername = \"u\"\npassword = \"p\"\n\
              [schedule]\ncron = \"{cron}\"\ntimezone = \"{tz}\"\n"
@@ -258,6 +303,13 @@ mod tests {
             .unwrap()
             .schedule
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::schedule;
+    use super::*;
+    use chrono::TimeZone;
 
     #[test]
     fn next_tick_follows_local_time_across_daylight_saving() {
@@ -287,5 +339,512 @@ mod tests {
             next_tick(&schedule("15 * * * *", "UTC"), t).unwrap(),
             t + chrono::Duration::minutes(15)
         );
+    }
+}
+
+/// Ticks across daylight-saving changes, computed, never waited for.
+#[cfg(test)]
+mod dst_tests {
+    use super::tests_support::schedule;
+    use super::*;
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    /// The next `n` ticks after `start`, as RFC 3339 UTC.
+    fn ticks(cron: &str, tz: &str, start: &str, n: usize) -> Vec<String> {
+        let s = schedule(cron, tz);
+        let mut at = utc(start);
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let next = next_tick(&s, at).unwrap();
+            assert!(next > at, "{cron} {tz}: {next} after {at}");
+            out.push(next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            at = next;
+        }
+        out
+    }
+
+    /// Both zones, both kinds of schedule, started before, inside (both
+    /// passes of a repeated hour; either edge of a skipped one) and after
+    /// each change: the next three ticks. A daily 02:30 runs once on the
+    /// fall-back night (the first 02:30) and, where 02:30 does not exist,
+    /// at the end of the gap (03:00); `*/15` keeps a tick every 15 minutes
+    /// of real time through both passes.
+    #[test]
+    fn ticks_across_fall_back_and_spring_forward() {
+        let table: &[(&str, &str, &str, [&str; 3])] = &[
+            // before the fall-back night
+            (
+                "Europe/Berlin",
+                "0 30 2 * * *",
+                "2026-10-24T23:00:00Z",
+                [
+                    "2026-10-25T00:30:00Z",
+                    "2026-10-26T01:30:00Z",
+                    "2026-10-27T01:30:00Z",
+                ],
+            ),
+            // 02:10 CEST, first pass of the repeated hour
+            (
+                "Europe/Berlin",
+                "0 30 2 * * *",
+                "2026-10-25T00:10:00Z",
+                [
+                    "2026-10-25T00:30:00Z",
+                    "2026-10-26T01:30:00Z",
+                    "2026-10-27T01:30:00Z",
+                ],
+            ),
+            // 02:40 CEST, first pass, after 02:30
+            (
+                "Europe/Berlin",
+                "0 30 2 * * *",
+                "2026-10-25T00:40:00Z",
+                [
+                    "2026-10-26T01:30:00Z",
+                    "2026-10-27T01:30:00Z",
+                    "2026-10-28T01:30:00Z",
+                ],
+            ),
+            // 02:50 CEST, end of the first pass
+            (
+                "Europe/Berlin",
+                "0 30 2 * * *",
+                "2026-10-25T00:50:00Z",
+                [
+                    "2026-10-26T01:30:00Z",
+                    "2026-10-27T01:30:00Z",
+                    "2026-10-28T01:30:00Z",
+                ],
+            ),
+            // 02:10 CET, second pass
+            (
+                "Europe/Berlin",
+                "0 30 2 * * *",
+                "2026-10-25T01:10:00Z",
+                [
+                    "2026-10-26T01:30:00Z",
+                    "2026-10-27T01:30:00Z",
+                    "2026-10-28T01:30:00Z",
+                ],
+            ),
+            // 03:10 CET, after the repeated hour
+            (
+                "Europe/Berlin",
+                "0 30 2 * * *",
+                "2026-10-25T02:10:00Z",
+                [
+                    "2026-10-26T01:30:00Z",
+                    "2026-10-27T01:30:00Z",
+                    "2026-10-28T01:30:00Z",
+                ],
+            ),
+            // before the spring-forward gap
+            (
+                "Europe/Berlin",
+                "0 30 2 * * *",
+                "2026-03-28T23:00:00Z",
+                [
+                    "2026-03-29T01:00:00Z",
+                    "2026-03-30T00:30:00Z",
+                    "2026-03-31T00:30:00Z",
+                ],
+            ),
+            // 01:50 CET, just before the gap
+            (
+                "Europe/Berlin",
+                "0 30 2 * * *",
+                "2026-03-29T00:50:00Z",
+                [
+                    "2026-03-29T01:00:00Z",
+                    "2026-03-30T00:30:00Z",
+                    "2026-03-31T00:30:00Z",
+                ],
+            ),
+            // 03:00 CEST, the gap's far edge
+            (
+                "Europe/Berlin",
+                "0 30 2 * * *",
+                "2026-03-29T01:00:00Z",
+                [
+                    "2026-03-30T00:30:00Z",
+                    "2026-03-31T00:30:00Z",
+                    "2026-04-01T00:30:00Z",
+                ],
+            ),
+            // 04:00 CEST, after the gap
+            (
+                "Europe/Berlin",
+                "0 30 2 * * *",
+                "2026-03-29T02:00:00Z",
+                [
+                    "2026-03-30T00:30:00Z",
+                    "2026-03-31T00:30:00Z",
+                    "2026-04-01T00:30:00Z",
+                ],
+            ),
+            // before the fall-back night
+            (
+                "Europe/Berlin",
+                "0 */15 * * * *",
+                "2026-10-24T23:00:00Z",
+                [
+                    "2026-10-24T23:15:00Z",
+                    "2026-10-24T23:30:00Z",
+                    "2026-10-24T23:45:00Z",
+                ],
+            ),
+            // 02:10 CEST, first pass of the repeated hour
+            (
+                "Europe/Berlin",
+                "0 */15 * * * *",
+                "2026-10-25T00:10:00Z",
+                [
+                    "2026-10-25T00:15:00Z",
+                    "2026-10-25T00:30:00Z",
+                    "2026-10-25T00:45:00Z",
+                ],
+            ),
+            // 02:40 CEST, first pass, after 02:30
+            (
+                "Europe/Berlin",
+                "0 */15 * * * *",
+                "2026-10-25T00:40:00Z",
+                [
+                    "2026-10-25T00:45:00Z",
+                    "2026-10-25T01:00:00Z",
+                    "2026-10-25T01:15:00Z",
+                ],
+            ),
+            // 02:50 CEST, end of the first pass
+            (
+                "Europe/Berlin",
+                "0 */15 * * * *",
+                "2026-10-25T00:50:00Z",
+                [
+                    "2026-10-25T01:00:00Z",
+                    "2026-10-25T01:15:00Z",
+                    "2026-10-25T01:30:00Z",
+                ],
+            ),
+            // 02:10 CET, second pass
+            (
+                "Europe/Berlin",
+                "0 */15 * * * *",
+                "2026-10-25T01:10:00Z",
+                [
+                    "2026-10-25T01:15:00Z",
+                    "2026-10-25T01:30:00Z",
+                    "2026-10-25T01:45:00Z",
+                ],
+            ),
+            // 03:10 CET, after the repeated hour
+            (
+                "Europe/Berlin",
+                "0 */15 * * * *",
+                "2026-10-25T02:10:00Z",
+                [
+                    "2026-10-25T02:15:00Z",
+                    "2026-10-25T02:30:00Z",
+                    "2026-10-25T02:45:00Z",
+                ],
+            ),
+            // before the spring-forward gap
+            (
+                "Europe/Berlin",
+                "0 */15 * * * *",
+                "2026-03-28T23:00:00Z",
+                [
+                    "2026-03-28T23:15:00Z",
+                    "2026-03-28T23:30:00Z",
+                    "2026-03-28T23:45:00Z",
+                ],
+            ),
+            // 01:50 CET, just before the gap
+            (
+                "Europe/Berlin",
+                "0 */15 * * * *",
+                "2026-03-29T00:50:00Z",
+                [
+                    "2026-03-29T01:00:00Z",
+                    "2026-03-29T01:15:00Z",
+                    "2026-03-29T01:30:00Z",
+                ],
+            ),
+            // 03:00 CEST, the gap's far edge
+            (
+                "Europe/Berlin",
+                "0 */15 * * * *",
+                "2026-03-29T01:00:00Z",
+                [
+                    "2026-03-29T01:15:00Z",
+                    "2026-03-29T01:30:00Z",
+                    "2026-03-29T01:45:00Z",
+                ],
+            ),
+            // 04:00 CEST, after the gap
+            (
+                "Europe/Berlin",
+                "0 */15 * * * *",
+                "2026-03-29T02:00:00Z",
+                [
+                    "2026-03-29T02:15:00Z",
+                    "2026-03-29T02:30:00Z",
+                    "2026-03-29T02:45:00Z",
+                ],
+            ),
+            // before the fall-back night
+            (
+                "America/New_York",
+                "0 30 2 * * *",
+                "2026-11-01T04:00:00Z",
+                [
+                    "2026-11-01T07:30:00Z",
+                    "2026-11-02T07:30:00Z",
+                    "2026-11-03T07:30:00Z",
+                ],
+            ),
+            // 01:10 EDT, first pass of the repeated hour
+            (
+                "America/New_York",
+                "0 30 2 * * *",
+                "2026-11-01T05:10:00Z",
+                [
+                    "2026-11-01T07:30:00Z",
+                    "2026-11-02T07:30:00Z",
+                    "2026-11-03T07:30:00Z",
+                ],
+            ),
+            // 01:40 EDT, first pass
+            (
+                "America/New_York",
+                "0 30 2 * * *",
+                "2026-11-01T05:40:00Z",
+                [
+                    "2026-11-01T07:30:00Z",
+                    "2026-11-02T07:30:00Z",
+                    "2026-11-03T07:30:00Z",
+                ],
+            ),
+            // 01:50 EDT, end of the first pass
+            (
+                "America/New_York",
+                "0 30 2 * * *",
+                "2026-11-01T05:50:00Z",
+                [
+                    "2026-11-01T07:30:00Z",
+                    "2026-11-02T07:30:00Z",
+                    "2026-11-03T07:30:00Z",
+                ],
+            ),
+            // 01:10 EST, second pass
+            (
+                "America/New_York",
+                "0 30 2 * * *",
+                "2026-11-01T06:10:00Z",
+                [
+                    "2026-11-01T07:30:00Z",
+                    "2026-11-02T07:30:00Z",
+                    "2026-11-03T07:30:00Z",
+                ],
+            ),
+            // 02:10 EST, after the repeated hour
+            (
+                "America/New_York",
+                "0 30 2 * * *",
+                "2026-11-01T07:10:00Z",
+                [
+                    "2026-11-01T07:30:00Z",
+                    "2026-11-02T07:30:00Z",
+                    "2026-11-03T07:30:00Z",
+                ],
+            ),
+            // before the spring-forward gap
+            (
+                "America/New_York",
+                "0 30 2 * * *",
+                "2026-03-08T05:00:00Z",
+                [
+                    "2026-03-08T07:00:00Z",
+                    "2026-03-09T06:30:00Z",
+                    "2026-03-10T06:30:00Z",
+                ],
+            ),
+            // 01:50 EST, just before the gap
+            (
+                "America/New_York",
+                "0 30 2 * * *",
+                "2026-03-08T06:50:00Z",
+                [
+                    "2026-03-08T07:00:00Z",
+                    "2026-03-09T06:30:00Z",
+                    "2026-03-10T06:30:00Z",
+                ],
+            ),
+            // 03:00 EDT, the gap's far edge
+            (
+                "America/New_York",
+                "0 30 2 * * *",
+                "2026-03-08T07:00:00Z",
+                [
+                    "2026-03-09T06:30:00Z",
+                    "2026-03-10T06:30:00Z",
+                    "2026-03-11T06:30:00Z",
+                ],
+            ),
+            // 04:00 EDT, after the gap
+            (
+                "America/New_York",
+                "0 30 2 * * *",
+                "2026-03-08T08:00:00Z",
+                [
+                    "2026-03-09T06:30:00Z",
+                    "2026-03-10T06:30:00Z",
+                    "2026-03-11T06:30:00Z",
+                ],
+            ),
+            // before the fall-back night
+            (
+                "America/New_York",
+                "0 */15 * * * *",
+                "2026-11-01T04:00:00Z",
+                [
+                    "2026-11-01T04:15:00Z",
+                    "2026-11-01T04:30:00Z",
+                    "2026-11-01T04:45:00Z",
+                ],
+            ),
+            // 01:10 EDT, first pass of the repeated hour
+            (
+                "America/New_York",
+                "0 */15 * * * *",
+                "2026-11-01T05:10:00Z",
+                [
+                    "2026-11-01T05:15:00Z",
+                    "2026-11-01T05:30:00Z",
+                    "2026-11-01T05:45:00Z",
+                ],
+            ),
+            // 01:40 EDT, first pass
+            (
+                "America/New_York",
+                "0 */15 * * * *",
+                "2026-11-01T05:40:00Z",
+                [
+                    "2026-11-01T05:45:00Z",
+                    "2026-11-01T06:00:00Z",
+                    "2026-11-01T06:15:00Z",
+                ],
+            ),
+            // 01:50 EDT, end of the first pass
+            (
+                "America/New_York",
+                "0 */15 * * * *",
+                "2026-11-01T05:50:00Z",
+                [
+                    "2026-11-01T06:00:00Z",
+                    "2026-11-01T06:15:00Z",
+                    "2026-11-01T06:30:00Z",
+                ],
+            ),
+            // 01:10 EST, second pass
+            (
+                "America/New_York",
+                "0 */15 * * * *",
+                "2026-11-01T06:10:00Z",
+                [
+                    "2026-11-01T06:15:00Z",
+                    "2026-11-01T06:30:00Z",
+                    "2026-11-01T06:45:00Z",
+                ],
+            ),
+            // 02:10 EST, after the repeated hour
+            (
+                "America/New_York",
+                "0 */15 * * * *",
+                "2026-11-01T07:10:00Z",
+                [
+                    "2026-11-01T07:15:00Z",
+                    "2026-11-01T07:30:00Z",
+                    "2026-11-01T07:45:00Z",
+                ],
+            ),
+            // before the spring-forward gap
+            (
+                "America/New_York",
+                "0 */15 * * * *",
+                "2026-03-08T05:00:00Z",
+                [
+                    "2026-03-08T05:15:00Z",
+                    "2026-03-08T05:30:00Z",
+                    "2026-03-08T05:45:00Z",
+                ],
+            ),
+            // 01:50 EST, just before the gap
+            (
+                "America/New_York",
+                "0 */15 * * * *",
+                "2026-03-08T06:50:00Z",
+                [
+                    "2026-03-08T07:00:00Z",
+                    "2026-03-08T07:15:00Z",
+                    "2026-03-08T07:30:00Z",
+                ],
+            ),
+            // 03:00 EDT, the gap's far edge
+            (
+                "America/New_York",
+                "0 */15 * * * *",
+                "2026-03-08T07:00:00Z",
+                [
+                    "2026-03-08T07:15:00Z",
+                    "2026-03-08T07:30:00Z",
+                    "2026-03-08T07:45:00Z",
+                ],
+            ),
+            // 04:00 EDT, after the gap
+            (
+                "America/New_York",
+                "0 */15 * * * *",
+                "2026-03-08T08:00:00Z",
+                [
+                    "2026-03-08T08:15:00Z",
+                    "2026-03-08T08:30:00Z",
+                    "2026-03-08T08:45:00Z",
+                ],
+            ),
+        ];
+        for (tz, cron, start, expected) in table {
+            assert_eq!(
+                ticks(cron, tz, start, 3),
+                expected,
+                "{tz} `{cron}` from {start}"
+            );
+        }
+    }
+
+    /// The guard: whatever instant inside the repeated hour the daemon
+    /// starts, reloads or finishes a run at, the next tick is after it.
+    #[test]
+    fn no_tick_at_or_before_now_anywhere_in_a_repeated_hour() {
+        for (tz, start) in [
+            ("Europe/Berlin", "2026-10-24T23:30:00Z"),
+            ("America/New_York", "2026-11-01T04:30:00Z"),
+        ] {
+            for cron in ["0 30 2 * * *", "0 */15 * * * *", "*/7 * * * * *"] {
+                let s = schedule(cron, tz);
+                let mut at = utc(start);
+                let end = at + chrono::Duration::hours(3);
+                while at < end {
+                    let next = next_tick(&s, at).unwrap();
+                    assert!(next > at, "{tz} `{cron}`: {next} at {at}");
+                    at += chrono::Duration::seconds(53);
+                }
+            }
+        }
     }
 }

@@ -177,11 +177,13 @@ fn validate_schedule(ctx: &Ctx, raw: RawSchedule) -> Result<ScheduleSettings, Co
             ),
         ));
     }
-    // Parsed exactly as tokio-cron-scheduler 0.15's Job::new_async_tz does,
-    // so that what passes here is what the scheduler accepts.
+    // Six fields (five are given seconds `0`), day-of-month AND day-of-week
+    // as before; `sloppy_ranges` keeps accepting `5/15` (croner 4 wants
+    // `5-59/15`), so configurations written for croner 3 still load.
     let cron = CronParser::builder()
         .seconds(Seconds::Required)
         .dom_and_dow(true)
+        .sloppy_ranges(true)
         .build()
         .parse(&six_fields(&expr))
         .map_err(|e| ctx.invalid(key, format!("invalid cron expression `{expr}`: {e}")))?;

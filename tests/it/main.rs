@@ -14,6 +14,7 @@ mod leak;
 mod malformed;
 mod rotation;
 mod s3_clients;
+mod schedule;
 mod secrets;
 mod sinks;
 mod streaming;
