@@ -93,6 +93,9 @@ pub async fn run_daemon(
     let mut run_now = engine.settings().schedule.run_on_start;
     tracing::info!(config = %config_path.display(), "Daemon started.");
     let _watchdog = start_watchdog();
+    // The last run's outcome and the rotation timestamps, from the state
+    // directory: a restart shows them before its first run.
+    engine.restore_metrics();
     if !run_now {
         // Start-up recovery (DESIGN.md §1.7): a run killed after
         // regenerating and before delivering is finished now, not at the
@@ -136,6 +139,7 @@ pub async fn run_daemon(
         if reload_requested {
             reload(&mut engine, &config_path);
         }
+        engine.restore_metrics();
     }
     // The configuration is valid, the state directory locked, interrupted
     // work finished and the schedule about to run: tell systemd
@@ -191,16 +195,16 @@ pub async fn run_daemon(
         run_now = false;
         notify(&[sd_notify::NotifyState::Status("Rotating")]);
         let mut reload_requested = false;
-        {
+        let started = std::time::Instant::now();
+        let finished = {
             let run = engine.run_once(RunOptions::default(), &cancel);
             tokio::pin!(run);
             loop {
                 tokio::select! {
                     report = &mut run => {
-                        crate::metrics::metrics().record_run(&report.tally());
                         let code = report.exit_code();
                         tracing::info!(rotated = report.rotated_count(), failed = report.failed.len(), exit_code = code, "Scheduled run finished.");
-                        break;
+                        break report;
                     }
                     signal = signals.recv() => match signal {
                         Some(Signal::Reload) => reload_requested = true,
@@ -215,13 +219,8 @@ pub async fn run_daemon(
                     },
                 }
             }
-        }
-        match engine.state().load_records() {
-            Ok(records) => crate::metrics::metrics().record_ages(&records),
-            Err(err) => {
-                tracing::warn!(error = %err, "Could not read the records for the age metrics.")
-            }
-        }
+        };
+        engine.record_run(&finished, started.elapsed());
         if cancel.is_cancelled() {
             return Exit::Graceful;
         }

@@ -80,6 +80,11 @@ pub struct Cli {
     #[arg(long, requires = "run_now")]
     pub force: bool,
 
+    /// With --run-now: write the run's metrics to PATH (atomically, in the
+    /// Prometheus text format of node_exporter's textfile collector).
+    #[arg(long, requires = "run_now", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -208,7 +213,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
                 force: cli.force,
                 output: None,
             };
-            run::run_now(&cli.config, options, json_logs).await
+            run::run_now(&cli.config, options, json_logs, cli.metrics_file.as_deref()).await
         }
         None => run::daemon(&cli.config).await,
     }

@@ -47,7 +47,12 @@ fn forward_signals() -> Result<mpsc::Receiver<Signal>, CliError> {
 /// `--run-now [--dry-run] [--force]`: one pass; the report goes to stdout
 /// (one JSON object with `--log-format json`).
 /// A terminate signal finishes the credential in hand; a second exits at once.
-pub async fn run_now(path: &Path, options: RunOptions, json: bool) -> Result<u8, CliError> {
+pub async fn run_now(
+    path: &Path,
+    options: RunOptions,
+    json: bool,
+    metrics_file: Option<&Path>,
+) -> Result<u8, CliError> {
     let mut engine = engine(path)?;
     let mut signals = forward_signals()?;
     let cancel = CancellationToken::new();
@@ -75,11 +80,26 @@ pub async fn run_now(path: &Path, options: RunOptions, json: bool) -> Result<u8,
         }),
         ..options
     };
+    let started = std::time::Instant::now();
+    let dry_run = options.dry_run;
     let mut report = engine.run_once(options, &cancel).await;
-    crate::metrics::metrics().record_run(&report.tally());
+    if !dry_run {
+        engine.record_run(&report, started.elapsed());
+    }
     watcher.abort();
     report.finish_output().context("writing the report")?;
-    Ok(report.exit_code())
+    let mut code = report.exit_code();
+    if let Some(file) = metrics_file {
+        if dry_run {
+            // No run to report: the series of the state as it is.
+            engine.restore_metrics();
+        }
+        if let Err(err) = crate::metrics::metrics().write_textfile(file) {
+            tracing::error!(error = %err, "Could not write the metrics file.");
+            code = EXIT_FAILED;
+        }
+    }
+    Ok(code)
 }
 
 /// The daemon: runs on the schedule until SIGTERM/SIGINT.

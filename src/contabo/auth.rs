@@ -289,7 +289,16 @@ impl Authenticator {
             self.health.record(OP, failed);
             match result {
                 Ok(token) => return Ok(token),
-                Err(err) => tokio::time::sleep(backoff.next(err)?).await,
+                Err(err) => match backoff.next(err) {
+                    Ok(delay) => {
+                        crate::metrics::metrics().api_retry(OP);
+                        tokio::time::sleep(delay).await
+                    }
+                    Err(last) => {
+                        crate::metrics::metrics().api_give_up(OP);
+                        return Err(last);
+                    }
+                },
             }
         }
     }
@@ -304,11 +313,11 @@ impl Authenticator {
             .send()
             .await
             .map_err(|e| {
-                crate::metrics::metrics().api_request(OP, 0);
+                crate::metrics::metrics().api_request(OP, 0, started.elapsed());
                 ApiError::from_reqwest(OP, e, self.timeout)
             })?;
         let status = response.status();
-        crate::metrics::metrics().api_request(OP, status.as_u16());
+        crate::metrics::metrics().api_request(OP, status.as_u16(), started.elapsed());
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)

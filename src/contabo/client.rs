@@ -554,8 +554,12 @@ impl ContaboClient {
                 }
             };
             match result {
-                Ok(delay) => tokio::time::sleep(delay).await,
+                Ok(delay) => {
+                    crate::metrics::metrics().api_retry(call.op);
+                    tokio::time::sleep(delay).await
+                }
                 Err(last) => {
+                    crate::metrics::metrics().api_give_up(call.op);
                     return Err(match maybe_applied {
                         Some(first) if !last.outcome_unknown() => ApiError::MaybeApplied {
                             op: call.op,
@@ -563,7 +567,7 @@ impl ContaboClient {
                             last: Box::new(last),
                         },
                         _ => last,
-                    })
+                    });
                 }
             }
         }
@@ -620,8 +624,9 @@ impl ContaboClient {
         if let Some(body) = &call.body {
             request = request.json(body);
         }
+        let sent = std::time::Instant::now();
         let response = request.send().await.map_err(|e| {
-            crate::metrics::metrics().api_request(op, 0);
+            crate::metrics::metrics().api_request(op, 0, sent.elapsed());
             inner.health.record(op, true);
             ApiError::from_reqwest(op, e, inner.timeout)
         })?;
@@ -629,7 +634,7 @@ impl ContaboClient {
         inner
             .health
             .record(op, status == 429 || (500..=599).contains(&status));
-        crate::metrics::metrics().api_request(op, status);
+        crate::metrics::metrics().api_request(op, status, sent.elapsed());
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)

@@ -118,6 +118,43 @@ impl Engine {
         pass::run(self, options, cancel, pass::Mode::Rotate).await
     }
 
+    /// Reports a finished run (not a dry run) to the metrics and keeps its
+    /// outcome in the state directory (`runs.json`), then refreshes the
+    /// state gauges.
+    pub fn record_run(&self, report: &RunReport, duration: std::time::Duration) {
+        let mut runs = self.state.load_runs().unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "Ignoring the run history.");
+            crate::state::RunHistory::default()
+        });
+        crate::metrics::metrics().record_run(&report.tally(duration), &mut runs);
+        if let Err(err) = self.state.save_runs(&runs) {
+            tracing::warn!(error = %err, "Could not save the run history.");
+        }
+        self.report_state();
+    }
+
+    /// Sets the metrics that the state directory decides (at start, and
+    /// after each run): the last run's outcome, rotation timestamps,
+    /// pending intents and the outbox depth.
+    pub fn restore_metrics(&self) {
+        match self.state.load_runs() {
+            Ok(runs) => crate::metrics::metrics().restore(&runs),
+            Err(err) => tracing::warn!(error = %err, "Ignoring the run history."),
+        }
+        self.report_state();
+    }
+
+    fn report_state(&self) {
+        let view = match StateDir::open_read_only(self.state.path()) {
+            Ok(view) => view,
+            Err(err) => {
+                tracing::warn!(error = %err, "Could not read the state for the metrics.");
+                return;
+            }
+        };
+        crate::metrics::metrics().record_state(&state_figures(&self.settings, &view));
+    }
+
     /// The daemon's start-up recovery, before it waits for its first tick
     /// (DESIGN.md §1.7): resolves the journal, recovers a client secret an
     /// interrupted rotation left unstored (while the saved token is valid),
@@ -387,4 +424,59 @@ pub fn behind_sinks(settings: &Settings, records: &Records) -> Vec<String> {
         }
     }
     behind
+}
+
+/// The state gauges' figures from a read of the state directory.
+fn state_figures(
+    settings: &Settings,
+    view: &crate::state::StateView,
+) -> crate::metrics::StateFigures {
+    let due = |since: chrono::DateTime<chrono::Utc>, max_age: std::time::Duration| {
+        chrono::Duration::from_std(max_age)
+            .ok()
+            .and_then(|d| since.checked_add_signed(d))
+    };
+    let os_max_age = settings.object_storage.max_age;
+    let credentials = view
+        .records
+        .credentials
+        .iter()
+        .filter_map(|(key, r)| {
+            let key: CredentialKey = key.parse().ok()?;
+            Some(crate::metrics::SecretTimes {
+                labels: vec![
+                    ("credential_id", key.credential_id.to_string()),
+                    ("user", r.user_email.clone()),
+                    ("object_storage", key.object_storage_id),
+                ],
+                last: r.rotated_at,
+                next: due(r.rotated_at.unwrap_or(r.first_seen), os_max_age),
+            })
+        })
+        .collect();
+    let cs = &settings.client_secret;
+    let client_secret = view
+        .records
+        .client_secret
+        .as_ref()
+        .map(|r| crate::metrics::SecretTimes {
+            labels: Vec::new(),
+            last: r.rotated_at,
+            next: if cs.rotate {
+                due(r.rotated_at.unwrap_or(r.first_seen), cs.max_age)
+            } else {
+                None
+            },
+        });
+    crate::metrics::StateFigures {
+        credentials,
+        client_secret,
+        pending_intents: view.journal.intents.len() as u64,
+        outbox_events: view
+            .outbox
+            .queues
+            .values()
+            .map(|q| q.events.len() as u64)
+            .sum(),
+    }
 }

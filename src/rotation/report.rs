@@ -169,7 +169,7 @@ impl RunReport {
     }
 
     /// What the metrics count of this run.
-    pub fn tally(&self) -> crate::metrics::RunTally {
+    pub fn tally(&self, duration: std::time::Duration) -> crate::metrics::RunTally {
         let failures = |kind: &str| self.failed.iter().filter(|f| f.kind == kind).count();
         let pending = |kind: &str| self.rotated.iter().filter(|r| r.kind == kind).count();
         let rotations = [
@@ -207,8 +207,24 @@ impl RunReport {
                 .iter()
                 .map(|d| (d.sink.clone(), d.outcome))
                 .collect(),
-            ok: self.failed.is_empty(),
+            failures: self.failures(),
+            duration,
         }
+    }
+
+    /// What failed, by kind: a sink failure is not a rotation failure, and
+    /// a webhook (a notification, queued in the outbox) is not a file.
+    pub fn failures(&self) -> crate::state::LastFailures {
+        let mut failures = crate::state::LastFailures::default();
+        for f in &self.failed {
+            let count = match f.kind {
+                "sink" if f.subject.starts_with("webhook ") => &mut failures.webhooks,
+                "sink" => &mut failures.file_sinks,
+                _ => &mut failures.rotation,
+            };
+            *count += 1;
+        }
+        failures
     }
 
     /// 0 when nothing failed, 1 otherwise (DESIGN.md §2).

@@ -28,6 +28,7 @@ mod fs;
 mod journal;
 mod outbox;
 mod records;
+mod runs;
 mod secret_store;
 
 use std::fs::File;
@@ -45,12 +46,14 @@ pub use records::{
     ClientSecretRecord, CredentialKey, CredentialRecord, ParseCredentialKeyError, Records,
     SinkRecord, Verification, RECORDS_VERSION,
 };
+pub use runs::{LastFailures, RunHistory, RUNS_VERSION};
 pub use secret_store::{login_secrets, StoredClientSecret};
 
 use fingerprint::FingerprintKey;
 
 const LOCK_FILE: &str = "lock";
 const RECORDS_FILE: &str = "records.json";
+const RUNS_FILE: &str = "runs.json";
 const JOURNAL_FILE: &str = "journal.json";
 const OUTBOX_FILE: &str = "outbox.json";
 const AUDIT_FILE: &str = "audit.log";
@@ -79,6 +82,8 @@ pub struct StateView {
     pub journal: Journal,
     /// Webhook events not yet delivered.
     pub outbox: Outbox,
+    /// How the last runs ended.
+    pub runs: RunHistory,
 }
 
 impl StateDir {
@@ -125,6 +130,12 @@ impl StateDir {
             records: records::load(dir)?,
             journal: journal::load(dir)?,
             outbox: outbox::load(dir)?,
+            // Only what the metrics and `status` show: a damaged file is
+            // reported and read as empty, never a reason to stop.
+            runs: runs::load(dir).unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "Ignoring the run history.");
+                RunHistory::default()
+            }),
         })
     }
 

@@ -12,6 +12,7 @@ mod faults;
 mod fuzz;
 mod leak;
 mod malformed;
+mod metrics;
 mod rotation;
 mod s3_clients;
 mod schedule;

@@ -314,13 +314,13 @@ async fn corrupt_state_is_refused_without_rotating_anything() {
 }
 
 /// A daemon process with its output in files.
-struct Daemon {
+pub(crate) struct Daemon {
     child: std::process::Child,
     log: PathBuf,
 }
 
 impl Daemon {
-    fn start(config: &Path, dir: &Path) -> Daemon {
+    pub(crate) fn start(config: &Path, dir: &Path) -> Daemon {
         let log = dir.join("daemon.log");
         let file = std::fs::File::create(&log).unwrap();
         let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("contabo-rotator"))
@@ -333,7 +333,7 @@ impl Daemon {
         Daemon { child, log }
     }
 
-    fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let status = std::process::Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
@@ -341,7 +341,7 @@ impl Daemon {
         assert!(status.success());
     }
 
-    fn wait(&mut self, limit: Duration) -> Option<i32> {
+    pub(crate) fn wait(&mut self, limit: Duration) -> Option<i32> {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -356,7 +356,7 @@ impl Daemon {
         }
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -626,7 +626,7 @@ async fn daemon_serves_metrics_health_and_readiness_that_change_after_a_run() {
         "{after}"
     );
     assert!(
-        after.contains("contabo_rotator_credential_age_seconds"),
+        after.contains("contabo_rotator_object_storage_credential_last_rotation_timestamp_seconds"),
         "{after}"
     );
     assert!(
