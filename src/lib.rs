@@ -11,7 +11,7 @@
 //! daemon) and [`telemetry`] (logging) with [`metrics`] (Prometheus and
 //! health endpoints). [`retry`] (backoff shared by the API client and the
 //! webhook sink) and [`crash`] (deliberate crash points for the crash
-//! suite) serve several of them.
+//! suite) serve several of them, and [`tls`] (trusted roots) the HTTP clients.
 
 pub mod cli;
 pub mod config;
@@ -30,3 +30,4 @@ pub mod simulator;
 pub mod sinks;
 pub mod state;
 pub mod telemetry;
+pub mod tls;

@@ -151,6 +151,7 @@ fn resolve(
         requests_per_second: v.api.requests_per_second,
         max_retry_after: v.api.max_retry_after,
         max_consecutive_failures: v.api.max_consecutive_failures,
+        ca: v.api.ca,
     };
     let mut sinks = Vec::with_capacity(v.sinks.len());
     for sink in v.sinks {
@@ -184,6 +185,7 @@ fn resolve(
                     include_secrets: w.include_secrets,
                     timeout: w.timeout,
                     headers: w.headers,
+                    ca: w.ca,
                 })
             }
         });

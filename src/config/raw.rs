@@ -105,6 +105,11 @@ pub struct RawApi {
     /// did not attempt, 1 to 1000. Default 10.
     #[serde(default = "default_max_consecutive_failures")]
     pub max_consecutive_failures: i64,
+    /// PEM certificates trusted for `base_url` and `token_url` besides the
+    /// system's trust store (a private CA, e.g. of a TLS proxy). Default:
+    /// none.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[schedule]`
@@ -291,6 +296,9 @@ pub struct RawSink {
     /// webhook: extra HTTP headers, `{ "X-Env" = "prod" }`. The signature
     /// and content headers cannot be overridden. Default: none.
     pub headers: Option<BTreeMap<String, String>>,
+    /// webhook: PEM certificates trusted for `url` besides the system's
+    /// trust store (an internal receiver's private CA). Default: none.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The `type` of a sink.
@@ -343,6 +351,7 @@ impl SinkType {
                 "include_secrets",
                 "timeout",
                 "headers",
+                "ca_file",
             ],
         }
     }
@@ -366,6 +375,7 @@ impl RawSink {
             ("include_secrets", self.include_secrets.is_some()),
             ("timeout", self.timeout.is_some()),
             ("headers", self.headers.is_some()),
+            ("ca_file", self.ca_file.is_some()),
         ];
         set.into_iter()
             .filter(|(_, on)| *on)

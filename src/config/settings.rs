@@ -66,6 +66,8 @@ pub struct ApiSettings {
     pub max_retry_after: Duration,
     /// Failures in a row that stop a pass, 1 to 1000.
     pub max_consecutive_failures: u32,
+    /// `ca_file`: trusted besides the system's roots.
+    pub ca: Option<crate::tls::ExtraRoots>,
 }
 
 /// `[schedule]`: when the daemon runs.

@@ -56,6 +56,7 @@ pub(super) struct PendingApi {
     pub requests_per_second: u32,
     pub max_retry_after: Duration,
     pub max_consecutive_failures: u32,
+    pub ca: Option<crate::tls::ExtraRoots>,
 }
 
 #[derive(Debug)]
@@ -89,6 +90,7 @@ pub(super) struct PendingWebhook {
     pub include_secrets: bool,
     pub timeout: Duration,
     pub headers: Vec<(String, String)>,
+    pub ca: Option<crate::tls::ExtraRoots>,
 }
 
 pub(super) fn validate(raw: RawConfig, ctx: &Ctx) -> Result<Validated, ConfigError> {
@@ -160,6 +162,7 @@ fn validate_api(ctx: &Ctx, raw: RawApi) -> Result<PendingApi, ConfigError> {
             1,
             1000,
         )?,
+        ca: ca_file(ctx, "api.ca_file", raw.ca_file.as_deref())?,
     })
 }
 
@@ -320,9 +323,26 @@ fn validate_sink(ctx: &Ctx, key: &str, raw: RawSink) -> Result<PendingSink, Conf
                 include_secrets,
                 timeout,
                 headers: headers(ctx, &sub("headers"), raw.headers.unwrap_or_default())?,
+                ca: ca_file(ctx, &sub("ca_file"), raw.ca_file.as_deref())?,
             }))
         }
     }
+}
+
+/// A `ca_file`: relative to the configuration's directory, read now (a
+/// missing or certificate-less file is a configuration error).
+fn ca_file(
+    ctx: &Ctx,
+    key: &str,
+    raw: Option<&Path>,
+) -> Result<Option<crate::tls::ExtraRoots>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let file = path(ctx, key, raw)?;
+    crate::tls::ExtraRoots::load(&file)
+        .map(Some)
+        .map_err(|message| ctx.invalid(key, message))
 }
 
 fn selection(ctx: &Ctx, key: &str, raw: RawSelect) -> Result<Selection, ConfigError> {

@@ -62,6 +62,8 @@ pub struct ClientConfig {
     pub max_retry_after: Duration,
     /// Failed attempts in a row that open the circuit breaker.
     pub max_consecutive_failures: u32,
+    /// Trusted besides the system's roots (`[api] ca_file`).
+    pub ca: Option<crate::tls::ExtraRoots>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -96,6 +98,7 @@ impl ClientConfig {
         config.retry.max_retries = api.max_retries;
         config.max_retry_after = api.max_retry_after;
         config.max_consecutive_failures = api.max_consecutive_failures;
+        config.ca = api.ca.clone();
         config
     }
 
@@ -112,6 +115,7 @@ impl ClientConfig {
             page_size: 100,
             max_retry_after: Duration::from_secs(60),
             max_consecutive_failures: 10,
+            ca: None,
         }
     }
 }
@@ -171,14 +175,15 @@ impl<'a> Call<'a> {
 
 impl ContaboClient {
     pub fn new(config: ClientConfig) -> Result<Self, ApiError> {
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .user_agent(concat!("contabo-rotator/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(config.timeout)
             .https_only(false)
             // Never follow a redirect, on the API or the token endpoint: a
             // bearer token or the login form re-sent to a `Location` on
             // another host would leak it. A 3xx is an error.
-            .redirect(reqwest::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::none());
+        let http = crate::tls::trust(builder, config.ca.as_ref())
             .build()
             .map_err(|e| ApiError::Setup(e.without_url().to_string()))?;
         let rps = NonZeroU32::new(config.requests_per_second.max(1)).expect("non-zero");

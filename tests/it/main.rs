@@ -20,6 +20,7 @@ mod secrets;
 mod sinks;
 mod streaming;
 mod systemd;
+mod tls;
 mod util;
 mod verify;
 mod webhook;

@@ -21,6 +21,8 @@ pub struct WebhookSink {
     /// Extra headers, sorted by name. Values may be credentials, so `Debug`
     /// shows the names only.
     pub headers: Vec<(String, String)>,
+    /// `ca_file`: trusted besides the system's roots.
+    pub ca: Option<crate::tls::ExtraRoots>,
 }
 
 impl WebhookSink {
@@ -46,6 +48,7 @@ impl fmt::Debug for WebhookSink {
             .field("include_secrets", &self.include_secrets)
             .field("timeout", &self.timeout)
             .field("header_names", &header_names)
+            .field("ca", &self.ca)
             .finish()
     }
 }
@@ -87,6 +90,7 @@ mod tests {
             include_secrets: false,
             timeout: Duration::from_secs(10),
             headers: vec![("Authorization".into(), "Bearer s3cr3t".into())],
+            ca: None,
         });
         assert_eq!(sink.describe(), "webhook https://hooks.example.com/…");
         let debug = format!("{sink:?}");

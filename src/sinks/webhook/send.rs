@@ -101,11 +101,12 @@ pub(super) struct Sender<'a> {
 /// The HTTP client of a webhook: the sink's timeout, no redirects (a
 /// redirect could carry a secret-bearing body to another host).
 pub(super) fn http_client(sink: &WebhookSink) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .user_agent(concat!("contabo-rotator/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(sink.timeout)
         .timeout(sink.timeout)
-        .redirect(reqwest::redirect::Policy::none())
+        .redirect(reqwest::redirect::Policy::none());
+    crate::tls::trust(builder, sink.ca.as_ref())
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {}", e.without_url()))
 }

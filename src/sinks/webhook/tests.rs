@@ -83,6 +83,7 @@ fn sink(server: &MockServer, include_secrets: bool) -> WebhookSink {
         include_secrets,
         timeout: Duration::from_secs(2),
         headers: vec![("X-Env".into(), "test".into())],
+        ca: None,
     }
 }
 
@@ -187,6 +188,7 @@ async fn include_secrets_to_a_plain_http_remote_url_is_refused_at_send_time() {
         include_secrets: true,
         timeout: Duration::from_secs(1),
         headers: Vec::new(),
+        ca: None,
     };
     let err = deliver(&hook, &id(&hook), &events(1), &f.ctx())
         .await
@@ -447,6 +449,7 @@ fn sink_ids_keep_the_url_path_out_and_tell_urls_apart() {
             include_secrets: false,
             timeout: Duration::from_secs(1),
             headers: Vec::new(),
+            ca: None,
         })
     };
     let a = crate::sinks::sink_id(&hook("https://h.example.com/hooks/tok3n?k=v"));
