@@ -19,6 +19,7 @@ pub mod contabo;
 pub mod crash;
 pub mod globs;
 pub mod inventory;
+pub mod json_time;
 pub mod known_secrets;
 pub mod metrics;
 pub mod net;

@@ -13,6 +13,8 @@ use std::io::Write;
 
 #[derive(Serialize)]
 struct Listing<'a> {
+    /// [`super::JSON_SCHEMA_VERSION`].
+    schema_version: u32,
     api_user_id: &'a str,
     users_seen: usize,
     users_selected: usize,
@@ -73,6 +75,7 @@ fn listing<'a>(settings: &Settings, inventory: &'a Inventory, records: &Records)
     let adopt = os.on_first_sight == OnFirstSight::Adopt;
     let now = chrono::Utc::now();
     Listing {
+        schema_version: super::JSON_SCHEMA_VERSION,
         api_user_id: &inventory.api_user_id,
         users_seen: inventory.users_seen,
         users_selected: inventory.users_selected,
@@ -91,9 +94,7 @@ fn listing<'a>(settings: &Settings, inventory: &'a Inventory, records: &Records)
                     s3_url: &c.s3_url,
                     credential_id: c.credential_id,
                     access_key: &c.access_key,
-                    last_rotated: history
-                        .rotated_at
-                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    last_rotated: history.rotated_at.map(crate::json_time::format),
                     due: reason.rotates(),
                     due_reason: reason.to_string(),
                 }

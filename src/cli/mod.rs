@@ -14,6 +14,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The version of the JSON shapes of `list --json`, `status --json` and
+/// the `--run-now` JSON report (README, "JSON output"); raised when a
+/// field changes meaning or goes away (new fields do not raise it).
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
 /// Exit status: the run finished but at least one credential, user or sink failed.

@@ -17,21 +17,29 @@ pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u
             settings.state.dir.display()
         )
     })?;
-    let next_run = next_tick(&settings.schedule, chrono::Utc::now())
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let next_run = next_tick(&settings.schedule, chrono::Utc::now()).map(crate::json_time::format);
     let mut credentials: Vec<_> = view.records.credentials.iter().collect();
     credentials.sort_by(|a, b| b.1.rotated_at.cmp(&a.1.rotated_at).then(a.0.cmp(b.0)));
     let due_after = chrono::Duration::from_std(settings.object_storage.max_age)
         .unwrap_or(chrono::Duration::MAX);
+    let ts = crate::json_time::value;
     let value = json!({
+        "schema_version": super::JSON_SCHEMA_VERSION,
         "state_dir": view.dir,
         "initialised": view.exists,
         "next_run": next_run,
         "schedule": settings.schedule.cron_expr,
         "timezone": settings.schedule.timezone.to_string(),
+        "last_run": {
+            "at": ts(view.runs.last_run_at),
+            "duration_ms": view.runs.last_run_duration_ms,
+            "last_success_at": ts(view.runs.last_success_at),
+            "last_delivery_success_at": ts(view.runs.last_delivery_success_at),
+            "failures": view.runs.last_failures,
+        },
         "client_secret": view.records.client_secret.as_ref().map(|r| json!({
-            "first_seen": r.first_seen,
-            "rotated_at": r.rotated_at,
+            "first_seen": ts(Some(r.first_seen)),
+            "rotated_at": ts(r.rotated_at),
             "rotation_id": r.rotation_id,
             "fingerprint": r.fingerprint.0,
         })),
@@ -39,16 +47,21 @@ pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u
             "key": key,
             "user_email": r.user_email,
             "access_key": r.access_key,
-            "first_seen": r.first_seen,
-            "rotated_at": r.rotated_at,
+            "first_seen": ts(Some(r.first_seen)),
+            "rotated_at": ts(r.rotated_at),
             "rotation_id": r.rotation_id,
             "fingerprint": r.secret_fingerprint.0,
-            "due_at": r.rotated_at.map(|t| t + due_after),
-            "verified": r.verified,
+            "due_at": ts(Some(r.rotated_at.unwrap_or(r.first_seen) + due_after)),
+            "verified": r.verified.as_ref().map(|v| json!({
+                "at": ts(Some(v.at)),
+                "rotation_id": v.rotation_id,
+                "accepted": v.accepted,
+                "error": v.error,
+            })),
         })).collect::<Vec<_>>(),
         "pending_rotations": view.journal.intents.iter().map(|i| json!({
             "rotation_id": i.rotation_id,
-            "started_at": i.started_at,
+            "started_at": ts(Some(i.started_at)),
             "kind": match &i.kind {
                 crate::state::IntentKind::ObjectStorage { key, .. } => format!("object_storage {key}"),
                 crate::state::IntentKind::ClientSecret { .. } => "client_secret".to_string(),
@@ -56,8 +69,8 @@ pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u
         })).collect::<Vec<_>>(),
         "sinks": view.records.sinks.iter().map(|(id, s)| json!({
             "sink": id,
-            "delivered_at": s.delivered_at,
-            "last_attempt": s.last_attempt,
+            "delivered_at": ts(s.delivered_at),
+            "last_attempt": ts(s.last_attempt),
             "last_error": s.last_error,
             "pending_events": pending_events(&view, id),
         })).collect::<Vec<_>>(),
@@ -93,6 +106,31 @@ pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u
             settings.schedule.cron_expr,
             settings.schedule.timezone
         ),
+    )?;
+    let runs = &view.runs;
+    w(
+        out,
+        match runs.last_run_at {
+            None => "Last run: none recorded".to_owned(),
+            Some(at) => {
+                let f = runs.last_failures;
+                format!(
+                    "Last run: {} ({}); last without a rotation failure: {}; last with every sink delivered: {}",
+                    crate::json_time::format(at),
+                    if f == crate::state::LastFailures::default() {
+                        "nothing failed".to_owned()
+                    } else {
+                        format!(
+                            "failed: {} rotation, {} file or template sink, {} webhook",
+                            f.rotation, f.file_sinks, f.webhooks
+                        )
+                    },
+                    runs.last_success_at.map_or("never".into(), crate::json_time::format),
+                    runs.last_delivery_success_at
+                        .map_or("never".into(), crate::json_time::format),
+                )
+            }
+        },
     )?;
     match &view.records.client_secret {
         Some(r) => w(

@@ -272,6 +272,7 @@ impl RunReport {
 /// The last line of a JSON report.
 #[derive(Serialize)]
 struct Summary<'a> {
+    schema_version: u32,
     #[serde(rename = "type")]
     kind: &'static str,
     trace_id: &'a str,
@@ -290,6 +291,7 @@ struct Summary<'a> {
 impl<'a> Summary<'a> {
     fn of(report: &'a RunReport) -> Summary<'a> {
         Summary {
+            schema_version: crate::cli::JSON_SCHEMA_VERSION,
             kind: "summary",
             trace_id: &report.trace_id,
             dry_run: report.dry_run,
@@ -326,12 +328,18 @@ fn write_item<W: std::io::Write, T: Serialize>(
         ReportOutput::Json => {
             #[derive(Serialize)]
             struct Line<'a, T> {
+                schema_version: u32,
                 #[serde(rename = "type")]
                 kind: &'static str,
                 #[serde(flatten)]
                 item: &'a T,
             }
-            serde_json::to_writer(&mut *w, &Line { kind, item })?;
+            let line = Line {
+                schema_version: crate::cli::JSON_SCHEMA_VERSION,
+                kind,
+                item,
+            };
+            serde_json::to_writer(&mut *w, &line)?;
             writeln!(w)
         }
     }

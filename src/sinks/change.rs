@@ -24,6 +24,7 @@ pub struct Rotated {
     /// The credential, for `object_storage` rotations.
     pub credential: Option<CredentialRef>,
     /// When the rotation happened.
+    #[serde(serialize_with = "crate::json_time::serialize")]
     pub at: chrono::DateTime<chrono::Utc>,
     pub rotation_id: uuid::Uuid,
     pub old_access_key: Option<String>,
@@ -65,5 +66,6 @@ pub struct Verified {
     /// Whether the storage refused the old key right after (`None`: that
     /// probe got no answer). A figure, not a failure.
     pub old_key_refused: Option<bool>,
+    #[serde(serialize_with = "crate::json_time::serialize")]
     pub at: chrono::DateTime<chrono::Utc>,
 }

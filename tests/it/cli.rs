@@ -468,3 +468,262 @@ async fn completions_and_the_man_page_need_no_configuration() {
     }
     assert!(text.contains("--run-now"));
 }
+
+/// Every string under a key that names a time is RFC 3339, UTC, whole
+/// seconds, `Z`; returns how many were checked.
+fn check_timestamps(value: &serde_json::Value, path: &str) -> usize {
+    let is_time_key = |k: &str| {
+        k == "at"
+            || k.ends_with("_at")
+            || ["first_seen", "next_run", "last_attempt", "last_rotated"].contains(&k)
+    };
+    let shape = |s: &str| {
+        let b = s.as_bytes();
+        b.len() == 20
+            && b[4] == b'-'
+            && b[7] == b'-'
+            && b[10] == b'T'
+            && b[13] == b':'
+            && b[16] == b':'
+            && b[19] == b'Z'
+            && chrono::DateTime::parse_from_rfc3339(s).is_ok()
+    };
+    match value {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| {
+                let here = format!("{path}.{k}");
+                match v {
+                    serde_json::Value::String(s) if is_time_key(k) => {
+                        assert!(
+                            shape(s),
+                            "{here}: {s:?} is not RFC 3339 whole seconds in UTC"
+                        );
+                        1
+                    }
+                    _ => check_timestamps(v, &here),
+                }
+            })
+            .sum(),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| check_timestamps(v, &format!("{path}[{i}]")))
+            .sum(),
+        _ => 0,
+    }
+}
+
+fn keys(value: &serde_json::Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = value
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// The `--run-now` JSON report: every line carries `schema_version` and a
+/// `type`, the shapes are as documented, the summary is last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_shape_of_the_run_report() {
+    let opts = options(2);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = write_config(
+        &sim,
+        &opts,
+        "[client_secret]\nrotate = true\n[[sinks]]\ntype = \"file\"\npath = \"{root}/c.json\"\nformat = \"json\"\n",
+    );
+    let out = run_bin(args(&setup.config, &["--log-format", "json", "--run-now"])).await;
+    assert_eq!(out.status.code(), Some(0));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut times = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    for line in &lines {
+        assert_eq!(line["schema_version"], 1, "{line}");
+        let kind = line["type"].as_str().unwrap();
+        seen.insert(kind.to_owned());
+        let expected: &[&str] = match kind {
+            "plan" => &[
+                "access_key",
+                "kind",
+                "reason",
+                "rotate",
+                "schema_version",
+                "subject",
+                "type",
+            ],
+            "rotated" => &[
+                "at",
+                "credential",
+                "kind",
+                "new_access_key",
+                "new_fingerprint",
+                "old_access_key",
+                "old_fingerprint",
+                "recovered",
+                "rotation_id",
+                "schema_version",
+                "subject",
+                "type",
+            ],
+            "verified" => &[
+                "access_key",
+                "at",
+                "attempts",
+                "credential",
+                "elapsed_ms",
+                "kind",
+                "method",
+                "old_key_refused",
+                "rotation_id",
+                "schema_version",
+                "subject",
+                "type",
+            ],
+            "delivery" => &["outcome", "schema_version", "sink", "type"],
+            "summary" => &[
+                "dry_run",
+                "due",
+                "failed",
+                "interrupted",
+                "planned",
+                "rotated",
+                "s3_probes",
+                "schema_version",
+                "sinks_written",
+                "trace_id",
+                "type",
+                "verified",
+            ],
+            other => panic!("unexpected line type {other}: {line}"),
+        };
+        assert_eq!(keys(line), expected, "{kind}");
+        times += check_timestamps(line, kind);
+    }
+    assert_eq!(lines.last().unwrap()["type"], "summary");
+    for kind in ["plan", "rotated", "verified", "delivery", "summary"] {
+        assert!(seen.contains(kind), "no {kind} line");
+    }
+    assert_eq!(times, 7 + 6, "6 S3 rotations, the client secret, 6 proofs");
+}
+
+/// `list --json`: versioned, documented keys, whole-second timestamps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_shape_of_list() {
+    let opts = options(2);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = write_config(&sim, &opts, "");
+    let out = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(out.status.code(), Some(0));
+    let out = run_bin(args(&setup.config, &["list", "--json"])).await;
+    assert_eq!(out.status.code(), Some(0));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["schema_version"], 1);
+    assert_eq!(
+        keys(&list),
+        [
+            "api_user_id",
+            "credentials",
+            "failures",
+            "schema_version",
+            "users_seen",
+            "users_selected"
+        ]
+    );
+    let rows = list["credentials"].as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    assert_eq!(
+        keys(&rows[0]),
+        [
+            "access_key",
+            "credential_id",
+            "due",
+            "due_reason",
+            "last_rotated",
+            "object_storage_id",
+            "object_storage_name",
+            "region",
+            "s3_url",
+            "user_email",
+            "user_id",
+        ]
+    );
+    assert_eq!(check_timestamps(&list, "list"), 6);
+}
+
+/// `status --json`: versioned, documented keys, whole-second timestamps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_shape_of_status() {
+    let opts = options(1);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = write_config(
+        &sim,
+        &opts,
+        "[client_secret]\nrotate = true\n[[sinks]]\ntype = \"file\"\npath = \"{root}/c.json\"\nformat = \"json\"\n",
+    );
+    let out = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(out.status.code(), Some(0));
+    let out = run_bin(args(&setup.config, &["status", "--json"])).await;
+    assert_eq!(out.status.code(), Some(0));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["schema_version"], 1);
+    assert_eq!(
+        keys(&status),
+        [
+            "client_secret",
+            "credentials",
+            "initialised",
+            "last_run",
+            "next_run",
+            "pending_rotations",
+            "schedule",
+            "schema_version",
+            "sinks",
+            "state_dir",
+            "timezone",
+        ]
+    );
+    assert_eq!(
+        keys(&status["last_run"]),
+        [
+            "at",
+            "duration_ms",
+            "failures",
+            "last_delivery_success_at",
+            "last_success_at"
+        ]
+    );
+    assert_eq!(
+        keys(&status["credentials"][0]),
+        [
+            "access_key",
+            "due_at",
+            "fingerprint",
+            "first_seen",
+            "key",
+            "rotated_at",
+            "rotation_id",
+            "user_email",
+            "verified",
+        ]
+    );
+    assert_eq!(
+        keys(&status["sinks"][0]),
+        [
+            "delivered_at",
+            "last_attempt",
+            "last_error",
+            "pending_events",
+            "sink"
+        ]
+    );
+    // next_run, last_run (3), client secret (2), 3 credentials x (first
+    // seen, rotated, due, verified), the sink (2).
+    assert_eq!(check_timestamps(&status, "status"), 1 + 3 + 2 + 3 * 4 + 2);
+}

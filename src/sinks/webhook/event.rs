@@ -10,7 +10,7 @@ use crate::sinks::Snapshot;
 use crate::state::{
     CredentialKey, EventData, OutboxEvent, OutboxQueue, Records, SecretSource, StateDir,
 };
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -112,7 +112,7 @@ fn new_event(
 }
 
 fn time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+    crate::json_time::format(t)
 }
 
 fn rotated(r: &Rotated, client_id: &str, trace_id: &str) -> Option<NewEvent> {
