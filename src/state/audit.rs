@@ -7,6 +7,13 @@
 //! torn last line; [`repair_tail`] ends it at the next open so that the
 //! following event starts on a line of its own. Events carry identifiers and
 //! fingerprints; whoever builds `detail` must keep secrets out of it.
+//!
+//! The log is rotated by size: an append that would take `audit.log` past
+//! [`MAX_AUDIT_BYTES`] first renames it to `audit.log.1` (and `.1` to `.2`,
+//! …), keeping [`KEEP_AUDIT_FILES`] old files; the oldest is removed. Only
+//! the process holding the state directory's lock writes, so the renames
+//! race with nobody; a reader following the file by name (`tail -F`, log
+//! shippers) moves on to the new file. A batch is never split across files.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -47,6 +54,11 @@ pub enum AuditKind {
     Verification,
 }
 
+/// `audit.log` is rotated before it would grow past this many bytes.
+pub const MAX_AUDIT_BYTES: u64 = 10 << 20;
+/// Rotated files kept (`audit.log.1` … `audit.log.5`).
+pub const KEEP_AUDIT_FILES: u32 = 5;
+
 impl StateDir {
     /// Appends `event` to `audit.log` and syncs it to disk.
     pub fn audit(&self, event: &AuditEvent) -> Result<(), StateError> {
@@ -56,6 +68,15 @@ impl StateDir {
     /// Appends several events with one write and one `sync_data` (a run
     /// rotating thousands of credentials must not pay a sync per line).
     pub fn audit_all(&self, events: &[AuditEvent]) -> Result<(), StateError> {
+        self.audit_all_rotating(events, MAX_AUDIT_BYTES, KEEP_AUDIT_FILES)
+    }
+
+    fn audit_all_rotating(
+        &self,
+        events: &[AuditEvent],
+        max_bytes: u64,
+        keep: u32,
+    ) -> Result<(), StateError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -67,6 +88,14 @@ impl StateDir {
             lines.push(b'\n');
         }
 
+        let size = match std::fs::metadata(&path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(StateError::io("read", &path, e)),
+        };
+        if size > 0 && size + lines.len() as u64 > max_bytes {
+            rotate(self.path(), &path, keep)?;
+        }
         let (mut file, created) = open_append(&path)?;
         file.write_all(&lines)
             .and_then(|()| file.sync_data())
@@ -121,4 +150,73 @@ pub(crate) fn repair_tail(dir: &Path) -> Result<(), StateError> {
         Ok(())
     };
     repair().map_err(|e| StateError::io("repair", &path, e))
+}
+/// `audit.log.{keep-1}` → `.{keep}` (the old `.{keep}` is replaced), …,
+/// `audit.log` → `audit.log.1`.
+fn rotate(dir: &Path, path: &Path, keep: u32) -> Result<(), StateError> {
+    let numbered = |n: u32| dir.join(format!("{}.{n}", super::AUDIT_FILE));
+    for n in (1..keep).rev() {
+        match std::fs::rename(numbered(n), numbered(n + 1)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StateError::io("rotate", &numbered(n), e)),
+        }
+    }
+    if keep == 0 {
+        std::fs::remove_file(path).map_err(|e| StateError::io("rotate", path, e))?;
+    } else {
+        std::fs::rename(path, numbered(1)).map_err(|e| StateError::io("rotate", path, e))?;
+    }
+    sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: usize) -> AuditEvent {
+        AuditEvent {
+            at: Utc::now(),
+            event: AuditKind::Delivery,
+            rotation_id: None,
+            trace_id: None,
+            subject: format!("event {n:04}"),
+            detail: serde_json::json!({ "n": n }),
+        }
+    }
+
+    /// Past the limit the log moves to `audit.log.1`, older files move up,
+    /// the oldest beyond `keep` is dropped, and no event is lost or split.
+    #[test]
+    fn rotates_by_size_and_keeps_n_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let line = serde_json::to_vec(&event(0)).unwrap().len() as u64 + 1;
+        // Four events fit; the fifth rotates.
+        let limit = 4 * line + line / 2;
+        for n in 0..40 {
+            state.audit_all_rotating(&[event(n)], limit, 3).unwrap();
+        }
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        let subjects = |text: String| -> Vec<String> {
+            text.lines()
+                .map(|l| serde_json::from_str::<AuditEvent>(l).unwrap().subject)
+                .collect()
+        };
+        assert_eq!(
+            subjects(read("audit.log")),
+            ["event 0036", "event 0037", "event 0038", "event 0039"]
+        );
+        assert_eq!(subjects(read("audit.log.1"))[0], "event 0032");
+        assert_eq!(subjects(read("audit.log.3"))[0], "event 0024");
+        assert!(!dir.path().join("audit.log.4").exists(), "only 3 kept");
+        for name in ["audit.log", "audit.log.1", "audit.log.2", "audit.log.3"] {
+            assert!(std::fs::metadata(dir.path().join(name)).unwrap().len() <= limit);
+        }
+        // A batch larger than the limit goes whole into a fresh file.
+        let batch: Vec<AuditEvent> = (100..110).map(event).collect();
+        state.audit_all_rotating(&batch, limit, 3).unwrap();
+        assert_eq!(subjects(read("audit.log")).len(), 10);
+        assert_eq!(subjects(read("audit.log.1"))[0], "event 0036");
+    }
 }
