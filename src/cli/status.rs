@@ -23,6 +23,8 @@ pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u
     let due_after = chrono::Duration::from_std(settings.object_storage.max_age)
         .unwrap_or(chrono::Duration::MAX);
     let ts = crate::json_time::value;
+    let removed =
+        crate::sinks::webhook::removed_queues(&settings.sinks, &view.outbox, chrono::Utc::now());
     let value = json!({
         "schema_version": super::JSON_SCHEMA_VERSION,
         "state_dir": view.dir,
@@ -73,6 +75,12 @@ pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u
             "last_attempt": ts(s.last_attempt),
             "last_error": s.last_error,
             "pending_events": pending_events(&view, id),
+        })).collect::<Vec<_>>(),
+        "removed_webhook_queues": removed.iter().map(|q| json!({
+            "sink": q.sink_id,
+            "events": q.events,
+            "removed_at": ts(Some(q.removed_since)),
+            "drop_at": ts(Some(q.drop_after)),
         })).collect::<Vec<_>>(),
     });
     if as_json {
@@ -207,6 +215,17 @@ pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u
                     .as_deref()
                     .map(|e| format!("; last error: {e}"))
                     .unwrap_or_default()
+            ),
+        )?;
+    }
+    for q in &removed {
+        w(
+            out,
+            format!(
+                "Webhook queue of a sink no longer configured, {}: {} events; dropped at {} unless the sink comes back",
+                q.sink_id,
+                q.events,
+                crate::json_time::format(q.drop_after)
             ),
         )?;
     }

@@ -374,6 +374,20 @@ fn open_webhook_queues(engine: &Engine, report: &mut RunReport) {
     if let Err(err) = webhook::enqueue_only(&engine.settings.sinks, &[], &engine.state) {
         report.fail("state", "outbox.json", err);
     }
+    let now = chrono::Utc::now();
+    match webhook::prune_removed(&engine.settings.sinks, &engine.state, now) {
+        Ok(removed) => {
+            for q in removed {
+                let drop_after = crate::json_time::format(q.drop_after);
+                if q.dropped {
+                    tracing::warn!(sink = %q.sink_id, events = q.events, "Dropped the queue of a webhook sink removed from the configuration; its events were never delivered.");
+                } else if q.removed_since == now {
+                    tracing::warn!(sink = %q.sink_id, events = q.events, drop_after = %drop_after, "A webhook sink with queued events is no longer configured; its queue is kept until drop_after, then dropped.");
+                }
+            }
+        }
+        Err(err) => report.fail("state", "outbox.json", err),
+    }
 }
 
 /// Queues the events of what `report` holds so far (rotations recovered

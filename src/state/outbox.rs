@@ -60,6 +60,10 @@ pub struct OutboxQueue {
     /// Oldest first; sent in this order.
     #[serde(default)]
     pub events: Vec<OutboxEvent>,
+    /// When the sink was first found missing from the configuration; the
+    /// queue is dropped a grace period later unless the sink comes back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_since: Option<DateTime<Utc>>,
 }
 
 impl OutboxQueue {
@@ -69,6 +73,7 @@ impl OutboxQueue {
             since,
             announced: BTreeMap::new(),
             events: Vec::new(),
+            removed_since: None,
         }
     }
 }

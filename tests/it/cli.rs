@@ -682,6 +682,7 @@ async fn json_shape_of_status() {
             "last_run",
             "next_run",
             "pending_rotations",
+            "removed_webhook_queues",
             "schedule",
             "schema_version",
             "sinks",

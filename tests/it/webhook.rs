@@ -824,3 +824,100 @@ async fn a_terminate_signal_cuts_the_start_up_resend_short() {
     );
     assert_eq!(queued_ids(&setup).len(), 2, "the events stay queued");
 }
+
+/// The queue of a webhook sink removed from the configuration: `status`
+/// shows it with the date it will be dropped; a sink that comes back keeps
+/// its queue; after the grace period (7 days, simulated by dating the mark
+/// back in the outbox) the next run drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_webhook_sinks_queue_is_shown_then_dropped_after_the_grace_period() {
+    let opts = options(1);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hook = format!(
+        "\n[[sinks]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{closed}/gone\"\n\
+         signing_secret = \"{}\"\ntimeout = \"1s\"\n",
+        key("one")
+    );
+    let setup = write_config(
+        &sim,
+        &opts,
+        &format!(
+            "[[sinks]]\ntype = \"file\"\npath = \"{{root}}/c.json\"\nformat = \"json\"\n{hook}"
+        ),
+    );
+    crate::cli::edit_config(&setup, &[("max_retries = 10", "max_retries = 0")]);
+    let out = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let queued = queued_ids(&setup).len();
+    assert!(queued >= 3, "{queued} events queued");
+
+    let status = |setup: &Setup| {
+        let setup_config = setup.config.clone();
+        async move {
+            let out = run_bin(args(&setup_config, &["status", "--json"])).await;
+            assert_eq!(out.status.code(), Some(0));
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        }
+    };
+    let removed = |s: &serde_json::Value| s["removed_webhook_queues"].as_array().unwrap().clone();
+
+    // Removed: kept and shown, with its drop date.
+    crate::cli::edit_config(&setup, &[(hook.as_str(), "")]);
+    let out = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("is no longer configured"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(queued_ids(&setup).len(), queued, "nothing dropped yet");
+    let s = status(&setup).await;
+    let shown = removed(&s);
+    assert_eq!(shown.len(), 1, "{s}");
+    assert_eq!(shown[0]["events"], queued);
+    let at =
+        |v: &serde_json::Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    assert_eq!(
+        at(&shown[0]["drop_at"]) - at(&shown[0]["removed_at"]),
+        chrono::Duration::days(7)
+    );
+    let out = run_bin(args(&setup.config, &["status"])).await;
+    assert!(
+        text(&out).contains(&format!(
+            "no longer configured, webhook:http://127.0.0.1:{closed}#"
+        )),
+        "{}",
+        text(&out)
+    );
+
+    // Back in the configuration: the mark goes.
+    let config = std::fs::read_to_string(&setup.config).unwrap() + &hook;
+    crate::cli::write_secret(&setup.config, &config);
+    let out = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(out.status.code(), Some(1), "still down: {}", text(&out));
+    assert!(removed(&status(&setup).await).is_empty());
+    assert!(!outbox(&setup).contains("removed_since"));
+
+    // Removed again, and the grace period over.
+    crate::cli::edit_config(&setup, &[(hook.as_str(), "")]);
+    let out = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut outbox_json: serde_json::Value = serde_json::from_str(&outbox(&setup)).unwrap();
+    let eight_days_ago = (chrono::Utc::now() - chrono::Duration::days(8)).to_rfc3339();
+    for queue in outbox_json["queues"].as_object_mut().unwrap().values_mut() {
+        assert!(queue["removed_since"].is_string(), "{queue}");
+        queue["removed_since"] = eight_days_ago.clone().into();
+    }
+    let path = setup.dir.path().join("state/outbox.json");
+    crate::cli::write_secret(&path, &outbox_json.to_string());
+    let out = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("Dropped the queue"), "{}", text(&out));
+    assert!(queued_ids(&setup).is_empty());
+    assert!(removed(&status(&setup).await).is_empty());
+}

@@ -99,7 +99,7 @@ use super::SinkSettings;
 use super::{SinkError, Snapshot};
 use crate::retry::RetryPolicy;
 use crate::state::{AuditEvent, AuditKind, Outbox, OutboxQueue, Records, StateDir, StateError};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use send::{Outcome, Sender};
 use std::time::Duration;
 
@@ -227,6 +227,98 @@ fn events_text(n: usize) -> String {
     } else {
         format!("{n} events")
     }
+}
+
+/// How long the queue of a webhook sink removed from the configuration is
+/// kept (in case the removal was a mistake, or the sink comes back under
+/// the same URL) before it is dropped with its events.
+pub const REMOVED_QUEUE_GRACE: chrono::Duration = chrono::Duration::days(7);
+
+/// A queue whose sink is no longer configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedQueue {
+    pub sink_id: String,
+    pub events: usize,
+    pub removed_since: DateTime<Utc>,
+    /// When it is (or was, if `dropped`) dropped.
+    pub drop_after: DateTime<Utc>,
+    pub dropped: bool,
+}
+
+/// Marks the queues of webhook sinks no longer in `sinks` as removed (from
+/// `now`), clears the mark of a sink that came back, and drops queues
+/// removed for [`REMOVED_QUEUE_GRACE`]. Returns the removed queues.
+pub fn prune_removed(
+    sinks: &[SinkSettings],
+    state: &StateDir,
+    now: DateTime<Utc>,
+) -> Result<Vec<RemovedQueue>, StateError> {
+    let mut outbox = state.load_outbox()?;
+    if outbox.queues.is_empty() {
+        return Ok(Vec::new());
+    }
+    let configured = configured_ids(sinks);
+    let mut changed = false;
+    let mut removed = Vec::new();
+    outbox.queues.retain(|id, queue| {
+        if configured.contains(id) {
+            changed |= queue.removed_since.take().is_some();
+            return true;
+        }
+        let since = *queue.removed_since.get_or_insert_with(|| {
+            changed = true;
+            now
+        });
+        let drop_after = since + REMOVED_QUEUE_GRACE;
+        let dropped = now >= drop_after;
+        removed.push(RemovedQueue {
+            sink_id: id.clone(),
+            events: queue.events.len(),
+            removed_since: since,
+            drop_after,
+            dropped,
+        });
+        changed |= dropped;
+        !dropped
+    });
+    if changed {
+        state.save_outbox(&outbox)?;
+    }
+    Ok(removed)
+}
+
+/// The queues of sinks not in `sinks`, as [`prune_removed`] would see them
+/// at `now`, without changing anything (for `status`).
+pub fn removed_queues(
+    sinks: &[SinkSettings],
+    outbox: &crate::state::Outbox,
+    now: DateTime<Utc>,
+) -> Vec<RemovedQueue> {
+    let configured = configured_ids(sinks);
+    outbox
+        .queues
+        .iter()
+        .filter(|(id, _)| !configured.contains(*id))
+        .map(|(id, queue)| {
+            let since = queue.removed_since.unwrap_or(now);
+            RemovedQueue {
+                sink_id: id.clone(),
+                events: queue.events.len(),
+                removed_since: since,
+                drop_after: since + REMOVED_QUEUE_GRACE,
+                dropped: false,
+            }
+        })
+        .collect()
+}
+
+/// The outbox ids of the configured webhook sinks.
+fn configured_ids(sinks: &[SinkSettings]) -> std::collections::HashSet<String> {
+    sinks
+        .iter()
+        .filter(|s| matches!(s, SinkSettings::Webhook(_)))
+        .map(super::sink_id)
+        .collect()
 }
 
 /// Enqueues `new_events` in every webhook sink's queue without sending them
