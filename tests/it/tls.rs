@@ -64,6 +64,14 @@ struct TlsServer {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl TlsServer {
+    /// Webhook POSTs received so far.
+    fn posts(&self) -> usize {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().filter(|l| *l == "POST /hooks/rotator").count()
+    }
+}
+
 impl Drop for TlsServer {
     fn drop(&mut self) {
         self.task.abort();
@@ -172,13 +180,7 @@ async fn a_webhook_behind_a_private_ca_is_reached_with_ca_file_only() {
     let setup = write_config(&sim, &opts, &webhook(server.port, Some(&ca)));
     let out = run_bin(args(&setup.config, &["--run-now"])).await;
     assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
-    let posts = server
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| *l == "POST /hooks/rotator")
-        .count();
+    let posts = server.posts();
     // Three rotations and their three `verified` follow-ups.
     assert_eq!(posts, 6, "{:?}", server.seen.lock().unwrap());
 
@@ -192,13 +194,7 @@ async fn a_webhook_behind_a_private_ca_is_reached_with_ca_file_only() {
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
-    let posts_now = server
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| *l == "POST /hooks/rotator")
-        .count();
+    let posts_now = server.posts();
     assert_eq!(posts_now, 12);
 }
 
