@@ -34,6 +34,12 @@
 //! beside delivery. `SWEEP_VERIFY=api` (or `off`) runs without the proof.
 //! S3 probes are counted apart from the API's requests (`S3 probes`).
 //!
+//! **Faults.** `SWEEP_FAULTS=mixed` puts the fault suite's mix on every
+//! call (10 % 429, 10 % 5xx, 5 % answers dropped after applying; the token
+//! endpoint and the client-secret PUT included) and turns client-secret
+//! rotation on: the wall time of such a run, e.g.
+//! `SWEEP_FAULTS=mixed cargo bench --bench sweep -- --users 10 --latency 20 --concurrency default --idle 0`.
+//!
 //! `SWEEP_WRAPPER="valgrind --tool=massif --massif-out-file=/tmp/m.out"`
 //! runs the binary under a profiler (the figures then measure the profiler).
 //!
@@ -182,7 +188,7 @@ dir = "{root}/state"
 [object_storage]
 max_age = "7d"
 verify = "{verify}"
-
+{client_secret}
 [[sinks]]
 type = "file"
 path = "{root}/out/contabo.json"
@@ -206,10 +212,22 @@ signing_secret = "whsec_c3dlZXAtYmVuY2htYXJrLXNpZ25pbmcta2V5LTAxMjM0NTY3"
         rps = at.requests_per_second(),
         root = dir.display(),
         verify = std::env::var("SWEEP_VERIFY").unwrap_or_else(|_| "s3".to_owned()),
+        client_secret = if mixed_faults_on() {
+            "\n[client_secret]\nrotate = true\n"
+        } else {
+            ""
+        },
     );
     let path = dir.join("config.toml");
     write_private(&path, &text);
     path
+}
+
+/// `SWEEP_FAULTS=mixed`: the fault suite's mix on every call (the
+/// simulator's `mixed_faults`: 10 % 429, 10 % 5xx, 5 % drops after
+/// applying), with client-secret rotation on.
+fn mixed_faults_on() -> bool {
+    std::env::var("SWEEP_FAULTS").is_ok_and(|v| v == "mixed")
 }
 
 fn options(users: usize) -> SimulatorOptions {
@@ -348,11 +366,17 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn sweep(users: usize, latency_ms: u64, at: Concurrency, window: bool, io: bool) -> Sweep {
     let opts = options(users);
     let sim = Simulator::start(opts.clone()).await.expect("simulator");
+    let mut faults = if mixed_faults_on() {
+        contabo_rotator::simulator::mixed_faults()
+    } else {
+        Vec::new()
+    };
     if latency_ms > 0 {
-        sim.set_faults(vec![FaultRule::always(Fault::Latency(
-            Duration::from_millis(latency_ms),
-        ))]);
+        faults.push(FaultRule::always(Fault::Latency(Duration::from_millis(
+            latency_ms,
+        ))));
     }
+    sim.set_faults(faults);
     let (hook, posts) = receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &sim, &opts, at, "0 0 4 1 1 *", &hook);

@@ -89,6 +89,21 @@ pub struct FaultRule {
     pub path_contains: Option<String>,
 }
 
+/// The mixed faults of the fault suite and of the benchmark's
+/// `--faults mixed`, on every kind of call (the token endpoint and the
+/// client-secret PUT included): 10 % 429 (no `Retry-After`), 10 % 5xx
+/// (500 and 503 alike) and 5 % answers dropped after the change was
+/// applied. Rules are drawn in order, so the later rates are of what the
+/// earlier ones let through.
+pub fn mixed_faults() -> Vec<FaultRule> {
+    vec![
+        FaultRule::always(Fault::TooManyRequests { retry_after: None }).with_probability(0.10),
+        FaultRule::always(Fault::InternalServerError).with_probability(0.05),
+        FaultRule::always(Fault::ServiceUnavailable).with_probability(0.05),
+        FaultRule::always(Fault::DropAfterApply).with_probability(0.05),
+    ]
+}
+
 impl FaultRule {
     /// A rule that fires `fault` on every request, every time.
     pub fn always(fault: Fault) -> Self {

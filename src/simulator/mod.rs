@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
-pub use faults::{Fault, FaultRule};
+pub use faults::{mixed_faults, Fault, FaultRule};
 pub use routes::{Operation, MARK_PATH};
 pub use s3::{S3Fault, S3Request, DEFAULT_BUCKET};
 pub use server::RecordedRequest;
