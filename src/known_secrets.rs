@@ -9,6 +9,13 @@
 //! are learnt in `config` and `contabo`, and used in `sinks`, which
 //! import neither. Bounded: configuration secrets are few, and only the
 //! last [`TOKENS_KEPT`] access tokens are kept.
+//!
+//! The old S3 secrets this process rotated away are dead keys, but a hook
+//! printing a copy of an old file must not show them either. They are kept
+//! apart, as keyed 64-bit hashes with their lengths, never as values (an
+//! account may rotate tens of thousands in a pass, and a dead secret has
+//! no business staying in memory): [`redact_retired`] hashes every window
+//! of those lengths in a text and replaces the ones that match.
 
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Mutex;
@@ -62,6 +69,80 @@ pub fn all() -> Vec<SecretString> {
     known.secrets.iter().chain(&known.tokens).cloned().collect()
 }
 
+/// The old secrets rotated away, by length, as keyed hashes.
+static RETIRED: Mutex<Option<Retired>> = Mutex::new(None);
+
+struct Retired {
+    keys: std::collections::hash_map::RandomState,
+    by_length: std::collections::BTreeMap<usize, std::collections::HashSet<u64>>,
+}
+
+fn retired_hash(keys: &std::collections::hash_map::RandomState, value: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    keys.hash_one(value)
+}
+
+/// Remembers a secret that was rotated away (an old S3 secret), as a hash.
+pub fn register_retired(secret: &SecretString) {
+    let value = secret.expose_secret().as_bytes();
+    if value.len() < MIN_LEN {
+        return;
+    }
+    let mut retired = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
+    let retired = retired.get_or_insert_with(|| Retired {
+        keys: std::collections::hash_map::RandomState::new(),
+        by_length: std::collections::BTreeMap::new(),
+    });
+    let hash = retired_hash(&retired.keys, value);
+    retired
+        .by_length
+        .entry(value.len())
+        .or_default()
+        .insert(hash);
+}
+
+/// `text` with every occurrence of a retired secret replaced by
+/// `[REDACTED]`.
+pub fn redact_retired(text: &str) -> String {
+    let retired = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(retired) = retired.as_ref() else {
+        return text.to_owned();
+    };
+    let bytes = text.as_bytes();
+    // Matches as (start, end), longest lengths first, non-overlapping.
+    let mut matches: Vec<(usize, usize)> = Vec::new();
+    for (&len, hashes) in retired.by_length.iter().rev() {
+        let mut start = 0;
+        while start + len <= bytes.len() {
+            let end = start + len;
+            let free = !matches.iter().any(|&(s, e)| start < e && s < end);
+            if free
+                && text.is_char_boundary(start)
+                && text.is_char_boundary(end)
+                && hashes.contains(&retired_hash(&retired.keys, &bytes[start..end]))
+            {
+                matches.push((start, end));
+                start = end;
+            } else {
+                start += 1;
+            }
+        }
+    }
+    if matches.is_empty() {
+        return text.to_owned();
+    }
+    matches.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (start, end) in matches {
+        out.push_str(&text[at..start]);
+        out.push_str("[REDACTED]");
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +164,17 @@ mod tests {
         assert!(all.contains(&newest));
         register(&SecretString::from("short"));
         assert!(!super::all().iter().any(|s| s.expose_secret() == "short"));
+    }
+
+    #[test]
+    fn retired_secrets_are_redacted_from_their_hashes() {
+        register_retired(&SecretString::from("OLD-retired-Secret-0123456789abcd"));
+        register_retired(&SecretString::from("another-retired-key"));
+        let text = "a=OLD-retired-Secret-0123456789abcd\nb=another-retired-keyX ünï OLD-retired-Secret-0123456789abcd";
+        assert_eq!(
+            redact_retired(text),
+            "a=[REDACTED]\nb=[REDACTED]X ünï [REDACTED]"
+        );
+        assert_eq!(redact_retired("nothing here"), "nothing here");
     }
 }

@@ -165,6 +165,9 @@ impl Authenticator {
         timeout: Duration,
         retry: RetryPolicy,
     ) -> Self {
+        // The secret logged in with may be the stored one of an earlier
+        // rotation, not the configuration's: known for redaction either way.
+        crate::known_secrets::register(&credentials.client_secret);
         Authenticator {
             http,
             token_url,

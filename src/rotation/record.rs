@@ -163,6 +163,7 @@ pub(super) fn record(
             }),
         });
         tracing::info!(%rotation_id, credential_id = entry.credential_id, user = %entry.user_email, "Rotated object-storage credential.");
+        crate::known_secrets::register_retired(&entry.secret_key);
         out.changed = true;
         if prove {
             out.proofs.push(super::verify::Job::new(

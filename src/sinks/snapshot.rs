@@ -230,7 +230,7 @@ impl Redactor {
                 text = text.replace(needle.as_str(), "[REDACTED]");
             }
         }
-        text
+        crate::known_secrets::redact_retired(&text)
     }
 }
 

@@ -853,3 +853,44 @@ async fn the_example_sinks_and_templates_render_the_api_values() {
         assert_eq!(remote["endpoint"], c.s3_url);
     }
 }
+
+/// A hook that prints the previous copy of its file shows dead keys only
+/// as `[REDACTED]`: the old S3 secrets a pass rotates away are redacted
+/// too (kept as hashes, not values).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_change_output_redacts_the_old_secrets_of_the_pass() {
+    let opts = options(2);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = setup(
+        &sim,
+        &opts,
+        r#"
+[[sinks]]
+type = "file"
+path = "{root}/out/all.json"
+format = "json"
+on_change = ["sh", "-c", "cat {root}/previous.json 2>/dev/null; cp \"$CONTABO_ROTATOR_SINK_PATH\" {root}/previous.json; echo hook-done"]
+"#,
+    );
+    let out = run_now(&setup, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let first: Vec<String> = api_credentials(&sim)
+        .into_iter()
+        .map(|c| c.secret_key)
+        .collect();
+    let out = run_now(&setup, &["--force"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let logs = text(&out);
+    assert!(logs.contains("hook-done"), "{logs}");
+    assert!(
+        logs.contains("\"secret_key\":\"[REDACTED]\"") || logs.contains("[REDACTED]"),
+        "the previous file was printed, redacted: {logs}"
+    );
+    for old in &first {
+        assert!(
+            !logs.contains(old.as_str()),
+            "an old S3 secret in the hook's output"
+        );
+    }
+    assert_no_secret(&sim, &logs);
+}
