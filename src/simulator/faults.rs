@@ -47,6 +47,12 @@ pub enum Fault {
     /// Answers normally, with `_pagination.totalElements` one higher than
     /// the list holds (as when an item is added while the list is read).
     WrongTotal,
+    /// Answers 200 with this JSON body and applies nothing (a gateway that
+    /// answered for a backend that never saw the request).
+    NotAppliedWithBody(&'static str),
+    /// On a credentials list: answers with each regenerated credential's
+    /// previous key pair, as a lagging read replica would.
+    StaleRead,
 }
 
 impl Fault {
@@ -68,6 +74,8 @@ impl Fault {
             Fault::ApplyLater(d) => format!("ApplyLater({}ms)", d.as_millis()),
             Fault::AppliedWithBody(_) => "AppliedWithBody".to_owned(),
             Fault::WrongTotal => "WrongTotal".to_owned(),
+            Fault::NotAppliedWithBody(_) => "NotAppliedWithBody".to_owned(),
+            Fault::StaleRead => "StaleRead".to_owned(),
         }
     }
 }
@@ -250,6 +258,33 @@ pub(super) async fn wrong_total(resp: Response) -> Response {
     let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     if let Some(total) = value["_pagination"]["totalElements"].as_u64() {
         value["_pagination"]["totalElements"] = (total + 1).into();
+    }
+    let mut out = Response::from_parts(parts, Body::from(value.to_string()));
+    out.headers_mut().remove(hyper::header::CONTENT_LENGTH);
+    out
+}
+
+/// The credentials list with each regenerated credential's previous pair
+/// (`previous` looks it up by credential id).
+pub(super) async fn stale(
+    resp: Response,
+    previous: impl Fn(i64) -> Option<(String, String)>,
+) -> Response {
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if let Some(items) = value["data"].as_array_mut() {
+        for item in items {
+            let Some(id) = item["credentialId"].as_i64() else {
+                continue;
+            };
+            if let Some((access, secret)) = previous(id) {
+                item["accessKey"] = access.into();
+                item["secretKey"] = secret.into();
+            }
+        }
     }
     let mut out = Response::from_parts(parts, Body::from(value.to_string()));
     out.headers_mut().remove(hyper::header::CONTENT_LENGTH);

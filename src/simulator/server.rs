@@ -271,6 +271,9 @@ async fn dispatch(
             });
             return shared.finish(index, faults::gateway(StatusCode::GATEWAY_TIMEOUT));
         }
+        Some(Fault::NotAppliedWithBody(text)) => {
+            return shared.finish(index, faults::json_ok(text));
+        }
         Some(Fault::DropBeforeApply) => return drop_connection(conn).await,
         Some(Fault::Latency(delay)) => tokio::time::sleep(*delay).await,
         Some(
@@ -278,7 +281,8 @@ async fn dispatch(
             | Fault::MalformedBody
             | Fault::GatewayTimeoutAfterApply
             | Fault::AppliedWithBody(_)
-            | Fault::WrongTotal,
+            | Fault::WrongTotal
+            | Fault::StaleRead,
         )
         | None => {}
     }
@@ -292,6 +296,18 @@ async fn dispatch(
         Some(Fault::GatewayTimeoutAfterApply) => faults::gateway(StatusCode::GATEWAY_TIMEOUT),
         Some(Fault::AppliedWithBody(text)) => faults::json_ok(text),
         Some(Fault::WrongTotal) => faults::wrong_total(resp).await,
+        Some(Fault::StaleRead) => {
+            let previous = |id: i64| {
+                let state = shared.state();
+                state.previous_pair(id).map(|(a, s)| {
+                    (
+                        a.to_owned(),
+                        secrecy::ExposeSecret::expose_secret(s).to_owned(),
+                    )
+                })
+            };
+            faults::stale(resp, previous).await
+        }
         _ => resp,
     };
     tracing::debug!(

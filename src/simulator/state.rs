@@ -129,6 +129,7 @@ pub(super) struct Credential {
 /// propagation fault keeps it alive for a while.
 #[derive(Debug)]
 pub(super) struct RetiredKey {
+    pub credential_id: i64,
     pub object_storage_id: String,
     pub access_key: String,
     pub secret_key: SecretString,
@@ -453,6 +454,16 @@ impl State {
 
     /// `PATCH …/credentials/{credentialId}`: new access and secret key. With
     /// shared credentials every credential of the user gets the new pair.
+    /// The pair a regenerate last replaced for `credential_id`, if any (for
+    /// the stale-read fault).
+    pub(super) fn previous_pair(&self, credential_id: i64) -> Option<(&str, &SecretString)> {
+        self.retired
+            .iter()
+            .rev()
+            .find(|k| k.credential_id == credential_id)
+            .map(|k| (k.access_key.as_str(), &k.secret_key))
+    }
+
     pub(super) fn regenerate_credential(
         &mut self,
         user_id: &str,
@@ -473,6 +484,7 @@ impl State {
         for c in &mut user.credentials {
             if shared || c.credential_id == credential_id {
                 retired.push(RetiredKey {
+                    credential_id: c.credential_id,
                     object_storage_id: c.object_storage_id.clone(),
                     access_key: std::mem::replace(&mut c.access_key, access.clone()),
                     secret_key: std::mem::replace(&mut c.secret_key, secret.clone()),

@@ -191,6 +191,55 @@ async fn a_2xx_answer_without_a_secret_is_read_back_not_settled() {
     }
 }
 
+/// A 2xx answer without a secret for a PUT that was *not* applied: the
+/// read-back shows the old secret, which still works, so nothing is lost;
+/// the outcome stays unknown (the intent is kept, the run exits 1, no second
+/// PUT), and the next run settles it and rotates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_answer_for_a_put_that_was_not_applied_is_never_settled_in_that_run() {
+    let sim = Simulator::start(options(1)).await.unwrap();
+    let setup = configure(&sim, &[]);
+    let before = sim.snapshot().client_secret.expose_secret().to_owned();
+    sim.set_faults(vec![FaultRule::always(Fault::NotAppliedWithBody(
+        r#"{"data":[]}"#,
+    ))
+    .on(Operation::GenerateClientSecret)
+    .times(1)]);
+    let out = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        count(&sim, Operation::GenerateClientSecret),
+        1,
+        "no second PUT"
+    );
+    assert_eq!(sim.snapshot().client_secret.expose_secret(), before);
+    // Read back after the answer, before anything else about the secret.
+    let calls = secret_calls(&sim);
+    let put = calls
+        .iter()
+        .position(|r| r.operation == Operation::GenerateClientSecret)
+        .unwrap();
+    assert_eq!(
+        calls[put + 1].operation,
+        Operation::RetrieveUserClient,
+        "{calls:?}"
+    );
+    let status = run_bin(args(&setup.config, &["status", "--json"])).await;
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        status["pending_rotations"][0]["kind"], "client_secret",
+        "the intent is kept: {status}"
+    );
+    // The secret in use still logs in.
+    let check = run_bin(args(&setup.config, &["check", "--online"])).await;
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    // The next run settles it and rotates.
+    let out = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_ne!(sim.snapshot().client_secret.expose_secret(), before);
+    assert_converged(&sim, &setup, "after the unknown PUT").await;
+}
+
 /// Killed between the PUT and storing its answer, and restarted as a daemon
 /// after the token of the run's first login has expired: the token saved
 /// before the PUT comes from a login right before it, so it is still

@@ -281,3 +281,52 @@ async fn mixed_faults_on_every_call_converge_within_three_runs_and_never_lock_ou
         assert!(faults >= 10, "seed {seed}: only {faults} faults fired");
     }
 }
+
+/// A re-read that disagrees with a good PATCH answer (a lagging replica
+/// still shows the old pair) is read again after a short delay, and does
+/// not override the answer: one PATCH per credential, the sink gets the new
+/// pairs, the run succeeds. Order from the simulator's log: PATCH, the
+/// stale list, then a fresh list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_re_read_is_read_again_and_does_not_override_a_good_answer() {
+    let opts = options(1);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    // The first list is the inventory's (nothing regenerated yet, so not
+    // stale); the second is the re-read after the first PATCH.
+    sim.set_faults(vec![FaultRule::always(Fault::StaleRead)
+        .on(Operation::ListObjectStorageCredentials)
+        .times(2)]);
+    let setup = write_config(&sim, &opts, EXTRA);
+    std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
+    let out = run_bin(args(&setup.config, &["--run-now"])).await;
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    sink_equals_api(&setup.dir.path().join("out/contabo.json"), &sim).unwrap();
+    let requests = sim.requests();
+    let patches = requests
+        .iter()
+        .filter(|r| r.operation == Operation::RegenerateObjectStorageCredentials)
+        .count();
+    assert_eq!(patches, 3, "one PATCH per credential");
+    // The last stale answer is the re-read after a PATCH.
+    let stale = requests
+        .iter()
+        .rposition(|r| r.fault.as_deref() == Some("StaleRead"))
+        .unwrap();
+    assert!(
+        requests[..stale]
+            .iter()
+            .any(|r| r.operation == Operation::RegenerateObjectStorageCredentials),
+        "the stale read followed a PATCH"
+    );
+    assert!(
+        requests[stale + 1..]
+            .iter()
+            .any(|r| r.operation == Operation::ListObjectStorageCredentials && r.fault.is_none()),
+        "and was read again"
+    );
+}
