@@ -336,3 +336,67 @@ async fn a_failed_store_is_retried_and_else_kept_pending_for_the_next_run() {
     );
     assert_converged(&sim, &setup, "stored by the next run").await;
 }
+
+/// A daemon whose new client secret could not be stored keeps it in
+/// memory, and a SIGHUP reload (whose configuration still names the old,
+/// now dead, secret) keeps it too: every login after the reload succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_a_secret_that_could_not_be_stored() {
+    let sim = Simulator::start(options(1)).await.unwrap();
+    let setup = configure(
+        &sim,
+        &[("cron = \"0 30 3 * * *\"", "cron = \"*/2 * * * * *\"")],
+    );
+    let log = setup.dir.path().join("daemon.log");
+    let before = sim.snapshot().client_secret.expose_secret().to_owned();
+    // Every store of this process fails (passage 1 is the recovery token's).
+    let mut daemon = start_daemon(
+        &setup,
+        &log,
+        &[("CONTABO_ROTATOR_FAIL_AT", "client-secret-store:2-1000")],
+    );
+    let text = wait_for_log(&mut daemon, &log, "NOT stored").await;
+    assert!(text.contains("NOT stored"), "{text}");
+    wait_for_log(&mut daemon, &log, "Scheduled run finished").await;
+    assert_ne!(
+        sim.snapshot().client_secret.expose_secret(),
+        before,
+        "rotated"
+    );
+
+    let reloaded_at = sim.requests().len();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let text = wait_for_log(&mut daemon, &log, "Configuration reloaded.").await;
+    assert!(text.contains("Configuration reloaded."), "{text}");
+    // Two more runs after the reload.
+    let runs = |t: &str| t.matches("Scheduled run finished").count();
+    let after_reload = runs(&text);
+    let started = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if runs(&text) >= after_reload + 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no runs after the reload: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tokens: Vec<u16> = sim.requests()[reloaded_at..]
+        .iter()
+        .filter(|r| r.operation == Operation::Token)
+        .map(|r| r.status)
+        .collect();
+    assert!(!tokens.is_empty(), "the runs after the reload logged in");
+    assert!(
+        tokens.iter().all(|s| *s == 200),
+        "every login after the reload succeeded: {tokens:?}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    terminate(daemon, &log).await;
+}
