@@ -543,3 +543,97 @@ async fn the_run_now_report_streams_one_line_per_rotation_and_ends_with_totals()
     );
     crate::cli::assert_no_secret(&sim, &serde_json::to_string(&lines).unwrap());
 }
+
+/// A slow `on_change` (and a webhook that never answers) holds up no other
+/// sink: while the hook of the sink holding every credential sleeps after
+/// its first write, the one-user sinks of the users rotated meanwhile are
+/// written. Order from the simulator's log, where the hooks POST markers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_on_change_or_a_hanging_webhook_holds_up_no_other_sink() {
+    let opts = options(3);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    // Each user takes about a second, so the pass outlasts the first write.
+    sim.set_faults(vec![FaultRule::always(Fault::Latency(
+        Duration::from_millis(300),
+    ))
+    .on(Operation::RegenerateObjectStorageCredentials)]);
+    let mark = |label: &str| {
+        format!(
+            "{}{MARK_PATH}{label}",
+            sim.base_url().as_str().trim_end_matches('/')
+        )
+    };
+    // Accepts connections and never answers.
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hanging.local_addr().unwrap().port();
+    let mut sinks = format!(
+        r#"
+[[sinks]]
+type = "file"
+path = "{{root}}/out/all.json"
+format = "json"
+wait = "100ms"
+on_change = ["sh", "-c", "curl -fsS -X POST {start}; sleep 4; curl -fsS -X POST {end}"]
+
+[[sinks]]
+type = "webhook"
+url = "http://127.0.0.1:{port}/hook"
+signing_secret = "whsec_dGVzdC1zaWduaW5nLWtleS0wMTIzNDU2Nzg5YWJjZGVm"
+timeout = "3s"
+"#,
+        start = mark("slow-start"),
+        end = mark("slow-end"),
+    );
+    for (i, user) in [
+        "api-user@example.com",
+        "user001@example.com",
+        "user002@example.com",
+    ]
+    .iter()
+    .enumerate()
+    {
+        sinks.push_str(&format!(
+            "\n[[sinks]]\ntype = \"file\"\npath = \"{{root}}/out/user{i}.json\"\nformat = \"json\"\n\
+             select = {{ users = [\"{user}\"] }}\non_change = [\"curl\", \"-fsS\", \"-X\", \"POST\", \"{}\"]\n",
+            mark(&format!("user{i}"))
+        ));
+    }
+    let setup = write_config(&sim, &opts, &sinks);
+    crate::cli::edit_config(
+        &setup,
+        &[
+            ("concurrency = 8", "concurrency = 1"),
+            ("max_retries = 10", "max_retries = 0"),
+        ],
+    );
+    std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
+    let out = run_bin(args(&setup.config, &["--run-now"])).await;
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "the webhook failed: {shown}");
+    let marks: Vec<String> = sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with(MARK_PATH))
+        .map(|r| r.path[MARK_PATH.len()..].to_owned())
+        .collect();
+    let at = |label: &str| {
+        marks
+            .iter()
+            .position(|m| m == label)
+            .unwrap_or_else(|| panic!("no {label} marker in {marks:?}: {shown}"))
+    };
+    let (start, end) = (at("slow-start"), at("slow-end"));
+    let meanwhile = marks[start..end]
+        .iter()
+        .filter(|m| m.starts_with("user"))
+        .count();
+    assert!(
+        meanwhile >= 1,
+        "one-user sinks were written while the slow hook slept: {marks:?}"
+    );
+    drop(hanging);
+}
