@@ -126,6 +126,26 @@ async fn an_http_error_on_the_put_is_read_back_at_once_then_put_again() {
             ],
             "{fault:?}"
         );
+        // The read-back proved the old secret still works; with a 10-minute
+        // request timeout the saved token's window (5 minutes) would close
+        // during the next try, so it is renewed by a login (with the old
+        // secret) between the read-back and the second PUT.
+        let read_back = calls
+            .iter()
+            .position(|r| r.operation == Operation::RetrieveUserClient)
+            .unwrap();
+        let second_put = first_put
+            + 1
+            + calls[first_put + 1..]
+                .iter()
+                .position(|r| r.operation == Operation::GenerateClientSecret)
+                .unwrap();
+        assert!(
+            calls[read_back..second_put]
+                .iter()
+                .any(|r| r.operation == Operation::Token && r.status == 200),
+            "{fault:?}: the window is renewed before the second PUT"
+        );
         assert_eq!(count(&sim, Operation::GenerateClientSecret), 2, "{fault:?}");
         assert_converged(&sim, &setup, &format!("{fault:?}")).await;
     }
