@@ -3,7 +3,8 @@
 //! comparing fingerprints with the values before the mutating call.
 
 use super::{client_secret, new_record, CredentialRef, Engine, Rotated, RunReport};
-use crate::contabo::ContaboClient;
+use crate::contabo::models::Credential;
+use crate::contabo::{ApiError, ContaboClient};
 use crate::inventory::CredentialEntry;
 use crate::state::{
     AuditEvent, AuditKind, ClientSecretRecord, IntentKind, Records, StoredClientSecret,
@@ -33,8 +34,10 @@ pub(super) async fn resume(
         "Resuming rotations an earlier run left unfinished."
     );
     let mut settled_client_secret = false;
-    // Every S3 intent's credential is read back at once (the client's
-    // request slots bound how many are in flight), then resolved in order.
+    // The credentials of every user with an unsettled S3 intent are read
+    // back with one list per user, all users at once (the client's request
+    // slots bound how many are in flight); the intents are then resolved in
+    // order from those lists.
     let recorded = |intent: &crate::state::Intent, key: &crate::state::CredentialKey| {
         records
             .credentials
@@ -42,17 +45,55 @@ pub(super) async fn resume(
             .and_then(|r| r.rotation_id)
             == Some(intent.rotation_id)
     };
-    let reads = futures_util::future::join_all(journal.intents.iter().map(|intent| async {
-        match &intent.kind {
-            IntentKind::ObjectStorage { key, .. } if !recorded(intent, key) => Some(
-                client
-                    .get_credential(&key.user_id, &key.object_storage_id, key.credential_id)
-                    .await,
-            ),
+    let users: std::collections::BTreeSet<&str> = journal
+        .intents
+        .iter()
+        .filter_map(|intent| match &intent.kind {
+            IntentKind::ObjectStorage { key, .. } if !recorded(intent, key) => {
+                Some(key.user_id.as_str())
+            }
             _ => None,
-        }
-    }))
-    .await;
+        })
+        .collect();
+    type Listed = Result<Vec<Credential>, ApiError>;
+    let lists: std::collections::HashMap<&str, Listed> =
+        futures_util::future::join_all(users.into_iter().map(|user_id| async move {
+            let listed = client
+                .list_credentials(
+                    user_id,
+                    &crate::contabo::models::CredentialFilter::default(),
+                )
+                .await;
+            (user_id, listed)
+        }))
+        .await
+        .into_iter()
+        .collect();
+    let reads: Vec<Option<Result<Credential, ApiError>>> = journal
+        .intents
+        .iter()
+        .map(|intent| match &intent.kind {
+            IntentKind::ObjectStorage { key, .. } if !recorded(intent, key) => {
+                Some(match &lists[key.user_id.as_str()] {
+                    Ok(listed) => listed
+                        .iter()
+                        .find(|c| {
+                            c.credential_id == key.credential_id
+                                && c.object_storage_id == key.object_storage_id
+                        })
+                        .cloned()
+                        // Gone from the list: as a 404 of the credential.
+                        .ok_or_else(|| crate::contabo::ApiError::Status {
+                            op: "listObjectStorageCredentials",
+                            status: 404,
+                            message: Some("the credential is no longer listed".into()),
+                        }),
+                    Err(err) => Err(err.clone()),
+                })
+            }
+            _ => None,
+        })
+        .collect();
     for (intent, read) in journal.intents.clone().into_iter().zip(reads) {
         let id = intent.rotation_id;
         match &intent.kind {

@@ -637,3 +637,72 @@ timeout = "3s"
     );
     drop(hanging);
 }
+
+/// Resuming a killed pass reads its intents back with one list per user
+/// (not one GET per intent), before the new pass starts listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_reads_intents_back_with_one_list_per_user() {
+    let opts = options(4);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = write_config(
+        &sim,
+        &opts,
+        "[[sinks]]\ntype = \"file\"\npath = \"{root}/out/all.json\"\nformat = \"json\"\n",
+    );
+    std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
+    // Killed when the third user's intents are journaled: every user
+    // started so far has unsettled intents.
+    let killed = run_bin_env(
+        args(&setup.config, &["--run-now"]),
+        vec![(
+            "CONTABO_ROTATOR_CRASH_AT".into(),
+            "s3-after-journal:3".into(),
+        )],
+    )
+    .await;
+    assert_eq!(killed.status.code(), None, "{}", text(&killed));
+    // The users with unsettled intents, from `status --json`.
+    let status = run_bin(args(&setup.config, &["status", "--json"])).await;
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let users: BTreeSet<String> = status["pending_rotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["kind"].as_str()?.strip_prefix("object_storage "))
+        .map(|key| key.split('/').next().unwrap().to_owned())
+        .collect();
+    assert!(users.len() >= 2, "intents of several users: {status}");
+    let before = sim.requests().len();
+    tokio::time::sleep(Duration::from_millis(300)).await; // calls left in flight end
+    let before = before.max(sim.requests().len());
+    let out = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let resumed: Vec<RecordedRequest> = sim.requests()[before..]
+        .iter()
+        .take_while(|r| r.operation != Operation::RetrieveUserList)
+        .cloned()
+        .collect();
+    let lists = resumed
+        .iter()
+        .filter(|r| r.operation == Operation::ListObjectStorageCredentials)
+        .count();
+    let gets = resumed
+        .iter()
+        .filter(|r| r.operation == Operation::GetObjectStorageCredentials)
+        .count();
+    assert_eq!(gets, 0, "no GET per intent");
+    assert_eq!(
+        lists,
+        users.len(),
+        "one list per user with intents: {status}"
+    );
+    assert_eq!(
+        json_sink_keys(
+            &serde_json::from_str(
+                &std::fs::read_to_string(setup.dir.path().join("out/all.json")).unwrap()
+            )
+            .unwrap()
+        ),
+        api_keys(&sim)
+    );
+}
