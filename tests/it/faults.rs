@@ -330,3 +330,41 @@ async fn a_stale_re_read_is_read_again_and_does_not_override_a_good_answer() {
         "and was read again"
     );
 }
+
+/// A PATCH answered 2xx without usable keys (an empty `data`, a pair
+/// without its secret) was applied all the same: the re-read finds the new
+/// pair, which reaches the sink; no second PATCH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_patch_without_keys_is_confirmed_by_the_re_read() {
+    for body in [
+        r#"{"data":[]}"#,
+        r#"{"data":[{"accessKey":"AKNOSECRET00000000","secretKey":null}]}"#,
+    ] {
+        let opts = options(1);
+        let sim = Simulator::start(opts.clone()).await.unwrap();
+        sim.set_faults(vec![FaultRule::always(Fault::AppliedWithBody(body))
+            .on(Operation::RegenerateObjectStorageCredentials)
+            .times(1)]);
+        let setup = write_config(&sim, &opts, EXTRA);
+        std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
+        let out = run_bin(args(&setup.config, &["--run-now"])).await;
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0), "{body}: {shown}");
+        sink_equals_api(&setup.dir.path().join("out/contabo.json"), &sim)
+            .unwrap_or_else(|e| panic!("{body}: {e}"));
+        let patches = sim
+            .requests()
+            .iter()
+            .filter(|r| r.operation == Operation::RegenerateObjectStorageCredentials)
+            .count();
+        assert_eq!(patches, 3, "{body}: one PATCH per credential");
+        assert!(
+            !shown.contains("AKNOSECRET"),
+            "{body}: the bogus key is not taken"
+        );
+    }
+}
