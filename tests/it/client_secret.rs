@@ -189,6 +189,29 @@ async fn a_gateway_timeout_is_polled_until_the_late_put_lands_and_never_put_twic
     }
 }
 
+/// Two PUTs, the first answered `first_status` (0: no answer), with the
+/// read-back polled (at least twice) between them.
+fn assert_polled_then_put_again(sim: &Simulator, first_status: u16) {
+    let calls = secret_calls(sim);
+    let puts: Vec<usize> = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.operation == Operation::GenerateClientSecret)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        puts.len(),
+        2,
+        "PUT again once proven not applied: {calls:?}"
+    );
+    assert_eq!(calls[puts[0]].status, first_status);
+    let reads = calls[puts[0] + 1..puts[1]]
+        .iter()
+        .filter(|r| r.operation == Operation::RetrieveUserClient)
+        .count();
+    assert!(reads >= 2, "polled, not read once: {reads} reads");
+}
+
 /// A 502 (a proxy that may or may not have passed the PUT on) is polled
 /// like a 504: the read-back is repeated with backoff for one request
 /// timeout; it keeps showing the old secret, which proves the PUT was not
@@ -204,24 +227,7 @@ async fn a_bad_gateway_or_a_timeout_on_the_put_is_polled_before_a_second_put() {
         .times(1)]);
     let out = run_bin(args(&setup.config, &["--run-now"])).await;
     assert_eq!(out.status.code(), Some(0), "502: {}", text(&out));
-    let calls = secret_calls(&sim);
-    let puts: Vec<usize> = calls
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.operation == Operation::GenerateClientSecret)
-        .map(|(i, _)| i)
-        .collect();
-    assert_eq!(
-        puts.len(),
-        2,
-        "PUT again once proven not applied: {calls:?}"
-    );
-    assert_eq!(calls[puts[0]].status, 502);
-    let reads = calls[puts[0] + 1..puts[1]]
-        .iter()
-        .filter(|r| r.operation == Operation::RetrieveUserClient)
-        .count();
-    assert!(reads >= 2, "polled, not read once: {reads} reads");
+    assert_polled_then_put_again(&sim, 502);
     assert_converged(&sim, &setup, "502").await;
 
     let sim = Simulator::start(options(1)).await.unwrap();
@@ -236,21 +242,11 @@ async fn a_bad_gateway_or_a_timeout_on_the_put_is_polled_before_a_second_put() {
     // The client gave up on the first PUT (the simulator then dropped it
     // unapplied); the read-back was polled before the PUT was sent again,
     // and exactly one PUT was applied.
-    let calls = secret_calls(&sim);
-    let puts: Vec<usize> = calls
+    assert_polled_then_put_again(&sim, 0);
+    let applied = secret_calls(&sim)
         .iter()
-        .enumerate()
-        .filter(|(_, r)| r.operation == Operation::GenerateClientSecret)
-        .map(|(i, _)| i)
-        .collect();
-    assert_eq!(puts.len(), 2, "{calls:?}");
-    assert_eq!(calls[puts[0]].status, 0, "no answer within the timeout");
-    let reads = calls[puts[0] + 1..puts[1]]
-        .iter()
-        .filter(|r| r.operation == Operation::RetrieveUserClient)
+        .filter(|r| r.applied_at.is_some())
         .count();
-    assert!(reads >= 2, "polled, not read once: {reads} reads");
-    let applied = calls.iter().filter(|r| r.applied_at.is_some()).count();
     assert_eq!(applied, 1, "one PUT applied");
     assert_converged(&sim, &setup, "a PUT that timed out").await;
 }
