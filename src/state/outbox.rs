@@ -104,14 +104,27 @@ pub struct OutboxEvent {
 
 /// An event's `data`, kept as its compact JSON text: a queue of thousands
 /// of events (a receiver slower than the pass) costs their text, not a
-/// parsed map per event.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct EventData(Box<serde_json::value::RawValue>);
+/// parsed map per event. Shared, not copied, when an event is queued for
+/// a webhook sink (the text is most of an event's size).
+#[derive(Clone, Debug)]
+pub struct EventData(std::sync::Arc<serde_json::value::RawValue>);
+
+impl Serialize for EventData {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventData {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<serde_json::value::RawValue>::deserialize(d).map(|raw| EventData(raw.into()))
+    }
+}
 
 impl EventData {
     pub fn new(value: &serde_json::Value) -> EventData {
-        EventData(serde_json::value::to_raw_value(value).expect("a JSON value serialises"))
+        let raw = serde_json::value::to_raw_value(value).expect("a JSON value serialises");
+        EventData(raw.into())
     }
 
     /// The data parsed (for a send, which may add a secret to it).

@@ -427,26 +427,35 @@ fn take_queue(outbox: &mut Outbox, sink_id: &str) -> OutboxQueue {
 
 /// Appends events the queue does not hold yet; says whether it changed.
 fn enqueue(queue: &mut OutboxQueue, new_events: &[NewEvent]) -> bool {
-    let mut changed = false;
-    for e in new_events {
-        if queue.events.iter().any(|q| q.id == e.event.id) {
-            continue;
-        }
-        // A rotation this queue announced already (a run killed after its
-        // event was queued and before its record was saved is recovered
-        // from the journal): one event per rotation.
-        if let Some((key, rotation_id)) = &e.announces {
-            if queue.announced.get(key) == Some(rotation_id) {
-                continue;
-            }
-        }
+    // The ids already queued, looked up once each (a queue behind a slow
+    // receiver can hold thousands of events).
+    let fresh: Vec<&NewEvent> = {
+        let mut seen: std::collections::HashSet<&str> =
+            queue.events.iter().map(|q| q.id.as_str()).collect();
+        let mut announcing = std::collections::HashSet::new();
+        new_events
+            .iter()
+            .filter(|e| seen.insert(e.event.id.as_str()))
+            // A rotation this queue announced already (a run killed after
+            // its event was queued and before its record was saved is
+            // recovered from the journal): one event per rotation.
+            .filter(|e| match &e.announces {
+                Some((key, rotation_id)) => {
+                    queue.announced.get(key) != Some(rotation_id)
+                        && announcing.insert((key, rotation_id))
+                }
+                None => true,
+            })
+            .collect()
+    };
+    for e in &fresh {
+        // Cheap: the event's data text is shared, not copied.
         queue.events.push(e.event.clone());
         if let Some((key, rotation_id)) = &e.announces {
             queue.announced.insert(key.clone(), *rotation_id);
         }
-        changed = true;
     }
-    changed
+    !fresh.is_empty()
 }
 
 /// Forgets announcements of secrets the records no longer hold.
