@@ -242,14 +242,15 @@ pub(super) async fn run(
         prover: (write && !deliver_only && os.verify == crate::config::Verify::S3)
             .then(|| Prover::new(os.verify_timeout)),
         proofs: JoinSet::new(),
-        proof_slots: Arc::new(tokio::sync::Semaphore::new(verify::MAX_PROOFS)),
+        proof_queue: std::collections::VecDeque::new(),
     };
     let concurrency = flow.engine.settings.api.concurrency.max(1);
     let mut tasks: JoinSet<UserOutcome> = JoinSet::new();
     let mut next = 0;
     loop {
         let stopped = cancel.is_cancelled() || client.health().is_open();
-        while tasks.len() < concurrency && next < users.len() && !stopped {
+        while tasks.len() < concurrency && next < users.len() && !stopped && flow.may_start_users()
+        {
             let i = next;
             next += 1;
             if unlisted[i] {
@@ -283,6 +284,7 @@ pub(super) async fn run(
                     Err(err) if err.is_cancelled() => {}
                     Err(err) => panic!("a verification panicked: {err}"),
                 }
+                flow.start_proofs();
             }
             Some(done) = flow.sinks.writes.join_next() => {
                 let done = done.expect("sink write panicked");
@@ -294,17 +296,19 @@ pub(super) async fn run(
             }
             else => break,
         }
-        if cancel.is_cancelled() && !flow.proofs.is_empty() {
+        if cancel.is_cancelled() && !(flow.proofs.is_empty() && flow.proof_queue.is_empty()) {
             // A shutdown does not wait out `verify_timeout`: the rotations
             // stand, only their proof is abandoned.
             tracing::warn!(
-                pending = flow.proofs.len(),
+                pending = flow.proofs.len() + flow.proof_queue.len(),
                 "Shutting down; verifications still running are abandoned."
             );
             flow.proofs.abort_all();
+            flow.proof_queue.clear();
         }
         if tasks.is_empty()
             && flow.proofs.is_empty()
+            && flow.proof_queue.is_empty()
             && (next >= users.len() || cancel.is_cancelled() || client.health().is_open())
         {
             break;
@@ -416,7 +420,11 @@ struct Flow<'a> {
     prover: Option<Prover>,
     /// Proofs under way, beside delivery.
     proofs: JoinSet<Proof>,
-    proof_slots: Arc<tokio::sync::Semaphore>,
+    /// Proofs waiting for one of the [`verify::MAX_PROOFS`] slots. While
+    /// [`verify::MAX_PROOF_BACKLOG`] wait, the pass starts no more users:
+    /// memory stays bounded when the API rotates faster than the storage
+    /// proves (the rotated keys are delivered already).
+    proof_queue: std::collections::VecDeque<verify::Job>,
 }
 
 impl Flow<'_> {
@@ -461,14 +469,9 @@ impl Flow<'_> {
             );
         }
         self.sinks.user_done(&user, values, recorded.changed);
-        if let Some(prover) = &self.prover {
-            for job in recorded.proofs {
-                let (prover, slots) = (prover.clone(), self.proof_slots.clone());
-                self.proofs.spawn(async move {
-                    let _slot = slots.acquire_owned().await.expect("never closed");
-                    prover.prove(job).await
-                });
-            }
+        if self.prover.is_some() {
+            self.proof_queue.extend(recorded.proofs);
+            self.start_proofs();
         }
         report.flush();
         self.settled.extend(recorded.settled);
@@ -477,6 +480,26 @@ impl Flow<'_> {
         if self.users_since_save >= RECORD_BATCH || self.last_save.elapsed() >= RECORD_INTERVAL {
             self.save(report).await;
         }
+    }
+
+    /// Starts waiting proofs while a slot is free.
+    fn start_proofs(&mut self) {
+        let Some(prover) = &self.prover else {
+            return;
+        };
+        while self.proofs.len() < verify::MAX_PROOFS {
+            let Some(job) = self.proof_queue.pop_front() else {
+                break;
+            };
+            let prover = prover.clone();
+            self.proofs.spawn(async move { prover.prove(job).await });
+        }
+    }
+
+    /// Whether the pass may start another user (the proof backlog is not
+    /// full).
+    fn may_start_users(&self) -> bool {
+        self.proof_queue.len() < verify::MAX_PROOF_BACKLOG
     }
 
     /// Reports a finished proof: a `verified` item and its follow-up event,
