@@ -573,7 +573,7 @@ type = "file"
 path = "{{root}}/out/all.json"
 format = "json"
 wait = "100ms"
-on_change = ["sh", "-c", "curl -fsS -X POST {start}; sleep 4; curl -fsS -X POST {end}"]
+on_change = ["sh", "-c", "curl -fsS -X POST {start}; sleep 8; curl -fsS -X POST {end}"]
 
 [[sinks]]
 type = "webhook"
