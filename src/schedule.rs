@@ -95,7 +95,9 @@ pub async fn run_daemon(
     let _watchdog = start_watchdog();
     // The last run's outcome and the rotation timestamps, from the state
     // directory: a restart shows them before its first run.
-    engine.restore_metrics();
+    if engine.settings().metrics.is_some() {
+        engine.restore_metrics();
+    }
     if !run_now {
         // Start-up recovery (DESIGN.md §1.7): a run killed after
         // regenerating and before delivering is finished now, not at the
@@ -139,7 +141,9 @@ pub async fn run_daemon(
         if reload_requested {
             reload(&mut engine, &config_path);
         }
-        engine.restore_metrics();
+        if engine.settings().metrics.is_some() {
+            engine.restore_metrics();
+        }
     }
     // The configuration is valid, the state directory locked, interrupted
     // work finished and the schedule about to run: tell systemd
@@ -220,7 +224,8 @@ pub async fn run_daemon(
                 }
             }
         };
-        engine.record_run(&finished, started.elapsed());
+        let served = engine.settings().metrics.is_some();
+        engine.record_run(&finished, started.elapsed(), served);
         if cancel.is_cancelled() {
             return Exit::Graceful;
         }

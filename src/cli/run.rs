@@ -84,7 +84,7 @@ pub async fn run_now(
     let dry_run = options.dry_run;
     let mut report = engine.run_once(options, &cancel).await;
     if !dry_run {
-        engine.record_run(&report, started.elapsed());
+        engine.record_run(&report, started.elapsed(), metrics_file.is_some());
     }
     watcher.abort();
     report.finish_output().context("writing the report")?;

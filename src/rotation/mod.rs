@@ -120,8 +120,14 @@ impl Engine {
 
     /// Reports a finished run (not a dry run) to the metrics and keeps its
     /// outcome in the state directory (`runs.json`), then refreshes the
-    /// state gauges.
-    pub fn record_run(&self, report: &RunReport, duration: std::time::Duration) {
+    /// state gauges when `state_series` (the metrics are served or written:
+    /// two series per credential are not built for nobody).
+    pub fn record_run(
+        &self,
+        report: &RunReport,
+        duration: std::time::Duration,
+        state_series: bool,
+    ) {
         let mut runs = self.state.load_runs().unwrap_or_else(|err| {
             tracing::warn!(error = %err, "Ignoring the run history.");
             crate::state::RunHistory::default()
@@ -130,7 +136,9 @@ impl Engine {
         if let Err(err) = self.state.save_runs(&runs) {
             tracing::warn!(error = %err, "Could not save the run history.");
         }
-        self.report_state();
+        if state_series {
+            self.report_state();
+        }
     }
 
     /// Sets the metrics that the state directory decides (at start, and
