@@ -104,6 +104,15 @@ pub fn args(config: &Path, rest: &[&str]) -> Vec<String> {
     v
 }
 
+/// A run's stdout and stderr, joined, for assertion messages.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Every secret the simulator ever issued, checked against a text.
 pub fn assert_no_secret(sim: &Simulator, text: &str) {
     for secret in sim.issued_secrets() {

@@ -15,13 +15,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn shown(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use crate::cli::output_text as shown;
 
 /// `(status, content type, body)` of a GET, once the daemon answers.
 async fn get(url: &str, daemon: &Daemon) -> (u16, String, String) {

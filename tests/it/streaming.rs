@@ -608,11 +608,7 @@ timeout = "3s"
     );
     std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
     let out = run_bin(args(&setup.config, &["--run-now"])).await;
-    let shown = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let shown = crate::cli::output_text(&out);
     assert_eq!(out.status.code(), Some(1), "the webhook failed: {shown}");
     let marks: Vec<String> = sim
         .requests()

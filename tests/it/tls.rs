@@ -129,13 +129,7 @@ async fn tls_server(config: rustls::ServerConfig) -> TlsServer {
     TlsServer { port, seen, task }
 }
 
-fn shown(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use crate::cli::output_text as shown;
 
 fn webhook(port: u16, ca_file: Option<&Path>) -> String {
     format!(

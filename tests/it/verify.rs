@@ -41,13 +41,7 @@ fn items<'a>(lines: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::
     lines.iter().filter(|l| l["type"] == kind).collect()
 }
 
-fn shown(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use crate::cli::output_text as shown;
 
 /// Access key → credential id, as the API holds them now.
 fn current_keys(sim: &Simulator) -> BTreeMap<String, i64> {
