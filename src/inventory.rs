@@ -202,11 +202,11 @@ fn entry(
 impl From<&CredentialEntry> for crate::sinks::change::CredentialRef {
     fn from(c: &CredentialEntry) -> Self {
         crate::sinks::change::CredentialRef {
-            user_id: c.user_id.clone(),
-            user_email: c.user_email.clone(),
-            object_storage_id: c.object_storage_id.clone(),
-            object_storage_name: c.object_storage_name.clone(),
-            region: c.region.clone(),
+            user_id: c.user_id.to_string(),
+            user_email: c.user_email.to_string(),
+            object_storage_id: c.object_storage_id.to_string(),
+            object_storage_name: c.object_storage_name.to_string(),
+            region: c.region.to_string(),
             credential_id: c.credential_id,
         }
     }
@@ -216,14 +216,14 @@ impl From<&CredentialEntry> for crate::sinks::change::CredentialRef {
 impl From<&crate::sinks::SnapshotCredential> for CredentialEntry {
     fn from(c: &crate::sinks::SnapshotCredential) -> Self {
         CredentialEntry {
-            user_id: c.user_id.clone(),
-            user_email: c.user_email.clone(),
-            object_storage_id: c.object_storage_id.clone(),
-            object_storage_name: c.object_storage_name.clone(),
-            region: c.region.clone(),
-            s3_url: c.s3_url.clone(),
+            user_id: c.user_id.to_string(),
+            user_email: c.user_email.to_string(),
+            object_storage_id: c.object_storage_id.to_string(),
+            object_storage_name: c.object_storage_name.to_string(),
+            region: c.region.to_string(),
+            s3_url: c.s3_url.to_string(),
             credential_id: c.credential_id,
-            access_key: c.access_key.clone(),
+            access_key: c.access_key.to_string(),
             secret_key: c.secret_key.clone(),
         }
     }

@@ -34,9 +34,10 @@ use crate::state::{AuditEvent, AuditKind, Records, StateDir};
 use chrono::Utc;
 use secrecy::SecretString;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -323,9 +324,23 @@ impl Sinks {
     pub(super) fn announce(&self, events: Vec<webhook::NewEvent>, values: Snapshot) {
         if let Some(w) = &self.webhooks {
             if !events.is_empty() {
+                w.backlog.add(events.len());
                 let _ = w.tx.send(Batch { events, values });
             }
         }
+    }
+
+    /// Whether the webhook worker is [`MAX_WEBHOOK_BACKLOG`] events behind:
+    /// the pass then starts no more users until it catches up.
+    pub(super) fn webhooks_behind(&self) -> bool {
+        self.webhooks
+            .as_ref()
+            .is_some_and(|w| w.backlog.len() >= MAX_WEBHOOK_BACKLOG)
+    }
+
+    /// The webhook worker's backlog, to wait on while it is full.
+    pub(super) fn webhook_backlog(&self) -> Option<Arc<Backlog>> {
+        self.webhooks.as_ref().map(|w| w.backlog.clone())
     }
 
     /// Sends the client secret's events, with its current value.
@@ -804,6 +819,15 @@ type HookResult = (usize, Result<Option<String>, SinkError>);
 /// How long the webhook worker gathers events before it queues and sends them.
 const WEBHOOK_GATHER: Duration = Duration::from_millis(500);
 
+/// At most this many events wait for the webhook worker in memory (and at
+/// most this many, plus one user's, are in the batch it sends); then the
+/// pass starts no more users until the worker catches up. A receiver slower
+/// than the API thus slows the pass instead of growing its memory with the
+/// account (a receiver that fails is only queued to for the rest of the
+/// pass, which is fast). Each event holds its data text (about 0.5 KB) and
+/// the values it may carry.
+pub(super) const MAX_WEBHOOK_BACKLOG: usize = 512;
+
 /// One user's events, with the values `include_secrets` sinks add.
 struct Batch {
     events: Vec<webhook::NewEvent>,
@@ -817,6 +841,36 @@ struct Batch {
 struct WebhookWorker {
     tx: mpsc::UnboundedSender<Batch>,
     task: tokio::task::JoinHandle<Vec<HookResult>>,
+    backlog: Arc<Backlog>,
+}
+
+/// Events handed to the webhook worker and not yet taken into a batch.
+#[derive(Default)]
+pub(super) struct Backlog {
+    events: AtomicUsize,
+    /// Signalled whenever the worker took events.
+    drained: Notify,
+}
+
+impl Backlog {
+    fn add(&self, n: usize) {
+        self.events.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn take(&self, n: usize) {
+        self.events.fetch_sub(n, Ordering::Relaxed);
+        self.drained.notify_one();
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.events.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when the worker took events (at once if it did since the
+    /// last call).
+    pub(super) async fn drained(&self) {
+        self.drained.notified().await;
+    }
 }
 
 impl WebhookWorker {
@@ -827,26 +881,32 @@ impl WebhookWorker {
         max_retries: u32,
     ) -> WebhookWorker {
         let (tx, mut rx) = mpsc::unbounded_channel::<Batch>();
+        let backlog = Arc::new(Backlog::default());
+        let taken = backlog.clone();
         let task = tokio::spawn(async move {
             let retry = webhook::retry_policy(max_retries);
             let mut results: Vec<Result<Option<String>, SinkError>> =
                 hooks.iter().map(|_| Ok(None)).collect();
             while let Some(first) = rx.recv().await {
-                // What arrives within WEBHOOK_GATHER goes out together: one
+                // What arrives within WEBHOOK_GATHER (at most
+                // MAX_WEBHOOK_BACKLOG events) goes out together: one
                 // outbox write per sink for many users (the outbox names
                 // every credential announced, so a write per user would
                 // cost the account's size each time). An event not yet in
                 // the outbox when the process dies is announced by the next
-                // run from the records or the journal.
+                // run from the records or the journal. Events taken here
+                // leave the backlog: the pass goes on while they are sent.
+                taken.take(first.events.len());
                 let mut events = first.events;
                 let mut values = first.values;
                 let gather = tokio::time::sleep(WEBHOOK_GATHER);
                 tokio::pin!(gather);
-                loop {
+                while events.len() < MAX_WEBHOOK_BACKLOG {
                     tokio::select! {
                         () = &mut gather => break,
                         more = rx.recv() => match more {
                             Some(more) => {
+                                taken.take(more.events.len());
                                 events.extend(more.events);
                                 values.credentials.extend(more.values.credentials);
                                 if more.values.client.is_some() {
@@ -886,7 +946,7 @@ impl WebhookWorker {
                 })
                 .collect()
         });
-        WebhookWorker { tx, task }
+        WebhookWorker { tx, task, backlog }
     }
 
     /// Closes the channel and waits for the last sends.

@@ -131,6 +131,7 @@ pub(super) async fn run(
         .map(|u| whole_account || (write && sinks.aggregate_holds(&u.email)))
         .collect();
     let s3_urls = Arc::new(header.s3_urls);
+    let storages = Arc::new(crate::sinks::Interner::default());
     let mut listed: HashMap<String, Vec<CredentialEntry>> = HashMap::new();
     let mut unlisted: Vec<bool> = vec![false; users.len()];
     // Users the circuit breaker kept from being listed (not reported one
@@ -149,7 +150,7 @@ pub(super) async fn run(
             match result {
                 Ok(entries) => {
                     if sinks.aggregate_holds(&user.email) {
-                        sinks.store_user(user, snapshot_values(&entries, &records));
+                        sinks.store_user(user, snapshot_values(&entries, &records, &storages));
                         if !whole_account {
                             // The store holds them; the user's stage gets
                             // them back from it (one copy, not two).
@@ -212,6 +213,7 @@ pub(super) async fn run(
     let shared_records = Arc::new(Mutex::new(records));
     let (progress, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(StageContext {
+        storages: storages.clone(),
         client: client.clone(),
         scope: os.clone(),
         state: engine.state.clone(),
@@ -239,6 +241,7 @@ pub(super) async fn run(
         last_save: tokio::time::Instant::now(),
         write,
         not_sent,
+        storages,
         prover: (write && !deliver_only && os.verify == crate::config::Verify::S3)
             .then(|| Prover::new(os.verify_timeout)),
         proofs: JoinSet::new(),
@@ -265,6 +268,8 @@ pub(super) async fn run(
             tasks.spawn(user::run(ctx.clone(), user, pre));
         }
         let due = flow.sinks.next_due();
+        let webhooks_behind = flow.sinks.webhooks_behind();
+        let backlog = flow.sinks.webhook_backlog();
         tokio::select! {
             // A user's regenerate answers come before its outcome: the
             // confirmed values are applied last.
@@ -294,6 +299,8 @@ pub(super) async fn run(
             () = sleep_until(due), if due.is_some() => {
                 flow.sinks.flush_due(tokio::time::Instant::now());
             }
+            // Users wait for a webhook worker that fell behind.
+            () = drained(backlog.as_deref()), if webhooks_behind => {}
             else => break,
         }
         if cancel.is_cancelled() && !(flow.proofs.is_empty() && flow.proof_queue.is_empty()) {
@@ -416,6 +423,8 @@ struct Flow<'a> {
     write: bool,
     /// Users not listed because the circuit breaker was open.
     not_sent: usize,
+    /// Shares the storages' fields between the values of every user.
+    storages: Arc<crate::sinks::Interner>,
     /// Proves rotated keys at the storage (`verify = "s3"`).
     prover: Option<Prover>,
     /// Proofs under way, beside delivery.
@@ -455,7 +464,7 @@ impl Flow<'_> {
                 report,
                 self.prover.is_some(),
             );
-            let values = snapshot_values(&recorded.entries, &records);
+            let values = snapshot_values(&recorded.entries, &records, &self.storages);
             (recorded, values)
         };
         let events = self.sinks.events(&recorded.rotated, &recorded.failed);
@@ -496,10 +505,10 @@ impl Flow<'_> {
         }
     }
 
-    /// Whether the pass may start another user (the proof backlog is not
-    /// full).
+    /// Whether the pass may start another user: neither the proof backlog
+    /// nor the webhook worker's is full.
     fn may_start_users(&self) -> bool {
-        self.proof_queue.len() < verify::MAX_PROOF_BACKLOG
+        self.proof_queue.len() < verify::MAX_PROOF_BACKLOG && !self.sinks.webhooks_behind()
     }
 
     /// Reports a finished proof: a `verified` item and its follow-up event,
@@ -645,6 +654,15 @@ impl Flow<'_> {
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the webhook worker took events from its backlog (at once
+/// if it did since the last call).
+async fn drained(backlog: Option<&super::deliver::Backlog>) {
+    match backlog {
+        Some(b) => b.drained().await,
         None => std::future::pending().await,
     }
 }

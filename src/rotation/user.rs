@@ -28,6 +28,8 @@ use uuid::Uuid;
 
 /// What every user's stage shares.
 pub(super) struct StageContext {
+    /// Shares the storages' fields between the values of every user.
+    pub storages: Arc<crate::sinks::Interner>,
     pub client: ContaboClient,
     pub scope: ObjectStorageSettings,
     pub state: Arc<StateDir>,
@@ -135,7 +137,7 @@ pub(super) async fn run(
     }
     let mut values = {
         let records = ctx.records.lock().expect("records lock");
-        snapshot_values(&entries, &records)
+        snapshot_values(&entries, &records, &ctx.storages)
     };
     let held = ctx.gate.held_back(&outcome.user, &values);
     let held: HashMap<i64, String> = entries
@@ -189,7 +191,7 @@ pub(super) async fn run(
                     .find(|v| v.credential_id == entry.credential_id)
                 {
                     let v = Arc::make_mut(v);
-                    v.access_key = new.access_key.clone();
+                    v.access_key = new.access_key.as_str().into();
                     v.secret_key = new.secret_key.clone();
                     v.rotated_at = Some(Utc::now());
                 }

@@ -246,9 +246,9 @@ pub fn env(snapshot: &Snapshot) -> Result<SecretString, String> {
         describe(c)
     );
     for (name, value) in [
-        ("AWS_ACCESS_KEY_ID", c.access_key.as_str()),
+        ("AWS_ACCESS_KEY_ID", &*c.access_key),
         ("AWS_SECRET_ACCESS_KEY", secret),
-        ("AWS_ENDPOINT_URL", c.s3_url.as_str()),
+        ("AWS_ENDPOINT_URL", &*c.s3_url),
         ("AWS_REGION", region_code(&c.region)),
         ("AWS_DEFAULT_REGION", region_code(&c.region)),
     ] {
@@ -309,15 +309,32 @@ fn write_profiles(
         ))
     });
     out.write_all(b"# Written by contabo-rotator; replaced on every change.\n")?;
+    // A name taken before gets `-2`, `-3`, … in this order. Only names
+    // whose hash occurs twice are kept as text: a map of every name would
+    // cost tens of bytes per credential, on every render of a large file.
+    let base_of = |c: &SnapshotCredential| profile_name(&c.user_email, &c.region, c.credential_id);
+    let hash_of = |name: &str| {
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(name, &mut h);
+        std::hash::Hasher::finish(&h)
+    };
+    let mut hashes: HashMap<u64, u32> = HashMap::with_capacity(credentials.len());
+    for c in &credentials {
+        *hashes.entry(hash_of(&base_of(c))).or_insert(0) += 1;
+    }
     let mut seen: HashMap<String, usize> = HashMap::new();
     for c in credentials {
-        let base = profile_name(&c.user_email, &c.region, c.credential_id);
-        let count = seen.entry(base.clone()).or_insert(0);
-        *count += 1;
-        let name = if *count == 1 {
+        let base = base_of(c);
+        let name = if hashes.get(&hash_of(&base)).copied().unwrap_or(0) <= 1 {
             base
         } else {
-            format!("{base}-{count}")
+            let count = seen.entry(base.clone()).or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                base
+            } else {
+                format!("{base}-{count}")
+            }
         };
         let prefix = match shape {
             Profiles::Credentials => "",
@@ -325,9 +342,9 @@ fn write_profiles(
         };
         write!(out, "\n[{prefix}{name}]\n# S3 {}\n", describe(c))?;
         for (key, value) in [
-            ("aws_access_key_id", c.access_key.as_str()),
+            ("aws_access_key_id", &*c.access_key),
             ("aws_secret_access_key", c.secret_key.expose_secret()),
-            ("endpoint_url", c.s3_url.as_str()),
+            ("endpoint_url", &*c.s3_url),
             ("region", region_code(&c.region)),
         ] {
             let value = ini_value(value).map_err(|Unquotable(why)| {
@@ -812,5 +829,32 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("two"), "{err}");
+    }
+
+    #[test]
+    fn profile_names_that_sanitise_alike_stay_unique() {
+        // Two e-mails, one sanitised name; the second in order gets `-2`.
+        let snapshot = Snapshot {
+            client: None,
+            credentials: vec![
+                credential("a_b@example.com", "European Union", 7, "s1"),
+                credential("a.b@example.com", "European Union", 7, "s2"),
+                credential("c@example.com", "European Union", 7, "s3"),
+            ],
+        };
+        let text = aws_credentials(&snapshot).unwrap();
+        let headers: Vec<&str> = text
+            .expose_secret()
+            .lines()
+            .filter(|l| l.starts_with('['))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                "[a_b_example_com-eu-7]",
+                "[a_b_example_com-eu-7-2]",
+                "[c_example_com-eu-7]"
+            ]
+        );
     }
 }

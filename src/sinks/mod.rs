@@ -29,7 +29,7 @@ pub mod template;
 pub mod webhook;
 pub mod write;
 
-pub use snapshot::{LazyRedactor, Redact, Redactor, Snapshot, SnapshotCredential};
+pub use snapshot::{Interner, LazyRedactor, Redact, Redactor, Snapshot, SnapshotCredential};
 
 /// One `[[sinks]]` entry.
 #[derive(Debug, Clone)]

@@ -4,21 +4,46 @@ use super::{Kind, Selection};
 use chrono::{DateTime, Utc};
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use super::formats;
 
+/// Shares the text of values that many credentials repeat: one allocation
+/// per distinct value instead of one per credential. A pass interns the
+/// storages' fields only (an account has a handful of storages), so it
+/// stays small.
+#[derive(Debug, Default)]
+pub struct Interner(Mutex<HashSet<Arc<str>>>);
+
+impl Interner {
+    /// The shared copy of `value`.
+    pub fn get(&self, value: &str) -> Arc<str> {
+        let mut set = self.0.lock().expect("interner lock");
+        if let Some(shared) = set.get(value) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = value.into();
+        set.insert(shared.clone());
+        shared
+    }
+}
+
 /// One S3 credential as the API holds it now.
+///
+/// Compact, because a pass keeps one per credential its aggregate sinks
+/// hold: the user's fields are shared by the user's credentials and the
+/// storage's by every credential of the storage ([`Interner`]).
 #[derive(Debug, Clone)]
 pub struct SnapshotCredential {
-    pub user_id: String,
-    pub user_email: String,
-    pub object_storage_id: String,
-    pub object_storage_name: String,
-    pub region: String,
-    pub s3_url: String,
+    pub user_id: Arc<str>,
+    pub user_email: Arc<str>,
+    pub object_storage_id: Arc<str>,
+    pub object_storage_name: Arc<str>,
+    pub region: Arc<str>,
+    pub s3_url: Arc<str>,
     pub credential_id: i64,
-    pub access_key: String,
+    pub access_key: Box<str>,
     pub secret_key: SecretString,
     /// When contabo-rotator last rotated it; `None` if it never did.
     pub rotated_at: Option<DateTime<Utc>>,
@@ -289,14 +314,14 @@ pub(crate) mod tests {
         secret: &str,
     ) -> Arc<SnapshotCredential> {
         Arc::new(SnapshotCredential {
-            user_id: format!("user-{email}"),
+            user_id: format!("user-{email}").into(),
             user_email: email.into(),
-            object_storage_id: format!("storage-{id}"),
-            object_storage_name: format!("Object Storage {id}"),
+            object_storage_id: format!("storage-{id}").into(),
+            object_storage_name: format!("Object Storage {id}").into(),
             region: region.into(),
             s3_url: "https://eu2.contabostorage.com".into(),
             credential_id: id,
-            access_key: format!("AK{id}"),
+            access_key: format!("AK{id}").into(),
             secret_key: SecretString::from(secret),
             rotated_at: None,
         })

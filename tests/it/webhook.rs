@@ -64,6 +64,8 @@ struct Plan {
 struct Shared {
     plan: Arc<Mutex<Plan>>,
     captured: Arc<Mutex<Vec<Captured>>>,
+    /// Requests are answered only while no one holds this for writing.
+    hold: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// A webhook receiver on 127.0.0.1.
@@ -89,6 +91,7 @@ impl Receiver {
                 default: Some(default),
             })),
             captured: Arc::new(Mutex::new(Vec::new())),
+            hold: Arc::new(tokio::sync::RwLock::new(())),
         };
         let app = axum::Router::new()
             .fallback(receive)
@@ -114,6 +117,12 @@ impl Receiver {
 
     fn answer(&self, reply: Reply) {
         self.shared.plan.lock().unwrap().default = Some(reply);
+    }
+
+    /// Holds every answer (requests are still captured) until the guard
+    /// is dropped.
+    async fn hold(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.shared.hold.clone().write_owned().await
     }
 
     pub(crate) fn url(&self) -> String {
@@ -163,6 +172,7 @@ async fn receive(
             .collect(),
         body: String::from_utf8(body.to_vec()).unwrap(),
     });
+    drop(shared.hold.read().await);
     if let Some(delay) = reply.delay {
         tokio::time::sleep(delay).await;
     }
@@ -292,6 +302,75 @@ fn assert_no_secret_anywhere(sim: &Simulator, setup: &Setup, outputs: &[&Output]
         let content = std::fs::read_to_string(state.join(name)).unwrap_or_default();
         assert_no_secret(sim, &content);
     }
+}
+
+/// A receiver slower than the pass holds the pass back instead of making
+/// the process keep the account's events: while the receiver holds its
+/// first request, the pass regenerates no more than the webhook worker's
+/// batch and backlog (512 events each, one per credential here) and the
+/// users in flight. Once it answers, every event is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_receiver_holds_the_pass_back_not_its_events_in_memory() {
+    let opts = options(600);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let receiver = Receiver::start(Reply::status(200)).await;
+    let held = receiver.hold().await;
+    let setup = write_config(
+        &sim,
+        &opts,
+        &format!(
+            "[object_storage]\nverify = \"off\"\n\n[[sinks]]\ntype = \"webhook\"\nurl = \"{}\"\n\
+             signing_secret = \"{}\"\ntimeout = \"120s\"\n",
+            receiver.url(),
+            key("a")
+        ),
+    );
+    let run = tokio::spawn(run_bin(args(&setup.config, &["--run-now"])));
+    let regenerates = || {
+        sim.requests()
+            .iter()
+            .filter(|r| r.operation == Operation::RegenerateObjectStorageCredentials)
+            .count()
+    };
+    // Until the pass has stood still for 2 s (or 60 s went by).
+    let mut last = (0, Instant::now());
+    let started = Instant::now();
+    while receiver.posts().is_empty() || last.1.elapsed() < Duration::from_secs(2) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the pass never stood still"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = regenerates();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+    }
+    let while_held = regenerates();
+    assert_eq!(receiver.posts().len(), 1, "one request at a time");
+    drop(held);
+    let out = run.await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let credentials: usize = sim
+        .snapshot()
+        .users
+        .iter()
+        .map(|u| u.credentials.len())
+        .sum();
+    assert_eq!(credentials, 1800);
+    assert_eq!(regenerates(), credentials);
+    // The batch being sent and the backlog: 512 + 3 and 512 events, plus
+    // the 8 users in flight when the backlog filled.
+    assert!(
+        while_held <= 515 + 512 + 8 * 3,
+        "{while_held} credentials regenerated while the receiver held its first request"
+    );
+    let ids: HashSet<String> = receiver
+        .posts()
+        .iter()
+        .map(|p| p.headers["webhook-id"].clone())
+        .collect();
+    assert_eq!(ids.len(), 1800, "every event delivered once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -232,8 +232,8 @@ pub(super) fn unannounced(
             continue;
         };
         let listed = snapshot.credentials.iter().find(|c| {
-            c.user_id == key.user_id
-                && c.object_storage_id == key.object_storage_id
+            *c.user_id == *key.user_id
+                && *c.object_storage_id == *key.object_storage_id
                 && c.credential_id == key.credential_id
         });
         let data = json!({
@@ -244,8 +244,8 @@ pub(super) fn unannounced(
             "user_id": key.user_id,
             "user_email": record.user_email,
             "object_storage_id": key.object_storage_id,
-            "object_storage_name": listed.map(|c| c.object_storage_name.as_str()),
-            "region": listed.map(|c| c.region.as_str()),
+            "object_storage_name": listed.map(|c| &*c.object_storage_name),
+            "region": listed.map(|c| &*c.region),
             "credential_id": key.credential_id,
             "access_key": record.access_key,
             "previous_access_key": null,
@@ -307,17 +307,17 @@ pub(super) fn body(
         match source {
             SecretSource::ObjectStorage { key } => {
                 let current = snapshot.credentials.iter().find(|c| {
-                    c.user_id == key.user_id
-                        && c.object_storage_id == key.object_storage_id
+                    *c.user_id == *key.user_id
+                        && *c.object_storage_id == *key.object_storage_id
                         && c.credential_id == key.credential_id
                 });
                 if let Some(c) = current {
-                    fields.insert("access_key".into(), c.access_key.clone().into());
+                    fields.insert("access_key".into(), (&*c.access_key).into());
                     fields.insert(
                         "fingerprint".into(),
                         state.fingerprint(&c.secret_key).0.into(),
                     );
-                    fields.insert("s3_url".into(), c.s3_url.clone().into());
+                    fields.insert("s3_url".into(), (&*c.s3_url).into());
                     fields.insert("secret_key".into(), c.secret_key.expose_secret().into());
                     added = true;
                 }
