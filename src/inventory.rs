@@ -95,6 +95,9 @@ pub async fn header(
         })
         .collect();
     selected.sort_by(|a, b| (&a.email, &a.user_id).cmp(&(&b.email, &b.user_id)));
+    // The collect above reuses the listed users' buffer (several times the
+    // size of the refs); the pass keeps this list to its end.
+    selected.shrink_to_fit();
     Ok(Header {
         api_user_id,
         users_seen,

@@ -12,7 +12,7 @@
 //! no secret: events are stored thin, with a [`SecretSource`] naming the
 //! secret that a sink with `include_secrets` adds at send time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -51,12 +51,15 @@ pub struct OutboxQueue {
     /// When the queue was created. Rotations recorded before it are not
     /// announced to this sink: adding a webhook does not replay history.
     pub since: DateTime<Utc>,
-    /// The last rotation announced (enqueued) to this sink per secret, by
-    /// credential key or `client_secret`. A recorded rotation missing here
-    /// (the process stopped between recording and announcing it) is
-    /// announced late, so the sink converges.
-    #[serde(default)]
-    pub announced: BTreeMap<String, Uuid>,
+    /// The rotations announced (enqueued) to this sink, by rotation id,
+    /// kept while a record names them as a secret's current rotation. A
+    /// recorded rotation missing here (the process stopped between
+    /// recording and announcing it) is announced late, so the sink
+    /// converges. Ids only: the set covers every credential of the account,
+    /// and a key per entry would cost several times as much. (Older files
+    /// keep a map of secret key to rotation id; its ids are read.)
+    #[serde(default, deserialize_with = "announced_ids")]
+    pub announced: BTreeSet<Uuid>,
     /// Oldest first; sent in this order.
     #[serde(default)]
     pub events: Vec<OutboxEvent>,
@@ -71,11 +74,26 @@ impl OutboxQueue {
     pub fn new(since: DateTime<Utc>) -> OutboxQueue {
         OutboxQueue {
             since,
-            announced: BTreeMap::new(),
+            announced: BTreeSet::new(),
             events: Vec::new(),
             removed_since: None,
         }
     }
+}
+
+/// Reads `announced` as a list of rotation ids, or as the map of secret key
+/// to rotation id that earlier builds wrote.
+fn announced_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeSet<Uuid>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Announced {
+        Ids(BTreeSet<Uuid>),
+        ByKey(BTreeMap<String, Uuid>),
+    }
+    Ok(match Announced::deserialize(d)? {
+        Announced::Ids(ids) => ids,
+        Announced::ByKey(map) => map.into_values().collect(),
+    })
 }
 
 /// One event, as it will be sent minus the secret.
@@ -201,9 +219,7 @@ mod tests {
         let mut outbox = Outbox::default();
         let mut queue = OutboxQueue::new(Utc::now());
         queue.events.push(event());
-        queue
-            .announced
-            .insert("client_secret".into(), Uuid::new_v4());
+        queue.announced.insert(Uuid::new_v4());
         outbox
             .queues
             .insert("webhook:https://h.example.com/".into(), queue);
@@ -215,6 +231,16 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains(r#""kind": "object_storage""#), "{text}");
         assert!(text.contains(r#""key": "u/o/7""#), "{text}");
+    }
+
+    #[test]
+    fn announcements_of_earlier_builds_are_read_as_ids() {
+        let id = Uuid::new_v4();
+        let text = format!(
+            r#"{{"version": 1, "queues": {{"webhook:x": {{"since": "2026-01-01T00:00:00Z", "announced": {{"u/o/7": "{id}"}}}}}}}}"#
+        );
+        let outbox: Outbox = serde_json::from_str(&text).unwrap();
+        assert_eq!(outbox.queues["webhook:x"].announced, BTreeSet::from([id]));
     }
 
     #[test]

@@ -27,15 +27,12 @@ pub const OBJECT_STORAGE_CREDENTIAL_VERIFIED: &str = "object_storage_credential.
 /// Rotating an S3 credential or the client secret failed.
 pub const ROTATION_FAILED: &str = "rotation.failed";
 
-/// The `announced` key of the client secret in an outbox queue.
-pub(super) const CLIENT_SECRET_KEY: &str = "client_secret";
-
 /// An event to enqueue, with the rotation it announces (if it is one).
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub(super) event: OutboxEvent,
-    /// `(secret key, rotation id)` for the queue's `announced` map.
-    pub(super) announces: Option<(String, Uuid)>,
+    /// The rotation id, for the queue's `announced` set.
+    pub(super) announces: Option<Uuid>,
 }
 
 impl NewEvent {
@@ -135,7 +132,7 @@ fn rotated(r: &Rotated, client_id: &str, trace_id: &str) -> Option<NewEvent> {
             });
             merge(&mut data, credential_fields(c));
             Some(NewEvent {
-                announces: Some((key.to_string(), r.rotation_id)),
+                announces: Some(r.rotation_id),
                 event: new_event(
                     OBJECT_STORAGE_CREDENTIAL_ROTATED,
                     r.at,
@@ -154,7 +151,7 @@ fn rotated(r: &Rotated, client_id: &str, trace_id: &str) -> Option<NewEvent> {
                 "fingerprint": r.new_fingerprint,
             });
             Some(NewEvent {
-                announces: Some((CLIENT_SECRET_KEY.to_owned(), r.rotation_id)),
+                announces: Some(r.rotation_id),
                 event: new_event(
                     CLIENT_SECRET_ROTATED,
                     r.at,
@@ -225,7 +222,7 @@ pub(super) fn unannounced(
         let (Some(rotation_id), Some(at)) = (record.rotation_id, record.rotated_at) else {
             continue;
         };
-        if at < queue.since || queue.announced.get(key_text) == Some(&rotation_id) {
+        if at < queue.since || queue.announced.contains(&rotation_id) {
             continue;
         }
         let Ok(key) = key_text.parse::<CredentialKey>() else {
@@ -252,7 +249,7 @@ pub(super) fn unannounced(
             "fingerprint": record.secret_fingerprint.0,
         });
         events.push(NewEvent {
-            announces: Some((key_text.clone(), rotation_id)),
+            announces: Some(rotation_id),
             event: new_event(
                 OBJECT_STORAGE_CREDENTIAL_ROTATED,
                 at,
@@ -263,7 +260,7 @@ pub(super) fn unannounced(
     }
     if let Some(record) = &records.client_secret {
         if let (Some(rotation_id), Some(at)) = (record.rotation_id, record.rotated_at) {
-            let announced = queue.announced.get(CLIENT_SECRET_KEY) == Some(&rotation_id);
+            let announced = queue.announced.contains(&rotation_id);
             if at >= queue.since && !announced {
                 let data = json!({
                     "rotation_id": rotation_id,
@@ -274,7 +271,7 @@ pub(super) fn unannounced(
                     "fingerprint": record.fingerprint.0,
                 });
                 events.push(NewEvent {
-                    announces: Some((CLIENT_SECRET_KEY.to_owned(), rotation_id)),
+                    announces: Some(rotation_id),
                     event: new_event(
                         CLIENT_SECRET_ROTATED,
                         at,
@@ -531,7 +528,7 @@ mod tests {
         records
             .credentials
             .insert("u-2/os-1/45".into(), record(Some(Utc::now()), Some(c)));
-        queue.announced.insert("u-2/os-1/45".into(), c);
+        queue.announced.insert(c);
         records.client_secret = Some(ClientSecretRecord {
             first_seen: since,
             rotated_at: Some(Utc::now()),
@@ -540,7 +537,7 @@ mod tests {
         });
         let events = unannounced(&queue, &records, &snapshot(), "INT-1");
         assert_eq!(events.len(), 2, "{events:?}");
-        assert_eq!(events[0].announces, Some(("u-1/os-1/42".into(), a)));
+        assert_eq!(events[0].announces, Some(a));
         assert_eq!(events[0].data()["region"], "European Union");
         assert_eq!(events[0].data()["recovered"], true);
         assert_eq!(events[1].kind(), CLIENT_SECRET_ROTATED);

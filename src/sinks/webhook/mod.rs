@@ -440,9 +440,8 @@ fn enqueue(queue: &mut OutboxQueue, new_events: &[NewEvent]) -> bool {
             // its event was queued and before its record was saved is
             // recovered from the journal): one event per rotation.
             .filter(|e| match &e.announces {
-                Some((key, rotation_id)) => {
-                    queue.announced.get(key) != Some(rotation_id)
-                        && announcing.insert((key, rotation_id))
+                Some(rotation_id) => {
+                    !queue.announced.contains(rotation_id) && announcing.insert(rotation_id)
                 }
                 None => true,
             })
@@ -451,23 +450,24 @@ fn enqueue(queue: &mut OutboxQueue, new_events: &[NewEvent]) -> bool {
     for e in &fresh {
         // Cheap: the event's data text is shared, not copied.
         queue.events.push(e.event.clone());
-        if let Some((key, rotation_id)) = &e.announces {
-            queue.announced.insert(key.clone(), *rotation_id);
+        if let Some(rotation_id) = &e.announces {
+            queue.announced.insert(*rotation_id);
         }
     }
     !fresh.is_empty()
 }
 
-/// Forgets announcements of secrets the records no longer hold.
+/// Forgets announcements of rotations no record holds as current any more
+/// (a later rotation, or a secret gone).
 fn prune_announced(queue: &mut OutboxQueue, records: &Records) -> bool {
+    let current: std::collections::HashSet<uuid::Uuid> = records
+        .credentials
+        .values()
+        .filter_map(|r| r.rotation_id)
+        .chain(records.client_secret.as_ref().and_then(|r| r.rotation_id))
+        .collect();
     let before = queue.announced.len();
-    queue.announced.retain(|key, _| {
-        if key == event::CLIENT_SECRET_KEY {
-            records.client_secret.is_some()
-        } else {
-            records.credentials.contains_key(key)
-        }
-    });
+    queue.announced.retain(|id| current.contains(id));
     queue.announced.len() != before
 }
 
