@@ -236,7 +236,7 @@ pub(super) async fn run(
         records: shared_records.clone(),
         journal: journal.clone(),
         settled: Vec::new(),
-        audit: Vec::new(),
+        audit: crate::state::AuditLines::default(),
         users_since_save: 0,
         last_save: tokio::time::Instant::now(),
         write,
@@ -417,7 +417,7 @@ struct Flow<'a> {
     journal: Arc<tokio::sync::Mutex<user::JournalFile>>,
     /// Intents whose outcome the in-memory records hold, not yet saved.
     settled: Vec<uuid::Uuid>,
-    audit: Vec<crate::state::AuditEvent>,
+    audit: crate::state::AuditLines,
     users_since_save: usize,
     last_save: tokio::time::Instant,
     write: bool,
@@ -484,7 +484,9 @@ impl Flow<'_> {
         }
         report.flush();
         self.settled.extend(recorded.settled);
-        self.audit.extend(recorded.audit);
+        for event in &recorded.audit {
+            self.audit.push(event);
+        }
         self.users_since_save += 1;
         if self.users_since_save >= RECORD_BATCH || self.last_save.elapsed() >= RECORD_INTERVAL {
             self.save(report).await;
@@ -550,7 +552,7 @@ impl Flow<'_> {
                 });
             }
         }
-        self.audit.push(crate::state::AuditEvent {
+        self.audit.push(&crate::state::AuditEvent {
             at: now,
             event: crate::state::AuditKind::Verification,
             rotation_id: Some(job.rotation_id),
@@ -621,7 +623,7 @@ impl Flow<'_> {
         self.users_since_save = 0;
         self.last_save = tokio::time::Instant::now();
         if !self.audit.is_empty() {
-            if let Err(err) = self.engine.state.audit_all(&self.audit) {
+            if let Err(err) = self.engine.state.audit_lines(&self.audit) {
                 tracing::warn!(error = %err, "Could not append to the audit log.");
             }
             self.audit.clear();

@@ -54,6 +54,31 @@ pub enum AuditKind {
     Verification,
 }
 
+/// Audit events encoded as they happen, for one append later: a batch of
+/// a pass (hundreds of users) costs its text, not a parsed `detail` map
+/// per event as well.
+#[derive(Debug, Default)]
+pub struct AuditLines {
+    text: Vec<u8>,
+}
+
+impl AuditLines {
+    pub fn push(&mut self, event: &AuditEvent) {
+        // Writing into a Vec fails only if a Serialize impl does; these
+        // are derived over strings, times and a JSON value.
+        serde_json::to_writer(&mut self.text, event).expect("an audit event encodes");
+        self.text.push(b'\n');
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.text.clear();
+    }
+}
+
 /// `audit.log` is rotated before it would grow past this many bytes.
 pub const MAX_AUDIT_BYTES: u64 = 10 << 20;
 /// Rotated files kept (`audit.log.1` … `audit.log.5`).
@@ -77,17 +102,24 @@ impl StateDir {
         max_bytes: u64,
         keep: u32,
     ) -> Result<(), StateError> {
-        if events.is_empty() {
+        let mut lines = AuditLines::default();
+        for event in events {
+            lines.push(event);
+        }
+        self.append_rotating(&lines.text, max_bytes, keep)
+    }
+
+    /// Appends the lines gathered in `lines` with one write and one
+    /// `sync_data`, as one batch.
+    pub fn audit_lines(&self, lines: &AuditLines) -> Result<(), StateError> {
+        self.append_rotating(&lines.text, MAX_AUDIT_BYTES, KEEP_AUDIT_FILES)
+    }
+
+    fn append_rotating(&self, lines: &[u8], max_bytes: u64, keep: u32) -> Result<(), StateError> {
+        if lines.is_empty() {
             return Ok(());
         }
         let path = self.path().join(super::AUDIT_FILE);
-        let mut lines = Vec::new();
-        for event in events {
-            serde_json::to_writer(&mut lines, event)
-                .map_err(|e| StateError::io("encode an event for", &path, e.into()))?;
-            lines.push(b'\n');
-        }
-
         let size = match std::fs::metadata(&path) {
             Ok(meta) => meta.len(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
@@ -97,7 +129,7 @@ impl StateDir {
             rotate(self.path(), &path, keep)?;
         }
         let (mut file, created) = open_append(&path)?;
-        file.write_all(&lines)
+        file.write_all(lines)
             .and_then(|()| file.sync_data())
             .map_err(|e| StateError::io("append to", &path, e))?;
         if created {

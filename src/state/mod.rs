@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
 
-pub use audit::{AuditEvent, AuditKind};
+pub use audit::{AuditEvent, AuditKind, AuditLines};
 pub use error::StateError;
 pub use fingerprint::{Fingerprint, FingerprintWriter};
 pub use fs::{remove_stale_temp_files, write_atomic, write_atomic_from, write_atomic_with};
