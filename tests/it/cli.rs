@@ -737,3 +737,21 @@ async fn json_shape_of_status() {
     // seen, rotated, due, verified), the sink (2).
     assert_eq!(check_timestamps(&status, "status"), 1 + 3 + 2 + 3 * 4 + 2);
 }
+
+/// Runs `cmd` with `stdin` as its input.
+pub fn output_with_stdin(mut cmd: std::process::Command, stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}

@@ -7,7 +7,7 @@
 //! it). With `CI=true` a missing client fails the test; elsewhere the test
 //! says loudly what is missing and how to install it, and stops there.
 
-use crate::cli::{args, options, run_bin, write_config};
+use crate::cli::{args, options, output_with_stdin, run_bin, write_config};
 use contabo_rotator::simulator::{Simulator, SimulatorOptions, DEFAULT_BUCKET};
 use contabo_rotator::sinks::formats::{profile_name, region_code};
 use std::collections::BTreeMap;
@@ -112,24 +112,6 @@ fn run_with(file: &Path, source: Source, home: &Path, argv: &[&str], stdin: &str
         }
     };
     output_with_stdin(cmd, stdin)
-}
-
-/// Runs `cmd` with `stdin` as its input.
-fn output_with_stdin(mut cmd: Command, stdin: &str) -> Output {
-    use std::io::Write;
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 /// boto3: ListBuckets, PutObject, GetObject and ListObjectsV2, for each

@@ -15,7 +15,6 @@ use base64::Engine;
 use contabo_rotator::simulator::{Operation, Simulator, SimulatorOptions};
 use secrecy::ExposeSecret;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -215,20 +214,9 @@ fn verify_with_python(secret: &str, posts: &[Captured]) -> Vec<serde_json::Value
             "body": p.body,
         })).collect::<Vec<_>>(),
     });
-    let mut child = Command::new(python)
-        .arg(root.join("tests/webhook/verify.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut verify = Command::new(python);
+    verify.arg(root.join("tests/webhook/verify.py"));
+    let out = crate::cli::output_with_stdin(verify, &input.to_string());
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("verify.py failed: {}", String::from_utf8_lossy(&out.stderr)))
 }
