@@ -304,11 +304,7 @@ pub fn history(record: Option<&CredentialRecord>) -> History {
 
 /// The state key of a credential.
 pub fn key_of(c: &CredentialEntry) -> CredentialKey {
-    CredentialKey {
-        user_id: c.user_id.clone(),
-        object_storage_id: c.object_storage_id.clone(),
-        credential_id: c.credential_id,
-    }
+    CredentialKey::new(&c.user_id, &c.object_storage_id, c.credential_id)
 }
 
 /// How a credential is named in reports and logs.
@@ -326,11 +322,11 @@ pub(crate) fn new_record(
     now: chrono::DateTime<chrono::Utc>,
 ) -> CredentialRecord {
     CredentialRecord {
-        user_email: c.user_email.clone(),
+        user_email: c.user_email.as_str().into(),
         first_seen: now,
         rotated_at: None,
         rotation_id: None,
-        access_key: c.access_key.clone(),
+        access_key: c.access_key.as_str().into(),
         secret_fingerprint: state.fingerprint(&c.secret_key),
         verified: None,
     }
@@ -370,7 +366,7 @@ pub(crate) fn snapshot_values(
                 secret_key: c.secret_key.clone(),
                 rotated_at: records
                     .credentials
-                    .get(&key_of(c).to_string())
+                    .get(&key_of(c))
                     .and_then(|r| r.rotated_at),
             })
         })
@@ -477,17 +473,14 @@ fn state_figures(
         .records
         .credentials
         .iter()
-        .filter_map(|(key, r)| {
-            let key: CredentialKey = key.parse().ok()?;
-            Some(crate::metrics::SecretTimes {
-                labels: vec![
-                    ("credential_id", key.credential_id.to_string()),
-                    ("user", r.user_email.clone()),
-                    ("object_storage", key.object_storage_id),
-                ],
-                last: r.rotated_at,
-                next: due(r.rotated_at.unwrap_or(r.first_seen), os_max_age),
-            })
+        .map(|(key, r)| crate::metrics::SecretTimes {
+            labels: vec![
+                ("credential_id", key.credential_id.to_string()),
+                ("user", r.user_email.to_string()),
+                ("object_storage", key.object_storage_id.to_string()),
+            ],
+            last: r.rotated_at,
+            next: due(r.rotated_at.unwrap_or(r.first_seen), os_max_age),
         })
         .collect();
     let cs = &settings.client_secret;

@@ -48,10 +48,7 @@ pub(super) fn record(
     };
     // First sight: the clock of `on_first_sight` starts now.
     for c in &entries {
-        records
-            .credentials
-            .entry(key_of(c).to_string())
-            .or_insert_with(|| super::new_record(c, state, now));
+        records.credential_or_insert_with(&key_of(c), || super::new_record(c, state, now));
     }
     let failures_before = report.failed.len();
     for (entry, reason) in outcome.held_back {
@@ -139,13 +136,11 @@ pub(super) fn record(
             e.secret_key = current.secret_key.clone();
         }
         let record = records
-            .credentials
-            .entry(key_of(&entry).to_string())
-            .or_insert_with(|| super::new_record(&entry, state, now));
+            .credential_or_insert_with(&key_of(&entry), || super::new_record(&entry, state, now));
         record.rotated_at = Some(now);
         record.rotation_id = Some(rotation_id);
         record.verified = None;
-        record.access_key = current.access_key.clone();
+        record.access_key = current.access_key.as_str().into();
         record.secret_fingerprint = new_fp.clone();
         out.audit.push(AuditEvent {
             at: now,

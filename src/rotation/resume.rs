@@ -39,19 +39,13 @@ pub(super) async fn resume(
     // slots bound how many are in flight); the intents are then resolved in
     // order from those lists.
     let recorded = |intent: &crate::state::Intent, key: &crate::state::CredentialKey| {
-        records
-            .credentials
-            .get(&key.to_string())
-            .and_then(|r| r.rotation_id)
-            == Some(intent.rotation_id)
+        records.credentials.get(key).and_then(|r| r.rotation_id) == Some(intent.rotation_id)
     };
     let users: std::collections::BTreeSet<&str> = journal
         .intents
         .iter()
         .filter_map(|intent| match &intent.kind {
-            IntentKind::ObjectStorage { key, .. } if !recorded(intent, key) => {
-                Some(key.user_id.as_str())
-            }
+            IntentKind::ObjectStorage { key, .. } if !recorded(intent, key) => Some(&*key.user_id),
             _ => None,
         })
         .collect();
@@ -74,12 +68,12 @@ pub(super) async fn resume(
         .iter()
         .map(|intent| match &intent.kind {
             IntentKind::ObjectStorage { key, .. } if !recorded(intent, key) => {
-                Some(match &lists[key.user_id.as_str()] {
+                Some(match &lists[&*key.user_id] {
                     Ok(listed) => listed
                         .iter()
                         .find(|c| {
                             c.credential_id == key.credential_id
-                                && c.object_storage_id == key.object_storage_id
+                                && *c.object_storage_id == *key.object_storage_id
                         })
                         .cloned()
                         // Gone from the list: as a 404 of the credential.
@@ -118,9 +112,9 @@ pub(super) async fn resume(
                         let fp = state.fingerprint(&current.secret_key);
                         if &fp != old_fingerprint || &current.access_key != old_access_key {
                             let entry = CredentialEntry {
-                                user_id: key.user_id.clone(),
+                                user_id: key.user_id.to_string(),
                                 user_email: user_email.clone(),
-                                object_storage_id: key.object_storage_id.clone(),
+                                object_storage_id: key.object_storage_id.to_string(),
                                 object_storage_name: current.display_name.clone(),
                                 region: current.region.clone(),
                                 s3_url: String::new(),
@@ -128,14 +122,13 @@ pub(super) async fn resume(
                                 access_key: current.access_key.clone(),
                                 secret_key: current.secret_key.clone(),
                             };
-                            let record = records
-                                .credentials
-                                .entry(key.to_string())
-                                .or_insert_with(|| new_record(&entry, &state, intent.started_at));
+                            let record = records.credential_or_insert_with(key, || {
+                                new_record(&entry, &state, intent.started_at)
+                            });
                             record.rotated_at = Some(intent.started_at);
                             record.rotation_id = Some(id);
                             record.verified = None;
-                            record.access_key = current.access_key.clone();
+                            record.access_key = current.access_key.as_str().into();
                             record.secret_fingerprint = fp.clone();
                             let rotated = Rotated {
                                 kind: "object_storage",

@@ -280,7 +280,7 @@ pub(super) fn decide_one(
     records: &Records,
     entry: &CredentialEntry,
 ) -> Reason {
-    let history = super::history(records.credentials.get(&key_of(entry).to_string()));
+    let history = super::history(records.credentials.get(&key_of(entry)));
     let adopt = scope.on_first_sight == OnFirstSight::Adopt;
     policy::decide(
         now,

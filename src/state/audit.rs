@@ -74,6 +74,11 @@ impl AuditLines {
         self.text.is_empty()
     }
 
+    /// Bytes gathered.
+    pub fn len(&self) -> usize {
+        self.text.len()
+    }
+
     pub fn clear(&mut self) {
         self.text.clear();
     }

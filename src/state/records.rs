@@ -5,10 +5,11 @@
 //! of "when was this rotated". They hold identifiers, times and
 //! [`Fingerprint`]s, never a secret value.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -21,19 +22,96 @@ use super::{Fingerprint, StateDir, StateError};
 pub const RECORDS_VERSION: u32 = 1;
 
 /// The content of `records.json`.
+///
+/// Compact in memory, because a pass holds one record per credential of
+/// the account: the keys' user and storage ids and the records' e-mails
+/// are shared text ([`Records::share`]), one allocation per user and per
+/// storage rather than three per credential.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Records {
     /// Format version, [`RECORDS_VERSION`].
     pub version: u32,
-    /// Object-storage credentials by [`CredentialKey::to_string`].
+    /// Object-storage credentials, serialised by [`CredentialKey::to_string`].
     #[serde(default)]
-    pub credentials: BTreeMap<String, CredentialRecord>,
+    pub credentials: BTreeMap<CredentialKey, CredentialRecord>,
     /// The account's OAuth client secret, once seen.
     #[serde(default)]
     pub client_secret: Option<ClientSecretRecord>,
     /// Delivery state by a sink id chosen by the sink layer.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkRecord>,
+    /// The shared text of the keys and e-mails.
+    #[serde(skip)]
+    names: Names,
+}
+
+/// One copy of each user id, storage id and e-mail the records hold.
+#[derive(Clone, Default)]
+struct Names(HashSet<Arc<str>>);
+
+impl Names {
+    fn get(&mut self, text: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(text) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = text.into();
+        self.0.insert(shared.clone());
+        shared
+    }
+}
+
+impl fmt::Debug for Names {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Names({})", self.0.len())
+    }
+}
+
+/// The names are a cache of the records' own text: equal records are
+/// equal whatever they share.
+impl PartialEq for Names {
+    fn eq(&self, _: &Names) -> bool {
+        true
+    }
+}
+
+impl Eq for Names {}
+
+impl Records {
+    /// The record of `key`, created by `new` when there is none. The key
+    /// and the e-mail of a new record share the text of the others.
+    pub fn credential_or_insert_with(
+        &mut self,
+        key: &CredentialKey,
+        new: impl FnOnce() -> CredentialRecord,
+    ) -> &mut CredentialRecord {
+        if !self.credentials.contains_key(key) {
+            let key = self.share_key(key);
+            let mut record = new();
+            record.user_email = self.names.get(&record.user_email);
+            self.credentials.insert(key.clone(), record);
+            return self.credentials.get_mut(&key).expect("just inserted");
+        }
+        self.credentials.get_mut(key).expect("just checked")
+    }
+
+    fn share_key(&mut self, key: &CredentialKey) -> CredentialKey {
+        CredentialKey {
+            user_id: self.names.get(&key.user_id),
+            object_storage_id: self.names.get(&key.object_storage_id),
+            credential_id: key.credential_id,
+        }
+    }
+
+    /// Shares the text of records read from a file, whose keys and
+    /// e-mails were each read as their own copy.
+    fn share(&mut self) {
+        let credentials = std::mem::take(&mut self.credentials);
+        for (key, mut record) in credentials {
+            let key = self.share_key(&key);
+            record.user_email = self.names.get(&record.user_email);
+            self.credentials.insert(key, record);
+        }
+    }
 }
 
 impl Default for Records {
@@ -44,17 +122,28 @@ impl Default for Records {
             credentials: BTreeMap::new(),
             client_secret: None,
             sinks: BTreeMap::new(),
+            names: Names::default(),
         }
     }
 }
 
 /// Identifies one S3 credential: `user_id/object_storage_id/credential_id`.
-/// Serialised as that string.
+/// Serialised as that string. The ids are shared text ([`Records`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CredentialKey {
-    pub user_id: String,
-    pub object_storage_id: String,
+    pub user_id: Arc<str>,
+    pub object_storage_id: Arc<str>,
     pub credential_id: i64,
+}
+
+impl CredentialKey {
+    pub fn new(user_id: &str, object_storage_id: &str, credential_id: i64) -> CredentialKey {
+        CredentialKey {
+            user_id: user_id.into(),
+            object_storage_id: object_storage_id.into(),
+            credential_id,
+        }
+    }
 }
 
 impl fmt::Display for CredentialKey {
@@ -87,11 +176,11 @@ impl FromStr for CredentialKey {
         if user_id.is_empty() || object_storage_id.is_empty() {
             return Err(ParseCredentialKeyError);
         }
-        Ok(CredentialKey {
-            user_id: user_id.to_owned(),
-            object_storage_id: object_storage_id.to_owned(),
-            credential_id: credential_id.parse().map_err(|_| ParseCredentialKeyError)?,
-        })
+        Ok(CredentialKey::new(
+            user_id,
+            object_storage_id,
+            credential_id.parse().map_err(|_| ParseCredentialKeyError)?,
+        ))
     }
 }
 
@@ -103,7 +192,7 @@ impl Serialize for CredentialKey {
 
 impl<'de> Deserialize<'de> for CredentialKey {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<CredentialKey, D::Error> {
-        let text = String::deserialize(deserializer)?;
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
         text.parse().map_err(serde::de::Error::custom)
     }
 }
@@ -112,7 +201,7 @@ impl<'de> Deserialize<'de> for CredentialKey {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredentialRecord {
     /// The owning user's e-mail, for humans reading status and audit.
-    pub user_email: String,
+    pub user_email: Arc<str>,
     /// When the daemon first saw the credential (the clock for "adopt").
     pub first_seen: DateTime<Utc>,
     /// When the daemon last rotated it; `None` if it never did.
@@ -120,7 +209,7 @@ pub struct CredentialRecord {
     /// The rotation that produced the current secret (the API `x-request-id`).
     pub rotation_id: Option<Uuid>,
     /// The current access key (not a secret: it names the key pair).
-    pub access_key: String,
+    pub access_key: Box<str>,
     /// Fingerprint of the current secret key, to notice out-of-band changes.
     pub secret_fingerprint: Fingerprint,
     /// The storage's proof of the key of `rotation_id` (`verify = "s3"`).
@@ -138,7 +227,7 @@ pub struct Verification {
     pub accepted: bool,
     /// The storage's last error code when it did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<Box<str>>,
 }
 
 /// What is known about the account's OAuth client secret.
@@ -178,10 +267,11 @@ impl StateDir {
 /// Reads `<dir>/records.json` without a [`StateDir`] (read-only views too).
 pub(crate) fn load(dir: &Path) -> Result<Records, StateError> {
     let path = dir.join(super::RECORDS_FILE);
-    let Some(records) = read_json::<Records>(&path)? else {
+    let Some(mut records) = read_json::<Records>(&path)? else {
         return Ok(Records::default());
     };
     check_version(&path, records.version, RECORDS_VERSION)?;
+    records.share();
     Ok(records)
 }
 
@@ -190,11 +280,11 @@ mod tests {
     use super::*;
 
     fn key() -> CredentialKey {
-        CredentialKey {
-            user_id: "6f2a6f36-0d9e-4e0a-9f0c-6a1b2c3d4e5f".into(),
-            object_storage_id: "a1b2c3d4-aaaa-bbbb-cccc-1234567890ab".into(),
-            credential_id: 12345,
-        }
+        CredentialKey::new(
+            "6f2a6f36-0d9e-4e0a-9f0c-6a1b2c3d4e5f",
+            "a1b2c3d4-aaaa-bbbb-cccc-1234567890ab",
+            12345,
+        )
     }
 
     #[test]
@@ -221,6 +311,43 @@ mod tests {
             );
         }
         assert_eq!("a/b/-1".parse::<CredentialKey>().unwrap().credential_id, -1);
+    }
+
+    #[test]
+    fn records_share_the_text_of_their_keys_and_e_mails() {
+        let record = |email: &str| CredentialRecord {
+            user_email: email.into(),
+            first_seen: Utc::now(),
+            rotated_at: None,
+            rotation_id: None,
+            access_key: "AK".into(),
+            secret_fingerprint: Fingerprint("hmac-sha256:00".into()),
+            verified: None,
+        };
+        let mut records = Records::default();
+        for id in [1, 2] {
+            let key = CredentialKey::new("u-1", "os-1", id);
+            records.credential_or_insert_with(&key, || record("a@example.com"));
+        }
+        let text = serde_json::to_string(&records).unwrap();
+        assert!(text.contains(r#""u-1/os-1/1":"#), "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(crate::state::RECORDS_FILE), &text).unwrap();
+        for records in [records, load(dir.path()).unwrap()] {
+            let keys: Vec<_> = records.credentials.keys().collect();
+            assert_eq!(keys.len(), 2);
+            assert!(Arc::ptr_eq(&keys[0].user_id, &keys[1].user_id));
+            assert!(Arc::ptr_eq(
+                &keys[0].object_storage_id,
+                &keys[1].object_storage_id
+            ));
+            let emails: Vec<_> = records
+                .credentials
+                .values()
+                .map(|r| &r.user_email)
+                .collect();
+            assert!(Arc::ptr_eq(emails[0], emails[1]));
+        }
     }
 
     #[test]

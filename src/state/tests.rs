@@ -33,7 +33,7 @@ fn sample_records(state: &StateDir) -> Records {
     };
     let mut records = Records::default();
     records.credentials.insert(
-        key.to_string(),
+        key,
         CredentialRecord {
             user_email: "app@example.com".into(),
             first_seen: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),

@@ -116,11 +116,7 @@ fn rotated(r: &Rotated, client_id: &str, trace_id: &str) -> Option<NewEvent> {
     match r.kind {
         "object_storage" => {
             let c = r.credential.as_ref()?;
-            let key = CredentialKey {
-                user_id: c.user_id.clone(),
-                object_storage_id: c.object_storage_id.clone(),
-                credential_id: c.credential_id,
-            };
+            let key = CredentialKey::new(&c.user_id, &c.object_storage_id, c.credential_id);
             let mut data = json!({
                 "rotation_id": r.rotation_id,
                 "rotated_at": time(r.at),
@@ -218,16 +214,13 @@ pub(super) fn unannounced(
     client_id: &str,
 ) -> Vec<NewEvent> {
     let mut events = Vec::new();
-    for (key_text, record) in &records.credentials {
+    for (key, record) in &records.credentials {
         let (Some(rotation_id), Some(at)) = (record.rotation_id, record.rotated_at) else {
             continue;
         };
         if at < queue.since || queue.announced.contains(&rotation_id) {
             continue;
         }
-        let Ok(key) = key_text.parse::<CredentialKey>() else {
-            continue;
-        };
         let listed = snapshot.credentials.iter().find(|c| {
             *c.user_id == *key.user_id
                 && *c.object_storage_id == *key.object_storage_id
@@ -254,7 +247,7 @@ pub(super) fn unannounced(
                 OBJECT_STORAGE_CREDENTIAL_ROTATED,
                 at,
                 data,
-                Some(SecretSource::ObjectStorage { key }),
+                Some(SecretSource::ObjectStorage { key: key.clone() }),
             ),
         });
     }
@@ -515,19 +508,21 @@ mod tests {
             verified: None,
         };
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        records
-            .credentials
-            .insert("u-1/os-1/42".into(), record(Some(Utc::now()), Some(a)));
         records.credentials.insert(
-            "u-1/os-1/43".into(),
+            "u-1/os-1/42".parse().unwrap(),
+            record(Some(Utc::now()), Some(a)),
+        );
+        records.credentials.insert(
+            "u-1/os-1/43".parse().unwrap(),
             record(Some(since - chrono::Duration::minutes(1)), Some(b)),
         );
         records
             .credentials
-            .insert("u-1/os-1/44".into(), record(None, None));
-        records
-            .credentials
-            .insert("u-2/os-1/45".into(), record(Some(Utc::now()), Some(c)));
+            .insert("u-1/os-1/44".parse().unwrap(), record(None, None));
+        records.credentials.insert(
+            "u-2/os-1/45".parse().unwrap(),
+            record(Some(Utc::now()), Some(c)),
+        );
         queue.announced.insert(c);
         records.client_secret = Some(ClientSecretRecord {
             first_seen: since,
