@@ -43,7 +43,7 @@ pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u
             "first_seen": ts(Some(r.first_seen)),
             "rotated_at": ts(r.rotated_at),
             "rotation_id": r.rotation_id,
-            "fingerprint": r.fingerprint.0,
+            "fingerprint": r.fingerprint.text(),
         })),
         "credentials": credentials.iter().map(|(key, r)| json!({
             "key": key,
@@ -52,7 +52,7 @@ pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u
             "first_seen": ts(Some(r.first_seen)),
             "rotated_at": ts(r.rotated_at),
             "rotation_id": r.rotation_id,
-            "fingerprint": r.secret_fingerprint.0,
+            "fingerprint": r.secret_fingerprint.text(),
             "due_at": ts(Some(r.rotated_at.unwrap_or(r.first_seen) + due_after)),
             "verified": r.verified.as_ref().map(|v| json!({
                 "at": ts(Some(v.at)),
@@ -148,7 +148,7 @@ pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u
                 r.rotated_at
                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                     .unwrap_or_else(|| "never".into()),
-                r.fingerprint.0
+                r.fingerprint.text()
             ),
         )?,
         None => w(out, "Client secret: no record".into())?,

@@ -129,7 +129,7 @@ pub(super) async fn rotate(
         rotation_id,
         started_at: Utc::now(),
         kind: IntentKind::ClientSecret {
-            old_fingerprint: old_fp.clone(),
+            old_fingerprint: old_fp,
         },
     });
     if let Err(err) = state.save_journal(&journal) {
@@ -186,7 +186,7 @@ pub(super) async fn rotate(
             secret: new_secret.clone(),
             rotated_at: now,
             rotation_id,
-            superseded: superseded.clone(),
+            superseded,
             recovery_token: None,
         };
         let result = store_with_retry(state, &stored).await;
@@ -235,7 +235,7 @@ pub(super) async fn rotate(
         first_seen,
         rotated_at: Some(now),
         rotation_id: Some(rotation_id),
-        fingerprint: new_fp.clone(),
+        fingerprint: new_fp,
     });
     if let Err(err) = state.save_records(records) {
         report.fail("state", "records.json", err);
@@ -250,8 +250,8 @@ pub(super) async fn rotate(
         subject: subject.clone(),
         detail: serde_json::json!({
             "kind": "client_secret",
-            "old_fingerprint": old_fp.0,
-            "new_fingerprint": new_fp.0,
+            "old_fingerprint": old_fp.text(),
+            "new_fingerprint": new_fp.text(),
             "confirmed": confirmed.is_ok(),
         }),
     });
@@ -272,8 +272,8 @@ pub(super) async fn rotate(
         rotation_id,
         old_access_key: None,
         new_access_key: None,
-        old_fingerprint: old_fp.0,
-        new_fingerprint: new_fp.0,
+        old_fingerprint: old_fp.text(),
+        new_fingerprint: new_fp.text(),
         recovered: false,
     });
     Some(new_secret)

@@ -141,7 +141,7 @@ pub(super) fn record(
         record.rotation_id = Some(rotation_id);
         record.verified = None;
         record.access_key = current.access_key.as_str().into();
-        record.secret_fingerprint = new_fp.clone();
+        record.secret_fingerprint = new_fp;
         out.audit.push(AuditEvent {
             at: now,
             event: AuditKind::Rotation,
@@ -152,8 +152,8 @@ pub(super) fn record(
                 "kind": "object_storage",
                 "old_access_key": entry.access_key,
                 "new_access_key": current.access_key,
-                "old_fingerprint": old_fp.0,
-                "new_fingerprint": new_fp.0,
+                "old_fingerprint": old_fp.text(),
+                "new_fingerprint": new_fp.text(),
                 "confirmed": reread.is_some(),
             }),
         });
@@ -176,8 +176,8 @@ pub(super) fn record(
             rotation_id,
             old_access_key: Some(entry.access_key.clone()),
             new_access_key: Some(current.access_key.clone()),
-            old_fingerprint: old_fp.0,
-            new_fingerprint: new_fp.0,
+            old_fingerprint: old_fp.text(),
+            new_fingerprint: new_fp.text(),
             recovered: false,
         });
     }

@@ -129,7 +129,7 @@ pub(super) async fn resume(
                             record.rotation_id = Some(id);
                             record.verified = None;
                             record.access_key = current.access_key.as_str().into();
-                            record.secret_fingerprint = fp.clone();
+                            record.secret_fingerprint = fp;
                             let rotated = Rotated {
                                 kind: "object_storage",
                                 subject,
@@ -138,8 +138,8 @@ pub(super) async fn resume(
                                 rotation_id: id,
                                 old_access_key: Some(old_access_key.clone()),
                                 new_access_key: Some(current.access_key.clone()),
-                                old_fingerprint: old_fingerprint.0.clone(),
-                                new_fingerprint: fp.0,
+                                old_fingerprint: old_fingerprint.text(),
+                                new_fingerprint: fp.text(),
                                 recovered: true,
                             };
                             recovered(engine, client, report, rotated);
@@ -217,7 +217,7 @@ pub(super) async fn resume(
                                 first_seen,
                                 rotated_at: Some(intent.started_at),
                                 rotation_id: Some(id),
-                                fingerprint: fp.clone(),
+                                fingerprint: fp,
                             });
                             let rotated = Rotated {
                                 kind: "client_secret",
@@ -227,8 +227,8 @@ pub(super) async fn resume(
                                 rotation_id: id,
                                 old_access_key: None,
                                 new_access_key: None,
-                                old_fingerprint: old_fingerprint.0.clone(),
-                                new_fingerprint: fp.0,
+                                old_fingerprint: old_fingerprint.text(),
+                                new_fingerprint: fp.text(),
                                 recovered: true,
                             };
                             recovered(engine, client, report, rotated);

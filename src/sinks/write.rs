@@ -206,7 +206,7 @@ fn version(
     );
     let mut fingerprint = state.fingerprint_writer();
     render(&mut fingerprint)?;
-    Ok(fingerprint.finish(metadata.as_bytes()).0)
+    Ok(fingerprint.finish(metadata.as_bytes()).text())
 }
 
 /// A buffered writer whose buffer is zeroed after every flush and on drop:
@@ -559,7 +559,7 @@ mod tests {
             v1,
             state
                 .fingerprint_parts(&[want.as_bytes(), b"\0mode=640\0owner=\0group="])
-                .0,
+                .text(),
             "the streamed fingerprint is that of the whole content"
         );
         // A content error halfway: the file keeps its old content.

@@ -27,12 +27,68 @@ const PREFIX: &str = "hmac-sha256:";
 
 /// `hmac-sha256:<32 hex digits>`: identifies a secret in records, audit
 /// lines and webhooks without revealing it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Fingerprint(pub String);
+///
+/// Kept as its 16 bytes and written as that text: the records hold one per
+/// credential of the account, and the text would take 44 bytes more, plus
+/// an allocation, each.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; KEPT_LEN]);
+
+impl Fingerprint {
+    /// The text form, `hmac-sha256:<32 hex digits>`.
+    pub fn text(&self) -> String {
+        self.to_string()
+    }
+
+    /// A fingerprint of `byte` repeated, for tests.
+    #[cfg(test)]
+    pub(crate) fn repeated(byte: u8) -> Fingerprint {
+        Fingerprint([byte; KEPT_LEN])
+    }
+}
 
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(PREFIX)?;
+        for byte in &self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+/// Text that is not `hmac-sha256:` and 32 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a fingerprint is \"hmac-sha256:\" and 32 hex digits")]
+pub struct ParseFingerprintError;
+
+impl std::str::FromStr for Fingerprint {
+    type Err = ParseFingerprintError;
+
+    fn from_str(text: &str) -> Result<Fingerprint, ParseFingerprintError> {
+        let hex = text.strip_prefix(PREFIX).ok_or(ParseFingerprintError)?;
+        let mut bytes = [0u8; KEPT_LEN];
+        hex::decode_to_slice(hex, &mut bytes).map_err(|_| ParseFingerprintError)?;
+        Ok(Fingerprint(bytes))
+    }
+}
+
+impl Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Fingerprint, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -134,12 +190,9 @@ fn fingerprint_with(key: &[u8], parts: &[&[u8]]) -> Fingerprint {
 
 fn text_of(mac: Hmac<Sha256>) -> Fingerprint {
     let digest = mac.finalize().into_bytes();
-    let mut text = String::with_capacity(PREFIX.len() + 2 * KEPT_LEN);
-    text.push_str(PREFIX);
-    for byte in &digest[..KEPT_LEN] {
-        text.push_str(&format!("{byte:02x}"));
-    }
-    Fingerprint(text)
+    let mut kept = [0u8; KEPT_LEN];
+    kept.copy_from_slice(&digest[..KEPT_LEN]);
+    Fingerprint(kept)
 }
 
 #[cfg(test)]
@@ -155,7 +208,23 @@ mod tests {
         // RFC 4231 test case 1: the format must never change, or every
         // recorded fingerprint would stop matching after an upgrade.
         let fp = fingerprint_with(&[0x0b; 20], &[b"Hi There"]);
-        assert_eq!(fp.0, "hmac-sha256:b0344c61d8db38535ca8afceaf0bf12b");
+        assert_eq!(fp.text(), "hmac-sha256:b0344c61d8db38535ca8afceaf0bf12b");
+        let json = serde_json::to_string(&fp).unwrap();
+        assert_eq!(json, "\"hmac-sha256:b0344c61d8db38535ca8afceaf0bf12b\"");
+        assert_eq!(serde_json::from_str::<Fingerprint>(&json).unwrap(), fp);
+        for bad in [
+            "",
+            "hmac-sha256:",
+            "hmac-sha256:b0344c61",
+            "sha256:b0344c61d8db38535ca8afceaf0bf12b",
+            "hmac-sha256:z0344c61d8db38535ca8afceaf0bf12b",
+        ] {
+            assert_eq!(
+                bad.parse::<Fingerprint>(),
+                Err(ParseFingerprintError),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -170,7 +239,7 @@ mod tests {
     #[test]
     fn reveals_no_part_of_the_secret() {
         let text = "Q7!zP-9#kX$wLm@R";
-        let fp = key(7).fingerprint(&SecretString::from(text)).0;
+        let fp = key(7).fingerprint(&SecretString::from(text)).text();
         for window in text.as_bytes().windows(3) {
             let window = std::str::from_utf8(window).unwrap();
             assert!(!fp.contains(window), "{fp} contains {window}");

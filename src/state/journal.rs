@@ -207,7 +207,7 @@ mod tests {
 
     fn client_secret() -> IntentKind {
         IntentKind::ClientSecret {
-            old_fingerprint: Fingerprint("hmac-sha256:00".into()),
+            old_fingerprint: Fingerprint::repeated(0),
         }
     }
 
@@ -266,6 +266,9 @@ mod tests {
     fn intents_are_tagged_by_kind() {
         let value = serde_json::to_value(intent(client_secret())).unwrap();
         assert_eq!(value["kind"], "client_secret");
-        assert_eq!(value["old_fingerprint"], "hmac-sha256:00");
+        assert_eq!(
+            value["old_fingerprint"],
+            "hmac-sha256:00000000000000000000000000000000"
+        );
     }
 }

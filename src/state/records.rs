@@ -321,7 +321,7 @@ mod tests {
             rotated_at: None,
             rotation_id: None,
             access_key: "AK".into(),
-            secret_fingerprint: Fingerprint("hmac-sha256:00".into()),
+            secret_fingerprint: Fingerprint::repeated(3),
             verified: None,
         };
         let mut records = Records::default();

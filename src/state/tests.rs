@@ -48,7 +48,7 @@ fn sample_records(state: &StateDir) -> Records {
         first_seen: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
         rotated_at: None,
         rotation_id: None,
-        fingerprint: Fingerprint("hmac-sha256:0123".into()),
+        fingerprint: Fingerprint::repeated(4),
     });
     records.sinks.insert(
         "file:/etc/app.json".into(),
@@ -65,7 +65,7 @@ fn stored_secret() -> StoredClientSecret {
         secret: SecretString::from(SECRET),
         rotated_at: Utc.with_ymd_and_hms(2026, 3, 1, 3, 30, 0).unwrap(),
         rotation_id: Uuid::new_v4(),
-        superseded: Fingerprint("hmac-sha256:feedface".into()),
+        superseded: Fingerprint::repeated(5),
         recovery_token: None,
     }
 }
@@ -123,8 +123,8 @@ fn the_key_survives_reopening_so_fingerprints_are_stable() {
         StateDir::open(other.path()).unwrap().fingerprint(&secret),
         before
     );
-    assert!(before.0.starts_with("hmac-sha256:"));
-    assert_eq!(before.0.len(), "hmac-sha256:".len() + 32);
+    assert!(before.text().starts_with("hmac-sha256:"));
+    assert_eq!(before.text().len(), "hmac-sha256:".len() + 32);
 }
 
 #[test]
@@ -147,14 +147,14 @@ fn records_and_journal_round_trip() {
             key: "u-1/os-1/42".parse().unwrap(),
             user_email: "app@example.com".into(),
             old_access_key: "AKIAOLD".into(),
-            old_fingerprint: Fingerprint("hmac-sha256:aa".into()),
+            old_fingerprint: Fingerprint::repeated(6),
         },
     });
     journal.begin(Intent {
         rotation_id: Uuid::new_v4(),
         started_at: Utc::now(),
         kind: IntentKind::ClientSecret {
-            old_fingerprint: Fingerprint("hmac-sha256:bb".into()),
+            old_fingerprint: Fingerprint::repeated(7),
         },
     });
     state.save_journal(&journal).unwrap();

@@ -239,7 +239,7 @@ pub(super) fn unannounced(
             "credential_id": key.credential_id,
             "access_key": record.access_key,
             "previous_access_key": null,
-            "fingerprint": record.secret_fingerprint.0,
+            "fingerprint": record.secret_fingerprint.text(),
         });
         events.push(NewEvent {
             announces: Some(rotation_id),
@@ -261,7 +261,7 @@ pub(super) fn unannounced(
                     "recovered": true,
                     "trace_id": null,
                     "client_id": client_id,
-                    "fingerprint": record.fingerprint.0,
+                    "fingerprint": record.fingerprint.text(),
                 });
                 events.push(NewEvent {
                     announces: Some(rotation_id),
@@ -305,7 +305,7 @@ pub(super) fn body(
                     fields.insert("access_key".into(), (&*c.access_key).into());
                     fields.insert(
                         "fingerprint".into(),
-                        state.fingerprint(&c.secret_key).0.into(),
+                        state.fingerprint(&c.secret_key).text().into(),
                     );
                     fields.insert("s3_url".into(), (&*c.s3_url).into());
                     fields.insert("secret_key".into(), c.secret_key.expose_secret().into());
@@ -314,7 +314,10 @@ pub(super) fn body(
             }
             SecretSource::ClientSecret => {
                 if let Some((_, secret)) = &snapshot.client {
-                    fields.insert("fingerprint".into(), state.fingerprint(secret).0.into());
+                    fields.insert(
+                        "fingerprint".into(),
+                        state.fingerprint(secret).text().into(),
+                    );
                     fields.insert("client_secret".into(), secret.expose_secret().into());
                     added = true;
                 }
@@ -476,7 +479,7 @@ mod tests {
         assert_eq!(v["data"]["s3_url"], "https://eu2.contabostorage.com");
         assert_eq!(
             v["data"]["fingerprint"],
-            state.fingerprint(&SecretString::from(S3_SECRET)).0
+            state.fingerprint(&SecretString::from(S3_SECRET)).text()
         );
         let (full, added) = body(&events[1].event, Some(&snapshot), &state);
         assert!(added);
@@ -497,14 +500,14 @@ mod tests {
         let since = Utc::now() - chrono::Duration::hours(1);
         let mut queue = OutboxQueue::new(since);
         let mut records = Records::default();
-        let fp = Fingerprint("hmac-sha256:x".into());
+        let fp = Fingerprint::repeated(1);
         let record = |rotated_at: Option<DateTime<Utc>>, rotation_id| CredentialRecord {
             user_email: "app@example.com".into(),
             first_seen: since - chrono::Duration::days(9),
             rotated_at,
             rotation_id,
             access_key: "K".into(),
-            secret_fingerprint: fp.clone(),
+            secret_fingerprint: fp,
             verified: None,
         };
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
@@ -528,7 +531,7 @@ mod tests {
             first_seen: since,
             rotated_at: Some(Utc::now()),
             rotation_id: Some(Uuid::new_v4()),
-            fingerprint: fp.clone(),
+            fingerprint: fp,
         });
         let events = unannounced(&queue, &records, &snapshot(), "INT-1");
         assert_eq!(events.len(), 2, "{events:?}");
