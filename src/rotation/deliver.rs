@@ -493,7 +493,7 @@ impl Sinks {
             .store
             .values()
             .flatten()
-            .filter(|c| selection.is_some_and(|s| selects(s, &c.user_email, &c.region)))
+            .filter(|c| selection.is_some_and(|s| selects(s, &c.user_email, &c.storage.region)))
             .cloned()
             .collect();
         Snapshot {
@@ -801,7 +801,7 @@ impl Gate {
             });
             let Some(reason) = reason else { continue };
             for (c, slot) in values.iter().zip(reasons.iter_mut()) {
-                if slot.is_none() && selects(selection, &c.user_email, &c.region) {
+                if slot.is_none() && selects(selection, &c.user_email, &c.storage.region) {
                     *slot = Some(format!(
                         "not rotated: {} cannot be given its new value in this pass ({reason})",
                         g.sink.describe()

@@ -333,34 +333,24 @@ pub(crate) fn new_record(
 }
 
 /// A user's credentials as delivery sees them, with when each was rotated.
+/// The user's id and e-mail are the records' shared copies.
 pub(crate) fn snapshot_values(
     entries: &[CredentialEntry],
-    records: &Records,
+    records: &mut Records,
     storages: &crate::sinks::Interner,
 ) -> Vec<Arc<SnapshotCredential>> {
-    // One user's credentials: its id and e-mail are shared by all of them.
-    let mut user: Option<(Arc<str>, Arc<str>)> = None;
     entries
         .iter()
         .map(|c| {
-            let (user_id, user_email) = match &user {
-                Some((id, email)) if **id == *c.user_id && **email == *c.user_email => {
-                    (id.clone(), email.clone())
-                }
-                _ => {
-                    let shared: (Arc<str>, Arc<str>) =
-                        (c.user_id.as_str().into(), c.user_email.as_str().into());
-                    user = Some(shared.clone());
-                    shared
-                }
-            };
             Arc::new(SnapshotCredential {
-                user_id,
-                user_email,
-                object_storage_id: storages.get(&c.object_storage_id),
-                object_storage_name: storages.get(&c.object_storage_name),
-                region: storages.get(&c.region),
-                s3_url: storages.get(&c.s3_url),
+                user_id: records.shared_text(&c.user_id),
+                user_email: records.shared_text(&c.user_email),
+                storage: storages.storage(
+                    &c.object_storage_id,
+                    &c.object_storage_name,
+                    &c.region,
+                    &c.s3_url,
+                ),
                 credential_id: c.credential_id,
                 access_key: c.access_key.as_str().into(),
                 secret_key: c.secret_key.clone(),

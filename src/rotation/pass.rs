@@ -154,7 +154,7 @@ pub(super) async fn run(
             match result {
                 Ok(entries) => {
                     if sinks.aggregate_holds(&user.email) {
-                        sinks.store_user(user, snapshot_values(&entries, &records, &storages));
+                        sinks.store_user(user, snapshot_values(&entries, &mut records, &storages));
                         if !whole_account {
                             // The store holds them; the user's stage gets
                             // them back from it (one copy, not two).
@@ -468,7 +468,7 @@ impl Flow<'_> {
                 report,
                 self.prover.is_some(),
             );
-            let values = snapshot_values(&recorded.entries, &records, &self.storages);
+            let values = snapshot_values(&recorded.entries, &mut records, &self.storages);
             (recorded, values)
         };
         let events = self.sinks.events(&recorded.rotated, &recorded.failed);

@@ -136,8 +136,8 @@ pub(super) async fn run(
         return outcome;
     }
     let mut values = {
-        let records = ctx.records.lock().expect("records lock");
-        snapshot_values(&entries, &records, &ctx.storages)
+        let mut records = ctx.records.lock().expect("records lock");
+        snapshot_values(&entries, &mut records, &ctx.storages)
     };
     let held = ctx.gate.held_back(&outcome.user, &values);
     let held: HashMap<i64, String> = entries

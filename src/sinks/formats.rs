@@ -207,7 +207,7 @@ pub fn ini_value(value: &str) -> Result<&str, Unquotable> {
 fn describe(c: &SnapshotCredential) -> String {
     let text = format!(
         "credential {} of {} ({}, {})",
-        c.credential_id, c.user_email, c.object_storage_name, c.region
+        c.credential_id, c.user_email, c.storage.name, c.storage.region
     );
     text.chars()
         .map(|ch| if ch.is_control() { ' ' } else { ch })
@@ -248,9 +248,9 @@ pub fn env(snapshot: &Snapshot) -> Result<SecretString, String> {
     for (name, value) in [
         ("AWS_ACCESS_KEY_ID", &*c.access_key),
         ("AWS_SECRET_ACCESS_KEY", secret),
-        ("AWS_ENDPOINT_URL", &*c.s3_url),
-        ("AWS_REGION", region_code(&c.region)),
-        ("AWS_DEFAULT_REGION", region_code(&c.region)),
+        ("AWS_ENDPOINT_URL", &*c.storage.s3_url),
+        ("AWS_REGION", region_code(&c.storage.region)),
+        ("AWS_DEFAULT_REGION", region_code(&c.storage.region)),
     ] {
         let _ = writeln!(text, "{name}={}", quote(name, value)?);
     }
@@ -302,17 +302,18 @@ fn write_profiles(
     let mut credentials: Vec<&SnapshotCredential> =
         snapshot.credentials.iter().map(|c| &**c).collect();
     credentials.sort_by(|a, b| {
-        (&a.user_email, a.credential_id, &a.object_storage_id).cmp(&(
+        (&a.user_email, a.credential_id, &a.storage.id).cmp(&(
             &b.user_email,
             b.credential_id,
-            &b.object_storage_id,
+            &b.storage.id,
         ))
     });
     out.write_all(b"# Written by contabo-rotator; replaced on every change.\n")?;
     // A name taken before gets `-2`, `-3`, … in this order. Only names
     // whose hash occurs twice are kept as text: a map of every name would
     // cost tens of bytes per credential, on every render of a large file.
-    let base_of = |c: &SnapshotCredential| profile_name(&c.user_email, &c.region, c.credential_id);
+    let base_of =
+        |c: &SnapshotCredential| profile_name(&c.user_email, &c.storage.region, c.credential_id);
     let hash_of = |name: &str| {
         let mut h = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(name, &mut h);
@@ -344,8 +345,8 @@ fn write_profiles(
         for (key, value) in [
             ("aws_access_key_id", &*c.access_key),
             ("aws_secret_access_key", c.secret_key.expose_secret()),
-            ("endpoint_url", &*c.s3_url),
-            ("region", region_code(&c.region)),
+            ("endpoint_url", &*c.storage.s3_url),
+            ("region", region_code(&c.storage.region)),
         ] {
             let value = ini_value(value).map_err(|Unquotable(why)| {
                 RenderError::Content(format!("{key} of {} cannot be written: {why}", describe(c)))
@@ -733,7 +734,14 @@ mod tests {
     #[test]
     fn a_hostile_display_name_cannot_inject_a_line() {
         let mut c = credential("app@example.com", "European Union", 7, "s");
-        std::sync::Arc::make_mut(&mut c).object_storage_name = "x\nAWS_REGION=evil".into();
+        let storage = &c.storage;
+        let hostile = crate::sinks::Storage::new(
+            &storage.id,
+            "x\nAWS_REGION=evil",
+            &storage.region,
+            &storage.s3_url,
+        );
+        std::sync::Arc::make_mut(&mut c).storage = hostile;
         let snapshot = Snapshot {
             client: None,
             credentials: vec![c],
@@ -799,7 +807,14 @@ mod tests {
     #[test]
     fn aws_credentials_has_one_unique_profile_per_credential() {
         let mut shared = credential("app@example.com", "European Union", 7, "s1");
-        std::sync::Arc::make_mut(&mut shared).object_storage_id = "storage-b".into();
+        let storage = &shared.storage;
+        let other = crate::sinks::Storage::new(
+            "storage-b",
+            &storage.name,
+            &storage.region,
+            &storage.s3_url,
+        );
+        std::sync::Arc::make_mut(&mut shared).storage = other;
         let snapshot = Snapshot {
             client: None,
             credentials: vec![

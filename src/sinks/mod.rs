@@ -29,7 +29,9 @@ pub mod template;
 pub mod webhook;
 pub mod write;
 
-pub use snapshot::{Interner, LazyRedactor, Redact, Redactor, Snapshot, SnapshotCredential};
+pub use snapshot::{
+    Interner, LazyRedactor, Redact, Redactor, Snapshot, SnapshotCredential, Storage,
+};
 
 /// One `[[sinks]]` entry.
 #[derive(Debug, Clone)]

@@ -4,27 +4,51 @@ use super::{Kind, Selection};
 use chrono::{DateTime, Utc};
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::formats;
 
-/// Shares the text of values that many credentials repeat: one allocation
-/// per distinct value instead of one per credential. A pass interns the
-/// storages' fields only (an account has a handful of storages), so it
-/// stays small.
+/// An object storage as its credentials name it: one allocation shared by
+/// every credential of the storage ([`Interner`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Storage {
+    pub id: Box<str>,
+    pub name: Box<str>,
+    pub region: Box<str>,
+    pub s3_url: Box<str>,
+}
+
+impl Storage {
+    pub fn new(id: &str, name: &str, region: &str, s3_url: &str) -> Arc<Storage> {
+        Arc::new(Storage {
+            id: id.into(),
+            name: name.into(),
+            region: region.into(),
+            s3_url: s3_url.into(),
+        })
+    }
+}
+
+/// Shares the [`Storage`] of the credentials of a pass: one per storage
+/// (an account has a handful) instead of one per credential.
 #[derive(Debug, Default)]
-pub struct Interner(Mutex<HashSet<Arc<str>>>);
+pub struct Interner(Mutex<HashMap<Box<str>, Vec<Arc<Storage>>>>);
 
 impl Interner {
-    /// The shared copy of `value`.
-    pub fn get(&self, value: &str) -> Arc<str> {
-        let mut set = self.0.lock().expect("interner lock");
-        if let Some(shared) = set.get(value) {
+    /// The shared storage of these fields.
+    pub fn storage(&self, id: &str, name: &str, region: &str, s3_url: &str) -> Arc<Storage> {
+        let mut by_id = self.0.lock().expect("interner lock");
+        // A storage renamed while the pass runs keeps both versions.
+        let versions = by_id.entry(id.into()).or_default();
+        if let Some(shared) = versions
+            .iter()
+            .find(|s| &*s.name == name && &*s.region == region && &*s.s3_url == s3_url)
+        {
             return shared.clone();
         }
-        let shared: Arc<str> = value.into();
-        set.insert(shared.clone());
+        let shared = Storage::new(id, name, region, s3_url);
+        versions.push(shared.clone());
         shared
     }
 }
@@ -32,16 +56,14 @@ impl Interner {
 /// One S3 credential as the API holds it now.
 ///
 /// Compact, because a pass keeps one per credential its aggregate sinks
-/// hold: the user's fields are shared by the user's credentials and the
-/// storage's by every credential of the storage ([`Interner`]).
+/// hold: the user's fields are shared by the user's credentials (and with
+/// the records) and the storage by every credential of the storage
+/// ([`Interner`]).
 #[derive(Debug, Clone)]
 pub struct SnapshotCredential {
     pub user_id: Arc<str>,
     pub user_email: Arc<str>,
-    pub object_storage_id: Arc<str>,
-    pub object_storage_name: Arc<str>,
-    pub region: Arc<str>,
-    pub s3_url: Arc<str>,
+    pub storage: Arc<Storage>,
     pub credential_id: i64,
     pub access_key: Box<str>,
     pub secret_key: SecretString,
@@ -71,7 +93,7 @@ impl Snapshot {
         let credentials = if wants(Kind::ObjectStorage) {
             self.credentials
                 .iter()
-                .filter(|c| selects(selection, &c.user_email, &c.region))
+                .filter(|c| selects(selection, &c.user_email, &c.storage.region))
                 .cloned()
                 .collect()
         } else {
@@ -198,10 +220,10 @@ impl serde::Serialize for JsonView<'_> {
                     seq.serialize_element(&CredentialView {
                         user_id: &c.user_id,
                         user_email: &c.user_email,
-                        object_storage_id: &c.object_storage_id,
-                        object_storage_name: &c.object_storage_name,
-                        region: &c.region,
-                        s3_url: &c.s3_url,
+                        object_storage_id: &c.storage.id,
+                        object_storage_name: &c.storage.name,
+                        region: &c.storage.region,
+                        s3_url: &c.storage.s3_url,
                         credential_id: c.credential_id,
                         access_key: &c.access_key,
                         secret_key: c.secret_key.expose_secret(),
@@ -316,10 +338,12 @@ pub(crate) mod tests {
         Arc::new(SnapshotCredential {
             user_id: format!("user-{email}").into(),
             user_email: email.into(),
-            object_storage_id: format!("storage-{id}").into(),
-            object_storage_name: format!("Object Storage {id}").into(),
-            region: region.into(),
-            s3_url: "https://eu2.contabostorage.com".into(),
+            storage: Storage::new(
+                &format!("storage-{id}"),
+                &format!("Object Storage {id}"),
+                region,
+                "https://eu2.contabostorage.com",
+            ),
             credential_id: id,
             access_key: format!("AK{id}").into(),
             secret_key: SecretString::from(secret),

@@ -94,6 +94,12 @@ impl Records {
         self.credentials.get_mut(key).expect("just checked")
     }
 
+    /// The records' shared copy of `text` (a user or storage id, an
+    /// e-mail), for values that live beside them.
+    pub fn shared_text(&mut self, text: &str) -> Arc<str> {
+        self.names.get(text)
+    }
+
     fn share_key(&mut self, key: &CredentialKey) -> CredentialKey {
         CredentialKey {
             user_id: self.names.get(&key.user_id),

@@ -223,7 +223,7 @@ pub(super) fn unannounced(
         }
         let listed = snapshot.credentials.iter().find(|c| {
             *c.user_id == *key.user_id
-                && *c.object_storage_id == *key.object_storage_id
+                && *c.storage.id == *key.object_storage_id
                 && c.credential_id == key.credential_id
         });
         let data = json!({
@@ -234,8 +234,8 @@ pub(super) fn unannounced(
             "user_id": key.user_id,
             "user_email": record.user_email,
             "object_storage_id": key.object_storage_id,
-            "object_storage_name": listed.map(|c| &*c.object_storage_name),
-            "region": listed.map(|c| &*c.region),
+            "object_storage_name": listed.map(|c| &*c.storage.name),
+            "region": listed.map(|c| &*c.storage.region),
             "credential_id": key.credential_id,
             "access_key": record.access_key,
             "previous_access_key": null,
@@ -298,7 +298,7 @@ pub(super) fn body(
             SecretSource::ObjectStorage { key } => {
                 let current = snapshot.credentials.iter().find(|c| {
                     *c.user_id == *key.user_id
-                        && *c.object_storage_id == *key.object_storage_id
+                        && *c.storage.id == *key.object_storage_id
                         && c.credential_id == key.credential_id
                 });
                 if let Some(c) = current {
@@ -307,7 +307,7 @@ pub(super) fn body(
                         "fingerprint".into(),
                         state.fingerprint(&c.secret_key).text().into(),
                     );
-                    fields.insert("s3_url".into(), (&*c.s3_url).into());
+                    fields.insert("s3_url".into(), (&*c.storage.s3_url).into());
                     fields.insert("secret_key".into(), c.secret_key.expose_secret().into());
                     added = true;
                 }
@@ -410,10 +410,12 @@ mod tests {
             credentials: vec![std::sync::Arc::new(SnapshotCredential {
                 user_id: "u-1".into(),
                 user_email: "app@example.com".into(),
-                object_storage_id: "os-1".into(),
-                object_storage_name: "Object Storage EU 420".into(),
-                region: "European Union".into(),
-                s3_url: "https://eu2.contabostorage.com".into(),
+                storage: crate::sinks::Storage::new(
+                    "os-1",
+                    "Object Storage EU 420",
+                    "European Union",
+                    "https://eu2.contabostorage.com",
+                ),
                 credential_id: 42,
                 access_key: "CURRENTKEY".into(),
                 secret_key: SecretString::from(S3_SECRET),

@@ -38,10 +38,12 @@ impl Fixture {
                 credentials: vec![std::sync::Arc::new(SnapshotCredential {
                     user_id: "u-1".into(),
                     user_email: "app@example.com".into(),
-                    object_storage_id: "os-1".into(),
-                    object_storage_name: "EU 1".into(),
-                    region: "European Union".into(),
-                    s3_url: "https://eu2.contabostorage.com".into(),
+                    storage: crate::sinks::Storage::new(
+                        "os-1",
+                        "EU 1",
+                        "European Union",
+                        "https://eu2.contabostorage.com",
+                    ),
                     credential_id: 42,
                     access_key: "NEWKEY".into(),
                     secret_key: SecretString::from(S3_SECRET),
