@@ -41,7 +41,7 @@ const FIRST_WAIT: Duration = Duration::from_millis(200);
 const MAX_WAIT: Duration = Duration::from_secs(3);
 /// At most this many proofs at once: each is a handful of small requests,
 /// and a slow storage must not gather thousands of waiting tasks.
-pub(super) const MAX_PROOFS: usize = 16;
+pub(super) const MAX_PROOFS: usize = 32;
 /// At most this many proofs wait for a slot; then the pass waits before
 /// starting more users (each waiting proof holds a new and an old key).
 pub(super) const MAX_PROOF_BACKLOG: usize = 128;
