@@ -241,6 +241,7 @@ pub(super) async fn run(
         journal: journal.clone(),
         settled: Vec::new(),
         audit: crate::state::AuditLines::default(),
+        audit_unsynced: false,
         users_since_save: 0,
         last_save: tokio::time::Instant::now(),
         write,
@@ -422,6 +423,8 @@ struct Flow<'a> {
     /// Intents whose outcome the in-memory records hold, not yet saved.
     settled: Vec<uuid::Uuid>,
     audit: crate::state::AuditLines,
+    /// Whether lines were appended since the log was last synced.
+    audit_unsynced: bool,
     users_since_save: usize,
     last_save: tokio::time::Instant,
     write: bool,
@@ -614,23 +617,30 @@ impl Flow<'_> {
         report.flush();
     }
 
-    /// Gathers an audit line, appending the batch to the log once it
-    /// holds [`AUDIT_BATCH_BYTES`].
+    /// Gathers an audit line, appending the lines to the log (unsynced)
+    /// once they hold [`AUDIT_BATCH_BYTES`].
     fn push_audit(&mut self, event: &crate::state::AuditEvent) {
         self.audit.push(event);
         if self.audit.len() >= AUDIT_BATCH_BYTES {
-            self.append_audit();
+            if let Err(err) = self.engine.state.audit_lines_unsynced(&self.audit) {
+                tracing::warn!(error = %err, "Could not append to the audit log.");
+            }
+            self.audit.clear();
+            self.audit_unsynced = true;
         }
     }
 
+    /// Appends the lines gathered and syncs the log (once per batch of
+    /// records, however many appends it took).
     fn append_audit(&mut self) {
-        if self.audit.is_empty() {
+        if self.audit.is_empty() && !self.audit_unsynced {
             return;
         }
         if let Err(err) = self.engine.state.audit_lines(&self.audit) {
             tracing::warn!(error = %err, "Could not append to the audit log.");
         }
         self.audit.clear();
+        self.audit_unsynced = false;
     }
 
     /// Saves the records, then clears the intents they settle; appends the
