@@ -39,9 +39,10 @@ use tokio_util::sync::CancellationToken;
 /// Records are saved after this many users, or [`RECORD_INTERVAL`].
 const RECORD_BATCH: usize = 256;
 const RECORD_INTERVAL: Duration = Duration::from_secs(2);
-/// Audit lines gathered before they are appended, whatever the records'
-/// batch: a batch of 256 users with verification on is about 1 MB of
-/// lines, which a pass of 3,000 credentials held at its peak.
+/// Audit lines gathered before they are appended (unsynced; the log is
+/// synced once per batch of records): a batch of 256 users with
+/// verification on is about 1 MB of lines, which a pass of 3,000
+/// credentials held at its peak.
 const AUDIT_BATCH_BYTES: usize = 64 << 10;
 
 /// Which pass this is.

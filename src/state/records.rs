@@ -25,7 +25,7 @@ pub const RECORDS_VERSION: u32 = 1;
 ///
 /// Compact in memory, because a pass holds one record per credential of
 /// the account: the keys' user and storage ids and the records' e-mails
-/// are shared text ([`Records::share`]), one allocation per user and per
+/// are shared text ([`Records::credential_or_insert_with`]), one allocation per user and per
 /// storage rather than three per credential.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Records {
