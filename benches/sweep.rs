@@ -40,6 +40,13 @@
 //! rotation on: the wall time of such a run, e.g.
 //! `SWEEP_FAULTS=mixed cargo bench --bench sweep -- --users 10 --latency 20 --concurrency default --idle 0`.
 //!
+//! **A later pass.** `SWEEP_AGAIN=1` measures a second pass: a first one
+//! (not measured) rotates every credential, then the measured one runs
+//! with `--run-now --force` on the state it left, with the records read
+//! from `records.json` as in a daemon's later passes (the first pass of a
+//! fresh state directory builds them as it goes). Requests, probes and
+//! webhook POSTs are those of the measured pass.
+//!
 //! `SWEEP_WRAPPER="valgrind --tool=massif --massif-out-file=/tmp/m.out"`
 //! runs the binary under a profiler (the figures then measure the profiler).
 //!
@@ -380,6 +387,23 @@ async fn sweep(users: usize, latency_ms: u64, at: Concurrency, window: bool, io:
     let (hook, posts) = receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &sim, &opts, at, "0 0 4 1 1 *", &hook);
+    let again = std::env::var_os("SWEEP_AGAIN").is_some();
+    // (requests, S3 probes, webhook POSTs) of the unmeasured first pass.
+    let mut before = (0, 0, 0);
+    if again {
+        let first = Command::new(env!("CARGO_BIN_EXE_contabo-rotator"))
+            .args(["-q", "-c"])
+            .arg(&config)
+            .arg("--run-now")
+            .output()
+            .unwrap();
+        assert!(first.status.success(), "the first pass failed");
+        before = (
+            sim.requests().len(),
+            sim.s3_requests().len(),
+            posts.load(Ordering::Relaxed),
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let watchers = if window {
         vec![
@@ -432,6 +456,7 @@ async fn sweep(users: usize, latency_ms: u64, at: Concurrency, window: bool, io:
                 .args(["-q", "-c"])
                 .arg(&config)
                 .arg("--run-now")
+                .args(again.then_some("--force"))
                 .output()
                 .expect("/usr/bin/time is needed (Debian package `time`)")
         }
@@ -452,7 +477,7 @@ async fn sweep(users: usize, latency_ms: u64, at: Concurrency, window: bool, io:
     let text = std::fs::read_to_string(&usage).unwrap();
     let fields: Vec<&str> = text.split_whitespace().collect();
     let n = fields.len();
-    let requests = sim.requests();
+    let requests: Vec<_> = sim.requests().into_iter().skip(before.0).collect();
     let snapshot = sim.snapshot();
     let current: HashMap<i64, &str> = snapshot
         .users
@@ -524,9 +549,9 @@ async fn sweep(users: usize, latency_ms: u64, at: Concurrency, window: bool, io:
             .iter()
             .filter(|r| r.operation != Operation::Mark)
             .count(),
-        s3_probes: sim.s3_requests().len(),
+        s3_probes: sim.s3_requests().len() - before.1,
         rotated: applied.len(),
-        posts: posts.load(Ordering::Relaxed),
+        posts: posts.load(Ordering::Relaxed) - before.2,
         exit: out.status.code(),
         windows,
         io,
@@ -628,9 +653,14 @@ async fn idle(seconds: u64) -> (u64, u64, f64) {
 async fn main() {
     let args = parse_args();
     println!(
-        "Sweep: {} users x 3 credentials = {} credentials, real binary (--run-now) against the simulator; two file sinks and a webhook.\n",
+        "Sweep: {} users x 3 credentials = {} credentials, real binary (--run-now{}) against the simulator; two file sinks and a webhook.\n",
         args.users,
-        args.users * 3
+        args.users * 3,
+        if std::env::var_os("SWEEP_AGAIN").is_some() {
+            " --force, a second pass on the first one's state"
+        } else {
+            ""
+        }
     );
     println!("| latency | concurrency | wall | requests | rotated | requests/rotated | S3 probes | latency bound | bound/wall | dead-key window p50 / p99 / max | CPU | peak RSS | webhook POSTs | exit |");
     println!(
