@@ -258,8 +258,16 @@ pub(super) async fn run(
     let mut next = 0;
     loop {
         let stopped = cancel.is_cancelled() || client.health().is_open();
-        while tasks.len() < concurrency && next < users.len() && !stopped && flow.may_start_users()
-        {
+        // Whether a backlog held users back in this round. The wait below
+        // is on that observation, not on a second reading of the backlog:
+        // the webhook worker may drain it in between, and a second reading
+        // would then wait on nothing and never start the remaining users.
+        let mut held_back = false;
+        while tasks.len() < concurrency && next < users.len() && !stopped {
+            if !flow.may_start_users() {
+                held_back = true;
+                break;
+            }
             let i = next;
             next += 1;
             if unlisted[i] {
@@ -274,7 +282,6 @@ pub(super) async fn run(
             tasks.spawn(user::run(ctx.clone(), user, pre));
         }
         let due = flow.sinks.next_due();
-        let webhooks_behind = flow.sinks.webhooks_behind();
         let backlog = flow.sinks.webhook_backlog();
         tokio::select! {
             // A user's regenerate answers come before its outcome: the
@@ -305,8 +312,10 @@ pub(super) async fn run(
             () = sleep_until(due), if due.is_some() => {
                 flow.sinks.flush_due(tokio::time::Instant::now());
             }
-            // Users wait for a webhook worker that fell behind.
-            () = drained(backlog.as_deref()), if webhooks_behind => {}
+            // Users wait for a webhook worker that fell behind (a proof
+            // backlog is waited out by the proofs' branch). The worker's
+            // signal is kept if it came after the users were held back.
+            () = drained(backlog.as_deref()), if held_back => {}
             else => break,
         }
         if cancel.is_cancelled() && !(flow.proofs.is_empty() && flow.proof_queue.is_empty()) {
