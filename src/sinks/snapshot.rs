@@ -39,16 +39,19 @@ impl Interner {
     /// The shared storage of these fields.
     pub fn storage(&self, id: &str, name: &str, region: &str, s3_url: &str) -> Arc<Storage> {
         let mut by_id = self.0.lock().expect("interner lock");
-        // A storage renamed while the pass runs keeps both versions.
-        let versions = by_id.entry(id.into()).or_default();
-        if let Some(shared) = versions
-            .iter()
-            .find(|s| &*s.name == name && &*s.region == region && &*s.s3_url == s3_url)
+        // Looked up by `&str` first: the id is copied only for a new
+        // storage, not for each of its credentials.
+        let same =
+            |s: &&Arc<Storage>| &*s.name == name && &*s.region == region && &*s.s3_url == s3_url;
+        if let Some(shared) = by_id
+            .get(id)
+            .and_then(|versions| versions.iter().find(same))
         {
             return shared.clone();
         }
+        // A storage renamed while the pass runs keeps both versions.
         let shared = Storage::new(id, name, region, s3_url);
-        versions.push(shared.clone());
+        by_id.entry(id.into()).or_default().push(shared.clone());
         shared
     }
 }

@@ -112,7 +112,7 @@ impl Records {
     /// Takes the shared text of records read from a file (shared as they
     /// were read, [`credentials_in_order`]) into the names that new
     /// records share.
-    fn share(&mut self) {
+    fn remember_names(&mut self) {
         for (key, record) in &self.credentials {
             for text in [&key.user_id, &key.object_storage_id, &record.user_email] {
                 self.names.0.insert(text.clone());
@@ -315,7 +315,7 @@ pub(crate) fn load(dir: &Path) -> Result<Records, StateError> {
         return Ok(Records::default());
     };
     check_version(&path, records.version, RECORDS_VERSION)?;
-    records.share();
+    records.remember_names();
     Ok(records)
 }
 
