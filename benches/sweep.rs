@@ -528,6 +528,23 @@ async fn sweep(users: usize, latency_ms: u64, at: Concurrency, window: bool, io:
             "phases (ms): first request {first:?}, first credential list {first_list:?}, first regenerate {first_regen:?}, last request {last:.0}, exit {:.0}",
             wall.as_secs_f64() * 1000.0
         );
+        // How full the concurrency was: requests received per 100 ms
+        // slice, times the latency, over what the concurrency allows.
+        let slice = 100.0;
+        let mut received = vec![0usize; (wall.as_secs_f64() * 1000.0 / slice) as usize + 1];
+        for r in requests.iter().filter(|r| r.operation != Operation::Mark) {
+            if let Some(n) = received.get_mut((ms(r.received_at) / slice) as usize) {
+                *n += 1;
+            }
+        }
+        let full: Vec<String> = received
+            .iter()
+            .map(|n| {
+                let used = *n as f64 * latency_ms as f64;
+                format!("{:.0}", 100.0 * used / (slice * at.concurrency() as f64))
+            })
+            .collect();
+        eprintln!("concurrency used per 100 ms (%): {}", full.join(" "));
     }
     let io = io.then(|| read_trace(&trace, dir.path()));
     if out.status.code() != Some(0) {
