@@ -114,10 +114,11 @@ pub(super) struct Prover {
 
 impl Prover {
     pub fn new(timeout: Duration) -> Prover {
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             // A redirect would carry the signed request elsewhere.
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("contabo-rotator/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("contabo-rotator/", env!("CARGO_PKG_VERSION")));
+        let http = crate::tls::trust(builder, None)
             .build()
             .expect("the TLS backend initialises");
         Prover {

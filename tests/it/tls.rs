@@ -227,11 +227,23 @@ async fn a_ca_file_without_a_certificate_is_refused_naming_its_key() {
     let not_pem = dir.path().join("not-a-ca.pem");
     std::fs::write(&not_pem, "just text\n").unwrap();
     let missing = dir.path().join("missing.pem");
+    // A PEM block whose content is no X.509 certificate.
+    let not_x509 = dir.path().join("not-x509.pem");
+    std::fs::write(
+        &not_x509,
+        "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     for (extra, key, problem) in [
         (
             webhook(1, Some(&not_pem)),
             "sinks[0].ca_file",
             "holds no PEM certificate",
+        ),
+        (
+            webhook(1, Some(&not_x509)),
+            "sinks[0].ca_file",
+            "certificate 1 of 1 cannot be a trust root",
         ),
         (
             webhook(1, Some(&missing)),
