@@ -325,6 +325,14 @@ impl Sinks {
         if let Some(w) = &self.webhooks {
             if !events.is_empty() {
                 w.backlog.add(events.len());
+                // Only `include_secrets` reads the values; otherwise a
+                // batch waiting to be sent would keep values the
+                // aggregate sinks have replaced since.
+                let values = if w.carries_secrets {
+                    values
+                } else {
+                    Snapshot::default()
+                };
                 let _ = w.tx.send(Batch { events, values });
             }
         }
@@ -840,6 +848,8 @@ struct Batch {
 /// already); the next run, or the daemon's start, sends them.
 struct WebhookWorker {
     tx: mpsc::UnboundedSender<Batch>,
+    /// Whether a webhook sink sends secrets (`include_secrets`).
+    carries_secrets: bool,
     task: tokio::task::JoinHandle<Vec<HookResult>>,
     backlog: Arc<Backlog>,
 }
@@ -881,6 +891,7 @@ impl WebhookWorker {
         max_retries: u32,
     ) -> WebhookWorker {
         let (tx, mut rx) = mpsc::unbounded_channel::<Batch>();
+        let carries_secrets = hooks.iter().any(|(_, hook, _)| hook.include_secrets);
         let backlog = Arc::new(Backlog::default());
         let taken = backlog.clone();
         let task = tokio::spawn(async move {
@@ -946,7 +957,12 @@ impl WebhookWorker {
                 })
                 .collect()
         });
-        WebhookWorker { tx, task, backlog }
+        WebhookWorker {
+            tx,
+            carries_secrets,
+            task,
+            backlog,
+        }
     }
 
     /// Closes the channel and waits for the last sends.
