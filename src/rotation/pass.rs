@@ -281,6 +281,9 @@ pub(super) async fn run(
             });
             tasks.spawn(user::run(ctx.clone(), user, pre));
         }
+        if next >= users.len() {
+            flow.sinks.hurry_webhooks();
+        }
         let due = flow.sinks.next_due();
         let backlog = flow.sinks.webhook_backlog();
         tokio::select! {
