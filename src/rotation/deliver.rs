@@ -1042,40 +1042,32 @@ mod tests {
         let backlog = Backlog::default();
 
         // A pass in full flow: the batch waits out the whole window.
-        tx.send(batch()).unwrap();
-        let first = rx.recv().await.unwrap();
         let started = Instant::now();
-        gather(first, &mut rx, &backlog).await;
+        gather(batch(), &mut rx, &backlog).await;
         assert_eq!(started.elapsed(), WEBHOOK_GATHER);
 
         // The pass starts its last user 100 ms into a window: the batch
         // goes HURRIED_GATHER later, not at the window's end.
-        tx.send(batch()).unwrap();
-        let first = rx.recv().await.unwrap();
         let started = Instant::now();
         let hurry = async {
             tokio::time::sleep(Duration::from_millis(100)).await;
             backlog.hurry();
         };
-        tokio::join!(gather(first, &mut rx, &backlog), hurry);
+        tokio::join!(gather(batch(), &mut rx, &backlog), hurry);
         assert_eq!(
             started.elapsed(),
             Duration::from_millis(100) + HURRIED_GATHER
         );
 
         // From then on, every batch gathers for HURRIED_GATHER only.
-        tx.send(batch()).unwrap();
-        let first = rx.recv().await.unwrap();
         let started = Instant::now();
-        gather(first, &mut rx, &backlog).await;
+        gather(batch(), &mut rx, &backlog).await;
         assert_eq!(started.elapsed(), HURRIED_GATHER);
 
         // The end of the pass (the channel closed) ends a window at once.
-        tx.send(batch()).unwrap();
         drop(tx);
-        let first = rx.recv().await.unwrap();
         let started = Instant::now();
-        gather(first, &mut rx, &backlog).await;
+        gather(batch(), &mut rx, &backlog).await;
         assert_eq!(started.elapsed(), Duration::ZERO);
     }
 }
