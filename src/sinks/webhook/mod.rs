@@ -489,10 +489,15 @@ async fn send_queue(
         last_delivered: None,
         first_error: None,
     };
-    let mut i = 0;
-    while i < queue.events.len() {
-        let event = &mut queue.events[i];
-        let (body, with_secret) = event::body(event, snapshot, state);
+    // The queue is taken apart and the events kept put back, rather than
+    // each sent event removed from the front: a receiver back after a long
+    // outage may have tens of thousands queued, and every `remove(0)`
+    // moved all the others. (If this future is dropped, the queue is not
+    // saved: the outbox on disk still holds every event.)
+    let mut events = std::mem::take(&mut queue.events).into_iter();
+    let mut kept = Vec::new();
+    for mut event in events.by_ref() {
+        let (body, with_secret) = event::body(&event, snapshot, state);
         if snapshot.is_some() && event.secret.is_some() && !with_secret {
             tracing::warn!(sink = %name, webhook_id = %event.id, event_type = %event.kind, "The secret of this event no longer exists; sending the event without it.");
         }
@@ -505,7 +510,6 @@ async fn send_queue(
             Outcome::Delivered => {
                 tracing::info!(sink = %name, webhook_id = %event.id, event_type = %event.kind, attempts, "Delivered webhook event.");
                 sent.last_delivered = Some(event.id.clone());
-                queue.events.remove(i);
                 crate::crash::point("webhook-after-post");
             }
             Outcome::Gone => {
@@ -528,22 +532,24 @@ async fn send_queue(
                         "dropped": true,
                     }),
                 });
-                queue.events.remove(i);
             }
             Outcome::Rejected(err) => {
                 tracing::warn!(sink = %name, webhook_id = %event.id, error = %err, "The webhook refused the event; keeping it for the next run.");
                 event.last_error = Some(err.to_string());
                 sent.first_error.get_or_insert_with(|| err.to_string());
-                i += 1;
+                kept.push(event);
             }
             Outcome::Unavailable(err) => {
                 tracing::warn!(sink = %name, webhook_id = %event.id, error = %err, "The webhook is unavailable; keeping its events for the next run.");
                 event.last_error = Some(err.to_string());
                 sent.first_error.get_or_insert_with(|| err.to_string());
+                kept.push(event);
                 break;
             }
         }
     }
+    kept.extend(events);
+    queue.events = kept;
     sent
 }
 

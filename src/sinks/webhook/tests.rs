@@ -7,7 +7,7 @@ use crate::sinks::SnapshotCredential;
 use secrecy::SecretString;
 use std::time::Instant;
 use url::Url;
-use wiremock::matchers::{header_exists, method};
+use wiremock::matchers::{header as with_header, header_exists, method};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const KEY: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -159,6 +159,40 @@ async fn a_2xx_delivers_signed_thin_events_and_empties_the_queue() {
         assert!(body["data"].get("secret_key").is_none());
         assert!(!String::from_utf8_lossy(&request.body).contains(S3_SECRET));
     }
+}
+
+/// What stays queued after a send keeps its order: a refused event stays,
+/// a 410 is dropped, a delivered one leaves, and the first event the
+/// receiver is unavailable for stops the send with the rest behind it.
+#[tokio::test]
+async fn a_send_keeps_refused_and_unsent_events_in_order() {
+    let server = MockServer::start().await;
+    let f = Fixture::new();
+    let hook = sink(&server, false);
+    let new = events(6);
+    let answers = [204, 400, 410, 204, 503, 204];
+    for (e, status) in new.iter().zip(answers) {
+        Mock::given(method("POST"))
+            .and(with_header("webhook-id", e.event.id.as_str()))
+            .respond_with(ResponseTemplate::new(status))
+            .mount(&server)
+            .await;
+    }
+    let err = deliver(&hook, &id(&hook), &new, &f.ctx())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("3 events not delivered"), "{err}");
+    let ids = |i: &[usize]| -> Vec<String> { i.iter().map(|&i| new[i].event.id.clone()).collect() };
+    assert_eq!(f.queued(&hook), ids(&[1, 4, 5]));
+    let sent: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| header(r, "webhook-id").to_owned())
+        .collect();
+    // The 503 is tried three times (two retries); the last event is not.
+    assert_eq!(sent, ids(&[0, 1, 2, 3, 4, 4, 4]));
 }
 
 #[tokio::test]
