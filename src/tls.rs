@@ -105,7 +105,13 @@ fn system_roots() -> &'static Arc<RootCertStore> {
         let mut roots = RootCertStore::empty();
         let (added, skipped) = roots.add_parsable_certificates(loaded.certs);
         for err in &loaded.errors {
-            tracing::warn!(error = %err, "Could not read part of the system's trust store.");
+            // Only worth a warning when nothing is trusted at all: every
+            // HTTPS call would then fail on the certificate.
+            if added == 0 {
+                tracing::warn!(error = %err, "Could not read the system's trust store.");
+            } else {
+                tracing::debug!(error = %err, "Could not read part of the system's trust store.");
+            }
         }
         tracing::debug!(added, skipped, "Read the system's trust store.");
         Arc::new(roots)
