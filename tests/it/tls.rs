@@ -1,8 +1,9 @@
 //! Private CAs: a TLS server on loopback whose certificate is signed by a
 //! CA made in the test. The webhook sink and the API client reach it with
 //! `ca_file` and refuse it without (the system's trust store does not hold
-//! that CA, until `SSL_CERT_FILE` adds it); a `ca_file` that is missing or
-//! holds no certificate is a configuration error naming its key.
+//! that CA, until `SSL_CERT_FILE` adds it); a `ca_file` that is missing,
+//! holds no certificate or one that cannot be a trust root is a
+//! configuration error naming its key.
 
 use crate::cli::{args, options, run_bin, write_config};
 use crate::util::{client, fast_config, token_body};
