@@ -346,7 +346,8 @@ impl Sinks {
             .is_some_and(|w| w.backlog.len() >= MAX_WEBHOOK_BACKLOG)
     }
 
-    /// The pass started its last user: the webhook worker stops gathering.
+    /// The pass started its last user: the webhook worker gathers for
+    /// [`HURRIED_GATHER`] only from now on.
     pub(super) fn hurry_webhooks(&self) {
         if let Some(w) = &self.webhooks {
             w.backlog.hurry();
@@ -872,7 +873,7 @@ pub(super) struct Backlog {
     /// Signalled whenever the worker took events.
     drained: Notify,
     /// Set when the pass started its last user: from then on the worker
-    /// sends what it has instead of gathering (see [`Backlog::hurry`]).
+    /// gathers for [`HURRIED_GATHER`] only (see [`Backlog::hurry`]).
     hurry: AtomicBool,
     hurry_signal: Notify,
 }
