@@ -40,6 +40,9 @@
 //! rotation on: the wall time of such a run, e.g.
 //! `SWEEP_FAULTS=mixed cargo bench --bench sweep -- --users 10 --latency 20 --concurrency default --idle 0`.
 //!
+//! **A remote webhook receiver.** The receiver answers at once unless
+//! `SWEEP_HOOK_LATENCY=<ms>` makes it take that long per POST.
+//!
 //! **A later pass.** `SWEEP_AGAIN=1` measures a second pass: a first one
 //! (not measured) rotates every credential, then the measured one runs
 //! with `--run-now --force` on the state it left, with the records read
@@ -261,9 +264,21 @@ async fn receiver() -> (String, Arc<AtomicUsize>) {
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let count = Arc::new(AtomicUsize::new(0));
     let seen = count.clone();
+    // `SWEEP_HOOK_LATENCY=<ms>`: a receiver that takes that long to answer
+    // each POST, as one across a network does.
+    let latency = Duration::from_millis(
+        std::env::var("SWEEP_HOOK_LATENCY")
+            .ok()
+            .map(|v| v.parse().expect("SWEEP_HOOK_LATENCY is a number of ms"))
+            .unwrap_or(0),
+    );
     let app = axum::Router::new().fallback(move || {
         let seen = seen.clone();
         async move {
+            // (A zero sleep still waits for the timer's next millisecond.)
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
             seen.fetch_add(1, Ordering::Relaxed);
             axum::http::StatusCode::OK
         }
