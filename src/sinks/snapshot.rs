@@ -85,6 +85,15 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The credential of `key`, if the snapshot holds it.
+    pub fn credential(&self, key: &crate::state::CredentialKey) -> Option<&SnapshotCredential> {
+        self.credentials.iter().map(|c| &**c).find(|c| {
+            *c.user_id == *key.user_id
+                && *c.storage.id == *key.object_storage_id
+                && c.credential_id == key.credential_id
+        })
+    }
+
     /// The part of the snapshot a sink's `select` asks for.
     pub fn select(&self, selection: &Selection) -> Snapshot {
         let wants = |kind: Kind| selection.kinds.is_empty() || selection.kinds.contains(&kind);

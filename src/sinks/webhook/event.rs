@@ -221,11 +221,7 @@ pub(super) fn unannounced(
         if at < queue.since || queue.announced.contains(&rotation_id) {
             continue;
         }
-        let listed = snapshot.credentials.iter().find(|c| {
-            *c.user_id == *key.user_id
-                && *c.storage.id == *key.object_storage_id
-                && c.credential_id == key.credential_id
-        });
+        let listed = snapshot.credential(key);
         let data = json!({
             "rotation_id": rotation_id,
             "rotated_at": time(at),
@@ -296,12 +292,7 @@ pub(super) fn body(
     {
         match source {
             SecretSource::ObjectStorage { key } => {
-                let current = snapshot.credentials.iter().find(|c| {
-                    *c.user_id == *key.user_id
-                        && *c.storage.id == *key.object_storage_id
-                        && c.credential_id == key.credential_id
-                });
-                if let Some(c) = current {
+                if let Some(c) = snapshot.credential(key) {
                     fields.insert("access_key".into(), (&*c.access_key).into());
                     fields.insert(
                         "fingerprint".into(),
