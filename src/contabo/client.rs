@@ -18,6 +18,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 use uuid::Uuid;
 
@@ -156,6 +157,10 @@ struct Call<'a> {
     /// the server did not act on) is retried; any other failure goes back to
     /// the caller, who reads the state back instead.
     repeatable: bool,
+    /// Checked once the first attempt has its slot, just before it is
+    /// sent: a call queued behind others is not sent once the run is
+    /// stopping ([`ApiError::Stopped`]); one already sent is finished.
+    stop: Option<&'a CancellationToken>,
 }
 
 impl<'a> Call<'a> {
@@ -169,6 +174,7 @@ impl<'a> Call<'a> {
             request_id: None,
             token: None,
             repeatable: true,
+            stop: None,
         }
     }
 }
@@ -378,10 +384,33 @@ impl ContaboClient {
         credential_id: i64,
         request_id: Option<Uuid>,
     ) -> Result<Credential, ApiError> {
+        self.regenerate_credential_unless(
+            user_id,
+            object_storage_id,
+            credential_id,
+            request_id,
+            None,
+        )
+        .await
+    }
+
+    /// [`Self::regenerate_credential`], not sent if `stop` is cancelled by
+    /// the time the call has its slot ([`ApiError::Stopped`]): several can
+    /// wait for slots at once, and none that has not been sent outlives a
+    /// shutdown signal.
+    pub async fn regenerate_credential_unless(
+        &self,
+        user_id: &str,
+        object_storage_id: &str,
+        credential_id: i64,
+        request_id: Option<Uuid>,
+        stop: Option<&CancellationToken>,
+    ) -> Result<Credential, ApiError> {
         let id = credential_id.to_string();
         let path = credential_path(user_id, object_storage_id, &id);
         let mut call = Call::new("regenerateObjectStorageCredentials", Method::PATCH, &path);
         call.request_id = request_id;
+        call.stop = stop;
         self.one(call).await
     }
 
@@ -535,15 +564,20 @@ impl ContaboClient {
     }
 
     /// Sends one logical call with retries; returns the body of the 2xx answer.
-    async fn send(&self, call: Call<'_>) -> Result<bytes::Bytes, ApiError> {
+    async fn send(&self, mut call: Call<'_>) -> Result<bytes::Bytes, ApiError> {
         let mut backoff = self.inner.retry.start(call.op);
         // The first attempt of a mutating call that got no answer: whatever
         // later attempts answer, it may have been applied.
         let mut maybe_applied: Option<ApiError> = None;
         let mutating = call.method != Method::GET;
         loop {
-            let result = match self.attempt(&call).await {
+            let attempt = self.attempt(&call).await;
+            // Only the first attempt may be held back: a retry finishes
+            // a call that was sent.
+            call.stop = None;
+            let result = match attempt {
                 Ok(body) => return Ok(body),
+                Err(err @ ApiError::Stopped { .. }) => return Err(err),
                 // A 429 pauses every task, not only this one; the next
                 // attempt (of any call) waits for the shared pause.
                 Err(err @ ApiError::RateLimited { .. }) => backoff.next(err).map(|delay| {
@@ -610,6 +644,9 @@ impl ContaboClient {
         // Checked last: a call that waited for a slot is not sent once the
         // breaker has opened meanwhile.
         inner.health.check(op)?;
+        if call.stop.is_some_and(|stop| stop.is_cancelled()) {
+            return Err(ApiError::Stopped { op });
+        }
         let request_id = call.request_id.unwrap_or_else(Uuid::new_v4);
         let mut url = inner.base_url.clone();
         url.path_segments_mut()

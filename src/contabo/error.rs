@@ -35,6 +35,11 @@ pub enum ApiError {
     #[error("{op}: not sent: the API failed {failures} times in a row ([api] max_consecutive_failures), so this pass stopped calling it")]
     CircuitOpen { op: &'static str, failures: u32 },
 
+    /// The run is stopping (a shutdown signal): this call, which waited
+    /// for its slot, was not sent.
+    #[error("{op}: not sent: the run is stopping")]
+    Stopped { op: &'static str },
+
     /// A 5xx answer.
     #[error("{op}: HTTP {status} server error{}", fmt_message(.message))]
     Server {

@@ -6,9 +6,11 @@
 //! list of the user's credentials rather than one GET per credential: it is
 //! the confirming read for all of the user's rotations at once and catches
 //! storages whose keys changed with them (the spec says storages in several
-//! locations share credentials). Within a user the credentials go one after
-//! another, and the shutdown signal is checked before each one. Up to
-//! `[api] concurrency` users are in this stage at once.
+//! locations share credentials). A user's regenerates wait for their
+//! request slots together and are handled as they are answered; each is
+//! sent only if no shutdown signal has come by the time it has its slot,
+//! and one that was sent is finished. Up to `[api] concurrency` users are
+//! in this stage at once.
 
 use super::deliver::Gate;
 use super::{key_of, snapshot_values, subject_of, PlanItem, RunOptions};
@@ -21,6 +23,7 @@ use crate::policy::{self, Reason};
 use crate::sinks::SnapshotCredential;
 use crate::state::{Intent, IntentKind, Journal, JournalOp, Records, StateDir};
 use chrono::{DateTime, Utc};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -163,27 +166,43 @@ pub(super) async fn run(
         outcome.listed = Ok(entries);
         return outcome;
     }
-    for (entry, rotation_id) in intents {
-        if ctx.cancel.is_cancelled() {
-            outcome.not_attempted.push(rotation_id);
-            continue;
-        }
-        tracing::info!(
-            %rotation_id,
-            credential_id = entry.credential_id,
-            user = %entry.user_email,
-            "Regenerating object-storage credential."
-        );
-        match ctx
-            .client
-            .regenerate_credential(
-                &entry.user_id,
-                &entry.object_storage_id,
-                entry.credential_id,
-                Some(rotation_id),
-            )
-            .await
-        {
+    // The user's regenerates wait for their slots together, so that the
+    // last users of a pass do not leave slots idle; each is sent only if
+    // the run is not stopping by then, and handled as it is answered.
+    let mut answers: FuturesUnordered<_> = intents
+        .into_iter()
+        .enumerate()
+        .map(|(order, (entry, rotation_id))| {
+            let ctx = &ctx;
+            async move {
+                let answer = if ctx.cancel.is_cancelled() {
+                    Err(ApiError::Stopped {
+                        op: "regenerateObjectStorageCredentials",
+                    })
+                } else {
+                    tracing::info!(
+                        %rotation_id,
+                        credential_id = entry.credential_id,
+                        user = %entry.user_email,
+                        "Regenerating object-storage credential."
+                    );
+                    ctx.client
+                        .regenerate_credential_unless(
+                            &entry.user_id,
+                            &entry.object_storage_id,
+                            entry.credential_id,
+                            Some(rotation_id),
+                            Some(&ctx.cancel),
+                        )
+                        .await
+                };
+                (order, entry, rotation_id, answer)
+            }
+        })
+        .collect();
+    let mut attempted = Vec::new();
+    while let Some((order, entry, rotation_id, answer)) = answers.next().await {
+        match answer {
             Ok(new) => {
                 crash::point("s3-after-regenerate");
                 if let Some(v) = values
@@ -199,7 +218,11 @@ pub(super) async fn run(
                     user: outcome.user.clone(),
                     values: values.clone(),
                 });
-                outcome.attempted.push((entry, rotation_id, Ok(new)));
+                attempted.push((order, (entry, rotation_id, Ok(new))));
+            }
+            Err(ApiError::Stopped { .. }) => {
+                tracing::info!(%rotation_id, "Not regenerated: the run is stopping.");
+                outcome.not_attempted.push(rotation_id);
             }
             Err(err @ ApiError::CircuitOpen { .. }) => {
                 outcome.failed.push((entry, rotation_id, err));
@@ -207,10 +230,14 @@ pub(super) async fn run(
             // Whatever the error, the re-read decides.
             Err(err) => {
                 tracing::warn!(%rotation_id, error = %err, "The regenerate call failed; reading back.");
-                outcome.attempted.push((entry, rotation_id, Err(err)));
+                attempted.push((order, (entry, rotation_id, Err(err))));
             }
         }
     }
+    drop(answers);
+    // In the order they were decided, whatever order they were answered in.
+    attempted.sort_by_key(|(order, _)| *order);
+    outcome.attempted = attempted.into_iter().map(|(_, a)| a).collect();
     if !outcome.attempted.is_empty() {
         outcome.reread = Some(reread(&ctx, &outcome).await);
         crash::point("s3-after-confirm");

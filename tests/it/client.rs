@@ -6,7 +6,9 @@ use contabo_rotator::contabo::ApiError;
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::Duration;
-use wiremock::matchers::{body_string_contains, header, header_exists, method, path, query_param};
+use wiremock::matchers::{
+    body_string_contains, header, header_exists, method, path, path_regex, query_param,
+};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn user(n: usize) -> serde_json::Value {
@@ -616,4 +618,73 @@ async fn an_api_redirect_is_an_error_naming_the_operation_and_status() {
         0,
         "the bearer token went to the redirect target"
     );
+}
+
+/// A regenerate that waits for its request slot while the run is told to
+/// stop is never sent (`Stopped`); the one that had the slot is finished.
+/// A PATCH regenerates a key at once, so one sent after a shutdown signal
+/// would leave a credential in hand that the run no longer means to finish.
+#[tokio::test]
+async fn a_regenerate_waiting_for_its_slot_is_not_sent_once_the_run_is_stopping() {
+    let server = server_with_token().await;
+    // Slow enough that the stop lands while the first call holds the slot.
+    Mock::given(method("PATCH"))
+        .and(path_regex(
+            "^/v1/users/u-1/object-storages/os-1/credentials/[12]$",
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_secs(1))
+                .set_body_json(
+                    json!({"data":[{"credentialId":1,"accessKey":"A","secretKey":"S"}]}),
+                ),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut config = fast_config(&server.uri(), &format!("{}/token", server.uri()));
+    config.concurrency = 1;
+    let client = client(config);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let regenerate = |id| client.regenerate_credential_unless("u-1", "os-1", id, None, Some(&stop));
+    let stop_once_sent = async {
+        while !server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|r| r.method.as_str() == "PATCH")
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+    };
+    let (first, second, ()) = tokio::join!(regenerate(1), regenerate(2), stop_once_sent);
+    // Whichever got the slot first was answered; the other was not sent.
+    let (sent, held) = if first.is_ok() {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_eq!(sent.unwrap().access_key, "A");
+    let held = held.unwrap_err();
+    assert!(
+        matches!(
+            held,
+            ApiError::Stopped {
+                op: "regenerateObjectStorageCredentials"
+            }
+        ),
+        "{held:?}"
+    );
+    assert!(held.to_string().contains("not sent"), "{held}");
+    assert!(!held.outcome_unknown());
+    let patches = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "PATCH")
+        .count();
+    assert_eq!(patches, 1);
 }

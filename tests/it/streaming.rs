@@ -702,3 +702,48 @@ async fn resume_reads_intents_back_with_one_list_per_user() {
         api_keys(&sim)
     );
 }
+
+/// A user's regenerates wait for their request slots together rather than
+/// one after another: with slots to spare, each user's three PATCHes all
+/// reach the API before the first of them is applied (the simulator holds
+/// each one first), so the last users of a pass leave no slot idle. Every
+/// sink still ends on the API's keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_regenerates_are_sent_together_when_slots_are_free() {
+    let opts = options(2);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = write_config(
+        &sim,
+        &opts,
+        "[[sinks]]\ntype = \"file\"\npath = \"{root}/out/all.json\"\nformat = \"json\"\n",
+    );
+    std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
+    sim.set_faults(vec![FaultRule::always(Fault::Latency(
+        Duration::from_millis(200),
+    ))
+    .on(Operation::RegenerateObjectStorageCredentials)]);
+
+    let out = run_bin(args(&setup.config, &["--run-now"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let log = sim.requests();
+    for email in ["api-user@example.com", "user001@example.com"] {
+        let id = user_id(&sim, email);
+        let patches: Vec<&RecordedRequest> = log
+            .iter()
+            .filter(|r| {
+                r.operation == Operation::RegenerateObjectStorageCredentials && r.path.contains(&id)
+            })
+            .collect();
+        assert_eq!(patches.len(), 3, "{email}");
+        let last_sent = patches.iter().map(|r| r.received_at).max().unwrap();
+        let first_applied = patches.iter().filter_map(|r| r.applied_at).min().unwrap();
+        assert!(
+            last_sent < first_applied,
+            "{email}: every regenerate was sent before the first was applied"
+        );
+    }
+    assert_eq!(
+        sink_keys(&setup.dir.path().join("out/all.json")),
+        api_keys(&sim)
+    );
+}
