@@ -54,8 +54,8 @@ pub struct Inventory {
 /// A selected user of the account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRef {
-    pub user_id: String,
-    pub email: String,
+    pub user_id: Arc<str>,
+    pub email: Arc<str>,
 }
 
 /// What a pass learns before it lists any user's credentials.
@@ -90,8 +90,8 @@ pub async fn header(
         .into_iter()
         .filter(|u| !u.user_id.is_empty() && policy::user_selected(scope, &u.email))
         .map(|u| UserRef {
-            user_id: u.user_id,
-            email: u.email,
+            user_id: u.user_id.into(),
+            email: u.email.into(),
         })
         .collect();
     selected.sort_by(|a, b| (&a.email, &a.user_id).cmp(&(&b.email, &b.user_id)));
@@ -160,7 +160,7 @@ pub async fn collect(
             Err(error) => {
                 tracing::warn!(user = %user.email, %error, "Could not list the user's credentials.");
                 failures.push(UserFailure {
-                    user_email: user.email,
+                    user_email: user.email.to_string(),
                     error,
                 });
             }

@@ -45,7 +45,7 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Role {
     /// Holds the credentials of this one user (by id).
-    OneUser(String),
+    OneUser(Arc<str>),
     /// Holds several users' credentials, or only the client secret.
     Aggregate,
     Webhook,
@@ -109,7 +109,7 @@ pub(super) struct Sinks {
     slots: Vec<Slot>,
     /// Current values of the users an enabled aggregate sink holds, by
     /// (e-mail, user id): the one copy the pass keeps.
-    store: BTreeMap<(String, String), Vec<Arc<SnapshotCredential>>>,
+    store: BTreeMap<(Arc<str>, Arc<str>), Vec<Arc<SnapshotCredential>>>,
     /// The client secret, when it is managed and some sink holds it.
     client: Option<(String, SecretString)>,
     /// Writes in flight.
@@ -778,7 +778,7 @@ pub(super) struct Gate {
 
 struct GateSink {
     sink: SinkSettings,
-    one_user: Option<String>,
+    one_user: Option<Arc<str>>,
     blocked: Option<String>,
 }
 
@@ -802,7 +802,7 @@ impl Gate {
             // with the current ones: an `env` sink over two credentials
             // would fail after the regenerate as well as before).
             let reason = g.blocked.clone().or_else(|| {
-                (g.one_user.as_deref() == Some(user.user_id.as_str()))
+                (g.one_user.as_deref() == Some(&*user.user_id))
                     .then(|| {
                         render(
                             &g.sink,

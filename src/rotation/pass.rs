@@ -126,10 +126,16 @@ pub(super) async fn run(
     // Users whose sinks (or the run limit) need the whole account listed
     // before the first regenerate.
     let whole_account = os.max_per_run.is_some() && !deliver_only;
+    // Each user's id and e-mail from here on are the records' copies, which
+    // the keys, the values and the store share: one of each per user.
     let users: Vec<UserRef> = header
         .users
         .into_iter()
         .filter(|u| !deliver_only || sinks.any_holds(&u.email))
+        .map(|u| UserRef {
+            user_id: records.shared_text(&u.user_id),
+            email: records.shared_text(&u.email),
+        })
         .collect();
     let prelist: Vec<bool> = users
         .iter()
@@ -137,7 +143,7 @@ pub(super) async fn run(
         .collect();
     let s3_urls = Arc::new(header.s3_urls);
     let storages = Arc::new(crate::sinks::Interner::default());
-    let mut listed: HashMap<String, Vec<CredentialEntry>> = HashMap::new();
+    let mut listed: HashMap<Arc<str>, Vec<CredentialEntry>> = HashMap::new();
     let mut unlisted: Vec<bool> = vec![false; users.len()];
     // Users the circuit breaker kept from being listed (not reported one
     // by one: the breaker's failure names how many).
@@ -169,7 +175,7 @@ pub(super) async fn run(
                         not_sent += 1;
                     } else {
                         tracing::warn!(user = %user.email, error = %err, "Could not list the user's credentials.");
-                        report.fail("user", user.email.clone(), &err);
+                        report.fail("user", user.email.to_string(), &err);
                     }
                     sinks.user_unlisted(&user.email);
                     unlisted[i] = true;
@@ -464,7 +470,7 @@ impl Flow<'_> {
             if matches!(err, crate::contabo::ApiError::CircuitOpen { .. }) {
                 self.not_sent += 1;
             } else {
-                report.fail("user", user.email.clone(), err);
+                report.fail("user", user.email.to_string(), err);
             }
             return;
         }

@@ -21,6 +21,9 @@ use super::{Fingerprint, StateDir, StateError};
 /// The `version` this build writes and reads.
 pub const RECORDS_VERSION: u32 = 1;
 
+/// Smaller maps are not packed: a few nodes' slack is not worth a rebuild.
+const PACK_FROM: usize = 256;
+
 /// The content of `records.json`.
 ///
 /// Compact in memory, because a pass holds one record per credential of
@@ -45,17 +48,22 @@ pub struct Records {
     names: Names,
 }
 
-/// One copy of each user id, storage id and e-mail the records hold.
+/// One copy of each user id, storage id and e-mail the records hold, and
+/// the number of credentials the map held when it was last packed
+/// ([`Records::credential_or_insert_with`]).
 #[derive(Clone, Default)]
-struct Names(HashSet<Arc<str>>);
+struct Names {
+    texts: HashSet<Arc<str>>,
+    packed: usize,
+}
 
 impl Names {
     fn get(&mut self, text: &str) -> Arc<str> {
-        if let Some(shared) = self.0.get(text) {
+        if let Some(shared) = self.texts.get(text) {
             return shared.clone();
         }
         let shared: Arc<str> = text.into();
-        self.0.insert(shared.clone());
+        self.texts.insert(shared.clone());
         shared
     }
 
@@ -71,7 +79,7 @@ impl Names {
 
 impl fmt::Debug for Names {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Names({})", self.0.len())
+        write!(f, "Names({})", self.texts.len())
     }
 }
 
@@ -98,9 +106,32 @@ impl Records {
             let mut record = new();
             record.user_email = self.names.get(&record.user_email);
             self.credentials.insert(key.clone(), record);
+            self.pack_if_grown();
             return self.credentials.get_mut(&key).expect("just inserted");
         }
         self.credentials.get_mut(key).expect("just checked")
+    }
+
+    /// A first pass inserts its records one by one in about the keys'
+    /// order (users are listed by id), and a map grown that way leaves
+    /// each node a little over half full: 30,000 records took 10.3 MB
+    /// under heaptrack where full nodes take 5.6. Once the map has grown
+    /// by a quarter since it was last packed, it is rebuilt with full
+    /// nodes: `append` of two non-empty maps merges them into a new tree
+    /// built from the sorted entries, freeing the old nodes as it goes
+    /// (no second copy of the map is held). Growth by a quarter each time
+    /// keeps the moves to a few times the map's final size over a pass.
+    fn pack_if_grown(&mut self) {
+        let len = self.credentials.len();
+        if len < PACK_FROM || len < self.names.packed + self.names.packed / 4 {
+            return;
+        }
+        let mut tail = match self.credentials.keys().nth(len / 2).cloned() {
+            Some(middle) => self.credentials.split_off(&middle),
+            None => return,
+        };
+        self.credentials.append(&mut tail);
+        self.names.packed = len;
     }
 
     /// The records' shared copy of `text` (a user or storage id, an
@@ -115,9 +146,11 @@ impl Records {
     fn remember_names(&mut self) {
         for (key, record) in &self.credentials {
             for text in [&key.user_id, &key.object_storage_id, &record.user_email] {
-                self.names.0.insert(text.clone());
+                self.names.texts.insert(text.clone());
             }
         }
+        // Read from entries in order: packed already.
+        self.names.packed = self.credentials.len();
     }
 }
 
@@ -392,6 +425,54 @@ mod tests {
                 .collect();
             assert!(Arc::ptr_eq(emails[0], emails[1]));
         }
+    }
+
+    #[test]
+    fn records_inserted_one_by_one_keep_every_entry_through_the_packs() {
+        let record = |n: i64| CredentialRecord {
+            user_email: format!("user{}@example.com", n % 7).into(),
+            first_seen: Utc::now(),
+            rotated_at: None,
+            rotation_id: None,
+            access_key: format!("AK{n}").into(),
+            secret_fingerprint: Fingerprint::repeated(3),
+            verified: None,
+        };
+        let key = |n: i64| CredentialKey::new(&format!("u-{:04}", n % 7), "os-1", n);
+        let mut records = Records::default();
+        let mut expected = BTreeMap::new();
+        // Ascending ids for most, a few out of order (users answered late).
+        let ids: Vec<i64> = (0..3_000).chain([-5, 1_500, 4_000, 7]).collect();
+        for n in ids {
+            let inserted = records.credential_or_insert_with(&key(n), || record(n));
+            inserted.rotated_at = Some(Utc::now());
+            expected
+                .entry(key(n))
+                .or_insert_with(|| record(n))
+                .rotated_at = inserted.rotated_at;
+        }
+        assert_eq!(records.credentials.len(), 3_002);
+        assert!(
+            records.names.packed >= 3_002 * 4 / 5,
+            "{}",
+            records.names.packed
+        );
+        assert!(records.credentials.keys().eq(expected.keys()));
+        for (k, v) in &expected {
+            let got = &records.credentials[k];
+            assert_eq!(
+                (&got.access_key, got.rotated_at),
+                (&v.access_key, v.rotated_at)
+            );
+        }
+        // Still sharing the text after the packs.
+        let emails: Vec<_> = records
+            .credentials
+            .values()
+            .map(|r| &r.user_email)
+            .collect();
+        let last = emails.len() - 1;
+        assert!(Arc::ptr_eq(emails[last], emails[last - 1]));
     }
 
     #[test]
