@@ -1,5 +1,5 @@
 //! One pass, as a pipeline: users go through their stage ([`super::user`])
-//! up to `[api] concurrency` at a time, and as each finishes it is recorded
+//! up to [`users_in_flight`] at a time, and as each finishes it is recorded
 //! ([`super::record`]) and handed to delivery ([`super::deliver`]) while the
 //! others are still in flight.
 //!
@@ -269,7 +269,7 @@ pub(super) async fn run(
         // the webhook worker may drain it in between, and a second reading
         // would then wait on nothing and never start the remaining users.
         let mut held_back = false;
-        while tasks.len() < concurrency && next < users.len() && !stopped {
+        while tasks.len() < users_in_flight(concurrency) && next < users.len() && !stopped {
             if !flow.may_start_users() {
                 held_back = true;
                 break;
@@ -710,6 +710,19 @@ async fn drained(backlog: Option<&super::deliver::Backlog>) {
         Some(b) => b.drained().await,
         None => std::future::pending().await,
     }
+}
+
+/// How many users are in their stage at once: half as many again as
+/// requests may be in flight (`[api] concurrency`, which the client
+/// enforces). A user has no request in flight while it writes its journal
+/// or between its regenerates and its re-read; with exactly as many users
+/// as slots, those moments left slots idle. Measured at 20 ms latency and
+/// concurrency 8 (with a user's regenerates sent together): 3,000
+/// credentials 13.35-13.41 s with as many users as slots, 13.10-13.19 s
+/// with half as many again, 13.06-13.14 s with twice as many (for up to
+/// 0.4 MiB more); 300 credentials 1.40 s, 1.38-1.39 s and 1.38 s.
+fn users_in_flight(concurrency: usize) -> usize {
+    concurrency + concurrency / 2
 }
 
 /// Lists the given users' credentials, `[api] concurrency` at a time.

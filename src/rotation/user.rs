@@ -9,8 +9,9 @@
 //! locations share credentials). A user's regenerates wait for their
 //! request slots together and are handled as they are answered; each is
 //! sent only if no shutdown signal has come by the time it has its slot,
-//! and one that was sent is finished. Up to `[api] concurrency` users are
-//! in this stage at once.
+//! and one that was sent is finished. The pass keeps a few more users in
+//! this stage than `[api] concurrency` (`pass::users_in_flight`); the
+//! client keeps the requests within it.
 
 use super::deliver::Gate;
 use super::{key_of, snapshot_values, subject_of, PlanItem, RunOptions};
