@@ -100,6 +100,10 @@ pub(super) struct WriteDone {
     result: Result<Option<String>, SinkError>,
 }
 
+/// A user in the aggregate store: (e-mail, user id), the records' shared
+/// copies.
+type UserKey = (Arc<str>, Arc<str>);
+
 /// Everything delivery keeps for a pass.
 pub(super) struct Sinks {
     state: Arc<StateDir>,
@@ -109,7 +113,7 @@ pub(super) struct Sinks {
     slots: Vec<Slot>,
     /// Current values of the users an enabled aggregate sink holds, by
     /// (e-mail, user id): the one copy the pass keeps.
-    store: BTreeMap<(Arc<str>, Arc<str>), Vec<Arc<SnapshotCredential>>>,
+    store: BTreeMap<UserKey, Vec<Arc<SnapshotCredential>>>,
     /// The client secret, when it is managed and some sink holds it.
     client: Option<(String, SecretString)>,
     /// Writes in flight.
