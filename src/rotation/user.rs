@@ -9,9 +9,9 @@
 //! locations share credentials). A user's regenerates wait for their
 //! request slots together and are handled as they are answered; each is
 //! sent only if no shutdown signal has come by the time it has its slot,
-//! and one that was sent is finished. The pass keeps a few more users in
-//! this stage than `[api] concurrency` (`pass::users_in_flight`); the
-//! client keeps the requests within it.
+//! and one that was sent is finished. The pass keeps half as many users
+//! again as `[api] concurrency` in this stage (`pass::users_in_flight`);
+//! the client keeps the requests in flight within `concurrency`.
 
 use super::deliver::Gate;
 use super::{key_of, snapshot_values, subject_of, PlanItem, RunOptions};
