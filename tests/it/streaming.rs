@@ -65,6 +65,20 @@ fn user_id(sim: &Simulator, email: &str) -> String {
         .clone()
 }
 
+/// A simulator with `users` users, and a configuration whose one sink is a
+/// json file holding every credential (`{root}/out/all.json`).
+async fn with_one_json_sink(users: usize) -> (Simulator, Setup) {
+    let opts = options(users);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = write_config(
+        &sim,
+        &opts,
+        "[[sinks]]\ntype = \"file\"\npath = \"{root}/out/all.json\"\nformat = \"json\"\n",
+    );
+    std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
+    (sim, setup)
+}
+
 /// Starts the daemon with its log in `log`.
 pub(crate) fn start_daemon(setup: &Setup, log: &Path, env: &[(&str, &str)]) -> Child {
     let file = std::fs::File::create(log).unwrap();
@@ -460,14 +474,7 @@ on_change = ["curl", "-fsS", "-X", "POST", "{url}"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_now_report_streams_one_line_per_rotation_and_ends_with_totals() {
     use std::io::BufRead;
-    let opts = options(4);
-    let sim = Simulator::start(opts.clone()).await.unwrap();
-    let setup = write_config(
-        &sim,
-        &opts,
-        "[[sinks]]\ntype = \"file\"\npath = \"{root}/out/all.json\"\nformat = \"json\"\n",
-    );
-    std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
+    let (sim, setup) = with_one_json_sink(4).await;
     let config = std::fs::read_to_string(&setup.config)
         .unwrap()
         .replace("concurrency = 8", "concurrency = 1");
@@ -638,14 +645,7 @@ timeout = "3s"
 /// (not one GET per intent), before the new pass starts listing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_reads_intents_back_with_one_list_per_user() {
-    let opts = options(4);
-    let sim = Simulator::start(opts.clone()).await.unwrap();
-    let setup = write_config(
-        &sim,
-        &opts,
-        "[[sinks]]\ntype = \"file\"\npath = \"{root}/out/all.json\"\nformat = \"json\"\n",
-    );
-    std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
+    let (sim, setup) = with_one_json_sink(4).await;
     // Killed when the third user's intents are journaled: every user
     // started so far has unsettled intents.
     let killed = run_bin_env(
@@ -710,14 +710,7 @@ async fn resume_reads_intents_back_with_one_list_per_user() {
 /// sink still ends on the API's keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_regenerates_are_sent_together_when_slots_are_free() {
-    let opts = options(2);
-    let sim = Simulator::start(opts.clone()).await.unwrap();
-    let setup = write_config(
-        &sim,
-        &opts,
-        "[[sinks]]\ntype = \"file\"\npath = \"{root}/out/all.json\"\nformat = \"json\"\n",
-    );
-    std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
+    let (sim, setup) = with_one_json_sink(2).await;
     sim.set_faults(vec![FaultRule::always(Fault::Latency(
         Duration::from_millis(200),
     ))
