@@ -63,6 +63,11 @@ struct Slot {
     blocked: Option<String>,
     /// When its oldest undelivered change arrived.
     dirty_since: Option<Instant>,
+    /// Whether its values (or the client secret) changed since its last
+    /// write started: an aggregate sink's next write then renders its
+    /// content once, expecting it to differ (`Target::expect_change`).
+    /// The last write of a pass is forced, not changed.
+    changed: bool,
     in_flight: bool,
     /// The last delivered version, as the records hold it.
     delivered: Option<String>,
@@ -151,6 +156,7 @@ impl Sinks {
                 role,
                 blocked: None,
                 dirty_since: None,
+                changed: false,
                 in_flight: false,
                 last_values: None,
                 outcome: None,
@@ -422,6 +428,7 @@ impl Sinks {
                 }
                 Role::Aggregate if changed => {
                     slot.dirty_since.get_or_insert(now);
+                    slot.changed = true;
                 }
                 _ => {}
             }
@@ -447,6 +454,7 @@ impl Sinks {
                 }
                 Role::Aggregate => {
                     slot.dirty_since.get_or_insert(now);
+                    slot.changed = true;
                 }
                 _ => {}
             }
@@ -469,6 +477,7 @@ impl Sinks {
         for slot in &mut self.slots {
             if slot.enabled && slot.is_file() && slot.blocked.is_none() && slot.holds_client() {
                 slot.dirty_since = Some(due);
+                slot.changed = true;
             }
         }
     }
@@ -526,6 +535,8 @@ impl Sinks {
         let slot = &mut self.slots[i];
         slot.in_flight = true;
         slot.dirty_since = None;
+        let changed = std::mem::take(&mut slot.changed);
+        let expect_change = changed && slot.role == Role::Aggregate;
         let sink = slot.sink.clone();
         let delivered = slot.delivered.clone();
         let state = self.state.clone();
@@ -534,7 +545,15 @@ impl Sinks {
             let credentials = snapshot.credentials.len();
             let result = match &sink {
                 SinkSettings::File(f) => {
-                    file::deliver(f, &snapshot, &state, delivered.as_deref(), &hide_env).await
+                    file::deliver(
+                        f,
+                        &snapshot,
+                        &state,
+                        delivered.as_deref(),
+                        &hide_env,
+                        expect_change,
+                    )
+                    .await
                 }
                 SinkSettings::Template(t) => {
                     crate::sinks::template::deliver(
@@ -543,6 +562,7 @@ impl Sinks {
                         &state,
                         delivered.as_deref(),
                         &hide_env,
+                        expect_change,
                     )
                     .await
                 }

@@ -62,6 +62,8 @@ impl FileFormat {
 /// and writes it unless `delivered` (the version it last delivered) says
 /// the file already holds it. Returns the new version when it wrote.
 /// `on_change` runs without the environment variables in `hide_env`.
+/// `expect_change` (the sink's values changed) renders the content once,
+/// into the file and its fingerprint together ([`Target::expect_change`]).
 ///
 /// A format that cannot hold the selection (`env` with other than one
 /// credential, a value INI cannot carry) fails with
@@ -72,9 +74,11 @@ pub async fn deliver(
     state: &StateDir,
     delivered: Option<&str>,
     hide_env: &[String],
+    expect_change: bool,
 ) -> Result<Option<String>, SinkError> {
     let target = Target {
         hide_env,
+        expect_change,
         ..target(sink)
     };
     let selected = snapshot.select(&sink.select);
@@ -128,5 +132,6 @@ fn target(sink: &FileSink) -> Target<'_> {
         group: sink.group.as_deref(),
         on_change: sink.on_change.as_deref(),
         hide_env: &[],
+        expect_change: false,
     }
 }

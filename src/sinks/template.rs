@@ -181,9 +181,11 @@ pub async fn deliver(
     state: &StateDir,
     delivered: Option<&str>,
     hide_env: &[String],
+    expect_change: bool,
 ) -> Result<Option<String>, SinkError> {
     let target = Target {
         hide_env,
+        expect_change,
         ..target(sink)
     };
     let redactor = LazyRedactor::new(snapshot);
@@ -217,6 +219,7 @@ fn target(sink: &TemplateSink) -> Target<'_> {
         group: sink.group.as_deref(),
         on_change: sink.on_change.as_deref(),
         hide_env: &[],
+        expect_change: false,
     }
 }
 
