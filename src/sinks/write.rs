@@ -194,8 +194,9 @@ fn prepare(file: &std::fs::File, uid: Option<Uid>, gid: Option<Gid>) -> io::Resu
 /// [`write_file`] for content expected to have changed: one render, into
 /// the temp file and the fingerprint at once. A sink holding every
 /// credential of a large account is rewritten every `wait` while a pass
-/// runs, and rendering it twice was about an eighth of the CPU of a
-/// 30,000-credential pass. When the content turns out to be what the file
+/// runs: rendering it once instead of twice took a 30,000-credential
+/// pass from 57.05 to 48.11 s of CPU (0 ms latency; 139.6 to 101.6 s at
+/// 20 ms and concurrency 8). When the content turns out to be what the file
 /// holds, the temp file is removed and nothing else happens; a content
 /// error likewise leaves the file untouched (only the temp file existed).
 fn write_once(
