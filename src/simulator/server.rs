@@ -74,7 +74,6 @@ pub(super) enum Listener {
     S3(usize),
 }
 
-/// Locks `m`; a panic in a test thread must not hide the state from asserts.
 /// Holds an answer until `deadline`, to the tenth of a millisecond.
 ///
 /// Tokio's timer counts whole milliseconds and rounds every deadline up: a
@@ -93,6 +92,7 @@ async fn hold(deadline: Instant) {
     }
 }
 
+/// Locks `m`; a panic in a test thread must not hide the state from asserts.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }

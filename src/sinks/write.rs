@@ -152,12 +152,7 @@ fn write_file(
     if delivered == Some(version.as_str()) && target.path.exists() {
         return Ok(None);
     }
-    let write_error = |detail: String| SinkError::Write {
-        sink: target.name.clone(),
-        detail,
-    };
-    let uid = resolve_owner(target.owner).map_err(write_error)?;
-    let gid = resolve_group(target.group).map_err(write_error)?;
+    let (uid, gid) = owner_ids(target)?;
     let body = |file: &mut std::fs::File| {
         let mut out = SecretBuf::new(file);
         render(&mut out).map_err(|err| match err {
@@ -173,8 +168,23 @@ fn write_file(
         |file| prepare(file, uid, gid),
         body,
     )
-    .map_err(|e| write_error(e.to_string()))?;
+    .map_err(|e| write_error(target, e.to_string()))?;
     Ok(Some(version))
+}
+
+/// A failed write of `target`'s file.
+fn write_error(target: &Target<'_>, detail: String) -> SinkError {
+    SinkError::Write {
+        sink: target.name.clone(),
+        detail,
+    }
+}
+
+/// `target`'s `owner` and `group` as ids, resolved at each write.
+fn owner_ids(target: &Target<'_>) -> Result<(Option<Uid>, Option<Gid>), SinkError> {
+    let uid = resolve_owner(target.owner).map_err(|d| write_error(target, d))?;
+    let gid = resolve_group(target.group).map_err(|d| write_error(target, d))?;
+    Ok((uid, gid))
 }
 
 /// Gives the new temp file its owner and group before its first byte.
@@ -211,12 +221,7 @@ fn write_once(
         Unchanged,
         Content(String),
     }
-    let write_error = |detail: String| SinkError::Write {
-        sink: target.name.clone(),
-        detail,
-    };
-    let uid = resolve_owner(target.owner).map_err(write_error)?;
-    let gid = resolve_group(target.group).map_err(write_error)?;
+    let (uid, gid) = owner_ids(target)?;
     let mut found = None;
     let body = |file: &mut std::fs::File| {
         let mut fingerprint = state.fingerprint_writer();
@@ -254,7 +259,7 @@ fn write_once(
             sink: target.name.clone(),
             detail,
         }),
-        (Err(err), _) => Err(write_error(err.to_string())),
+        (Err(err), _) => Err(write_error(target, err.to_string())),
         (Ok(()), _) => unreachable!("a body that succeeded found the version"),
     }
 }
