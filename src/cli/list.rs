@@ -83,7 +83,7 @@ fn listing<'a>(settings: &Settings, inventory: &'a Inventory, records: &Records)
             .credentials
             .iter()
             .map(|c: &CredentialEntry| {
-                let history = history(records.credentials.get(&key_of(c)));
+                let history = history(records.get(&key_of(c)));
                 let reason = policy::decide(now, history, os.rotate, os.max_age, adopt, false);
                 Row {
                     user_id: &c.user_id,

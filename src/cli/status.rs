@@ -18,7 +18,7 @@ pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u
         )
     })?;
     let next_run = next_tick(&settings.schedule, chrono::Utc::now()).map(crate::json_time::format);
-    let mut credentials: Vec<_> = view.records.credentials.iter().collect();
+    let mut credentials: Vec<_> = view.records.iter().collect();
     credentials.sort_by(|a, b| b.1.rotated_at.cmp(&a.1.rotated_at).then(a.0.cmp(b.0)));
     let due_after = chrono::Duration::from_std(settings.object_storage.max_age)
         .unwrap_or(chrono::Duration::MAX);

@@ -170,7 +170,7 @@ impl Engine {
     /// delivery failed, and sends pending webhook events. Rotates nothing.
     pub async fn recover(&mut self, cancel: &CancellationToken) -> RunReport {
         let mut report = RunReport::default();
-        let records = match self.state.load_records() {
+        let records = match self.state.open_records() {
             Ok(r) => r,
             Err(err) => {
                 report.fail("state", self.state.path().display().to_string(), err);
@@ -354,10 +354,7 @@ pub(crate) fn snapshot_values(
                 credential_id: c.credential_id,
                 access_key: c.access_key.as_str().into(),
                 secret_key: c.secret_key.clone(),
-                rotated_at: records
-                    .credentials
-                    .get(&key_of(c))
-                    .and_then(|r| r.rotated_at),
+                rotated_at: records.credential(&key_of(c)).and_then(|r| r.rotated_at),
             })
         })
         .collect()
@@ -432,9 +429,14 @@ pub fn behind_sinks(settings: &Settings, records: &Records) -> Vec<String> {
             (Some(_), None) => true,
             (None, _) => false,
         };
-        let s3_behind = records.credentials.values().any(|c| {
-            crate::sinks::snapshot::selects_user(selection, &c.user_email) && newer(c.rotated_at)
+        let mut s3_behind = false;
+        let scanned = records.scan(|_, c| {
+            s3_behind = s3_behind
+                || (crate::sinks::snapshot::selects_user(selection, &c.user_email)
+                    && newer(c.rotated_at));
         });
+        // A sink is behind unless the records say otherwise.
+        s3_behind |= scanned.is_err();
         let client_behind = settings.client_secret.rotate
             && selection.includes_kind(crate::config::Kind::ClientSecret)
             && records
@@ -461,7 +463,6 @@ fn state_figures(
     let os_max_age = settings.object_storage.max_age;
     let credentials = view
         .records
-        .credentials
         .iter()
         .map(|(key, r)| crate::metrics::SecretTimes {
             labels: vec![

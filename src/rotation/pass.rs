@@ -69,7 +69,15 @@ pub(super) async fn run(
     if !deliver_only {
         tracing::info!(trace_id = %report.trace_id, dry_run = options.dry_run, force = options.force, "Run started.");
     }
-    let mut records = match engine.state.load_records() {
+    // A pass that writes keeps in memory only the records of the users it
+    // is at (the rest stay in the file); a dry run, which may not write,
+    // reads them whole.
+    let opened = if options.dry_run {
+        engine.state.load_records()
+    } else {
+        engine.state.open_records()
+    };
+    let mut records = match opened {
         Ok(r) => r,
         Err(err) => {
             report.fail("state", engine.state.path().display().to_string(), err);
@@ -199,8 +207,8 @@ pub(super) async fn run(
         let mut decisions: Vec<_> = all
             .iter()
             .map(|e| {
-                let reason = user::decide_one(&os, options, now, &records, e);
-                let h = super::history(records.credentials.get(&super::key_of(e)));
+                let reason = user::decide_one(&os, options, now, &mut records, e);
+                let h = super::history(records.credential(&super::key_of(e)));
                 (reason, h.rotated_at.or(h.first_seen))
             })
             .collect();
@@ -388,8 +396,8 @@ pub(super) async fn run(
     let mut records = Arc::try_unwrap(shared_records)
         .map(|m| m.into_inner().expect("records lock"))
         .unwrap_or_else(|shared| {
-            tracing::debug!("The records are still shared at the end of the pass; copying them.");
-            shared.lock().expect("records lock").clone()
+            tracing::debug!("The records are still shared at the end of the pass; taking them.");
+            std::mem::take(&mut *shared.lock().expect("records lock"))
         });
 
     if options.dry_run {
@@ -426,7 +434,7 @@ pub(super) async fn run(
     sinks
         .finish(&mut records, &mut report, engine.settings.api.max_retries)
         .await;
-    if let Err(err) = engine.state.save_records(&records) {
+    if let Err(err) = engine.state.save_records(&mut records) {
         report.fail("state", "records.json", err);
     }
     if !deliver_only {
@@ -570,8 +578,7 @@ impl Flow<'_> {
             .records
             .lock()
             .expect("records lock")
-            .credentials
-            .get_mut(&key)
+            .credential_mut(&key)
         {
             if record.rotation_id == Some(job.rotation_id) {
                 record.verified = Some(crate::state::Verification {
@@ -680,8 +687,8 @@ impl Flow<'_> {
         self.last_save = tokio::time::Instant::now();
         self.append_audit();
         let saved = {
-            let records = self.records.lock().expect("records lock");
-            self.engine.state.save_records(&records)
+            let mut records = self.records.lock().expect("records lock");
+            self.engine.state.save_records(&mut records)
         };
         if let Err(err) = saved {
             report.fail("state", "records.json", err);

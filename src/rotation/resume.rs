@@ -38,8 +38,8 @@ pub(super) async fn resume(
     // back with one list per user, all users at once (the client's request
     // slots bound how many are in flight); the intents are then resolved in
     // order from those lists.
-    let recorded = |intent: &crate::state::Intent, key: &crate::state::CredentialKey| {
-        records.credentials.get(key).and_then(|r| r.rotation_id) == Some(intent.rotation_id)
+    let mut recorded = |intent: &crate::state::Intent, key: &crate::state::CredentialKey| {
+        records.credential(key).and_then(|r| r.rotation_id) == Some(intent.rotation_id)
     };
     let users: std::collections::BTreeSet<&str> = journal
         .intents

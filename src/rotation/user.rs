@@ -293,10 +293,10 @@ fn decide(ctx: &StageContext, entries: &[CredentialEntry]) -> Vec<Reason> {
             })
             .collect();
     }
-    let records = ctx.records.lock().expect("records lock");
+    let mut records = ctx.records.lock().expect("records lock");
     entries
         .iter()
-        .map(|e| decide_one(&ctx.scope, ctx.options, ctx.now, &records, e))
+        .map(|e| decide_one(&ctx.scope, ctx.options, ctx.now, &mut records, e))
         .collect()
 }
 
@@ -305,10 +305,10 @@ pub(super) fn decide_one(
     scope: &ObjectStorageSettings,
     options: RunOptions,
     now: DateTime<Utc>,
-    records: &Records,
+    records: &mut Records,
     entry: &CredentialEntry,
 ) -> Reason {
-    let history = super::history(records.credentials.get(&key_of(entry)));
+    let history = super::history(records.credential(&key_of(entry)));
     let adopt = scope.on_first_sight == OnFirstSight::Adopt;
     policy::decide(
         now,

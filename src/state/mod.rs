@@ -71,7 +71,7 @@ pub struct StateDir {
 }
 
 /// A snapshot of the state read without the lock, for `status`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub struct StateView {
     /// The directory that was read.
     pub dir: PathBuf,

@@ -7,7 +7,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::path::Path;
+use std::fs::File;
+use std::io::{self, BufRead, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -15,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
-use super::fs::{check_version, read_json, write_json_atomic};
+use super::fs::{check_version, read_json, write_atomic_from};
 use super::{Fingerprint, StateDir, StateError};
 
 /// The `version` this build writes and reads.
@@ -30,13 +33,19 @@ const PACK_FROM: usize = 256;
 /// the account: the keys' user and storage ids and the records' e-mails
 /// are shared text ([`Records::credential_or_insert_with`]), one allocation per user and per
 /// storage rather than three per credential.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Read whole ([`StateDir::load_records`]) every record is in memory.
+/// Opened for a pass ([`StateDir::open_records`]) only the users asked for
+/// since the last save are: the others stay in the file and are read back
+/// one user at a time ([`Records::credential`]), and a save merges what
+/// changed into the file.
+#[derive(Debug, PartialEq, Eq, Deserialize)]
 pub struct Records {
     /// Format version, [`RECORDS_VERSION`].
     pub version: u32,
     /// Object-storage credentials, serialised by [`CredentialKey::to_string`].
     #[serde(default, deserialize_with = "credentials_in_order")]
-    pub credentials: BTreeMap<CredentialKey, CredentialRecord>,
+    credentials: BTreeMap<CredentialKey, CredentialRecord>,
     /// The account's OAuth client secret, once seen.
     #[serde(default)]
     pub client_secret: Option<ClientSecretRecord>,
@@ -46,7 +55,43 @@ pub struct Records {
     /// The shared text of the keys and e-mails.
     #[serde(skip)]
     names: Names,
+    /// Opened for a pass: where the users not in memory are.
+    #[serde(skip)]
+    file: Option<OnDisk>,
 }
+
+/// The users whose records are in `records.json` and not in memory, each
+/// with the span of its lines.
+#[derive(Debug)]
+struct OnDisk {
+    path: PathBuf,
+    /// `None` before the first save of a first run (no user is in it).
+    file: Option<File>,
+    users: BTreeMap<Arc<str>, Span>,
+    /// The first failure to read a user back: the records then hold less
+    /// than the file, so saves refuse rather than drop that user.
+    failed: Option<String>,
+}
+
+/// Each user's [`Span`] in the file, by user id.
+type Users = BTreeMap<Arc<str>, Span>;
+
+/// Where one user's entries are in the file: from the first key's quote to
+/// the last record's closing brace, the entries separated by commas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u64,
+    len: u64,
+}
+
+/// Equal records are equal wherever they are held.
+impl PartialEq for OnDisk {
+    fn eq(&self, other: &OnDisk) -> bool {
+        self.users == other.users
+    }
+}
+
+impl Eq for OnDisk {}
 
 /// One copy of each user id, storage id and e-mail the records hold, and
 /// the number of credentials the map held when it was last packed
@@ -101,6 +146,7 @@ impl Records {
         key: &CredentialKey,
         new: impl FnOnce() -> CredentialRecord,
     ) -> &mut CredentialRecord {
+        self.read_user(&key.user_id);
         if !self.credentials.contains_key(key) {
             let key = self.names.key(key);
             let mut record = new();
@@ -132,6 +178,91 @@ impl Records {
         };
         self.credentials.append(&mut tail);
         self.names.packed = len;
+    }
+
+    /// The record of `key`, read back from the file first when the records
+    /// were opened for a pass and its user is not in memory.
+    pub fn credential(&mut self, key: &CredentialKey) -> Option<&CredentialRecord> {
+        self.read_user(&key.user_id);
+        self.credentials.get(key)
+    }
+
+    /// [`Records::credential`], to change it.
+    pub fn credential_mut(&mut self, key: &CredentialKey) -> Option<&mut CredentialRecord> {
+        self.read_user(&key.user_id);
+        self.credentials.get_mut(key)
+    }
+
+    /// Sets the record of `key`.
+    pub fn insert(&mut self, key: &CredentialKey, mut record: CredentialRecord) {
+        self.read_user(&key.user_id);
+        let key = self.names.key(key);
+        record.user_email = self.names.get(&record.user_email);
+        self.credentials.insert(key, record);
+        self.pack_if_grown();
+    }
+
+    /// The record of `key` among those in memory: all of them when read
+    /// whole ([`StateDir::load_records`]), as `status` and `list` do.
+    pub fn get(&self, key: &CredentialKey) -> Option<&CredentialRecord> {
+        debug_assert!(self.file.is_none(), "records opened for a pass");
+        self.credentials.get(key)
+    }
+
+    /// The records in memory in key order: all of them when read whole.
+    pub fn iter(&self) -> impl Iterator<Item = (&CredentialKey, &CredentialRecord)> {
+        debug_assert!(self.file.is_none(), "records opened for a pass");
+        self.credentials.iter()
+    }
+
+    /// Calls `f` with every record in key order, those in memory and those
+    /// still in the file (read one user at a time, never all at once).
+    pub fn scan(
+        &self,
+        mut f: impl FnMut(&CredentialKey, &CredentialRecord),
+    ) -> Result<(), StateError> {
+        let Some(disk) = &self.file else {
+            self.credentials.iter().for_each(|(k, r)| f(k, r));
+            return Ok(());
+        };
+        let mut memory = self.credentials.iter().peekable();
+        for (user, span) in &disk.users {
+            while let Some((k, r)) = memory.next_if(|(k, _)| k.user_id < *user) {
+                f(k, r);
+            }
+            let read = disk
+                .read(*span)
+                .map_err(|e| StateError::io("read", &disk.path, e))?;
+            read.iter().for_each(|(k, r)| f(k, r));
+        }
+        memory.for_each(|(k, r)| f(k, r));
+        Ok(())
+    }
+
+    /// Moves the records of `user` from the file into memory (opened for a
+    /// pass), once. A failed read is kept for the next save to report.
+    fn read_user(&mut self, user: &str) {
+        let Some(disk) = &mut self.file else {
+            return;
+        };
+        let Some(span) = disk.users.remove(user) else {
+            return;
+        };
+        match disk.read(span) {
+            Ok(read) => {
+                for (key, mut record) in read {
+                    record.user_email = self.names.get(&record.user_email);
+                    let key = self.names.key(&key);
+                    self.credentials.insert(key, record);
+                }
+            }
+            Err(err) => {
+                tracing::error!(path = %disk.path.display(), error = %err, "Could not read a user's records back; records.json will not be saved in this pass.");
+                disk.failed.get_or_insert_with(|| {
+                    format!("a user's records could not be read back: {err}")
+                });
+            }
+        }
     }
 
     /// The records' shared copy of `text` (a user or storage id, an
@@ -191,6 +322,35 @@ fn credentials_in_order<'de, D: Deserializer<'de>>(
     d.deserialize_map(InOrder)
 }
 
+impl OnDisk {
+    fn read_at(&self, buf: &mut [u8], at: u64) -> io::Result<()> {
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no file"))?;
+        file.read_exact_at(buf, at)
+    }
+
+    /// The records in `span` of the file.
+    fn read(&self, span: Span) -> io::Result<BTreeMap<CredentialKey, CredentialRecord>> {
+        let len = usize::try_from(span.len).map_err(io::Error::other)?;
+        let mut text = vec![0; len + 2];
+        text[0] = b'{';
+        text[len + 1] = b'}';
+        self.read_at(&mut text[1..=len], span.start)?;
+        serde_json::from_slice(&text).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the entries at byte {} are not valid records (column {})",
+                    span.start,
+                    e.column()
+                ),
+            )
+        })
+    }
+}
+
 impl Default for Records {
     /// Empty records of the current version (a first run).
     fn default() -> Records {
@@ -200,6 +360,7 @@ impl Default for Records {
             client_secret: None,
             sinks: BTreeMap::new(),
             names: Names::default(),
+            file: None,
         }
     }
 }
@@ -329,19 +490,280 @@ pub struct SinkRecord {
 }
 
 impl StateDir {
-    /// Reads `records.json`; a missing file means a first run (empty records).
+    /// Reads `records.json` whole; a missing file means a first run (empty
+    /// records).
     pub fn load_records(&self) -> Result<Records, StateError> {
         load(self.path())
     }
 
-    /// Atomically replaces `records.json`.
-    pub fn save_records(&self, records: &Records) -> Result<(), StateError> {
+    /// Opens `records.json` for a pass: the records stay in the file until
+    /// a user's are asked for. A file in another layout (an earlier build's,
+    /// or edited by hand) is read whole and rewritten in this one first.
+    pub fn open_records(&self) -> Result<Records, StateError> {
         let path = self.path().join(super::RECORDS_FILE);
-        write_json_atomic(&path, records, 0o600)
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Records {
+                    file: Some(OnDisk::new(path, None, BTreeMap::new())),
+                    ..Records::default()
+                })
+            }
+            Err(e) => return Err(StateError::io("read", &path, e)),
+        };
+        let scanned = scan_layout(&file).map_err(|e| StateError::io("read", &path, e))?;
+        if let Some((mut records, users)) = scanned {
+            check_version(&path, records.version, RECORDS_VERSION)?;
+            records.file = Some(OnDisk::new(path, Some(file), users));
+            return Ok(records);
+        }
+        let mut records = load(self.path())?;
+        records.file = Some(OnDisk::new(path, None, BTreeMap::new()));
+        self.save_records(&mut records)?;
+        Ok(records)
+    }
+
+    /// Atomically replaces `records.json`. Records opened for a pass are
+    /// merged into the file and leave memory.
+    pub fn save_records(&self, records: &mut Records) -> Result<(), StateError> {
+        let path = self.path().join(super::RECORDS_FILE);
+        if let Some(failed) = records.file.as_ref().and_then(|d| d.failed.as_ref()) {
+            let err = io::Error::other(format!("not rewritten: {failed}"));
+            return Err(StateError::io("write", &path, err));
+        }
+        let mut users = BTreeMap::new();
+        write_atomic_from(
+            &path,
+            0o600,
+            |_| Ok(()),
+            |file| {
+                let mut out = Counting {
+                    inner: io::BufWriter::with_capacity(64 * 1024, file),
+                    at: 0,
+                };
+                users = records.write(&mut out)?;
+                out.flush()
+            },
+        )?;
+        if let Some(disk) = &mut records.file {
+            let file = File::open(&path).map_err(|e| StateError::io("read", &path, e))?;
+            *disk = OnDisk::new(path, Some(file), users);
+            records.credentials = BTreeMap::new();
+            records.names.packed = 0;
+        }
+        Ok(())
     }
 }
 
-/// Reads `<dir>/records.json` without a [`StateDir`] (read-only views too).
+impl OnDisk {
+    fn new(path: PathBuf, file: Option<File>, users: BTreeMap<Arc<str>, Span>) -> OnDisk {
+        OnDisk {
+            path,
+            file,
+            users,
+            failed: None,
+        }
+    }
+}
+
+/// Counts the bytes written through it (the users' spans).
+struct Counting<W> {
+    inner: W,
+    at: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The layout [`Records::write`] writes, line by line.
+const HEAD: &str = "{\n";
+const CREDENTIALS: &str = "  \"credentials\": {";
+const INDENT: &str = "    ";
+
+impl Records {
+    /// Writes the file: one credential per line, in key order, so that a
+    /// pass can read one user's lines back ([`scan_layout`]). The users
+    /// still in the file are copied from it as they are. Returns each
+    /// user's span.
+    fn write<W: Write>(&self, out: &mut Counting<W>) -> io::Result<BTreeMap<Arc<str>, Span>> {
+        write!(out, "{HEAD}  \"version\": {},\n{CREDENTIALS}", self.version)?;
+        let mut users = BTreeMap::new();
+        let mut first = true;
+        // Before each entry; returns where the entry starts.
+        let separate = |out: &mut Counting<W>, first: &mut bool| {
+            let sep: &[u8] = if *first { b"\n" } else { b",\n" };
+            *first = false;
+            out.write_all(sep)?;
+            out.write_all(INDENT.as_bytes())?;
+            Ok::<u64, io::Error>(out.at)
+        };
+        let mut memory = self.credentials.iter().peekable();
+        let on_disk = self.file.as_ref().map(|d| &d.users);
+        let mut disk = on_disk.into_iter().flatten().peekable();
+        let mut copy = Vec::new();
+        loop {
+            let from_memory = match (memory.peek(), disk.peek()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((k, _)), Some((user, _))) => k.user_id <= **user,
+            };
+            if from_memory {
+                let user = memory.peek().expect("peeked").0.user_id.clone();
+                // A user read back is no longer in the file's list.
+                let mut start = None;
+                while let Some((key, record)) = memory.next_if(|(k, _)| k.user_id == user) {
+                    let at = separate(out, &mut first)?;
+                    start.get_or_insert(at);
+                    serde_json::to_writer(&mut *out, key)?;
+                    out.write_all(b": ")?;
+                    serde_json::to_writer(&mut *out, record)?;
+                }
+                let start = start.expect("one entry at least");
+                users.insert(
+                    user,
+                    Span {
+                        start,
+                        len: out.at - start,
+                    },
+                );
+            } else {
+                let (user, span) = disk.next().expect("peeked");
+                copy.resize(usize::try_from(span.len).map_err(io::Error::other)?, 0);
+                let from = self.file.as_ref().expect("users on disk");
+                from.read_at(&mut copy, span.start)?;
+                let start = separate(out, &mut first)?;
+                out.write_all(&copy)?;
+                users.insert(
+                    user.clone(),
+                    Span {
+                        start,
+                        len: span.len,
+                    },
+                );
+            }
+        }
+        out.write_all(if first { b"}" } else { b"\n  }" })?;
+        out.write_all(b",\n  \"client_secret\": ")?;
+        serde_json::to_writer(&mut *out, &self.client_secret)?;
+        out.write_all(b",\n  \"sinks\": ")?;
+        serde_json::to_writer(&mut *out, &self.sinks)?;
+        out.write_all(b"\n}\n")?;
+        Ok(users)
+    }
+}
+
+/// Reads a file in [`Records::write`]'s layout without holding its
+/// credentials: each line is parsed (and dropped) to check it, and the
+/// users' spans are noted. `None` when the file is in another layout, or a
+/// line does not parse or is out of order: the caller then reads it whole,
+/// which names the problem.
+fn scan_layout(file: &File) -> io::Result<Option<(Records, Users)>> {
+    let mut reader = io::BufReader::with_capacity(64 * 1024, file);
+    let mut line = Vec::new();
+    let mut at = 0u64;
+    let mut next = |line: &mut Vec<u8>| -> io::Result<Option<u64>> {
+        line.clear();
+        let start = at;
+        let n = reader.read_until(b'\n', line)?;
+        at += n as u64;
+        Ok((n > 0).then_some(start))
+    };
+    let mut rest = String::from("{\n");
+    if next(&mut line)?.is_none() || line != HEAD.as_bytes() {
+        return Ok(None);
+    }
+    // The version line, kept for the rest's parse.
+    if next(&mut line)?.is_none() || !line.starts_with(b"  \"version\": ") {
+        return Ok(None);
+    }
+    let Ok(version_line) = std::str::from_utf8(&line) else {
+        return Ok(None);
+    };
+    rest.push_str(version_line);
+    if next(&mut line)?.is_none() {
+        return Ok(None);
+    }
+    let mut users: BTreeMap<Arc<str>, Span> = BTreeMap::new();
+    let mut names = Names::default();
+    if line != format!("{CREDENTIALS}}},\n").as_bytes() {
+        if line != format!("{CREDENTIALS}\n").as_bytes() {
+            return Ok(None);
+        }
+        let mut last: Option<CredentialKey> = None;
+        loop {
+            let Some(start) = next(&mut line)? else {
+                return Ok(None);
+            };
+            if line == b"  },\n" {
+                break;
+            }
+            let Some(entry) = line.strip_prefix(INDENT.as_bytes()) else {
+                return Ok(None);
+            };
+            let entry = entry.strip_suffix(b"\n").unwrap_or(entry);
+            let entry = entry.strip_suffix(b",").unwrap_or(entry);
+            let mut text = Vec::with_capacity(entry.len() + 2);
+            text.push(b'{');
+            text.extend_from_slice(entry);
+            text.push(b'}');
+            let Ok(one) =
+                serde_json::from_slice::<BTreeMap<CredentialKey, CredentialRecord>>(&text)
+            else {
+                return Ok(None);
+            };
+            let Some((key, _)) = one.into_iter().next() else {
+                return Ok(None);
+            };
+            if last.as_ref().is_some_and(|last| *last >= key) {
+                return Ok(None);
+            }
+            let start = start + INDENT.len() as u64;
+            let end = start + entry.len() as u64;
+            match users.get_mut(&*key.user_id) {
+                Some(span) => span.len = end - span.start,
+                None => {
+                    let user = names.get(&key.user_id);
+                    users.insert(
+                        user,
+                        Span {
+                            start,
+                            len: end - start,
+                        },
+                    );
+                }
+            }
+            last = Some(key);
+        }
+    }
+    rest.push_str("  \"credentials\": {},\n");
+    loop {
+        if next(&mut line)?.is_none() {
+            break;
+        }
+        let Ok(text) = std::str::from_utf8(&line) else {
+            return Ok(None);
+        };
+        rest.push_str(text);
+    }
+    let Ok(mut records) = serde_json::from_str::<Records>(&rest) else {
+        return Ok(None);
+    };
+    records.names = names;
+    Ok(Some((records, users)))
+}
+
+/// Reads `<dir>/records.json` whole without a [`StateDir`] (read-only views
+/// too).
 pub(crate) fn load(dir: &Path) -> Result<Records, StateError> {
     let path = dir.join(super::RECORDS_FILE);
     let Some(mut records) = read_json::<Records>(&path)? else {
@@ -355,6 +777,16 @@ pub(crate) fn load(dir: &Path) -> Result<Records, StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The file `records` are saved as.
+    fn written(records: &Records) -> String {
+        let mut out = Counting {
+            inner: Vec::new(),
+            at: 0,
+        };
+        records.write(&mut out).unwrap();
+        String::from_utf8(out.inner).unwrap()
+    }
 
     fn key() -> CredentialKey {
         CredentialKey::new(
@@ -406,8 +838,8 @@ mod tests {
             let key = CredentialKey::new("u-1", "os-1", id);
             records.credential_or_insert_with(&key, || record("a@example.com"));
         }
-        let text = serde_json::to_string(&records).unwrap();
-        assert!(text.contains(r#""u-1/os-1/1":"#), "{text}");
+        let text = written(&records);
+        assert!(text.contains(r#""u-1/os-1/1": "#), "{text}");
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(crate::state::RECORDS_FILE), &text).unwrap();
         for records in [records, load(dir.path()).unwrap()] {
@@ -478,5 +910,159 @@ mod tests {
     #[test]
     fn default_records_are_of_the_current_version() {
         assert_eq!(Records::default().version, RECORDS_VERSION);
+    }
+
+    fn sample(user: &str, id: i64) -> (CredentialKey, CredentialRecord) {
+        let key = CredentialKey::new(user, "os-1", id);
+        let record = CredentialRecord {
+            user_email: format!("{user}@example.com").into(),
+            first_seen: Utc::now(),
+            rotated_at: None,
+            rotation_id: Some(Uuid::new_v4()),
+            access_key: format!("AK{id}").into(),
+            secret_fingerprint: Fingerprint::repeated(3),
+            verified: None,
+        };
+        (key, record)
+    }
+
+    /// Every record, read whole from the file.
+    fn on_file(state: &StateDir) -> BTreeMap<CredentialKey, CredentialRecord> {
+        let mut all = BTreeMap::new();
+        let whole = state.load_records().unwrap();
+        whole
+            .scan(|k, r| {
+                all.insert(k.clone(), r.clone());
+            })
+            .unwrap();
+        all
+    }
+
+    #[test]
+    fn opened_records_read_users_back_and_merge_what_changed_into_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let mut expected = BTreeMap::new();
+        let mut records = state.open_records().unwrap();
+        for user in ["u-3", "u-1", "u-2"] {
+            for id in [2, 1] {
+                let (k, r) = sample(user, id);
+                records.insert(&k, r.clone());
+                expected.insert(k, r);
+            }
+        }
+        records.client_secret = None;
+        state.save_records(&mut records).unwrap();
+        assert!(records.credentials.is_empty(), "saved records leave memory");
+        assert_eq!(on_file(&state), expected);
+        let text = std::fs::read_to_string(dir.path().join(crate::state::RECORDS_FILE)).unwrap();
+        assert_eq!(text.lines().count(), 7 + expected.len(), "{text}");
+
+        // Opened again: nothing in memory, each user read back when asked.
+        let mut records = state.open_records().unwrap();
+        assert!(records.credentials.is_empty());
+        let (k21, _) = sample("u-2", 1);
+        assert_eq!(records.credential(&k21), expected.get(&k21));
+        assert_eq!(records.credentials.len(), 2, "one user's records read");
+        records.credential_mut(&k21).unwrap().rotated_at = Some(Utc::now());
+        expected.get_mut(&k21).unwrap().rotated_at = records.credential(&k21).unwrap().rotated_at;
+        let (k0, r0) = sample("u-0", 7);
+        records.insert(&k0, r0.clone());
+        expected.insert(k0, r0);
+        let (k4, r4) = sample("u-4", 1);
+        records.insert(&k4, r4.clone());
+        expected.insert(k4, r4);
+        let mut scanned = Vec::new();
+        records.scan(|k, _| scanned.push(k.clone())).unwrap();
+        assert!(scanned.iter().eq(expected.keys()), "{scanned:?}");
+        state.save_records(&mut records).unwrap();
+        assert_eq!(on_file(&state), expected);
+
+        // Users copied from the file are read back as well as those written.
+        let mut records = state.open_records().unwrap();
+        for (k, r) in &expected {
+            assert_eq!(records.credential(k), Some(r), "{k}");
+        }
+        let (missing, _) = sample("u-9", 1);
+        assert_eq!(records.credential(&missing), None);
+    }
+
+    #[test]
+    fn an_earlier_layout_is_read_whole_and_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let path = dir.path().join(crate::state::RECORDS_FILE);
+        let (k, r) = sample("u-1", 1);
+        let pretty = serde_json::to_string_pretty(&serde_json::json!({
+            "version": RECORDS_VERSION,
+            "credentials": { k.to_string(): r },
+            "client_secret": null,
+            "sinks": {},
+        }))
+        .unwrap();
+        std::fs::write(&path, &pretty).unwrap();
+        let mut records = state.open_records().unwrap();
+        assert_ne!(std::fs::read_to_string(&path).unwrap(), pretty, "rewritten");
+        assert_eq!(records.credential(&k), Some(&r));
+        assert_eq!(on_file(&state), BTreeMap::from([(k, r)]));
+    }
+
+    #[test]
+    fn a_bad_line_is_named_and_the_file_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let path = dir.path().join(crate::state::RECORDS_FILE);
+        let mut records = state.open_records().unwrap();
+        for user in ["u-1", "u-2"] {
+            let (k, r) = sample(user, 1);
+            records.insert(&k, r);
+        }
+        state.save_records(&mut records).unwrap();
+        let good = std::fs::read_to_string(&path).unwrap();
+        // Out of order, then not JSON.
+        let lines: Vec<&str> = good.lines().collect();
+        let (first, second) = (lines[3].trim_end_matches(','), format!("{},", lines[4]));
+        let swapped = [&lines[..3], &[second.as_str(), first], &lines[5..]]
+            .concat()
+            .join("\n");
+        let broken = good.replace("\"AK1\"", "AK1");
+        // Out of order is still valid JSON: read whole and rewritten.
+        std::fs::write(&path, &swapped).unwrap();
+        state.open_records().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), good);
+        std::fs::write(&path, &broken).unwrap();
+        let err = state.open_records().unwrap_err().to_string();
+        assert!(
+            err.contains("records.json") && err.contains("line 4"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), broken);
+    }
+
+    #[test]
+    fn a_user_that_cannot_be_read_back_stops_the_saves() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let path = dir.path().join(crate::state::RECORDS_FILE);
+        let mut records = state.open_records().unwrap();
+        let (k, r) = sample("u-1", 1);
+        records.insert(&k, r);
+        state.save_records(&mut records).unwrap();
+        let mut records = state.open_records().unwrap();
+        // The same file, cut short behind the pass's back.
+        let saved = std::fs::read(&path).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(20)
+            .unwrap();
+        assert_eq!(records.credential(&k), None);
+        let err = state.save_records(&mut records).unwrap_err().to_string();
+        assert!(
+            err.contains("records.json") && err.contains("could not be read back"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), saved[..20]);
     }
 }

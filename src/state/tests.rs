@@ -32,8 +32,8 @@ fn sample_records(state: &StateDir) -> Records {
         credential_id: 42,
     };
     let mut records = Records::default();
-    records.credentials.insert(
-        key,
+    records.insert(
+        &key,
         CredentialRecord {
             user_email: "app@example.com".into(),
             first_seen: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
@@ -134,8 +134,8 @@ fn records_and_journal_round_trip() {
     assert_eq!(state.load_records().unwrap(), Records::default());
     assert_eq!(state.load_journal().unwrap(), Journal::default());
 
-    let records = sample_records(&state);
-    state.save_records(&records).unwrap();
+    let mut records = sample_records(&state);
+    state.save_records(&mut records).unwrap();
     assert_eq!(state.load_records().unwrap(), records);
 
     let mut journal = Journal::default();
@@ -193,7 +193,7 @@ fn leftover_temp_files_are_removed_at_open() {
 fn corrupt_records_are_reported_never_reset() {
     let dir = tempfile::tempdir().unwrap();
     let state = StateDir::open(dir.path()).unwrap();
-    state.save_records(&sample_records(&state)).unwrap();
+    state.save_records(&mut sample_records(&state)).unwrap();
     let path = dir.path().join(RECORDS_FILE);
     let good = fs::read_to_string(&path).unwrap();
 
@@ -410,8 +410,8 @@ fn read_only_view_needs_no_lock_and_writes_nothing() {
 
     let dir = root.path().join("state");
     let state = StateDir::open(&dir).unwrap();
-    let records = sample_records(&state);
-    state.save_records(&records).unwrap();
+    let mut records = sample_records(&state);
+    state.save_records(&mut records).unwrap();
     let before = names(&dir);
     // Works while the daemon holds the lock.
     let view = StateDir::open_read_only(&dir).unwrap();

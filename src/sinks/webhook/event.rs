@@ -214,12 +214,12 @@ pub(super) fn unannounced(
     client_id: &str,
 ) -> Vec<NewEvent> {
     let mut events = Vec::new();
-    for (key, record) in &records.credentials {
+    let scanned = records.scan(|key, record| {
         let (Some(rotation_id), Some(at)) = (record.rotation_id, record.rotated_at) else {
-            continue;
+            return;
         };
         if at < queue.since || queue.announced.contains(&rotation_id) {
-            continue;
+            return;
         }
         let listed = snapshot.credential(key);
         let data = json!({
@@ -246,6 +246,9 @@ pub(super) fn unannounced(
                 Some(SecretSource::ObjectStorage { key: key.clone() }),
             ),
         });
+    });
+    if let Err(err) = scanned {
+        tracing::warn!(error = %err, "Could not read every record back; rotations it holds may be announced later.");
     }
     if let Some(record) = &records.client_secret {
         if let (Some(rotation_id), Some(at)) = (record.rotation_id, record.rotated_at) {
@@ -504,19 +507,17 @@ mod tests {
             verified: None,
         };
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        records.credentials.insert(
-            "u-1/os-1/42".parse().unwrap(),
+        records.insert(
+            &"u-1/os-1/42".parse().unwrap(),
             record(Some(Utc::now()), Some(a)),
         );
-        records.credentials.insert(
-            "u-1/os-1/43".parse().unwrap(),
+        records.insert(
+            &"u-1/os-1/43".parse().unwrap(),
             record(Some(since - chrono::Duration::minutes(1)), Some(b)),
         );
-        records
-            .credentials
-            .insert("u-1/os-1/44".parse().unwrap(), record(None, None));
-        records.credentials.insert(
-            "u-2/os-1/45".parse().unwrap(),
+        records.insert(&"u-1/os-1/44".parse().unwrap(), record(None, None));
+        records.insert(
+            &"u-2/os-1/45".parse().unwrap(),
             record(Some(Utc::now()), Some(c)),
         );
         queue.announced.insert(c);
