@@ -95,8 +95,22 @@ impl Snapshot {
     }
 
     /// The part of the snapshot a sink's `select` asks for.
-    pub fn select(&self, selection: &Selection) -> Snapshot {
+    /// The snapshot itself when it holds nothing else (as the pass hands an
+    /// aggregate sink its selection already): at 30,000 credentials a copy
+    /// is 0.24 MB per render.
+    pub fn select(&self, selection: &Selection) -> std::borrow::Cow<'_, Snapshot> {
         let wants = |kind: Kind| selection.kinds.is_empty() || selection.kinds.contains(&kind);
+        let selected =
+            |c: &Arc<SnapshotCredential>| selects(selection, &c.user_email, &c.storage.region);
+        let whole = (self.client.is_none() || wants(Kind::ClientSecret))
+            && if wants(Kind::ObjectStorage) {
+                self.credentials.iter().all(selected)
+            } else {
+                self.credentials.is_empty()
+            };
+        if whole {
+            return std::borrow::Cow::Borrowed(self);
+        }
         let client = if wants(Kind::ClientSecret) {
             self.client.clone()
         } else {
@@ -105,16 +119,16 @@ impl Snapshot {
         let credentials = if wants(Kind::ObjectStorage) {
             self.credentials
                 .iter()
-                .filter(|c| selects(selection, &c.user_email, &c.storage.region))
+                .filter(|c| selected(c))
                 .cloned()
                 .collect()
         } else {
             Vec::new()
         };
-        Snapshot {
+        std::borrow::Cow::Owned(Snapshot {
             client,
             credentials,
-        }
+        })
     }
 
     /// The snapshot in the shape of DESIGN.md §3, for serialising without
@@ -388,5 +402,41 @@ pub(crate) mod tests {
             "{shown}"
         );
         assert!(!format!("{redactor:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_selection_holding_everything_is_the_snapshot_itself() {
+        let snapshot = Snapshot {
+            client: Some(("INT-1".into(), SecretString::from("client-s3cret"))),
+            credentials: vec![
+                credential("a@example.com", "European Union", 1, "s1"),
+                credential("b@example.com", "United States (Central)", 2, "s2"),
+            ],
+        };
+        let every = Selection {
+            users: None,
+            regions: Vec::new(),
+            kinds: Vec::new(),
+        };
+        assert!(matches!(
+            snapshot.select(&every),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        let eu = Selection {
+            regions: vec!["european union".into()],
+            ..every.clone()
+        };
+        let picked = snapshot.select(&eu);
+        assert!(matches!(picked, std::borrow::Cow::Owned(_)));
+        let ids: Vec<i64> = picked.credentials.iter().map(|c| c.credential_id).collect();
+        assert_eq!((ids, picked.client.is_some()), (vec![1], true));
+        // What was picked is whole for the same selection.
+        assert!(matches!(picked.select(&eu), std::borrow::Cow::Borrowed(_)));
+        let s3_only = Selection {
+            kinds: vec![Kind::ObjectStorage],
+            ..every
+        };
+        let picked = snapshot.select(&s3_only);
+        assert!(picked.client.is_none() && picked.credentials.len() == 2);
     }
 }
