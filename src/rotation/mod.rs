@@ -339,9 +339,24 @@ pub(crate) fn snapshot_values(
     records: &mut Records,
     storages: &crate::sinks::Interner,
 ) -> Vec<Arc<SnapshotCredential>> {
+    // Read without moving the user's records into memory: a pass values
+    // every user an aggregate sink holds before it gets to them.
+    let mut times: Option<(&str, Vec<_>)> = None;
     entries
         .iter()
         .map(|c| {
+            if times.as_ref().is_none_or(|(user, _)| *user != c.user_id) {
+                let read = records.rotation_times(&c.user_id).unwrap_or_else(|err| {
+                    tracing::warn!(user = %c.user_email, error = %err, "Could not read when the user's credentials were rotated.");
+                    Vec::new()
+                });
+                times = Some((&c.user_id, read));
+            }
+            let rotated_at = times.as_ref().and_then(|(_, read)| {
+                read.iter()
+                    .find(|(id, storage, _)| *id == c.credential_id && **storage == *c.object_storage_id)
+                    .and_then(|(_, _, at)| *at)
+            });
             Arc::new(SnapshotCredential {
                 user_id: records.shared_text(&c.user_id),
                 user_email: records.shared_text(&c.user_email),
@@ -354,7 +369,7 @@ pub(crate) fn snapshot_values(
                 credential_id: c.credential_id,
                 access_key: c.access_key.as_str().into(),
                 secret_key: c.secret_key.clone(),
-                rotated_at: records.credential(&key_of(c)).and_then(|r| r.rotated_at),
+                rotated_at,
             })
         })
         .collect()

@@ -73,6 +73,9 @@ struct OnDisk {
     failed: Option<String>,
 }
 
+/// A credential's id and storage id, and when it was last rotated.
+pub type RotationTime = (i64, Arc<str>, Option<DateTime<Utc>>);
+
 /// Each user's [`Span`] in the file, by user id.
 type Users = BTreeMap<Arc<str>, Span>;
 
@@ -191,6 +194,36 @@ impl Records {
     pub fn credential_mut(&mut self, key: &CredentialKey) -> Option<&mut CredentialRecord> {
         self.read_user(&key.user_id);
         self.credentials.get_mut(key)
+    }
+
+    /// When each credential of `user` was last rotated, by credential id
+    /// and storage, read from the file without keeping its records in
+    /// memory when they are not there already: delivery's values need only
+    /// this, for every user an aggregate sink holds, before the pass gets
+    /// to them.
+    pub fn rotation_times(&self, user: &str) -> Result<Vec<RotationTime>, StateError> {
+        let times = |(k, r): (&CredentialKey, &CredentialRecord)| {
+            (k.credential_id, k.object_storage_id.clone(), r.rotated_at)
+        };
+        let in_memory = |k: &&CredentialKey| &*k.user_id == user;
+        match self
+            .file
+            .as_ref()
+            .and_then(|d| Some((d, *d.users.get(user)?)))
+        {
+            Some((disk, span)) => Ok(disk
+                .read(span)
+                .map_err(|e| StateError::io("read", &disk.path, e))?
+                .iter()
+                .map(times)
+                .collect()),
+            None => Ok(self
+                .credentials
+                .iter()
+                .filter(|(k, _)| in_memory(k))
+                .map(times)
+                .collect()),
+        }
     }
 
     /// Sets the record of `key`.
@@ -961,10 +994,19 @@ mod tests {
         // Opened again: nothing in memory, each user read back when asked.
         let mut records = state.open_records().unwrap();
         assert!(records.credentials.is_empty());
+        let times = records.rotation_times("u-2").unwrap();
+        assert_eq!(times.len(), 2);
+        assert!(records.credentials.is_empty(), "times are read, not kept");
         let (k21, _) = sample("u-2", 1);
         assert_eq!(records.credential(&k21), expected.get(&k21));
         assert_eq!(records.credentials.len(), 2, "one user's records read");
         records.credential_mut(&k21).unwrap().rotated_at = Some(Utc::now());
+        let times = records.rotation_times("u-2").unwrap();
+        assert!(times.contains(&(
+            1,
+            "os-1".into(),
+            records.credential(&k21).unwrap().rotated_at
+        )));
         expected.get_mut(&k21).unwrap().rotated_at = records.credential(&k21).unwrap().rotated_at;
         let (k0, r0) = sample("u-0", 7);
         records.insert(&k0, r0.clone());
