@@ -733,18 +733,31 @@ fn scan_layout(file: &File) -> io::Result<Option<(Records, Users)>> {
             return Ok(None);
         }
         let mut last: Option<CredentialKey> = None;
+        // Whether the line before ended with a comma: every entry's but the
+        // last's does (the file as a whole is then valid JSON).
+        let mut comma = false;
         loop {
             let Some(start) = next(&mut line)? else {
                 return Ok(None);
             };
             if line == b"  },\n" {
+                if comma || last.is_none() {
+                    return Ok(None);
+                }
                 break;
+            }
+            if last.is_some() && !comma {
+                return Ok(None);
             }
             let Some(entry) = line.strip_prefix(INDENT.as_bytes()) else {
                 return Ok(None);
             };
             let entry = entry.strip_suffix(b"\n").unwrap_or(entry);
-            let entry = entry.strip_suffix(b",").unwrap_or(entry);
+            let (entry, ends) = match entry.strip_suffix(b",") {
+                Some(entry) => (entry, true),
+                None => (entry, false),
+            };
+            comma = ends;
             let mut text = Vec::with_capacity(entry.len() + 2);
             text.push(b'{');
             text.extend_from_slice(entry);
@@ -754,6 +767,9 @@ fn scan_layout(file: &File) -> io::Result<Option<(Records, Users)>> {
             else {
                 return Ok(None);
             };
+            if one.len() != 1 {
+                return Ok(None);
+            }
             let Some((key, _)) = one.into_iter().next() else {
                 return Ok(None);
             };
@@ -1068,6 +1084,16 @@ mod tests {
             .concat()
             .join("\n");
         let broken = good.replace("\"AK1\"", "AK1");
+        // Each line parses, but the file is not JSON: read whole, which
+        // names the line.
+        let no_comma = good.replacen("},\n", "}\n", 1);
+        std::fs::write(&path, &no_comma).unwrap();
+        let err = state.open_records().unwrap_err().to_string();
+        assert!(
+            err.contains("records.json") && err.contains("line 5"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), no_comma);
         // Out of order is still valid JSON: read whole and rewritten.
         std::fs::write(&path, &swapped).unwrap();
         state.open_records().unwrap();
