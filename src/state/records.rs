@@ -205,7 +205,6 @@ impl Records {
         let times = |(k, r): (&CredentialKey, &CredentialRecord)| {
             (k.credential_id, k.object_storage_id.clone(), r.rotated_at)
         };
-        let in_memory = |k: &&CredentialKey| &*k.user_id == user;
         match self
             .file
             .as_ref()
@@ -219,8 +218,8 @@ impl Records {
                 .collect()),
             None => Ok(self
                 .credentials
-                .iter()
-                .filter(|(k, _)| in_memory(k))
+                .range(CredentialKey::new(user, "", i64::MIN)..)
+                .take_while(|(k, _)| &*k.user_id == user)
                 .map(times)
                 .collect()),
         }
