@@ -9,7 +9,7 @@ use crate::config::ObjectStorageSettings;
 use crate::contabo::models::{normalize_s3_url, Credential, CredentialFilter, UserFilter};
 use crate::contabo::{ApiError, ContaboClient};
 use crate::policy;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -226,8 +226,8 @@ impl From<&crate::sinks::SnapshotCredential> for CredentialEntry {
             region: c.storage.region.to_string(),
             s3_url: c.storage.s3_url.to_string(),
             credential_id: c.credential_id,
-            access_key: c.access_key.to_string(),
-            secret_key: c.secret_key.clone(),
+            access_key: c.access_key().to_owned(),
+            secret_key: SecretString::from(c.keys.expose_secret()),
         }
     }
 }

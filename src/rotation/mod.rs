@@ -33,7 +33,7 @@ use crate::inventory::CredentialEntry;
 use crate::policy::History;
 use crate::sinks::{self, webhook, SnapshotCredential};
 use crate::state::{CredentialKey, CredentialRecord, Records, StateDir, StateError};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -367,8 +367,7 @@ pub(crate) fn snapshot_values(
                     &c.s3_url,
                 ),
                 credential_id: c.credential_id,
-                access_key: c.access_key.as_str().into(),
-                secret_key: c.secret_key.clone(),
+                keys: crate::sinks::Keys::new(&c.access_key, c.secret_key.expose_secret()),
                 rotated_at,
             })
         })

@@ -21,10 +21,11 @@ use crate::contabo::{ApiError, ContaboClient};
 use crate::crash;
 use crate::inventory::{self, CredentialEntry, UserRef};
 use crate::policy::{self, Reason};
-use crate::sinks::SnapshotCredential;
+use crate::sinks::{Keys, SnapshotCredential};
 use crate::state::{Intent, IntentKind, Journal, JournalOp, Records, StateDir};
 use chrono::{DateTime, Utc};
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use secrecy::ExposeSecret;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -211,8 +212,7 @@ pub(super) async fn run(
                     .find(|v| v.credential_id == entry.credential_id)
                 {
                     let v = Arc::make_mut(v);
-                    v.access_key = new.access_key.as_str().into();
-                    v.secret_key = new.secret_key.clone();
+                    v.keys = Keys::new(&new.access_key, new.secret_key.expose_secret());
                     v.rotated_at = Some(Utc::now());
                 }
                 let _ = ctx.progress.send(Progress {
@@ -276,7 +276,6 @@ async fn reread(ctx: &StageContext, outcome: &UserOutcome) -> Result<Vec<Credent
 
 /// Whether two views of a credential hold the same keys.
 fn same_keys(a: &Credential, b: &Credential) -> bool {
-    use secrecy::ExposeSecret;
     a.access_key == b.access_key && a.secret_key.expose_secret() == b.secret_key.expose_secret()
 }
 

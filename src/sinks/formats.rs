@@ -235,7 +235,7 @@ pub fn env(snapshot: &Snapshot) -> Result<SecretString, String> {
             ));
         }
     };
-    let secret = c.secret_key.expose_secret();
+    let secret = c.keys.expose_secret();
     let quote = |name: &str, value: &str| {
         env_quote(value).map_err(|Unquotable(why)| {
             format!("{name} of {} cannot be written: {why}", describe(c))
@@ -246,7 +246,7 @@ pub fn env(snapshot: &Snapshot) -> Result<SecretString, String> {
         describe(c)
     );
     for (name, value) in [
-        ("AWS_ACCESS_KEY_ID", &*c.access_key),
+        ("AWS_ACCESS_KEY_ID", c.access_key()),
         ("AWS_SECRET_ACCESS_KEY", secret),
         ("AWS_ENDPOINT_URL", &*c.storage.s3_url),
         ("AWS_REGION", region_code(&c.storage.region)),
@@ -362,8 +362,8 @@ fn write_profiles(
         };
         write!(out, "\n[{prefix}{name}]\n# S3 {}\n", describe(c))?;
         for (key, value) in [
-            ("aws_access_key_id", &*c.access_key),
-            ("aws_secret_access_key", c.secret_key.expose_secret()),
+            ("aws_access_key_id", c.access_key()),
+            ("aws_secret_access_key", c.keys.expose_secret()),
             ("endpoint_url", &*c.storage.s3_url),
             ("region", region_code(&c.storage.region)),
         ] {
@@ -855,8 +855,8 @@ mod tests {
         );
         assert!(text.contains("aws_secret_access_key = s2\n"), "{text}");
         let mut bad = snapshot.clone();
-        std::sync::Arc::make_mut(&mut bad.credentials[0]).secret_key =
-            SecretString::from("two\nlines");
+        let first = std::sync::Arc::make_mut(&mut bad.credentials[0]);
+        first.keys = crate::sinks::Keys::new(first.access_key(), "two\nlines");
         let err = aws_credentials(&bad).unwrap_err();
         assert!(
             err.contains("aws_secret_access_key of credential 9"),

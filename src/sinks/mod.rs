@@ -30,7 +30,7 @@ pub mod webhook;
 pub mod write;
 
 pub use snapshot::{
-    Interner, LazyRedactor, Redact, Redactor, Snapshot, SnapshotCredential, Storage,
+    Interner, Keys, LazyRedactor, Redact, Redactor, Snapshot, SnapshotCredential, Storage,
 };
 
 /// One `[[sinks]]` entry.

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use hmac::{Hmac, Mac};
 use rand::RngCore;
-use secrecy::{ExposeSecret, SecretBox, SecretString};
+use secrecy::{ExposeSecret, SecretBox};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -137,7 +137,7 @@ impl FingerprintKey {
     }
 
     /// The fingerprint of `secret` under this key.
-    pub(crate) fn fingerprint(&self, secret: &SecretString) -> Fingerprint {
+    pub(crate) fn fingerprint(&self, secret: &impl ExposeSecret<str>) -> Fingerprint {
         fingerprint_with(self.0.expose_secret(), &[secret.expose_secret().as_bytes()])
     }
 
@@ -198,6 +198,7 @@ fn text_of(mac: Hmac<Sha256>) -> Fingerprint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::SecretString;
 
     fn key(byte: u8) -> FingerprintKey {
         FingerprintKey::from_bytes([byte; KEY_LEN])

@@ -34,7 +34,7 @@ mod secret_store;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use secrecy::SecretString;
+use secrecy::ExposeSecret;
 
 pub use audit::{AuditEvent, AuditKind, AuditLines};
 pub use error::StateError;
@@ -146,7 +146,7 @@ impl StateDir {
 
     /// `hmac-sha256:<hex>` of `secret` under this directory's key: stable
     /// for the same secret, useless for recovering it.
-    pub fn fingerprint(&self, secret: &SecretString) -> Fingerprint {
+    pub fn fingerprint(&self, secret: &impl ExposeSecret<str>) -> Fingerprint {
         self.key.fingerprint(secret)
     }
 

@@ -296,13 +296,13 @@ pub(super) fn body(
         match source {
             SecretSource::ObjectStorage { key } => {
                 if let Some(c) = snapshot.credential(key) {
-                    fields.insert("access_key".into(), (&*c.access_key).into());
+                    fields.insert("access_key".into(), c.access_key().into());
                     fields.insert(
                         "fingerprint".into(),
-                        state.fingerprint(&c.secret_key).text().into(),
+                        state.fingerprint(&c.keys).text().into(),
                     );
                     fields.insert("s3_url".into(), (&*c.storage.s3_url).into());
-                    fields.insert("secret_key".into(), c.secret_key.expose_secret().into());
+                    fields.insert("secret_key".into(), c.keys.expose_secret().into());
                     added = true;
                 }
             }
@@ -411,8 +411,7 @@ mod tests {
                     "https://eu2.contabostorage.com",
                 ),
                 credential_id: 42,
-                access_key: "CURRENTKEY".into(),
-                secret_key: SecretString::from(S3_SECRET),
+                keys: crate::sinks::Keys::new("CURRENTKEY", S3_SECRET),
                 rotated_at: None,
             })],
         }
