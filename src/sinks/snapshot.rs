@@ -114,9 +114,13 @@ impl Keys {
     pub fn new(access_key: &str, secret_key: &str) -> Keys {
         let len = access_key.len() + secret_key.len();
         if len > INLINE_KEYS {
+            // Sized up front: a growing buffer would leave copies behind.
+            let mut text = String::with_capacity(len);
+            text.push_str(access_key);
+            text.push_str(secret_key);
             return Keys(KeyText::Boxed {
                 access_len: access_key.len(),
-                text: SecretString::from(format!("{access_key}{secret_key}")),
+                text: SecretString::from(text),
             });
         }
         let mut bytes = [0; INLINE_KEYS];
@@ -264,13 +268,11 @@ impl Snapshot {
         let secrets = self
             .client
             .iter()
-            .map(|(_, s)| s)
-            .map(|s| s.expose_secret())
+            .map(|(_, s)| s.expose_secret())
             .chain(self.credentials.iter().map(|c| c.keys.expose_secret()))
             .chain(known.iter().map(|s| s.expose_secret()));
         let mut needles: Vec<Zeroizing<String>> = Vec::new();
-        for secret in secrets {
-            let value = secret;
+        for value in secrets {
             if value.is_empty() {
                 continue;
             }
