@@ -29,6 +29,7 @@ pub mod rotation;
 pub mod schedule;
 pub mod simulator;
 pub mod sinks;
+pub mod sorted_set;
 pub mod state;
 pub mod telemetry;
 pub mod tls;

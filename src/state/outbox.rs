@@ -12,7 +12,8 @@
 //! no secret: events are stored thin, with a [`SecretSource`] naming the
 //! secret that a sink with `include_secrets` adds at send time.
 
-use std::collections::{BTreeMap, BTreeSet};
+use crate::sorted_set::SortedSet;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -59,7 +60,7 @@ pub struct OutboxQueue {
     /// and a key per entry would cost several times as much. (Older files
     /// keep a map of secret key to rotation id; its ids are read.)
     #[serde(default, deserialize_with = "announced_ids")]
-    pub announced: BTreeSet<Uuid>,
+    pub announced: SortedSet<Uuid>,
     /// Oldest first; sent in this order.
     #[serde(default)]
     pub events: Vec<OutboxEvent>,
@@ -74,7 +75,7 @@ impl OutboxQueue {
     pub fn new(since: DateTime<Utc>) -> OutboxQueue {
         OutboxQueue {
             since,
-            announced: BTreeSet::new(),
+            announced: SortedSet::new(),
             events: Vec::new(),
             removed_since: None,
         }
@@ -85,10 +86,10 @@ impl OutboxQueue {
 /// to rotation id that earlier builds wrote. A visitor rather than an
 /// untagged enum: serde buffers an untagged value whole before trying each
 /// form, which for an account of 30,000 credentials held 2 MB at once.
-fn announced_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeSet<Uuid>, D::Error> {
+fn announced_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SortedSet<Uuid>, D::Error> {
     struct Ids;
     impl<'de> serde::de::Visitor<'de> for Ids {
-        type Value = BTreeSet<Uuid>;
+        type Value = SortedSet<Uuid>;
 
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a list of rotation ids, or a map of credential key to rotation id")
@@ -98,22 +99,22 @@ fn announced_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeSet<Uuid
             self,
             mut seq: A,
         ) -> Result<Self::Value, A::Error> {
-            let mut ids = BTreeSet::new();
+            let mut ids = Vec::new();
             while let Some(id) = seq.next_element::<Uuid>()? {
-                ids.insert(id);
+                ids.push(id);
             }
-            Ok(ids)
+            Ok(ids.into_iter().collect())
         }
 
         fn visit_map<A: serde::de::MapAccess<'de>>(
             self,
             mut map: A,
         ) -> Result<Self::Value, A::Error> {
-            let mut ids = BTreeSet::new();
+            let mut ids = Vec::new();
             while let Some((_key, id)) = map.next_entry::<serde::de::IgnoredAny, Uuid>()? {
-                ids.insert(id);
+                ids.push(id);
             }
-            Ok(ids)
+            Ok(ids.into_iter().collect())
         }
     }
     d.deserialize_any(Ids)
@@ -263,7 +264,10 @@ mod tests {
             r#"{{"version": 1, "queues": {{"webhook:x": {{"since": "2026-01-01T00:00:00Z", "announced": {{"u/o/7": "{id}"}}}}}}}}"#
         );
         let outbox: Outbox = serde_json::from_str(&text).unwrap();
-        assert_eq!(outbox.queues["webhook:x"].announced, BTreeSet::from([id]));
+        assert_eq!(
+            outbox.queues["webhook:x"].announced,
+            SortedSet::from_iter([id])
+        );
     }
 
     #[test]
