@@ -28,6 +28,7 @@ use super::{Delivery, RunReport};
 use crate::config::{Kind, SinkSettings};
 use crate::crash;
 use crate::inventory::{CredentialEntry, UserRef};
+use crate::sinks::snapshot::{select_groups, Group};
 use crate::sinks::snapshot::{selects, selects_user};
 use crate::sinks::{self, file, webhook, SinkError, Snapshot, SnapshotCredential};
 use crate::state::{AuditEvent, AuditKind, Records, StateDir};
@@ -72,7 +73,7 @@ struct Slot {
     /// The last delivered version, as the records hold it.
     delivered: Option<String>,
     /// A one-user sink's last values (rewritten when the client secret changes).
-    last_values: Option<Vec<Arc<SnapshotCredential>>>,
+    last_values: Option<Group>,
     /// `written` once any write of the pass wrote; `failed` if the last failed.
     outcome: Option<&'static str>,
     wait: Duration,
@@ -118,7 +119,7 @@ pub(super) struct Sinks {
     slots: Vec<Slot>,
     /// Current values of the users an enabled aggregate sink holds, by
     /// (e-mail, user id): the one copy the pass keeps.
-    store: BTreeMap<UserKey, Vec<Arc<SnapshotCredential>>>,
+    store: BTreeMap<UserKey, Group>,
     /// The client secret, when it is managed and some sink holds it.
     client: Option<(String, SecretString)>,
     /// Writes in flight.
@@ -241,7 +242,7 @@ impl Sinks {
     }
 
     /// Keeps a listed user's values for the aggregate sinks.
-    pub(super) fn store_user(&mut self, user: &UserRef, values: Vec<Arc<SnapshotCredential>>) {
+    pub(super) fn store_user(&mut self, user: &UserRef, values: Group) {
         self.store
             .insert((user.email.clone(), user.user_id.clone()), values);
     }
@@ -252,7 +253,7 @@ impl Sinks {
         let values = self
             .store
             .get(&(user.email.clone(), user.user_id.clone()))?;
-        Some(values.iter().map(|c| CredentialEntry::from(&**c)).collect())
+        Some(values.iter().map(CredentialEntry::from).collect())
     }
 
     /// Once the store is complete: blocks every aggregate sink that cannot
@@ -373,7 +374,7 @@ impl Sinks {
     pub(super) fn announce_client(&self, events: Vec<webhook::NewEvent>) {
         let values = Snapshot {
             client: self.client.clone(),
-            credentials: Vec::new(),
+            groups: Vec::new(),
         };
         self.announce(events, values);
     }
@@ -401,12 +402,7 @@ impl Sinks {
     /// One user's stage is done: `values` are what the API holds now.
     /// One-user sinks are written at once; aggregate sinks holding the user
     /// are marked dirty when `changed`.
-    pub(super) fn user_done(
-        &mut self,
-        user: &UserRef,
-        values: Vec<Arc<SnapshotCredential>>,
-        changed: bool,
-    ) {
+    pub(super) fn user_done(&mut self, user: &UserRef, values: Group, changed: bool) {
         let now = Instant::now();
         for i in 0..self.slots.len() {
             let slot = &mut self.slots[i];
@@ -421,7 +417,7 @@ impl Sinks {
                     } else {
                         let snapshot = Snapshot {
                             client: self.client.clone(),
-                            credentials: values.clone(),
+                            groups: vec![values.clone()],
                         };
                         self.start_write(i, snapshot);
                     }
@@ -441,7 +437,7 @@ impl Sinks {
     /// A regenerate answered (before its user is confirmed): the sinks
     /// holding the user gather the new values and write them within their
     /// `wait`.
-    pub(super) fn provisional(&mut self, user: &UserRef, values: Vec<Arc<SnapshotCredential>>) {
+    pub(super) fn provisional(&mut self, user: &UserRef, values: Group) {
         let now = Instant::now();
         for slot in &mut self.slots {
             if !slot.enabled || slot.blocked.is_some() || !slot.holds_user(&user.email) {
@@ -507,7 +503,7 @@ impl Sinks {
         let snapshot = match &self.slots[i].role {
             Role::OneUser(_) => Snapshot {
                 client: self.client.clone(),
-                credentials: self.slots[i].last_values.clone().unwrap_or_default(),
+                groups: self.slots[i].last_values.iter().cloned().collect(),
             },
             Role::Aggregate => self.aggregate_snapshot(i),
             Role::Webhook => return,
@@ -518,16 +514,12 @@ impl Sinks {
     /// The aggregate sink `i`'s selection of the store.
     fn aggregate_snapshot(&self, i: usize) -> Snapshot {
         let selection = self.slots[i].selection();
-        let credentials = self
-            .store
-            .values()
-            .flatten()
-            .filter(|c| selection.is_some_and(|s| selects(s, &c.user_email, &c.storage.region)))
-            .cloned()
-            .collect();
+        let groups: Vec<Group> = self.store.values().cloned().collect();
         Snapshot {
             client: self.client.clone(),
-            credentials,
+            groups: select_groups(&groups, |c| {
+                selection.is_some_and(|s| selects(s, &c.user_email, &c.storage.region))
+            }),
         }
     }
 
@@ -542,7 +534,7 @@ impl Sinks {
         let state = self.state.clone();
         let hide_env = self.hide_env.clone();
         self.writes.spawn(async move {
-            let credentials = snapshot.credentials.len();
+            let credentials = snapshot.count();
             let result = match &sink {
                 SinkSettings::File(f) => {
                     file::deliver(
@@ -647,7 +639,7 @@ impl Sinks {
         let retry = webhook::retry_policy(max_retries);
         let store = Snapshot {
             client: self.client.clone(),
-            credentials: self.store.values().flatten().cloned().collect(),
+            groups: self.store.values().cloned().collect(),
         };
         for (i, result) in webhook_results {
             // A webhook that worked in this pass also announces rotations
@@ -812,7 +804,7 @@ impl Gate {
     pub(super) fn held_back(
         &self,
         user: &UserRef,
-        values: &[Arc<SnapshotCredential>],
+        values: &[SnapshotCredential],
     ) -> Vec<Option<String>> {
         let mut reasons: Vec<Option<String>> = vec![None; values.len()];
         for g in &self.sinks {
@@ -827,16 +819,7 @@ impl Gate {
             // would fail after the regenerate as well as before).
             let reason = g.blocked.clone().or_else(|| {
                 (g.one_user.as_deref() == Some(&*user.user_id))
-                    .then(|| {
-                        render(
-                            &g.sink,
-                            &Snapshot {
-                                client: self.client.clone(),
-                                credentials: values.to_vec(),
-                            },
-                        )
-                        .err()
-                    })
+                    .then(|| render(&g.sink, &Snapshot::new(self.client.clone(), values)).err())
                     .flatten()
             });
             let Some(reason) = reason else { continue };
@@ -975,7 +958,7 @@ async fn gather(first: Batch, rx: &mut mpsc::UnboundedReceiver<Batch>, backlog: 
                 Some(more) => {
                     backlog.take(more.events.len());
                     events.extend(more.events);
-                    values.credentials.extend(more.values.credentials);
+                    values.groups.extend(more.values.groups);
                     if more.values.client.is_some() {
                         values.client = more.values.client;
                     }

@@ -338,7 +338,7 @@ pub(crate) fn snapshot_values(
     entries: &[CredentialEntry],
     records: &mut Records,
     storages: &crate::sinks::Interner,
-) -> Vec<Arc<SnapshotCredential>> {
+) -> crate::sinks::snapshot::Group {
     // Read without moving the user's records into memory: a pass values
     // every user an aggregate sink holds before it gets to them.
     let mut times: Option<(&str, Vec<_>)> = None;
@@ -357,7 +357,7 @@ pub(crate) fn snapshot_values(
                     .find(|(id, storage, _)| *id == c.credential_id && **storage == *c.object_storage_id)
                     .and_then(|(_, _, at)| *at)
             });
-            Arc::new(SnapshotCredential {
+            SnapshotCredential {
                 user_id: records.shared_text(&c.user_id),
                 user_email: records.shared_text(&c.user_email),
                 storage: storages.storage(
@@ -368,8 +368,8 @@ pub(crate) fn snapshot_values(
                 ),
                 credential_id: c.credential_id,
                 keys: crate::sinks::Keys::new(&c.access_key, c.secret_key.expose_secret()),
-                rotated_at,
-            })
+                rotated_at: rotated_at.into(),
+            }
         })
         .collect()
 }

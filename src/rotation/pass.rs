@@ -515,7 +515,7 @@ impl Flow<'_> {
                 events,
                 crate::sinks::Snapshot {
                     client: None,
-                    credentials: values.clone(),
+                    groups: vec![values.clone()],
                 },
             );
         }

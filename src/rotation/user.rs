@@ -21,7 +21,8 @@ use crate::contabo::{ApiError, ContaboClient};
 use crate::crash;
 use crate::inventory::{self, CredentialEntry, UserRef};
 use crate::policy::{self, Reason};
-use crate::sinks::{Keys, SnapshotCredential};
+use crate::sinks::snapshot::Group;
+use crate::sinks::Keys;
 use crate::state::{Intent, IntentKind, Journal, JournalOp, Records, StateDir};
 use chrono::{DateTime, Utc};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -66,7 +67,7 @@ pub(super) struct StageContext {
 /// same unless storages share the keys.
 pub(super) struct Progress {
     pub user: UserRef,
-    pub values: Vec<Arc<SnapshotCredential>>,
+    pub values: Group,
 }
 
 /// What happened to one user.
@@ -207,14 +208,19 @@ pub(super) async fn run(
         match answer {
             Ok(new) => {
                 crash::point("s3-after-regenerate");
-                if let Some(v) = values
-                    .iter_mut()
-                    .find(|v| v.credential_id == entry.credential_id)
-                {
-                    let v = Arc::make_mut(v);
-                    v.keys = Keys::new(&new.access_key, new.secret_key.expose_secret());
-                    v.rotated_at = Some(Utc::now());
-                }
+                // A new group with the new keys (built in place: no copy
+                // of a secret is left behind in a temporary vector).
+                values = values
+                    .iter()
+                    .map(|v| {
+                        let mut v = v.clone();
+                        if v.credential_id == entry.credential_id {
+                            v.keys = Keys::new(&new.access_key, new.secret_key.expose_secret());
+                            v.rotated_at = Some(Utc::now()).into();
+                        }
+                        v
+                    })
+                    .collect();
                 let _ = ctx.progress.send(Progress {
                     user: outcome.user.clone(),
                     values: values.clone(),

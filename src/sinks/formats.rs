@@ -216,22 +216,23 @@ fn describe(c: &SnapshotCredential) -> String {
 
 /// The `env` format. Fails unless the snapshot holds exactly one credential.
 pub fn env(snapshot: &Snapshot) -> Result<SecretString, String> {
-    let c = match snapshot.credentials.as_slice() {
-        [one] => one,
-        many => {
-            let mut listed: Vec<String> = many.iter().take(5).map(|c| describe(c)).collect();
-            if many.len() > 5 {
-                listed.push(format!("and {} more", many.len() - 5));
+    let mut all = snapshot.credentials();
+    let c = match (all.next(), all.next()) {
+        (Some(one), None) => one,
+        _ => {
+            let count = snapshot.count();
+            let mut listed: Vec<String> = snapshot.credentials().take(5).map(describe).collect();
+            if count > 5 {
+                listed.push(format!("and {} more", count - 5));
             }
-            let which = if many.is_empty() {
+            let which = if count == 0 {
                 String::new()
             } else {
                 format!(": {}", listed.join("; "))
             };
             return Err(format!(
-                "format \"env\" needs exactly one credential, but the sink's selection holds {}{which}; \
-                 narrow `select` (users, regions) or use \"aws-credentials\" or \"json\"",
-                many.len()
+                "format \"env\" needs exactly one credential, but the sink's selection holds {count}{which}; \
+                 narrow `select` (users, regions) or use \"aws-credentials\" or \"json\""
             ));
         }
     };
@@ -259,7 +260,7 @@ pub fn env(snapshot: &Snapshot) -> Result<SecretString, String> {
 
 /// The `aws-credentials` format: one profile per credential.
 pub fn aws_credentials(snapshot: &Snapshot) -> Result<SecretString, String> {
-    let mut bytes = Zeroizing::new(Vec::with_capacity(64 + 320 * snapshot.credentials.len()));
+    let mut bytes = Zeroizing::new(Vec::with_capacity(64 + 320 * snapshot.count()));
     write_aws_credentials(snapshot, &mut *bytes).map_err(|err| err.to_string())?;
     let text = std::str::from_utf8(&bytes).expect("the format writes UTF-8");
     Ok(SecretString::from(text.to_owned()))
@@ -306,14 +307,13 @@ fn write_profiles(
     // is sorted (a copy of 8 bytes per credential).
     let sorted: Vec<&SnapshotCredential>;
     let credentials: &mut dyn Iterator<Item = &SnapshotCredential> = if snapshot
-        .credentials
+        .credentials()
         .is_sorted_by(|a, b| order(a) <= order(b))
     {
-        &mut snapshot.credentials.iter().map(|c| &**c)
+        &mut snapshot.credentials()
     } else {
         sorted = {
-            let mut v: Vec<&SnapshotCredential> =
-                snapshot.credentials.iter().map(|c| &**c).collect();
+            let mut v: Vec<&SnapshotCredential> = snapshot.credentials().collect();
             v.sort_by(|a, b| order(a).cmp(&order(b)));
             v
         };
@@ -333,8 +333,7 @@ fn write_profiles(
         std::hash::Hasher::finish(&h)
     };
     let mut hashes: Vec<u64> = snapshot
-        .credentials
-        .iter()
+        .credentials()
         .map(|c| hash_of(&base_of(c)))
         .collect();
     hashes.sort_unstable();
@@ -719,15 +718,15 @@ mod tests {
 
     #[test]
     fn env_needs_exactly_one_credential_and_quotes_every_value() {
-        let one = Snapshot {
-            client: None,
-            credentials: vec![credential(
+        let one = Snapshot::new(
+            None,
+            &[credential(
                 "app@example.com",
                 "European Union",
                 7,
                 "s/e+c'r$t",
             )],
-        };
+        );
         let text = env(&one).unwrap();
         let text = text.expose_secret();
         let vars = systemd_reads(text);
@@ -740,8 +739,12 @@ mod tests {
         assert_eq!(sh_reads(text, "AWS_SECRET_ACCESS_KEY"), "s/e+c'r$t");
 
         let mut two = one.clone();
-        two.credentials
-            .push(credential("b@example.com", "Asia (Singapore)", 9, "x"));
+        two.groups.push(crate::sinks::snapshot::group([&credential(
+            "b@example.com",
+            "Asia (Singapore)",
+            9,
+            "x",
+        )]));
         let err = env(&two).unwrap_err();
         assert!(err.contains("holds 2"), "{err}");
         assert!(err.contains("credential 9 of b@example.com"), "{err}");
@@ -760,11 +763,8 @@ mod tests {
             &storage.region,
             &storage.s3_url,
         );
-        std::sync::Arc::make_mut(&mut c).storage = hostile;
-        let snapshot = Snapshot {
-            client: None,
-            credentials: vec![c],
-        };
+        c.storage = hostile;
+        let snapshot = Snapshot::new(None, &[c]);
         let text = env(&snapshot).unwrap();
         assert_eq!(systemd_reads(text.expose_secret())["AWS_REGION"], "eu");
         let text = aws_credentials(&snapshot).unwrap();
@@ -773,13 +773,13 @@ mod tests {
 
     #[test]
     fn aws_config_has_the_same_profiles_as_config_sections_with_path_style() {
-        let snapshot = Snapshot {
-            client: None,
-            credentials: vec![
+        let snapshot = Snapshot::new(
+            None,
+            &[
                 credential("b@example.com", "Asia (Singapore)", 9, "s9"),
                 credential("app@example.com", "European Union", 7, "s7"),
             ],
-        };
+        );
         let mut out = Vec::new();
         write_aws_config(&snapshot, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -833,15 +833,15 @@ mod tests {
             &storage.region,
             &storage.s3_url,
         );
-        std::sync::Arc::make_mut(&mut shared).storage = other;
-        let snapshot = Snapshot {
-            client: None,
-            credentials: vec![
+        shared.storage = other;
+        let snapshot = Snapshot::new(
+            None,
+            &[
                 credential("b@example.com", "Asia (Singapore)", 9, "s3"),
                 shared,
                 credential("app@example.com", "European Union", 7, "s2"),
             ],
-        };
+        );
         let text = aws_credentials(&snapshot).unwrap();
         let text = text.expose_secret();
         let headers: Vec<&str> = text.lines().filter(|l| l.starts_with('[')).collect();
@@ -854,9 +854,11 @@ mod tests {
             ]
         );
         assert!(text.contains("aws_secret_access_key = s2\n"), "{text}");
-        let mut bad = snapshot.clone();
-        let first = std::sync::Arc::make_mut(&mut bad.credentials[0]);
+        let mut first = snapshot.credentials().next().unwrap().clone();
         first.keys = crate::sinks::Keys::new(first.access_key(), "two\nlines");
+        let rest: Vec<_> = snapshot.credentials().skip(1).cloned().collect();
+        let mut bad = Snapshot::new(None, &[first]);
+        bad.groups.push(crate::sinks::snapshot::group(&rest));
         let err = aws_credentials(&bad).unwrap_err();
         assert!(
             err.contains("aws_secret_access_key of credential 9"),
@@ -868,14 +870,14 @@ mod tests {
     #[test]
     fn profile_names_that_sanitise_alike_stay_unique() {
         // Two e-mails, one sanitised name; the second in order gets `-2`.
-        let snapshot = Snapshot {
-            client: None,
-            credentials: vec![
+        let snapshot = Snapshot::new(
+            None,
+            &[
                 credential("a_b@example.com", "European Union", 7, "s1"),
                 credential("a.b@example.com", "European Union", 7, "s2"),
                 credential("c@example.com", "European Union", 7, "s3"),
             ],
-        };
+        );
         let text = aws_credentials(&snapshot).unwrap();
         let headers: Vec<&str> = text
             .expose_secret()
@@ -900,15 +902,9 @@ mod tests {
             credential("a_b@example.com", "European Union", 8, "s4"),
             credential("c@example.com", "European Union", 7, "s3"),
         ];
-        let sorted = Snapshot {
-            client: None,
-            credentials: credentials.clone(),
-        };
+        let sorted = Snapshot::new(None, &credentials);
         credentials.reverse();
-        let reversed = Snapshot {
-            client: None,
-            credentials,
-        };
+        let reversed = Snapshot::new(None, &credentials);
         let text = aws_credentials(&sorted).unwrap();
         assert_eq!(
             text.expose_secret(),

@@ -376,14 +376,14 @@ mod tests {
     }
 
     fn snapshot() -> Snapshot {
-        Snapshot {
-            client: Some(("INT-1".into(), SecretString::from("client-s3cret"))),
-            credentials: vec![
+        Snapshot::new(
+            Some(("INT-1".into(), SecretString::from("client-s3cret"))),
+            &[
                 cred("app@example.com", "European Union", 7, "s3/cr+t'7"),
                 cred("app@example.com", "Asia (Singapore)", 8, "secret-8"),
                 cred("ops@example.com", "European Union", 9, "secret-9"),
             ],
-        }
+        )
     }
 
     fn render(source: &str) -> Result<String, String> {

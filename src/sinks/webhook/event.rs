@@ -399,9 +399,9 @@ mod tests {
     }
 
     fn snapshot() -> Snapshot {
-        Snapshot {
-            client: Some(("INT-1".into(), SecretString::from(CLIENT_SECRET))),
-            credentials: vec![std::sync::Arc::new(SnapshotCredential {
+        Snapshot::new(
+            Some(("INT-1".into(), SecretString::from(CLIENT_SECRET))),
+            &[SnapshotCredential {
                 user_id: "u-1".into(),
                 user_email: "app@example.com".into(),
                 storage: crate::sinks::Storage::new(
@@ -412,9 +412,9 @@ mod tests {
                 ),
                 credential_id: 42,
                 keys: crate::sinks::Keys::new("CURRENTKEY", S3_SECRET),
-                rotated_at: None,
-            })],
-        }
+                rotated_at: crate::sinks::snapshot::RotatedAt::NEVER,
+            }],
+        )
     }
 
     #[test]

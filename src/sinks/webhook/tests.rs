@@ -33,9 +33,9 @@ impl Fixture {
                 cap: Duration::from_millis(5),
                 deadline: Duration::from_secs(10),
             },
-            snapshot: Snapshot {
-                client: None,
-                credentials: vec![std::sync::Arc::new(SnapshotCredential {
+            snapshot: Snapshot::new(
+                None,
+                &[SnapshotCredential {
                     user_id: "u-1".into(),
                     user_email: "app@example.com".into(),
                     storage: crate::sinks::Storage::new(
@@ -46,9 +46,9 @@ impl Fixture {
                     ),
                     credential_id: 42,
                     keys: crate::sinks::Keys::new("NEWKEY", S3_SECRET),
-                    rotated_at: None,
-                })],
-            },
+                    rotated_at: crate::sinks::snapshot::RotatedAt::NEVER,
+                }],
+            ),
         }
     }
 
