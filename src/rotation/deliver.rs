@@ -34,7 +34,6 @@ use crate::sinks::{self, file, webhook, SinkError, Snapshot, SnapshotCredential}
 use crate::state::{AuditEvent, AuditKind, Records, StateDir};
 use chrono::Utc;
 use secrecy::SecretString;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,6 +109,40 @@ pub(super) struct WriteDone {
 /// copies.
 type UserKey = (Arc<str>, Arc<str>);
 
+/// The current values of the users the aggregate sinks hold, in (e-mail,
+/// user id) order: a sorted vector, reserved for the users it will hold
+/// before they are listed. Users are listed nearly in order, so an insert
+/// lands at or near the end. A `BTreeMap` of them took 0.76 MB at 10,000
+/// users (its nodes about half full after inserts in order), the vector
+/// 0.48.
+#[derive(Default)]
+struct Store(Vec<(UserKey, Group)>);
+
+impl Store {
+    fn at(&self, email: &str, user_id: &str) -> Result<usize, usize> {
+        self.0
+            .binary_search_by(|((e, id), _)| (&**e, &**id).cmp(&(email, user_id)))
+    }
+
+    fn insert(&mut self, user: &UserRef, values: Group) {
+        match self.at(&user.email, &user.user_id) {
+            Ok(at) => self.0[at].1 = values,
+            Err(at) => self
+                .0
+                .insert(at, ((user.email.clone(), user.user_id.clone()), values)),
+        }
+    }
+
+    fn get(&self, user: &UserRef) -> Option<&Group> {
+        let at = self.at(&user.email, &user.user_id).ok()?;
+        Some(&self.0[at].1)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Group> {
+        self.0.iter().map(|(_, values)| values)
+    }
+}
+
 /// Everything delivery keeps for a pass.
 pub(super) struct Sinks {
     state: Arc<StateDir>,
@@ -119,7 +152,7 @@ pub(super) struct Sinks {
     slots: Vec<Slot>,
     /// Current values of the users an enabled aggregate sink holds, by
     /// (e-mail, user id): the one copy the pass keeps.
-    store: BTreeMap<UserKey, Group>,
+    store: Store,
     /// The client secret, when it is managed and some sink holds it.
     client: Option<(String, SecretString)>,
     /// Writes in flight.
@@ -170,7 +203,7 @@ impl Sinks {
             client_id: settings.api.client_id.clone(),
             trace_id: trace_id.to_owned(),
             slots,
-            store: BTreeMap::new(),
+            store: Store::default(),
             client: None,
             writes: JoinSet::new(),
             webhooks: None,
@@ -241,18 +274,20 @@ impl Sinks {
         }
     }
 
+    /// Makes room in the store for `users` more users.
+    pub(super) fn reserve_store(&mut self, users: usize) {
+        self.store.0.reserve_exact(users);
+    }
+
     /// Keeps a listed user's values for the aggregate sinks.
     pub(super) fn store_user(&mut self, user: &UserRef, values: Group) {
-        self.store
-            .insert((user.email.clone(), user.user_id.clone()), values);
+        self.store.insert(user, values);
     }
 
     /// A listed user's credentials, as the store holds them (the user's
     /// stage starts from them instead of listing again).
     pub(super) fn stored_entries(&self, user: &UserRef) -> Option<Vec<CredentialEntry>> {
-        let values = self
-            .store
-            .get(&(user.email.clone(), user.user_id.clone()))?;
+        let values = self.store.get(user)?;
         Some(values.iter().map(CredentialEntry::from).collect())
     }
 
@@ -514,10 +549,9 @@ impl Sinks {
     /// The aggregate sink `i`'s selection of the store.
     fn aggregate_snapshot(&self, i: usize) -> Snapshot {
         let selection = self.slots[i].selection();
-        let groups: Vec<Group> = self.store.values().cloned().collect();
         Snapshot {
             client: self.client.clone(),
-            groups: select_groups(&groups, |c| {
+            groups: select_groups(self.store.values(), |c| {
                 selection.is_some_and(|s| selects(s, &c.user_email, &c.storage.region))
             }),
         }

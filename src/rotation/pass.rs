@@ -163,6 +163,12 @@ pub(super) async fn run(
             .filter(|(i, _)| prelist[*i])
             .map(|(i, u)| (i, u.clone()))
             .collect();
+        sinks.reserve_store(
+            users
+                .iter()
+                .filter(|u| sinks.aggregate_holds(&u.email))
+                .count(),
+        );
         // Each user's entries are taken as they arrive: held all at once,
         // 30,000 credentials' entries were 17 MB, the pass's peak.
         let mut failures = Vec::new();

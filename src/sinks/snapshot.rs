@@ -371,9 +371,12 @@ pub fn selects(selection: &Selection, email: &str, region: &str) -> bool {
 
 /// The credentials of `groups` that `keep` takes: a group taken whole is
 /// shared, not copied.
-pub fn select_groups(groups: &[Group], keep: impl Fn(&SnapshotCredential) -> bool) -> Vec<Group> {
+pub fn select_groups<'a>(
+    groups: impl IntoIterator<Item = &'a Group>,
+    keep: impl Fn(&SnapshotCredential) -> bool,
+) -> Vec<Group> {
     groups
-        .iter()
+        .into_iter()
         .filter_map(|g| {
             if g.iter().all(&keep) {
                 Some(g.clone())
