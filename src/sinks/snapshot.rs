@@ -62,8 +62,9 @@ impl Interner {
 /// hold: the user's fields are shared by the user's credentials (and with
 /// the records), the storage by every credential of the storage
 /// ([`Interner`]), and the keys are held in the credential itself
-/// ([`Keys`]), and the rotation time to the second ([`RotatedAt`]): one
-/// allocation of 144 bytes per credential.
+/// ([`Keys`]), and the rotation time to the second ([`RotatedAt`]): 120
+/// bytes, held with the user's other credentials in one allocation
+/// ([`Group`]).
 #[derive(Debug, Clone)]
 pub struct SnapshotCredential {
     pub user_id: Arc<str>,
@@ -77,8 +78,7 @@ pub struct SnapshotCredential {
 
 /// When a credential was last rotated, to the second: as much as a sink
 /// shows (RFC 3339, whole seconds), in 8 bytes where an
-/// `Option<DateTime<Utc>>` takes 12, which put each credential in a
-/// 160-byte allocation instead of 144.
+/// `Option<DateTime<Utc>>` takes 12 (with padding, 8 more per credential).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct RotatedAt(i64);
 
@@ -575,9 +575,8 @@ pub(crate) mod tests {
         assert!(!shown.contains("s3cr3t-value"), "{shown}");
     }
 
-    /// A pass holds one per credential an aggregate sink holds: with the
-    /// reference counts, 136 bytes, which glibc serves from a 144-byte
-    /// chunk (8 bytes more and it takes 160).
+    /// A pass holds one per credential an aggregate sink holds, three to a
+    /// user's group: 16 bytes of counts and 360, a 384-byte chunk.
     #[test]
     fn a_credential_with_its_keys_fits_in_120_bytes() {
         assert_eq!(std::mem::size_of::<Keys>(), 64);
