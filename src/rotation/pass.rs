@@ -279,6 +279,7 @@ pub(super) async fn run(
         prover: (write && !deliver_only && os.verify == crate::config::Verify::S3)
             .then(|| Prover::new(os.verify_timeout)),
         proofs: JoinSet::new(),
+        proof_slots: verify::proof_slots(engine.settings.api.concurrency.max(1)),
         proof_queue: std::collections::VecDeque::new(),
     };
     let concurrency = flow.engine.settings.api.concurrency.max(1);
@@ -477,7 +478,9 @@ struct Flow<'a> {
     prover: Option<Prover>,
     /// Proofs under way, beside delivery.
     proofs: JoinSet<Proof>,
-    /// Proofs waiting for one of the [`verify::MAX_PROOFS`] slots. While
+    /// How many proofs may be under way ([`verify::proof_slots`]).
+    proof_slots: usize,
+    /// Proofs waiting for one of the `proof_slots`. While
     /// [`verify::MAX_PROOF_BACKLOG`] wait, the pass starts no more users:
     /// memory stays bounded when the API rotates faster than the storage
     /// proves (the rotated keys are delivered already).
@@ -546,7 +549,7 @@ impl Flow<'_> {
         let Some(prover) = &self.prover else {
             return;
         };
-        while self.proofs.len() < verify::MAX_PROOFS {
+        while self.proofs.len() < self.proof_slots {
             let Some(job) = self.proof_queue.pop_front() else {
                 break;
             };

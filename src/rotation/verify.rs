@@ -42,6 +42,16 @@ const MAX_WAIT: Duration = Duration::from_secs(3);
 /// At most this many proofs at once: each is a handful of small requests,
 /// and a slow storage must not gather thousands of waiting tasks.
 pub(super) const MAX_PROOFS: usize = 32;
+
+/// Proofs at once for `[api] concurrency`: twice the API's slots (a proof
+/// is two requests one after the other, a rotated credential about 1.7
+/// spread over the slots, so the storage keeps up at the same latency),
+/// at least 8 and at most [`MAX_PROOFS`]. Each proof in flight holds an
+/// HTTP connection to the storage (about 50 KB): at concurrency 8, 32
+/// proof slots kept up to 32 of them open where 16 do the same work.
+pub(super) fn proof_slots(concurrency: usize) -> usize {
+    (2 * concurrency).clamp(8, MAX_PROOFS)
+}
 /// At most this many proofs wait for a slot; then the pass waits before
 /// starting more users (each waiting proof holds a new and an old key).
 pub(super) const MAX_PROOF_BACKLOG: usize = 128;
@@ -297,6 +307,12 @@ fn s3_error_code(body: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proof_slots_follow_the_api_slots_within_bounds() {
+        let slots: Vec<usize> = [1, 4, 8, 12, 16, 100].map(proof_slots).into();
+        assert_eq!(slots, [8, 8, 16, 24, 32, 32]);
+    }
 
     /// AWS's published example (S3 API Reference, "Signature Calculations
     /// for the Authorization Header: Transferring Payload in a Single
