@@ -10,8 +10,9 @@
 //! crash-safe state directory), [`sinks`] (delivery), [`schedule`] (the
 //! daemon) and [`telemetry`] (logging) with [`metrics`] (Prometheus and
 //! health endpoints). [`retry`] (backoff shared by the API client and the
-//! webhook sink) and [`crash`] (deliberate crash points for the crash
-//! suite) serve several of them, and [`tls`] (trusted roots) the HTTP clients.
+//! webhook sink), [`crash`] (deliberate crash points for the crash
+//! suite) and [`sorted_set`] (compact sets that grow with the account)
+//! serve several of them, and [`tls`] (trusted roots) the HTTP clients.
 
 pub mod cli;
 pub mod config;
