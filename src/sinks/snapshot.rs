@@ -250,7 +250,7 @@ impl Snapshot {
     }
 
     /// Every credential, in order.
-    pub fn credentials(&self) -> impl DoubleEndedIterator<Item = &SnapshotCredential> + Clone + '_ {
+    pub fn credentials(&self) -> impl Iterator<Item = &SnapshotCredential> + '_ {
         self.groups.iter().flat_map(|g| g.iter())
     }
 
