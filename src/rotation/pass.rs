@@ -145,9 +145,14 @@ pub(super) async fn run(
             email: records.shared_text(&u.email),
         })
         .collect();
-    let prelist: Vec<bool> = users
+    // Which users an aggregate sink holds, matched once per user.
+    let held: Vec<bool> = users
         .iter()
-        .map(|u| whole_account || (write && sinks.aggregate_holds(&u.email)))
+        .map(|u| sinks.aggregate_holds(&u.email))
+        .collect();
+    let prelist: Vec<bool> = held
+        .iter()
+        .map(|&held| whole_account || (write && held))
         .collect();
     let s3_urls = Arc::new(header.s3_urls);
     let storages = Arc::new(crate::sinks::Interner::default());
@@ -163,12 +168,7 @@ pub(super) async fn run(
             .filter(|(i, _)| prelist[*i])
             .map(|(i, u)| (i, u.clone()))
             .collect();
-        sinks.reserve_store(
-            users
-                .iter()
-                .filter(|u| sinks.aggregate_holds(&u.email))
-                .count(),
-        );
+        sinks.reserve_store(held.iter().filter(|&&held| held).count());
         // Each user's entries are taken as they arrive: held all at once,
         // 30,000 credentials' entries were 17 MB, the pass's peak.
         let mut failures = Vec::new();
@@ -176,7 +176,7 @@ pub(super) async fn run(
             let user = &users[i];
             match result {
                 Ok(entries) => {
-                    if sinks.aggregate_holds(&user.email) {
+                    if held[i] {
                         sinks.store_user(user, snapshot_values(&entries, &mut records, &storages));
                         if !whole_account {
                             // The store holds them; the user's stage gets
