@@ -18,8 +18,10 @@ use tokio::task::JoinSet;
 /// One credential in scope, with what sinks and listings need.
 #[derive(Debug, Clone)]
 pub struct CredentialEntry {
-    pub user_id: String,
-    pub user_email: String,
+    /// The user's id and e-mail are the user list's copies ([`UserRef`]),
+    /// shared by the records' keys and the sinks' values.
+    pub user_id: Arc<str>,
+    pub user_email: Arc<str>,
     pub object_storage_id: String,
     pub object_storage_name: String,
     pub region: String,
@@ -121,7 +123,7 @@ pub async fn list_user(
         .filter(|c| {
             policy::storage_selected(scope, &c.region, &c.object_storage_id, &c.display_name)
         })
-        .map(|c| entry(&user.user_id, &user.email, c, s3_urls))
+        .map(|c| entry(user, c, s3_urls))
         .collect();
     entries.sort_by_key(|c| c.credential_id);
     Ok(entries)
@@ -166,9 +168,8 @@ pub async fn collect(
             }
         }
     }
-    credentials.sort_by(|a, b| {
-        (a.user_email.as_str(), a.credential_id).cmp(&(b.user_email.as_str(), b.credential_id))
-    });
+    credentials
+        .sort_by(|a, b| (&*a.user_email, a.credential_id).cmp(&(&*b.user_email, b.credential_id)));
     failures.sort_by(|a, b| a.user_email.cmp(&b.user_email));
     Ok(Inventory {
         api_user_id: header.api_user_id,
@@ -179,15 +180,10 @@ pub async fn collect(
     })
 }
 
-fn entry(
-    user_id: &str,
-    email: &str,
-    c: Credential,
-    s3_urls: &HashMap<String, String>,
-) -> CredentialEntry {
+fn entry(user: &UserRef, c: Credential, s3_urls: &HashMap<String, String>) -> CredentialEntry {
     CredentialEntry {
-        user_id: user_id.to_owned(),
-        user_email: email.to_owned(),
+        user_id: user.user_id.clone(),
+        user_email: user.email.clone(),
         s3_url: s3_urls
             .get(&c.object_storage_id)
             .cloned()
@@ -219,8 +215,8 @@ impl From<&CredentialEntry> for crate::sinks::change::CredentialRef {
 impl From<&crate::sinks::SnapshotCredential> for CredentialEntry {
     fn from(c: &crate::sinks::SnapshotCredential) -> Self {
         CredentialEntry {
-            user_id: c.user_id.to_string(),
-            user_email: c.user_email.to_string(),
+            user_id: c.user_id.clone(),
+            user_email: c.user_email.clone(),
             object_storage_id: c.storage.id.to_string(),
             object_storage_name: c.storage.name.to_string(),
             region: c.storage.region.to_string(),

@@ -302,9 +302,14 @@ pub fn history(record: Option<&CredentialRecord>) -> History {
     }
 }
 
-/// The state key of a credential.
+/// The state key of a credential, with the user list's copy of the user's
+/// id.
 pub fn key_of(c: &CredentialEntry) -> CredentialKey {
-    CredentialKey::new(&c.user_id, &c.object_storage_id, c.credential_id)
+    CredentialKey {
+        user_id: c.user_id.clone(),
+        object_storage_id: c.object_storage_id.as_str().into(),
+        credential_id: c.credential_id,
+    }
 }
 
 /// How a credential is named in reports and logs.
@@ -322,7 +327,7 @@ pub(crate) fn new_record(
     now: chrono::DateTime<chrono::Utc>,
 ) -> CredentialRecord {
     CredentialRecord {
-        user_email: c.user_email.as_str().into(),
+        user_email: c.user_email.clone(),
         first_seen: now,
         rotated_at: None,
         rotation_id: None,
@@ -333,10 +338,10 @@ pub(crate) fn new_record(
 }
 
 /// A user's credentials as delivery sees them, with when each was rotated.
-/// The user's id and e-mail are the records' shared copies.
+/// The user's id and e-mail are the user list's copies.
 pub(crate) fn snapshot_values(
     entries: &[CredentialEntry],
-    records: &mut Records,
+    records: &Records,
     storages: &crate::sinks::Interner,
 ) -> crate::sinks::snapshot::Group {
     // Read without moving the user's records into memory: a pass values
@@ -345,7 +350,7 @@ pub(crate) fn snapshot_values(
     entries
         .iter()
         .map(|c| {
-            if times.as_ref().is_none_or(|(user, _)| *user != c.user_id) {
+            if times.as_ref().is_none_or(|(user, _)| *user != &*c.user_id) {
                 let read = records.rotation_times(&c.user_id).unwrap_or_else(|err| {
                     tracing::warn!(user = %c.user_email, error = %err, "Could not read when the user's credentials were rotated.");
                     Vec::new()
@@ -358,8 +363,8 @@ pub(crate) fn snapshot_values(
                     .and_then(|(_, _, at)| *at)
             });
             SnapshotCredential {
-                user_id: records.shared_text(&c.user_id),
-                user_email: records.shared_text(&c.user_email),
+                user_id: c.user_id.clone(),
+                user_email: c.user_email.clone(),
                 storage: storages.storage(
                     &c.object_storage_id,
                     &c.object_storage_name,

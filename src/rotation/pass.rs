@@ -134,15 +134,16 @@ pub(super) async fn run(
     // Users whose sinks (or the run limit) need the whole account listed
     // before the first regenerate.
     let whole_account = os.max_per_run.is_some() && !deliver_only;
-    // Each user's id and e-mail from here on are the records' copies, which
-    // the keys, the values and the store share: one of each per user.
+    // Each user's id and e-mail from here on are this list's copies, which
+    // the listings, the keys, the values and the store share: one of each
+    // per user (the id the records' index's when it has one).
     let users: Vec<UserRef> = header
         .users
         .into_iter()
         .filter(|u| !deliver_only || sinks.any_holds(&u.email))
         .map(|u| UserRef {
-            user_id: records.shared_text(&u.user_id),
-            email: records.shared_text(&u.email),
+            user_id: records.user_id_text(&u.user_id),
+            email: u.email,
         })
         .collect();
     // Which users an aggregate sink holds, matched once per user.
@@ -177,7 +178,7 @@ pub(super) async fn run(
             match result {
                 Ok(entries) => {
                     if held[i] {
-                        sinks.store_user(user, snapshot_values(&entries, &mut records, &storages));
+                        sinks.store_user(user, snapshot_values(&entries, &records, &storages));
                         if !whole_account {
                             // The store holds them; the user's stage gets
                             // them back from it (one copy, not two).
@@ -515,7 +516,7 @@ impl Flow<'_> {
                 report,
                 self.prover.is_some(),
             );
-            let values = snapshot_values(&recorded.entries, &mut records, &self.storages);
+            let values = snapshot_values(&recorded.entries, &records, &self.storages);
             (recorded, values)
         };
         let events = self.sinks.events(&recorded.rotated, &recorded.failed);

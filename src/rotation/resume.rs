@@ -112,8 +112,8 @@ pub(super) async fn resume(
                         let fp = state.fingerprint(&current.secret_key);
                         if &fp != old_fingerprint || &current.access_key != old_access_key {
                             let entry = CredentialEntry {
-                                user_id: key.user_id.to_string(),
-                                user_email: user_email.clone(),
+                                user_id: key.user_id.clone(),
+                                user_email: user_email.as_str().into(),
                                 object_storage_id: key.object_storage_id.to_string(),
                                 object_storage_name: current.display_name.clone(),
                                 region: current.region.clone(),

@@ -142,8 +142,8 @@ pub(super) async fn run(
         return outcome;
     }
     let mut values = {
-        let mut records = ctx.records.lock().expect("records lock");
-        snapshot_values(&entries, &mut records, &ctx.storages)
+        let records = ctx.records.lock().expect("records lock");
+        snapshot_values(&entries, &records, &ctx.storages)
     };
     let held = ctx.gate.held_back(&outcome.user, &values);
     let held: HashMap<i64, String> = entries
@@ -379,7 +379,7 @@ async fn journal(ctx: &StageContext, intents: &[(CredentialEntry, Uuid)]) -> boo
                 started_at,
                 kind: IntentKind::ObjectStorage {
                     key: key_of(entry),
-                    user_email: entry.user_email.clone(),
+                    user_email: entry.user_email.to_string(),
                     old_access_key: entry.access_key.clone(),
                     old_fingerprint: ctx.state.fingerprint(&entry.secret_key),
                 },

@@ -30,9 +30,11 @@ const PACK_FROM: usize = 256;
 /// The content of `records.json`.
 ///
 /// Compact in memory, because a pass holds one record per credential of
-/// the account: the keys' user and storage ids and the records' e-mails
-/// are shared text ([`Records::credential_or_insert_with`]), one allocation per user and per
-/// storage rather than three per credential.
+/// the account: a key's user id and a record's e-mail are the caller's
+/// copies (in a pass, the user list's, which the sinks' values share too),
+/// and the storage ids are shared by the records
+/// ([`Records::credential_or_insert_with`]): one allocation per user and
+/// per storage rather than three per credential.
 ///
 /// Read whole ([`StateDir::load_records`]) every record is in memory.
 /// Opened for a pass ([`StateDir::open_records`]) only the users asked for
@@ -52,7 +54,7 @@ pub struct Records {
     /// Delivery state by a sink id chosen by the sink layer.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkRecord>,
-    /// The shared text of the keys and e-mails.
+    /// The shared storage ids.
     #[serde(skip)]
     names: Names,
     /// Opened for a pass: where the users not in memory are.
@@ -96,9 +98,14 @@ impl PartialEq for OnDisk {
 
 impl Eq for OnDisk {}
 
-/// One copy of each user id, storage id and e-mail the records hold, and
-/// the number of credentials the map held when it was last packed
-/// ([`Records::credential_or_insert_with`]).
+/// One copy of each text in a set: the storage ids the records hold (an
+/// account has a few storages), or while a file is read, every id and
+/// e-mail in it. Also the number of credentials the map held when it was
+/// last packed ([`Records::credential_or_insert_with`]).
+///
+/// Not the users' ids and e-mails in a pass: a table of every user's
+/// (0.56 MB at 10,000 users) would be held to the pass's end only to find
+/// copies the callers already share.
 #[derive(Clone, Default)]
 struct Names {
     texts: HashSet<Arc<str>>,
@@ -115,10 +122,10 @@ impl Names {
         shared
     }
 
-    /// `key` with its ids shared.
+    /// `key` with its storage id shared; the user id is the caller's.
     fn key(&mut self, key: &CredentialKey) -> CredentialKey {
         CredentialKey {
-            user_id: self.get(&key.user_id),
+            user_id: key.user_id.clone(),
             object_storage_id: self.get(&key.object_storage_id),
             credential_id: key.credential_id,
         }
@@ -142,8 +149,10 @@ impl PartialEq for Names {
 impl Eq for Names {}
 
 impl Records {
-    /// The record of `key`, created by `new` when there is none. The key
-    /// and the e-mail of a new record share the text of the others.
+    /// The record of `key`, created by `new` when there is none. The
+    /// key's storage id shares the text of the others; its user id and the
+    /// record's e-mail are kept as given (pass copies shared with the
+    /// caller's).
     pub fn credential_or_insert_with(
         &mut self,
         key: &CredentialKey,
@@ -152,9 +161,7 @@ impl Records {
         self.read_user(&key.user_id);
         if !self.credentials.contains_key(key) {
             let key = self.names.key(key);
-            let mut record = new();
-            record.user_email = self.names.get(&record.user_email);
-            self.credentials.insert(key.clone(), record);
+            self.credentials.insert(key.clone(), new());
             self.pack_if_grown();
             return self.credentials.get_mut(&key).expect("just inserted");
         }
@@ -226,10 +233,9 @@ impl Records {
     }
 
     /// Sets the record of `key`.
-    pub fn insert(&mut self, key: &CredentialKey, mut record: CredentialRecord) {
+    pub fn insert(&mut self, key: &CredentialKey, record: CredentialRecord) {
         self.read_user(&key.user_id);
         let key = self.names.key(key);
-        record.user_email = self.names.get(&record.user_email);
         self.credentials.insert(key, record);
         self.pack_if_grown();
     }
@@ -272,18 +278,29 @@ impl Records {
     }
 
     /// Moves the records of `user` from the file into memory (opened for a
-    /// pass), once. A failed read is kept for the next save to report.
-    fn read_user(&mut self, user: &str) {
+    /// pass), once. Their keys take the caller's copy of the user id, and
+    /// the user's records one copy of an e-mail. A failed read is kept for
+    /// the next save to report.
+    fn read_user(&mut self, user: &Arc<str>) {
         let Some(disk) = &mut self.file else {
             return;
         };
-        let Some(span) = disk.users.remove(user) else {
+        let Some(span) = disk.users.remove(&**user) else {
             return;
         };
         match disk.read(span) {
             Ok(read) => {
-                for (key, mut record) in read {
-                    record.user_email = self.names.get(&record.user_email);
+                let mut email: Option<Arc<str>> = None;
+                for (mut key, mut record) in read {
+                    match &email {
+                        Some(shared) if *shared == record.user_email => {
+                            record.user_email = shared.clone();
+                        }
+                        _ => email = Some(record.user_email.clone()),
+                    }
+                    if key.user_id == *user {
+                        key.user_id = user.clone();
+                    }
                     let key = self.names.key(&key);
                     self.credentials.insert(key, record);
                 }
@@ -297,20 +314,26 @@ impl Records {
         }
     }
 
-    /// The records' shared copy of `text` (a user or storage id, an
-    /// e-mail), for values that live beside them.
-    pub fn shared_text(&mut self, text: &str) -> Arc<str> {
-        self.names.get(text)
+    /// A user id as the records' index of `records.json` holds it (a pass
+    /// that read the file), else a new copy: the pass's user list keeps it,
+    /// and the keys and values share it.
+    pub fn user_id_text(&self, user_id: &str) -> Arc<str> {
+        match self
+            .file
+            .as_ref()
+            .and_then(|d| d.users.get_key_value(user_id))
+        {
+            Some((shared, _)) => shared.clone(),
+            None => user_id.into(),
+        }
     }
 
-    /// Takes the shared text of records read from a file (shared as they
+    /// Takes the storage ids of records read from a file (shared as they
     /// were read, [`credentials_in_order`]) into the names that new
     /// records share.
     fn remember_names(&mut self) {
-        for (key, record) in &self.credentials {
-            for text in [&key.user_id, &key.object_storage_id, &record.user_email] {
-                self.names.texts.insert(text.clone());
-            }
+        for key in self.credentials.keys() {
+            self.names.texts.insert(key.object_storage_id.clone());
         }
         // Read from entries in order: packed already.
         self.names.packed = self.credentials.len();
@@ -344,7 +367,11 @@ fn credentials_in_order<'de, D: Deserializer<'de>>(
                 map.next_entry::<CredentialKey, CredentialRecord>()?
             {
                 record.user_email = names.get(&record.user_email);
-                entries.push((names.key(&key), record));
+                let key = CredentialKey {
+                    user_id: names.get(&key.user_id),
+                    ..names.key(&key)
+                };
+                entries.push((key, record));
             }
             // Sorted (and deduplicated) by `collect` whatever the file's
             // order; a file this build wrote is in order already.
@@ -726,7 +753,6 @@ fn scan_layout(file: &File) -> io::Result<Option<(Records, Users)>> {
         return Ok(None);
     }
     let mut users: BTreeMap<Arc<str>, Span> = BTreeMap::new();
-    let mut names = Names::default();
     if line != format!("{CREDENTIALS}}},\n").as_bytes() {
         if line != format!("{CREDENTIALS}\n").as_bytes() {
             return Ok(None);
@@ -780,9 +806,8 @@ fn scan_layout(file: &File) -> io::Result<Option<(Records, Users)>> {
             match users.get_mut(&*key.user_id) {
                 Some(span) => span.len = end - span.start,
                 None => {
-                    let user = names.get(&key.user_id);
                     users.insert(
-                        user,
+                        key.user_id.clone(),
                         Span {
                             start,
                             len: end - start,
@@ -803,10 +828,9 @@ fn scan_layout(file: &File) -> io::Result<Option<(Records, Users)>> {
         };
         rest.push_str(text);
     }
-    let Ok(mut records) = serde_json::from_str::<Records>(&rest) else {
+    let Ok(records) = serde_json::from_str::<Records>(&rest) else {
         return Ok(None);
     };
-    records.names = names;
     Ok(Some((records, users)))
 }
 
@@ -871,9 +895,9 @@ mod tests {
     }
 
     #[test]
-    fn records_share_the_text_of_their_keys_and_e_mails() {
-        let record = |email: &str| CredentialRecord {
-            user_email: email.into(),
+    fn records_keep_the_callers_ids_and_e_mails_and_share_storage_ids() {
+        let record = |email: &Arc<str>| CredentialRecord {
+            user_email: email.clone(),
             first_seen: Utc::now(),
             rotated_at: None,
             rotation_id: None,
@@ -881,11 +905,24 @@ mod tests {
             secret_fingerprint: Fingerprint::repeated(3),
             verified: None,
         };
+        let (user, email): (Arc<str>, Arc<str>) = ("u-1".into(), "a@example.com".into());
         let mut records = Records::default();
         for id in [1, 2] {
-            let key = CredentialKey::new("u-1", "os-1", id);
-            records.credential_or_insert_with(&key, || record("a@example.com"));
+            // A new copy of the storage id each time, as a listing gives.
+            let key = CredentialKey {
+                user_id: user.clone(),
+                ..CredentialKey::new("u-1", "os-1", id)
+            };
+            records.credential_or_insert_with(&key, || record(&email));
         }
+        assert!(records
+            .credentials
+            .keys()
+            .all(|k| Arc::ptr_eq(&k.user_id, &user)));
+        assert!(records
+            .credentials
+            .values()
+            .all(|r| Arc::ptr_eq(&r.user_email, &email)));
         let text = written(&records);
         assert!(text.contains(r#""u-1/os-1/1": "#), "{text}");
         let dir = tempfile::tempdir().unwrap();
@@ -945,14 +982,13 @@ mod tests {
                 (&v.access_key, v.rotated_at)
             );
         }
-        // Still sharing the text after the packs.
-        let emails: Vec<_> = records
-            .credentials
-            .values()
-            .map(|r| &r.user_email)
-            .collect();
-        let last = emails.len() - 1;
-        assert!(Arc::ptr_eq(emails[last], emails[last - 1]));
+        // Still sharing the storage ids after the packs.
+        let keys: Vec<_> = records.credentials.keys().collect();
+        let last = keys.len() - 1;
+        assert!(Arc::ptr_eq(
+            &keys[last].object_storage_id,
+            &keys[0].object_storage_id
+        ));
     }
 
     #[test]
@@ -1015,6 +1051,22 @@ mod tests {
         let (k21, _) = sample("u-2", 1);
         assert_eq!(records.credential(&k21), expected.get(&k21));
         assert_eq!(records.credentials.len(), 2, "one user's records read");
+        // They take the asker's copy of the user id, and one of the e-mail.
+        let read: Vec<_> = records.credentials.iter().collect();
+        assert!(read
+            .iter()
+            .all(|(k, _)| Arc::ptr_eq(&k.user_id, &k21.user_id)));
+        assert!(Arc::ptr_eq(&read[0].1.user_email, &read[1].1.user_email));
+        // A user in the file's index gets the index's copy of its id.
+        let index = |r: &Records, user| r.user_id_text(user);
+        assert!(Arc::ptr_eq(
+            &index(&records, "u-3"),
+            &index(&records, "u-3")
+        ));
+        assert!(!Arc::ptr_eq(
+            &index(&records, "u-8"),
+            &index(&records, "u-8")
+        ));
         records.credential_mut(&k21).unwrap().rotated_at = Some(Utc::now());
         let times = records.rotation_times("u-2").unwrap();
         assert!(times.contains(&(
