@@ -335,34 +335,31 @@ pub(super) struct JournalFile {
 }
 
 impl JournalFile {
-    /// Applies `ops` in memory and makes them durable: one append and one
+    /// Makes `ops` durable and applies them in memory: one append and one
     /// fsync, or a snapshot when the last append failed. On failure the
-    /// operations are undone in memory.
+    /// journal in memory is left as it was.
     pub fn write(
         &mut self,
         state: &StateDir,
         ops: Vec<JournalOp>,
     ) -> Result<(), crate::state::StateError> {
-        let before = self.journal.clone();
-        for op in &ops {
-            self.journal.apply(op.clone());
-        }
-        let written = if self.clean {
-            state.append_journal(&ops)
-        } else {
-            state.save_journal(&self.journal)
-        };
-        match written {
-            Ok(()) => {
-                self.clean = true;
-                Ok(())
-            }
-            Err(err) => {
+        if self.clean {
+            // Applied once appended: no copy of the journal is taken for an
+            // undo (a copy per write was two allocations per intent in
+            // flight, for every user).
+            if let Err(err) = state.append_journal(&ops) {
                 self.clean = false;
-                self.journal = before;
-                Err(err)
+                return Err(err);
             }
+            ops.into_iter().for_each(|op| self.journal.apply(op));
+            return Ok(());
         }
+        let mut next = self.journal.clone();
+        ops.into_iter().for_each(|op| next.apply(op));
+        state.save_journal(&next)?;
+        self.journal = next;
+        self.clean = true;
+        Ok(())
     }
 }
 
