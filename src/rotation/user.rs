@@ -395,3 +395,55 @@ async fn journal(ctx: &StageContext, intents: &[(CredentialEntry, Uuid)]) -> boo
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Fingerprint, Intent, IntentKind};
+
+    fn begin(n: u8) -> JournalOp {
+        JournalOp::Begin(Intent {
+            rotation_id: Uuid::from_u128(u128::from(n)),
+            started_at: Utc::now(),
+            kind: IntentKind::ClientSecret {
+                old_fingerprint: Fingerprint::repeated(n),
+            },
+        })
+    }
+
+    #[test]
+    fn a_journal_write_that_fails_leaves_memory_as_it_was_and_the_next_is_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let mut file = JournalFile {
+            journal: Journal::default(),
+            clean: true,
+        };
+        state.save_journal(&file.journal).unwrap();
+        file.write(&state, vec![begin(1)]).unwrap();
+        assert_eq!(file.journal.intents.len(), 1);
+        assert_eq!(state.load_journal().unwrap(), file.journal);
+
+        // An append needs the file: without it, the write fails.
+        std::fs::remove_file(dir.path().join("journal.json")).unwrap();
+        assert!(file.write(&state, vec![begin(2)]).is_err());
+        assert_eq!(file.journal.intents.len(), 1, "not applied in memory");
+        assert!(!file.clean);
+
+        // The next write is a whole snapshot, with what memory holds.
+        file.write(
+            &state,
+            vec![begin(3), JournalOp::Finish(Uuid::from_u128(1))],
+        )
+        .unwrap();
+        assert!(file.clean);
+        let ids: Vec<u128> = file
+            .journal
+            .intents
+            .iter()
+            .map(|i| i.rotation_id.as_u128())
+            .collect();
+        assert_eq!(ids, [3]);
+        assert_eq!(state.load_journal().unwrap(), file.journal);
+    }
+}

@@ -224,8 +224,8 @@ struct Described<'a>(&'a SnapshotCredential);
 impl std::fmt::Display for Described<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Control characters (a line break in a storage's name) as spaces.
-        // Written a run at a time, not a character at a time: the render
-        // behind `f` fingerprints each write.
+        // Written a run at a time, not a character at a time: fewer calls
+        // through the render's writers.
         let text = |f: &mut std::fmt::Formatter<'_>, text: &str| {
             for (i, run) in text.split(char::is_control).enumerate() {
                 if i > 0 {
