@@ -375,7 +375,8 @@ fn credentials_in_order<'de, D: Deserializer<'de>>(
                 record.user_email = names.get(&record.user_email);
                 let key = CredentialKey {
                     user_id: names.get(&key.user_id),
-                    ..names.key(&key)
+                    object_storage_id: names.get(&key.object_storage_id),
+                    credential_id: key.credential_id,
                 };
                 entries.push((key, record));
             }
