@@ -205,11 +205,7 @@ pub async fn run_daemon(
             tokio::pin!(run);
             loop {
                 tokio::select! {
-                    report = &mut run => {
-                        let code = report.exit_code();
-                        tracing::info!(rotated = report.rotated_count(), failed = report.failed.len(), exit_code = code, "Scheduled run finished.");
-                        break report;
-                    }
+                    report = &mut run => break report,
                     signal = signals.recv() => match signal {
                         Some(Signal::Reload) => reload_requested = true,
                         Some(Signal::Terminate) | None if cancel.is_cancelled() => {
@@ -226,6 +222,14 @@ pub async fn run_daemon(
         };
         let served = engine.settings().metrics.is_some();
         engine.record_run(&finished, started.elapsed(), served);
+        // Logged once the run's metrics are set: a scrape after this line
+        // sees them.
+        tracing::info!(
+            rotated = finished.rotated_count(),
+            failed = finished.failed.len(),
+            exit_code = finished.exit_code(),
+            "Scheduled run finished."
+        );
         if cancel.is_cancelled() {
             return Exit::Graceful;
         }
