@@ -483,9 +483,11 @@ impl Metrics {
     }
 }
 
-/// Binds `listen` and serves the endpoints until the task is dropped.
+/// Binds `listen` and serves the endpoints until the task is dropped. The
+/// log line names the address bound, so port 0 (any free port) can be found.
 pub async fn serve(listen: SocketAddr) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listen = listener.local_addr()?;
     let app = axum::Router::new()
         .route(
             "/metrics",

@@ -585,16 +585,9 @@ async fn no_secret_in_any_command_output_state_file_or_webhook_body() {
 /// A daemon with `[metrics]`: its log, and what it serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_in_the_daemon_log_or_metrics() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let acct = account(
         2,
-        &format!(
-            "\n[schedule]\ncron = \"0 0 0 1 1 *\"\nrun_on_start = true\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
-        ),
+        "\n[schedule]\ncron = \"0 0 0 1 1 *\"\nrun_on_start = true\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
     )
     .await;
     acct.sim.set_faults(first_run_faults());
@@ -620,14 +613,11 @@ async fn no_secret_in_the_daemon_log_or_metrics() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let base = crate::rotation::metrics_base_in(&log).await;
     let http = reqwest::Client::new();
     let mut captured = Captured::default();
     for path in ["/metrics", "/healthz", "/readyz"] {
-        let answer = http
-            .get(format!("http://127.0.0.1:{port}{path}"))
-            .send()
-            .await
-            .unwrap();
+        let answer = http.get(format!("{base}{path}")).send().await.unwrap();
         let status = answer.status().as_u16();
         let body = answer.text().await.unwrap();
         if path == "/metrics" {

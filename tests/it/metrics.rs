@@ -66,14 +66,11 @@ fn unix(value: &serde_json::Value) -> f64 {
 async fn a_restarted_daemon_shows_the_last_success_before_its_first_run() {
     let opts = options(2);
     let sim = Simulator::start(opts.clone()).await.unwrap();
-    let port = free_port();
     let setup = write_config(
         &sim,
         &opts,
-        &format!(
-            "[schedule]\ncron = \"0 0 4 1 1 *\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n\
-             [[sinks]]\ntype = \"file\"\npath = \"{{root}}/contabo.json\"\nformat = \"json\"\n"
-        ),
+        "[schedule]\ncron = \"0 0 4 1 1 *\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[sinks]]\ntype = \"file\"\npath = \"{root}/contabo.json\"\nformat = \"json\"\n",
     );
     let out = run_bin(args(&setup.config, &["--run-now"])).await;
     assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
@@ -83,7 +80,7 @@ async fn a_restarted_daemon_shows_the_last_success_before_its_first_run() {
     let requests = sim.requests().len();
 
     let daemon = Daemon::start(&setup.config, setup.dir.path());
-    let base = format!("http://127.0.0.1:{port}");
+    let base = daemon.metrics_base().await;
     let (status, kind, body) = get(&format!("{base}/metrics"), &daemon).await;
     assert_eq!(status, 200);
     assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
@@ -153,13 +150,12 @@ async fn a_restarted_daemon_shows_the_last_success_before_its_first_run() {
 async fn a_webhook_outage_is_not_a_rotation_outage() {
     let opts = options(1);
     let sim = Simulator::start(opts.clone()).await.unwrap();
-    let port = free_port();
     let closed = free_port();
     let setup = write_config(
         &sim,
         &opts,
         &format!(
-            "[schedule]\ncron = \"0 0 4 1 1 *\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n\
+            "[schedule]\ncron = \"0 0 4 1 1 *\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n\
              [[sinks]]\ntype = \"file\"\npath = \"{{root}}/out/contabo.json\"\nformat = \"json\"\n\n\
              [[sinks]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{closed}/hook\"\n\
              signing_secret = \"whsec_dGVzdC1zaWduaW5nLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\ntimeout = \"1s\"\n"
@@ -176,7 +172,7 @@ async fn a_webhook_outage_is_not_a_rotation_outage() {
     assert_eq!(runs["last_failures"]["rotation"], 0, "{runs}");
 
     let mut daemon = Daemon::start(&setup.config, setup.dir.path());
-    let base = format!("http://127.0.0.1:{port}");
+    let base = daemon.metrics_base().await;
     let (_, _, body) = get(&format!("{base}/metrics"), &daemon).await;
     assert_eq!(
         sample(&body, "contabo_rotator_last_success_timestamp_seconds"),
@@ -218,6 +214,7 @@ async fn a_webhook_outage_is_not_a_rotation_outage() {
     assert_ne!(runs["last_run_at"], before["last_run_at"]);
     assert_eq!(runs["last_failures"]["file_sinks"], 1, "{runs}");
     let daemon = Daemon::start(&setup.config, setup.dir.path());
+    let base = daemon.metrics_base().await;
     let (status, _, text) = get(&format!("{base}/readyz"), &daemon).await;
     assert_eq!(status, 503, "{text}");
     assert!(text.starts_with("the last run failed to rotate"), "{text}");

@@ -359,6 +359,34 @@ impl Daemon {
     pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// `http://ADDRESS` of the metrics endpoint, from the start-up line
+    /// naming the address bound (configured as port 0), once it is logged.
+    pub(crate) async fn metrics_base(&self) -> String {
+        metrics_base_in(&self.log).await
+    }
+}
+
+/// The metrics address a daemon logging to `log` bound (see
+/// [`Daemon::metrics_base`]).
+pub(crate) async fn metrics_base_in(log: &Path) -> String {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let bound = text
+            .lines()
+            .filter(|l| l.contains("Serving /metrics"))
+            .find_map(|l| l.split_once("listen=").map(|(_, rest)| rest))
+            .and_then(|rest| rest.split_whitespace().next());
+        if let Some(address) = bound {
+            return format!("http://{address}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the daemon never served metrics:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 impl Drop for Daemon {
@@ -572,18 +600,13 @@ async fn daemon_tells_systemd_it_is_ready_and_when_it_runs_next() {
 async fn daemon_serves_metrics_health_and_readiness_that_change_after_a_run() {
     let opts = options(2);
     let sim = Simulator::start(opts.clone()).await.unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let setup = setup_with_sink(
         &sim,
         &opts,
-        &format!("{SINK_AND_CLIENT}\n[schedule]\ncron = \"*/2 * * * * *\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+        &format!("{SINK_AND_CLIENT}\n[schedule]\ncron = \"*/2 * * * * *\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n"),
     );
     let mut daemon = Daemon::start(&setup.config, setup.dir.path());
-    let base = format!("http://127.0.0.1:{port}");
+    let base = daemon.metrics_base().await;
     let http = reqwest::Client::new();
     let get = |path: &'static str| {
         let http = http.clone();
