@@ -16,6 +16,9 @@ pub struct Storage {
     pub id: Box<str>,
     pub name: Box<str>,
     pub region: Box<str>,
+    /// [`region_code`](super::formats::region_code) of `region`, found once
+    /// per storage rather than twice per credential in every render.
+    pub region_code: &'static str,
     pub s3_url: Box<str>,
 }
 
@@ -25,6 +28,7 @@ impl Storage {
             id: id.into(),
             name: name.into(),
             region: region.into(),
+            region_code: super::formats::region_code(region),
             s3_url: s3_url.into(),
         })
     }
@@ -422,7 +426,7 @@ struct CredentialView<'a> {
     credential_id: i64,
     access_key: &'a str,
     secret_key: &'a str,
-    rotated_at: Option<String>,
+    rotated_at: Option<crate::json_time::Rfc3339>,
 }
 
 impl serde::Serialize for JsonView<'_> {
@@ -443,10 +447,7 @@ impl serde::Serialize for JsonView<'_> {
                         credential_id: c.credential_id,
                         access_key: c.access_key(),
                         secret_key: c.keys.expose_secret(),
-                        rotated_at: c
-                            .rotated_at
-                            .get()
-                            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                        rotated_at: c.rotated_at.get().map(crate::json_time::Rfc3339),
                     })?;
                 }
                 seq.end()
