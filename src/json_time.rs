@@ -82,7 +82,10 @@ mod tests {
     #[test]
     fn written_in_place_as_formatted() {
         let mut at = Utc.with_ymd_and_hms(-3, 1, 1, 0, 0, 0).unwrap().timestamp();
-        let last = Utc.with_ymd_and_hms(10_002, 1, 1, 0, 0, 0).unwrap().timestamp();
+        let last = Utc
+            .with_ymd_and_hms(10_002, 1, 1, 0, 0, 0)
+            .unwrap()
+            .timestamp();
         // Steps that are prime in seconds, so every field takes many values.
         while at < last {
             let t = DateTime::from_timestamp(at, 0).unwrap();
