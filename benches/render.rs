@@ -1,5 +1,7 @@
 //! Render benchmark: how long an aggregate file sink takes to render every
-//! credential of a large account, in each format that lists them all.
+//! credential of a large account, in each format that lists them all, and
+//! a template sink whose template loops over them all (an `aws-credentials`
+//! file without its comments).
 //!
 //! ```sh
 //! cargo bench --bench render                    # 10,000 users x 3 credentials, 20 renders each
@@ -20,6 +22,7 @@ use contabo_rotator::sinks::formats;
 use contabo_rotator::sinks::snapshot::{
     group, Keys, RotatedAt, Snapshot, SnapshotCredential, Storage,
 };
+use contabo_rotator::sinks::template::{Context, Template};
 use sha2::Digest;
 
 /// Counts and hashes what is written, as a sink's fingerprint does.
@@ -85,7 +88,7 @@ fn snapshot(users: usize) -> Snapshot {
     }
 }
 
-type Render = fn(&Snapshot, &mut dyn Write) -> std::io::Result<()>;
+type Render<'a> = Box<dyn Fn(&Snapshot, &mut dyn Write) -> std::io::Result<()> + 'a>;
 
 fn main() {
     let mut users = 10_000;
@@ -109,14 +112,45 @@ fn main() {
     println!("{} credentials, {renders} renders each", snapshot.count());
     println!("| format | median | fastest | bytes |");
     println!("| --- | --- | --- | --- |");
-    let formats: [(&str, Render); 3] = [
-        ("aws-credentials", |s, out| {
-            formats::write_aws_credentials(s, out).map_err(|e| std::io::Error::other(e.to_string()))
-        }),
-        ("aws-config", |s, out| {
-            formats::write_aws_config(s, out).map_err(|e| std::io::Error::other(e.to_string()))
-        }),
-        ("json", |s, out| s.write_json(out)),
+    // A template sink holding every credential, written like the
+    // aws-credentials format.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let source = dir.path().join("credentials.j2");
+    std::fs::write(
+        &source,
+        "{% for c in object_storage_credentials %}\
+         [{{ c | aws_profile }}]\n\
+         aws_access_key_id = {{ c.access_key | ini_value }}\n\
+         aws_secret_access_key = {{ c.secret_key | ini_value }}\n\
+         region = {{ c.region | region_code }}\n\n\
+         {% endfor %}",
+    )
+    .expect("the template is written");
+    let template = Template::compile(&source).expect("the template compiles");
+    let redactor = snapshot.redactor();
+    let formats: [(&str, Render); 4] = [
+        (
+            "aws-credentials",
+            Box::new(|s, out| {
+                formats::write_aws_credentials(s, out)
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            }),
+        ),
+        (
+            "aws-config",
+            Box::new(|s, out| {
+                formats::write_aws_config(s, out).map_err(|e| std::io::Error::other(e.to_string()))
+            }),
+        ),
+        ("json", Box::new(|s, out| s.write_json(out))),
+        (
+            "template",
+            Box::new(|s, out| {
+                template
+                    .render_into(&Context::new(s), out, &redactor)
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            }),
+        ),
     ];
     for (name, render) in formats {
         let mut times: Vec<Duration> = Vec::with_capacity(renders);

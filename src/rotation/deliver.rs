@@ -746,11 +746,12 @@ fn render(sink: &SinkSettings, snapshot: &Snapshot) -> Result<(), String> {
         SinkSettings::File(f) => file::check_renders(f.format, &snapshot.select(&f.select)),
         SinkSettings::Template(t) => t
             .compiled
-            .render(
-                &snapshot.select(&t.select),
+            .render_into(
+                &crate::sinks::template::Context::new(&snapshot.select(&t.select)),
+                &mut std::io::sink(),
                 &crate::sinks::LazyRedactor::new(snapshot),
             )
-            .map(drop),
+            .map_err(|e| e.to_string()),
         SinkSettings::Webhook(_) => Ok(()),
     };
     result.map_err(|detail| format!("{}: cannot be rendered: {detail}", sink.describe()))
