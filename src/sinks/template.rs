@@ -174,7 +174,8 @@ impl Template {
         }
     }
 
-    /// [`Template::render_into`] a string (tests and previews).
+    /// [`Template::render_into`] a string.
+    #[cfg(test)]
     pub fn render(
         &self,
         selected: &Snapshot,
