@@ -56,7 +56,7 @@ use std::time::Duration;
 
 use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Value};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, UndefinedBehavior};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use super::formats::{self, Unquotable};
 use super::write::{self, RenderError, Target};
@@ -180,12 +180,12 @@ impl Template {
         &self,
         selected: &Snapshot,
         redactor: &dyn Redact,
-    ) -> Result<SecretString, String> {
+    ) -> Result<secrecy::SecretString, String> {
         let mut out = Vec::new();
         self.render_into(&Context::new(selected), &mut out, redactor)
             .map_err(|e| e.to_string())?;
         String::from_utf8(out)
-            .map(SecretString::from)
+            .map(secrecy::SecretString::from)
             .map_err(|_| format!("{}: the output is not UTF-8", self.name))
     }
 
@@ -506,7 +506,7 @@ fn credential(state: &State, kwargs: Kwargs) -> Result<Value, Error> {
 mod tests {
     use super::*;
     use crate::sinks::snapshot::tests::credential as cred;
-    use secrecy::ExposeSecret;
+    use secrecy::{ExposeSecret, SecretString};
 
     fn compile(source: &str) -> Result<Template, String> {
         let dir = tempfile::tempdir().unwrap();
