@@ -274,6 +274,16 @@ impl fmt::Debug for Credentials {
     }
 }
 
+impl Credentials {
+    /// The value of credential `index` of group `group`.
+    fn item(&self, group: usize, index: usize) -> Value {
+        Value::from_object(Credential {
+            group: self.groups[group].clone(),
+            index,
+        })
+    }
+}
+
 impl Object for Credentials {
     fn repr(self: &Arc<Self>) -> ObjectRepr {
         ObjectRepr::Seq
@@ -282,10 +292,7 @@ impl Object for Credentials {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         let index = key.as_usize().filter(|i| *i < self.count)?;
         let group = self.starts.partition_point(|start| *start <= index) - 1;
-        Some(Value::from_object(Credential {
-            group: self.groups[group].clone(),
-            index: index - self.starts[group],
-        }))
+        Some(self.item(group, index - self.starts[group]))
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
@@ -464,26 +471,51 @@ fn credential(state: &State, kwargs: Kwargs) -> Result<Value, Error> {
     let list = state
         .lookup("object_storage_credentials")
         .ok_or_else(|| Error::new(ErrorKind::UndefinedError, "object_storage_credentials"))?;
-    let text = |c: &Value, field: &str| -> String {
-        c.get_attr(field)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
+    let matches = |email: &str, region_name: &str, storage_id: &str, storage_name: &str| {
+        user.as_ref().is_none_or(|u| u.eq_ignore_ascii_case(email))
+            && region.as_ref().is_none_or(|r| {
+                r.eq_ignore_ascii_case(region_name)
+                    || r.eq_ignore_ascii_case(formats::region_code(region_name))
+            })
+            && storage
+                .as_ref()
+                .is_none_or(|s| s == storage_id || s == storage_name)
     };
     let mut found = Vec::new();
-    for c in list.try_iter()? {
-        let user_ok = user
-            .as_ref()
-            .is_none_or(|u| u.eq_ignore_ascii_case(&text(&c, "user_email")));
-        let region_ok = region.as_ref().is_none_or(|r| {
-            let name = text(&c, "region");
-            r.eq_ignore_ascii_case(&name) || r.eq_ignore_ascii_case(formats::region_code(&name))
-        });
-        let storage_ok = storage.as_ref().is_none_or(|s| {
-            *s == text(&c, "object_storage_id") || *s == text(&c, "object_storage_name")
-        });
-        if user_ok && region_ok && storage_ok {
-            found.push(c);
+    if let Some(credentials) = list.downcast_object::<Credentials>() {
+        // The context's own list: its credentials are read in place, not
+        // made into values one by one.
+        for (group, values) in credentials.groups.iter().enumerate() {
+            for (index, c) in values.iter().enumerate() {
+                if matches(
+                    &c.user_email,
+                    &c.storage.region,
+                    &c.storage.id,
+                    &c.storage.name,
+                ) {
+                    found.push(credentials.item(group, index));
+                }
+            }
+        }
+    } else {
+        // A list the template set itself.
+        let text = |c: &Value, field: &str| -> String {
+            c.get_attr(field)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        };
+        for c in list.try_iter()? {
+            let fields = [
+                "user_email",
+                "region",
+                "object_storage_id",
+                "object_storage_name",
+            ];
+            let [email, region_name, storage_id, storage_name] = fields.map(|f| text(&c, f));
+            if matches(&email, &region_name, &storage_id, &storage_name) {
+                found.push(c);
+            }
         }
     }
     match found.len() {
@@ -661,6 +693,10 @@ mod tests {
             "{{ object_storage_credentials[1:3] | map(attribute='user_email') | list }}",
             "{{ object_storage_credentials[0] == object_storage_credentials[0] }}",
             "{{ credential(user='ZED@example.com').s3_url }} {{ credential(region='sin') | aws_profile }}",
+            "{{ credential(region='EU', object_storage='storage-9').secret_key }}",
+            "{{ credential(object_storage='Object Storage 8').user_id }}",
+            // A list the template set itself.
+            "{% set object_storage_credentials = object_storage_credentials | selectattr('region', 'equalto', 'European Union') | list %}{{ credential(user='OPS@example.com').credential_id }}",
             "{{ client | tojson }}{{ client.client_id }}",
             "{% if client is defined %}yes{% else %}no{% endif %}",
             "{{ object_storage_credentials[0].nope }}",
