@@ -50,6 +50,9 @@
 //! fresh state directory builds them as it goes). Requests, probes and
 //! webhook POSTs are those of the measured pass.
 //!
+//! **A template sink.** `SWEEP_TEMPLATE=1` makes the second file sink a
+//! template sink that writes the same profiles as `aws-credentials`.
+//!
 //! `SWEEP_WRAPPER="valgrind --tool=massif --massif-out-file=/tmp/m.out"`
 //! runs the binary under a profiler (the figures then measure the profiler).
 //!
@@ -209,10 +212,7 @@ type = "file"
 path = "{root}/out/contabo.json"
 format = "json"
 
-[[sinks]]
-type = "file"
-path = "{root}/out/credentials"
-format = "aws-credentials"
+{credentials_sink}
 
 [[sinks]]
 type = "webhook"
@@ -227,6 +227,7 @@ signing_secret = "whsec_c3dlZXAtYmVuY2htYXJrLXNpZ25pbmcta2V5LTAxMjM0NTY3"
         rps = at.requests_per_second(),
         root = dir.display(),
         verify = std::env::var("SWEEP_VERIFY").unwrap_or_else(|_| "s3".to_owned()),
+        credentials_sink = credentials_sink(dir),
         client_secret = if mixed_faults_on() {
             "\n[client_secret]\nrotate = true\n"
         } else {
@@ -236,6 +237,32 @@ signing_secret = "whsec_c3dlZXAtYmVuY2htYXJrLXNpZ25pbmcta2V5LTAxMjM0NTY3"
     let path = dir.join("config.toml");
     write_private(&path, &text);
     path
+}
+
+/// The second file sink: the `aws-credentials` format, or with
+/// `SWEEP_TEMPLATE=1` a template sink that writes the same profiles (its
+/// template is written beside the configuration).
+fn credentials_sink(dir: &Path) -> String {
+    if std::env::var_os("SWEEP_TEMPLATE").is_none() {
+        return format!(
+            "[[sinks]]\ntype = \"file\"\npath = \"{}/out/credentials\"\nformat = \"aws-credentials\"\n",
+            dir.display()
+        );
+    }
+    let template = dir.join("credentials.j2");
+    write_private(
+        &template,
+        "{% for c in object_storage_credentials %}\n\
+         [{{ c | aws_profile }}]\n\
+         aws_access_key_id = {{ c.access_key | ini_value }}\n\
+         aws_secret_access_key = {{ c.secret_key | ini_value }}\n\n\
+         {% endfor %}\n",
+    );
+    format!(
+        "[[sinks]]\ntype = \"template\"\ntemplate = \"{}\"\npath = \"{}/out/credentials\"\n",
+        template.display(),
+        dir.display()
+    )
 }
 
 /// `SWEEP_FAULTS=mixed`: the fault suite's mix on every call (the
