@@ -478,16 +478,16 @@ fn credential(state: &State, kwargs: Kwargs) -> Result<Value, Error> {
     let list = state
         .lookup("object_storage_credentials")
         .ok_or_else(|| Error::new(ErrorKind::UndefinedError, "object_storage_credentials"))?;
-    let matches = |email: &str, region_name: &str, storage_id: &str, storage_name: &str| {
-        user.as_ref().is_none_or(|u| u.eq_ignore_ascii_case(email))
-            && region.as_ref().is_none_or(|r| {
-                r.eq_ignore_ascii_case(region_name)
-                    || r.eq_ignore_ascii_case(formats::region_code(region_name))
-            })
-            && storage
-                .as_ref()
-                .is_none_or(|s| s == storage_id || s == storage_name)
-    };
+    let matches =
+        |email: &str, [region_name, code]: [&str; 2], storage_id: &str, storage_name: &str| {
+            user.as_ref().is_none_or(|u| u.eq_ignore_ascii_case(email))
+                && region.as_ref().is_none_or(|r| {
+                    r.eq_ignore_ascii_case(region_name) || r.eq_ignore_ascii_case(code)
+                })
+                && storage
+                    .as_ref()
+                    .is_none_or(|s| s == storage_id || s == storage_name)
+        };
     let mut found = Vec::new();
     if let Some(credentials) = list.downcast_object::<Credentials>() {
         // The context's own list: its credentials are read in place, not
@@ -496,7 +496,7 @@ fn credential(state: &State, kwargs: Kwargs) -> Result<Value, Error> {
             for (index, c) in values.iter().enumerate() {
                 if matches(
                     &c.user_email,
-                    &c.storage.region,
+                    [&c.storage.region, c.storage.region_code],
                     &c.storage.id,
                     &c.storage.name,
                 ) {
@@ -520,7 +520,8 @@ fn credential(state: &State, kwargs: Kwargs) -> Result<Value, Error> {
                 "object_storage_name",
             ];
             let [email, region_name, storage_id, storage_name] = fields.map(|f| text(&c, f));
-            if matches(&email, &region_name, &storage_id, &storage_name) {
+            let code = formats::region_code(&region_name);
+            if matches(&email, [&region_name, code], &storage_id, &storage_name) {
                 found.push(c);
             }
         }
