@@ -58,7 +58,7 @@ impl serde::Serialize for Rfc3339 {
 
 /// For `#[serde(serialize_with = "crate::json_time::serialize")]`.
 pub fn serialize<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format(*t))
+    serde::Serialize::serialize(&Rfc3339(*t), s)
 }
 
 /// [`format`] of an optional time (`null` when absent), as a JSON value.

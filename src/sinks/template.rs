@@ -158,19 +158,18 @@ impl Template {
         out: &mut dyn std::io::Write,
         redactor: &dyn Redact,
     ) -> Result<(), RenderError> {
+        let redacted = |e: &Error| redactor.redact(&describe_error(&self.name, e));
         let template = self
             .env
             .get_template(&self.name)
-            .map_err(|e| RenderError::Content(redactor.redact(&describe_error(&self.name, &e))))?;
+            .map_err(|e| RenderError::Content(redacted(&e)))?;
         match template.render_captured_to(context.0.clone(), out) {
             Ok(_) => Ok(()),
             // The writer failed (the disk, not the template).
-            Err(e) if e.kind() == ErrorKind::WriteFailure => Err(RenderError::Io(
-                std::io::Error::other(redactor.redact(&describe_error(&self.name, &e))),
-            )),
-            Err(e) => Err(RenderError::Content(
-                redactor.redact(&describe_error(&self.name, &e)),
-            )),
+            Err(e) if e.kind() == ErrorKind::WriteFailure => {
+                Err(RenderError::Io(std::io::Error::other(redacted(&e))))
+            }
+            Err(e) => Err(RenderError::Content(redacted(&e))),
         }
     }
 
