@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod contabo;
 pub mod crash;
+pub mod dirfd;
 pub mod globs;
 pub mod inventory;
 pub mod json_time;

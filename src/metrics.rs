@@ -474,7 +474,15 @@ impl Metrics {
     /// textfile collector never reads half a file), mode 0644: the series
     /// hold no secret.
     pub fn write_textfile(&self, path: &Path) -> Result<(), crate::state::StateError> {
-        crate::state::write_atomic(path, self.encode_textfile().as_bytes(), 0o644)
+        use crate::dirfd::{Dir, Perms, Trusted};
+        let text = self.encode_textfile();
+        Dir::walk_parent(path, &Trusted::with_owner(None))
+            .and_then(|(dir, name)| {
+                dir.replace(name, Perms::mode(0o644), |file| {
+                    std::io::Write::write_all(file, text.as_bytes())
+                })
+            })
+            .map_err(|e| crate::state::StateError::io("write", path, e))
     }
 
     /// What `/readyz` answers.

@@ -5,11 +5,18 @@
 //!   content together with its `mode`, `owner` and `group`. When it equals
 //!   the version last delivered and the file exists, nothing is done: the
 //!   file keeps its mtime and `on_change` does not run.
+//! * **Only where it was asked to.** The target's directory is opened once
+//!   per write by walking its path one component at a time
+//!   ([`Dir::walk`]): a component that anyone but root, the daemon's user
+//!   and the sink's `owner` could replace (a symlinked `~/.aws` planted by
+//!   another user, a directory in a shared one) fails the sink, naming the
+//!   component. Everything after that is relative to the directory's
+//!   handle, so swapping a component mid-write cannot move the write.
 //! * **Atomic, never readable by others.** The file is replaced through
-//!   [`write_atomic_with`]: a temp file beside the target is created with
-//!   `mode` (default 0600), then given `owner`/`group` (`fchown`) before
-//!   its first byte is written, fsync'd and renamed over the target. A
-//!   failed write leaves the old file as it was; a temp file left by a
+//!   [`Dir::replace`]: a temp file beside the target is created with mode
+//!   0600, given `owner`/`group` (`fchown`), then `mode` (default 0600),
+//!   before its first byte is written, fsync'd and renamed over the target.
+//!   A failed write leaves the old file as it was; a temp file left by a
 //!   process killed mid-write is removed at the sink's next delivery.
 //!   `owner` and `group` are names or numeric ids, resolved at each write;
 //!   without them the file belongs to the daemon's user and group.
@@ -27,7 +34,7 @@
 //!   engine forgets the sink's delivered version and the next run writes
 //!   the file again and runs `on_change` again, whatever the content.
 
-use std::fs;
+use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
 use std::process::Stdio;
@@ -38,7 +45,8 @@ use secrecy::zeroize::{Zeroize, Zeroizing};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{Redact, SinkError};
-use crate::state::{remove_stale_temp_files, write_atomic_from, StateDir};
+use crate::dirfd::{Dir, Perms, Trusted};
+use crate::state::StateDir;
 
 /// The name of the empty file a health check creates and removes.
 const PROBE_PREFIX: &str = ".contabo-rotator-check-";
@@ -111,12 +119,6 @@ pub(crate) async fn deliver(
     delivered: Option<&str>,
     redactor: &dyn Redact,
 ) -> Result<Option<String>, SinkError> {
-    // A write killed before its rename left a temp file (holding a secret)
-    // beside the target; nothing else would ever remove it. A directory
-    // that cannot be listed is reported by the write below.
-    if let Ok(removed @ 1..) = remove_stale_temp_files(target.path) {
-        tracing::info!(sink = %target.name, removed, "Removed temp files left by an interrupted write.");
-    }
     // Rendering and writing megabytes is CPU and disk work: off the
     // runtime's worker, so the pass's other tasks keep running.
     let Some(version) = blocking(|| write_file(target, render, state, delivered))? else {
@@ -142,18 +144,33 @@ fn write_file(
     state: &StateDir,
     delivered: Option<&str>,
 ) -> Result<Option<String>, SinkError> {
+    let (uid, gid) = owner_ids(target)?;
+    let (dir, name) = Dir::walk_parent(target.path, &Trusted::with_owner(uid))
+        .map_err(|e| write_error(target, e.to_string()))?;
+    // A write killed before its rename left a temp file (holding a secret)
+    // beside the target; nothing else would ever remove it. A directory
+    // that cannot be listed is reported by the write below.
+    if let Ok(removed @ 1..) = dir.remove_temps_where(|t| t == name) {
+        tracing::info!(sink = %target.name, removed, "Removed temp files left by an interrupted write.");
+    }
+    let perms = Perms {
+        mode: target.mode,
+        uid,
+        gid,
+    };
+    let file = File { dir, name, perms };
     if target.expect_change {
-        return write_once(target, render, state, delivered);
+        return write_once(target, &file, render, state, delivered);
     }
     let version = version(target, render, state).map_err(|err| SinkError::Content {
         sink: target.name.clone(),
         detail: err.to_string(),
     })?;
-    if delivered == Some(version.as_str()) && target.path.exists() {
+    if delivered == Some(version.as_str()) && file.exists() {
         return Ok(None);
     }
-    let (uid, gid) = owner_ids(target)?;
     let body = |file: &mut std::fs::File| {
+        crate::crash::point("sink-temp-created");
         let mut out = SecretBuf::new(file);
         render(&mut out).map_err(|err| match err {
             RenderError::Io(e) => e,
@@ -162,14 +179,31 @@ fn write_file(
         })?;
         io::Write::flush(&mut out)
     };
-    write_atomic_from(
-        target.path,
-        target.mode,
-        |file| prepare(file, uid, gid),
-        body,
-    )
-    .map_err(|e| write_error(target, e.to_string()))?;
+    file.replace(body)
+        .map_err(|e| write_error(target, e.to_string()))?;
     Ok(Some(version))
+}
+
+/// The file a sink writes, reached through its directory's handle.
+struct File<'a> {
+    dir: Dir,
+    name: &'a OsStr,
+    perms: Perms,
+}
+
+impl File<'_> {
+    /// Whether the target exists (a symlink there counts: it is replaced).
+    fn exists(&self) -> bool {
+        matches!(self.dir.stat(self.name), Ok(Some(_)))
+    }
+
+    /// [`Dir::replace`] of the target; the error names the target's path.
+    fn replace(&self, body: impl FnOnce(&mut std::fs::File) -> io::Result<()>) -> io::Result<()> {
+        self.dir.replace(self.name, self.perms, body).map_err(|e| {
+            let path = self.dir.shown(self.name);
+            io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
+        })
+    }
 }
 
 /// A failed write of `target`'s file.
@@ -181,24 +215,10 @@ fn write_error(target: &Target<'_>, detail: String) -> SinkError {
 }
 
 /// `target`'s `owner` and `group` as ids, resolved at each write.
-fn owner_ids(target: &Target<'_>) -> Result<(Option<Uid>, Option<Gid>), SinkError> {
+fn owner_ids(target: &Target<'_>) -> Result<(Option<u32>, Option<u32>), SinkError> {
     let uid = resolve_owner(target.owner).map_err(|d| write_error(target, d))?;
     let gid = resolve_group(target.group).map_err(|d| write_error(target, d))?;
-    Ok((uid, gid))
-}
-
-/// Gives the new temp file its owner and group before its first byte.
-fn prepare(file: &std::fs::File, uid: Option<Uid>, gid: Option<Gid>) -> io::Result<()> {
-    crate::crash::point("sink-temp-created");
-    if uid.is_none() && gid.is_none() {
-        return Ok(());
-    }
-    std::os::unix::fs::fchown(file, uid.map(Uid::as_raw), gid.map(Gid::as_raw)).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot give the new file its owner and group: {e}"),
-        )
-    })
+    Ok((uid.map(Uid::as_raw), gid.map(Gid::as_raw)))
 }
 
 /// [`write_file`] for content expected to have changed: one render, into
@@ -211,6 +231,7 @@ fn prepare(file: &std::fs::File, uid: Option<Uid>, gid: Option<Gid>) -> io::Resu
 /// error likewise leaves the file untouched (only the temp file existed).
 fn write_once(
     target: &Target<'_>,
+    file: &File<'_>,
     render: &Render<'_>,
     state: &StateDir,
     delivered: Option<&str>,
@@ -221,12 +242,13 @@ fn write_once(
         Unchanged,
         Content(String),
     }
-    let (uid, gid) = owner_ids(target)?;
     let mut found = None;
-    let body = |file: &mut std::fs::File| {
+    let exists = file.exists();
+    let body = |out_file: &mut std::fs::File| {
+        crate::crash::point("sink-temp-created");
         let mut fingerprint = state.fingerprint_writer();
         let mut out = SecretBuf::new(Tee {
-            file,
+            file: out_file,
             fingerprint: &mut fingerprint,
         });
         match render(&mut out) {
@@ -239,19 +261,14 @@ fn write_once(
         }
         drop(out);
         let version = fingerprint.finish(metadata(target).as_bytes()).text();
-        if delivered == Some(version.as_str()) && target.path.exists() {
+        if delivered == Some(version.as_str()) && exists {
             found = Some(Found::Unchanged);
             return Err(io::Error::other("the content is unchanged"));
         }
         found = Some(Found::Version(version));
         Ok(())
     };
-    let written = write_atomic_from(
-        target.path,
-        target.mode,
-        |file| prepare(file, uid, gid),
-        body,
-    );
+    let written = file.replace(body);
     match (written, found) {
         (Ok(()), Some(Found::Version(version))) => Ok(Some(version)),
         (Err(_), Some(Found::Unchanged)) => Ok(None),
@@ -391,44 +408,37 @@ pub(crate) fn healthcheck(target: &Target<'_>) -> Result<(), SinkError> {
         sink: target.name.clone(),
         detail,
     };
-    let dir = match target.path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    match fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => {}
-        Ok(_) => return Err(fail(format!("{} is not a directory", dir.display()))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(fail(format!(
-                "parent directory {} does not exist",
-                dir.display()
-            )))
+    let uid = resolve_owner(target.owner).map_err(fail)?;
+    resolve_group(target.group).map_err(fail)?;
+    let trusted = Trusted::with_owner(uid.map(Uid::as_raw));
+    let (dir, name) = Dir::walk_parent(target.path, &trusted).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            fail(format!("parent directory missing: {e}"))
+        } else {
+            fail(e.to_string())
         }
-        Err(e) => return Err(fail(format!("cannot reach {}: {e}", dir.display()))),
-    }
-    if target.path.is_dir() {
+    })?;
+    let is_dir = |stat: rustix::fs::Stat| {
+        rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory
+    };
+    if matches!(dir.stat(name), Ok(Some(stat)) if is_dir(stat)) {
         return Err(fail(format!("{} is a directory", target.path.display())));
     }
     // A process killed between creating its probe and removing it left
     // one behind (empty, never a secret): nothing else would remove it.
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(PROBE_PREFIX)
-            {
-                let _ = fs::remove_file(entry.path());
-            }
+    for stale in dir.names().unwrap_or_default() {
+        if stale.to_string_lossy().starts_with(PROBE_PREFIX) {
+            let _ = dir.remove(&stale);
         }
     }
-    tempfile::Builder::new()
-        .prefix(PROBE_PREFIX)
-        .tempfile_in(dir)
-        .and_then(|probe| probe.close())
-        .map_err(|e| fail(format!("cannot create a file in {}: {e}", dir.display())))?;
-    resolve_owner(target.owner).map_err(fail)?;
-    resolve_group(target.group).map_err(fail)?;
+    let probe = format!("{PROBE_PREFIX}{:016x}", rand::random::<u64>());
+    let flags = rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::EXCL;
+    dir.open(OsStr::new(&probe), flags, 0o600)
+        .and_then(|_| dir.remove(OsStr::new(&probe)))
+        .map_err(|e| {
+            let shown = dir.path().display();
+            fail(format!("cannot create a file in {shown}: {e}"))
+        })?;
     Ok(())
 }
 
@@ -526,6 +536,7 @@ async fn read_limited(stream: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::sinks::Snapshot;
+    use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn target<'a>(path: &'a Path, on_change: Option<&'a [String]>) -> Target<'a> {
@@ -837,7 +848,10 @@ mod tests {
         assert_eq!(leftovers, 0, "the probe file is removed");
         let missing = dir.path().join("nope/out.json");
         let err = healthcheck(&target(&missing, None)).unwrap_err();
-        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert!(
+            err.to_string().contains("parent directory missing"),
+            "{err}"
+        );
         fs::write(dir.path().join("file"), "").unwrap();
         let under_file = dir.path().join("file/out.json");
         let err = healthcheck(&target(&under_file, None)).unwrap_err();

@@ -15,17 +15,19 @@
 //! race with nobody; a reader following the file by name (`tail -F`, log
 //! shippers) moves on to the new file. A batch is never split across files.
 
-use std::fs::{File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+
+use rustix::fs::OFlags;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::fs::sync_dir;
+use super::fs::open_file;
 use super::{StateDir, StateError};
+use crate::dirfd::Dir;
 
 /// One line of `audit.log`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -138,11 +140,12 @@ impl StateDir {
         keep: u32,
         sync: bool,
     ) -> Result<(), StateError> {
-        let path = self.path().join(super::AUDIT_FILE);
+        let dir = self.handle();
+        let path = dir.shown(OsStr::new(super::AUDIT_FILE));
         if lines.is_empty() {
             if sync {
                 // Earlier appends may not be on disk yet.
-                match OpenOptions::new().append(true).open(&path) {
+                match open_file(dir, super::AUDIT_FILE, APPEND, 0o600) {
                     Ok(file) => {
                         file.sync_data()
                             .map_err(|e| StateError::io("sync", &path, e))?;
@@ -153,25 +156,25 @@ impl StateDir {
             }
             return Ok(());
         }
-        let size = match std::fs::metadata(&path) {
-            Ok(meta) => meta.len(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        let size = match dir.stat(OsStr::new(super::AUDIT_FILE)) {
+            Ok(stat) => stat.map_or(0, |s| s.st_size as u64),
             Err(e) => return Err(StateError::io("read", &path, e)),
         };
         if size > 0 && size + lines.len() as u64 > max_bytes {
             // Unsynced appends go to disk before the file is renamed.
-            let (file, _) = open_append(&path)?;
+            let (file, _) = open_append(dir)?;
             file.sync_data()
                 .map_err(|e| StateError::io("sync", &path, e))?;
-            rotate(self.path(), &path, keep)?;
+            rotate(dir, keep)?;
         }
-        let (mut file, created) = open_append(&path)?;
+        let (mut file, created) = open_append(dir)?;
         file.write_all(lines)
             .and_then(|()| if sync { file.sync_data() } else { Ok(()) })
             .map_err(|e| StateError::io("append to", &path, e))?;
         if created {
             // The new directory entry must survive a crash as well.
-            sync_dir(self.path())?;
+            dir.sync()
+                .map_err(|e| StateError::io("sync directory", dir.path(), e))?;
         }
         Ok(())
     }
@@ -179,28 +182,31 @@ impl StateDir {
 
 /// Opens the log for appending, creating it (0600) if needed; says whether
 /// it was created.
-fn open_append(path: &Path) -> Result<(File, bool), StateError> {
+fn open_append(dir: &Dir) -> Result<(File, bool), StateError> {
+    let path = dir.shown(OsStr::new(super::AUDIT_FILE));
     let open = |create: bool| {
-        OpenOptions::new()
-            .append(true)
-            .create_new(create)
-            .mode(0o600)
-            .open(path)
+        let flags = if create {
+            APPEND | OFlags::CREATE | OFlags::EXCL
+        } else {
+            APPEND
+        };
+        open_file(dir, super::AUDIT_FILE, flags, 0o600)
     };
     match open(false) {
         Ok(file) => Ok((file, false)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => open(true)
             .map(|file| (file, true))
-            .map_err(|e| StateError::io("create", path, e)),
-        Err(e) => Err(StateError::io("open", path, e)),
+            .map_err(|e| StateError::io("create", &path, e)),
+        Err(e) => Err(StateError::io("open", &path, e)),
     }
 }
 
 /// Ends a torn last line (from a crash mid-append) with a newline, so the
 /// next event is not glued to it. Called at open, under the lock.
-pub(crate) fn repair_tail(dir: &Path) -> Result<(), StateError> {
-    let path = dir.join(super::AUDIT_FILE);
-    let mut file = match OpenOptions::new().read(true).append(true).open(&path) {
+pub(crate) fn repair_tail(dir: &Dir) -> Result<(), StateError> {
+    let path = dir.shown(OsStr::new(super::AUDIT_FILE));
+    let flags = OFlags::RDWR | OFlags::APPEND;
+    let mut file = match open_file(dir, super::AUDIT_FILE, flags, 0o600) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(StateError::io("open", &path, e)),
@@ -222,22 +228,28 @@ pub(crate) fn repair_tail(dir: &Path) -> Result<(), StateError> {
 }
 /// `audit.log.{keep-1}` → `.{keep}` (the old `.{keep}` is replaced), …,
 /// `audit.log` → `audit.log.1`.
-fn rotate(dir: &Path, path: &Path, keep: u32) -> Result<(), StateError> {
-    let numbered = |n: u32| dir.join(format!("{}.{n}", super::AUDIT_FILE));
+fn rotate(dir: &Dir, keep: u32) -> Result<(), StateError> {
+    let current = OsStr::new(super::AUDIT_FILE);
+    let numbered = |n: u32| std::ffi::OsString::from(format!("{}.{n}", super::AUDIT_FILE));
     for n in (1..keep).rev() {
-        match std::fs::rename(numbered(n), numbered(n + 1)) {
+        match dir.rename(&numbered(n), &numbered(n + 1)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StateError::io("rotate", &numbered(n), e)),
+            Err(e) => return Err(StateError::io("rotate", &dir.shown(&numbered(n)), e)),
         }
     }
-    if keep == 0 {
-        std::fs::remove_file(path).map_err(|e| StateError::io("rotate", path, e))?;
+    let rotated = if keep == 0 {
+        dir.remove(current)
     } else {
-        std::fs::rename(path, numbered(1)).map_err(|e| StateError::io("rotate", path, e))?;
-    }
-    sync_dir(dir)
+        dir.rename(current, &numbered(1))
+    };
+    rotated.map_err(|e| StateError::io("rotate", &dir.shown(current), e))?;
+    dir.sync()
+        .map_err(|e| StateError::io("sync directory", dir.path(), e))
 }
+
+/// Appending writes, as the log is always opened.
+const APPEND: OFlags = OFlags::WRONLY.union(OFlags::APPEND);
 
 #[cfg(test)]
 mod tests {

@@ -32,6 +32,11 @@ pub enum StateError {
     #[error("state file {} is corrupt: {detail}; {}", .path.display(), advice(.path))]
     Corrupt { path: PathBuf, detail: String },
 
+    /// The state directory is not closed to other users: it does not
+    /// belong to the daemon's user, or group or others can write it.
+    #[error("refusing the state directory {}: {detail}", .dir.display())]
+    Unsafe { dir: PathBuf, detail: String },
+
     /// A file holding a secret (or the fingerprint key) is accessible to
     /// group or others, so it is refused rather than used.
     #[error(

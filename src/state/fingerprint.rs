@@ -8,7 +8,6 @@
 //! state directory; a different directory (key) gives a different one.
 
 use std::fmt;
-use std::path::Path;
 
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -18,6 +17,7 @@ use sha2::Sha256;
 
 use super::fs::{read_private, write_atomic};
 use super::StateError;
+use crate::dirfd::Dir;
 
 /// Length of the key in `fingerprint.key`.
 const KEY_LEN: usize = 32;
@@ -104,23 +104,22 @@ impl fmt::Debug for FingerprintKey {
 impl FingerprintKey {
     /// Loads `<dir>/fingerprint.key`, creating it with fresh random bytes if
     /// absent. The caller holds the directory lock, so creation cannot race.
-    pub(crate) fn load_or_create(dir: &Path) -> Result<FingerprintKey, StateError> {
-        let path = dir.join(super::KEY_FILE);
+    pub(crate) fn load_or_create(dir: &Dir) -> Result<FingerprintKey, StateError> {
         if let Some(key) = FingerprintKey::load(dir)? {
             return Ok(key);
         }
         let mut key = [0u8; KEY_LEN];
         rand::rng().fill_bytes(&mut key);
         let created = FingerprintKey::from_bytes(key);
-        write_atomic(&path, created.0.expose_secret(), 0o600)?;
+        write_atomic(dir, super::KEY_FILE, created.0.expose_secret(), 0o600)?;
         Ok(created)
     }
 
     /// Loads `<dir>/fingerprint.key` without creating it (no lock needed):
     /// `None` when the directory has none yet.
-    pub(crate) fn load(dir: &Path) -> Result<Option<FingerprintKey>, StateError> {
-        let path = dir.join(super::KEY_FILE);
-        let Some(bytes) = read_private(&path)? else {
+    pub(crate) fn load(dir: &Dir) -> Result<Option<FingerprintKey>, StateError> {
+        let path = dir.shown(super::KEY_FILE.as_ref());
+        let Some(bytes) = read_private(dir, super::KEY_FILE)? else {
             return Ok(None);
         };
         let key: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {

@@ -17,14 +17,13 @@
 //! therefore never sent, and is ignored. [`StateDir::save_journal`] writes a
 //! fresh snapshot (compaction).
 
-use std::path::Path;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::fs::{check_version, parse_json, read_optional, write_json_atomic};
+use super::fs::{check_version, open_file, parse_json, read_optional, write_json_atomic};
 use super::{CredentialKey, Fingerprint, StateDir, StateError};
+use crate::dirfd::Dir;
 
 /// The `version` this build writes and reads.
 pub const JOURNAL_VERSION: u32 = 1;
@@ -102,29 +101,27 @@ impl Journal {
 impl StateDir {
     /// Reads `journal.json`; a missing file means nothing is in flight.
     pub fn load_journal(&self) -> Result<Journal, StateError> {
-        load(self.path())
+        load(self.handle())
     }
 
     /// Atomically replaces `journal.json` with a snapshot of `journal`.
     pub fn save_journal(&self, journal: &Journal) -> Result<(), StateError> {
-        let path = self.path().join(super::JOURNAL_FILE);
-        write_json_atomic(&path, journal, 0o600)
+        write_json_atomic(self.handle(), super::JOURNAL_FILE, journal, 0o600)
     }
 
     /// Appends operations to `journal.json` (one line each, then fsync).
     /// The file must exist (a snapshot written by [`StateDir::save_journal`]).
     pub fn append_journal(&self, ops: &[JournalOp]) -> Result<(), StateError> {
         use std::io::Write;
-        let path = self.path().join(super::JOURNAL_FILE);
+        let path = self.handle().shown(super::JOURNAL_FILE.as_ref());
         let mut text = Vec::new();
         for op in ops {
             serde_json::to_writer(&mut text, op)
                 .map_err(|e| StateError::io("encode", &path, e.into()))?;
             text.push(b'\n');
         }
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
+        let flags = rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::APPEND;
+        let mut file = open_file(self.handle(), super::JOURNAL_FILE, flags, 0o600)
             .map_err(|e| StateError::io("append", &path, e))?;
         file.write_all(&text)
             .and_then(|()| file.sync_data())
@@ -155,9 +152,9 @@ impl Journal {
 }
 
 /// Reads `<dir>/journal.json` without a [`StateDir`] (read-only views too).
-pub(crate) fn load(dir: &Path) -> Result<Journal, StateError> {
-    let path = dir.join(super::JOURNAL_FILE);
-    let Some(bytes) = read_optional(&path)? else {
+pub(crate) fn load(dir: &Dir) -> Result<Journal, StateError> {
+    let path = dir.shown(super::JOURNAL_FILE.as_ref());
+    let Some(bytes) = read_optional(dir, super::JOURNAL_FILE)? else {
         return Ok(Journal::default());
     };
     // A snapshot alone (the common case, and every file written before

@@ -34,12 +34,13 @@ mod secret_store;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use crate::dirfd::Dir;
+
 use secrecy::ExposeSecret;
 
 pub use audit::{AuditEvent, AuditKind, AuditLines};
 pub use error::StateError;
 pub use fingerprint::{Fingerprint, FingerprintWriter};
-pub use fs::{remove_stale_temp_files, write_atomic, write_atomic_from, write_atomic_with};
 pub use journal::{Intent, IntentKind, Journal, JournalOp, JOURNAL_VERSION};
 pub use outbox::{EventData, Outbox, OutboxEvent, OutboxQueue, SecretSource, OUTBOX_VERSION};
 pub use records::{
@@ -63,7 +64,7 @@ const KEY_FILE: &str = "fingerprint.key";
 /// An open, locked state directory. Dropping it releases the lock.
 #[derive(Debug)]
 pub struct StateDir {
-    dir: PathBuf,
+    dir: Dir,
     /// Held only for its lock, which lasts as long as this handle is open.
     _lock: File,
     /// Keys every [`Fingerprint`] made through [`StateDir::fingerprint`].
@@ -94,8 +95,9 @@ impl StateDir {
     /// Fails with [`StateError::Locked`] if another process holds the lock.
     pub fn open(dir: &Path) -> Result<StateDir, StateError> {
         fs::create_dir(dir)?;
-        let lock = fs::lock(dir)?;
-        let removed = fs::remove_all_temp_files(dir)?;
+        let handle = fs::open_dir(dir)?;
+        let lock = fs::lock(&handle)?;
+        let removed = fs::remove_all_temp_files(&handle)?;
         if removed > 0 {
             tracing::info!(
                 dir = %dir.display(),
@@ -103,44 +105,66 @@ impl StateDir {
                 "Removed temp files left by an interrupted write."
             );
         }
-        audit::repair_tail(dir)?;
-        let key = FingerprintKey::load_or_create(dir)?;
+        audit::repair_tail(&handle)?;
+        let key = FingerprintKey::load_or_create(&handle)?;
         Ok(StateDir {
-            dir: dir.to_path_buf(),
+            dir: handle,
             _lock: lock,
             key,
         })
     }
 
     /// Reads the records and the journal without taking the lock and without
-    /// writing anything. A missing directory is an empty view.
+    /// writing anything. A missing directory is an empty view; one that is
+    /// not closed to other users is refused, as [`StateDir::open`] does.
     pub fn open_read_only(dir: &Path) -> Result<StateView, StateError> {
-        let exists = match std::fs::metadata(dir) {
-            Ok(meta) if meta.is_dir() => true,
-            Ok(_) => {
-                let err = std::io::Error::other("it exists but is not a directory");
-                return Err(StateError::io("read", dir, err));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(StateError::io("read", dir, e)),
+        let Some(handle) = Self::open_existing(dir)? else {
+            return Ok(StateView {
+                dir: dir.to_path_buf(),
+                exists: false,
+                records: Records::default(),
+                journal: Journal::default(),
+                outbox: Outbox::default(),
+                runs: RunHistory::default(),
+            });
         };
         Ok(StateView {
             dir: dir.to_path_buf(),
-            exists,
-            records: records::load(dir)?,
-            journal: journal::load(dir)?,
-            outbox: outbox::load(dir)?,
+            exists: true,
+            records: records::load(&handle)?,
+            journal: journal::load(&handle)?,
+            outbox: outbox::load(&handle)?,
             // Only what the metrics and `status` show: a damaged file is
             // reported and read as empty, never a reason to stop.
-            runs: runs::load(dir).unwrap_or_else(|err| {
+            runs: runs::load(&handle).unwrap_or_else(|err| {
                 tracing::warn!(error = %err, "Ignoring the run history.");
                 RunHistory::default()
             }),
         })
     }
 
+    /// Opens `dir` for reading without the lock if it exists, checking
+    /// that it is closed to other users (`check` and `list` call this too,
+    /// so that every command refuses an open directory before any request).
+    pub fn open_existing(dir: &Path) -> Result<Option<Dir>, StateError> {
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => fs::open_dir(dir).map(Some),
+            Ok(_) => {
+                let err = std::io::Error::other("it exists but is not a directory");
+                Err(StateError::io("read", dir, err))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StateError::io("read", dir, e)),
+        }
+    }
+
     /// The directory this handle locks.
     pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The directory's handle: its files are reached through it.
+    pub(crate) fn handle(&self) -> &Dir {
         &self.dir
     }
 

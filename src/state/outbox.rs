@@ -14,7 +14,6 @@
 
 use crate::sorted_set::SortedSet;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,6 +21,7 @@ use uuid::Uuid;
 
 use super::fs::{check_version, read_json, write_json_atomic};
 use super::{CredentialKey, StateDir, StateError};
+use crate::dirfd::Dir;
 
 /// The `version` this build writes and reads.
 pub const OUTBOX_VERSION: u32 = 1;
@@ -194,20 +194,19 @@ pub enum SecretSource {
 impl StateDir {
     /// Reads `outbox.json`; a missing file is an empty outbox.
     pub fn load_outbox(&self) -> Result<Outbox, StateError> {
-        load(self.path())
+        load(self.handle())
     }
 
     /// Atomically replaces `outbox.json` (0600).
     pub fn save_outbox(&self, outbox: &Outbox) -> Result<(), StateError> {
-        let path = self.path().join(super::OUTBOX_FILE);
-        write_json_atomic(&path, outbox, 0o600)
+        write_json_atomic(self.handle(), super::OUTBOX_FILE, outbox, 0o600)
     }
 }
 
 /// Reads `<dir>/outbox.json` without a [`StateDir`] (read-only views too).
-pub(crate) fn load(dir: &Path) -> Result<Outbox, StateError> {
-    let path = dir.join(super::OUTBOX_FILE);
-    let Some(outbox) = read_json::<Outbox>(&path)? else {
+pub(crate) fn load(dir: &Dir) -> Result<Outbox, StateError> {
+    let path = dir.shown(super::OUTBOX_FILE.as_ref());
+    let Some(outbox) = read_json::<Outbox>(dir, super::OUTBOX_FILE)? else {
         return Ok(Outbox::default());
     };
     check_version(&path, outbox.version, OUTBOX_VERSION)?;

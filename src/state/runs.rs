@@ -7,13 +7,12 @@
 //! (and verified) and nothing but a sink failed; its *deliveries
 //! succeeded* when every sink holds its values afterwards.
 
-use std::path::Path;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::fs::{check_version, read_json, write_json_atomic};
 use super::{StateDir, StateError, RUNS_FILE};
+use crate::dirfd::Dir;
 
 /// Format version of `runs.json`.
 pub const RUNS_VERSION: u32 = 1;
@@ -48,7 +47,7 @@ pub struct LastFailures {
 impl StateDir {
     /// The run history (empty before the first run).
     pub fn load_runs(&self) -> Result<RunHistory, StateError> {
-        load(self.path())
+        load(self.handle())
     }
 
     /// Replaces `runs.json` atomically.
@@ -57,14 +56,14 @@ impl StateDir {
             version: RUNS_VERSION,
             ..runs.clone()
         };
-        write_json_atomic(&self.path().join(RUNS_FILE), &runs, 0o600)
+        write_json_atomic(self.handle(), RUNS_FILE, &runs, 0o600)
     }
 }
 
 /// Reads `<dir>/runs.json` without a [`StateDir`] (read-only views too).
-pub(crate) fn load(dir: &Path) -> Result<RunHistory, StateError> {
-    let path = dir.join(RUNS_FILE);
-    let Some(runs) = read_json::<RunHistory>(&path)? else {
+pub(crate) fn load(dir: &Dir) -> Result<RunHistory, StateError> {
+    let path = dir.shown(RUNS_FILE.as_ref());
+    let Some(runs) = read_json::<RunHistory>(dir, RUNS_FILE)? else {
         return Ok(RunHistory {
             version: RUNS_VERSION,
             ..RunHistory::default()

@@ -25,6 +25,7 @@ use uuid::Uuid;
 use super::fingerprint::FingerprintKey;
 use super::fs::{check_version, parse_json, read_private, write_atomic};
 use super::{Fingerprint, StateDir, StateError};
+use crate::dirfd::Dir;
 use std::path::Path;
 
 /// The `version` this build writes and reads.
@@ -92,10 +93,13 @@ pub fn login_secrets(
     dir: &Path,
     configured: &SecretString,
 ) -> Result<Vec<SecretString>, StateError> {
-    let Some(stored) = load_client_secret_at(dir)? else {
+    let Some(dir) = StateDir::open_existing(dir)? else {
         return Ok(vec![configured.clone()]);
     };
-    let Some(key) = FingerprintKey::load(dir)? else {
+    let Some(stored) = load_client_secret_at(&dir)? else {
+        return Ok(vec![configured.clone()]);
+    };
+    let Some(key) = FingerprintKey::load(&dir)? else {
         return Ok(vec![configured.clone(), stored.secret]);
     };
     let configured_fp = key.fingerprint(configured);
@@ -108,9 +112,9 @@ pub fn login_secrets(
     })
 }
 
-fn load_client_secret_at(dir: &Path) -> Result<Option<StoredClientSecret>, StateError> {
-    let path = dir.join(super::CLIENT_SECRET_FILE);
-    let Some(bytes) = read_private(&path)? else {
+fn load_client_secret_at(dir: &Dir) -> Result<Option<StoredClientSecret>, StateError> {
+    let path = dir.shown(super::CLIENT_SECRET_FILE.as_ref());
+    let Some(bytes) = read_private(dir, super::CLIENT_SECRET_FILE)? else {
         return Ok(None);
     };
     let stored: OnDisk = parse_json(&path, &bytes)?;
@@ -128,19 +132,19 @@ impl StateDir {
     /// Reads the stored client secret; `None` if the daemon never rotated it.
     /// A file accessible to group or others is refused.
     pub fn load_client_secret(&self) -> Result<Option<StoredClientSecret>, StateError> {
-        load_client_secret_at(self.path())
+        load_client_secret_at(self.handle())
     }
 
     /// Atomically replaces the stored client secret (mode 0600 from
     /// creation); durable on disk when this returns.
     pub fn store_client_secret(&self, stored: &StoredClientSecret) -> Result<(), StateError> {
-        let path = self.path().join(super::CLIENT_SECRET_FILE);
+        let path = self.handle().shown(super::CLIENT_SECRET_FILE.as_ref());
         if crate::crash::fails("client-secret-store") {
             let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
             return Err(StateError::io("write", &path, full));
         }
         let bytes = encode(stored).map_err(|e| StateError::io("encode", &path, e.into()))?;
-        write_atomic(&path, &bytes, 0o600)
+        write_atomic(self.handle(), super::CLIENT_SECRET_FILE, &bytes, 0o600)
     }
 }
 

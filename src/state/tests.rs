@@ -320,7 +320,8 @@ fn a_corrupt_client_secret_is_reported_without_content() {
     let dir = tempfile::tempdir().unwrap();
     let state = StateDir::open(dir.path()).unwrap();
     let path = dir.path().join(CLIENT_SECRET_FILE);
-    write_atomic(&path, format!("{{\"secret\": {SECRET}}}").as_bytes(), 0o600).unwrap();
+    std::fs::write(&path, format!("{{\"secret\": {SECRET}}}")).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let err = state.load_client_secret().unwrap_err();
     let text = err.to_string();
     assert!(text.contains("client-secret.json is corrupt"), "{text}");
