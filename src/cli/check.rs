@@ -11,6 +11,10 @@ use std::path::Path;
 /// Validates (and with `online`, probes); text or, with `json`, one JSON object.
 pub async fn run(path: &Path, online: bool, json: bool) -> Result<u8, CliError> {
     let settings = config::load(path)?;
+    // A state directory open to other users would be refused by every
+    // other command: say so here, before anything else.
+    crate::state::StateDir::open_existing(&settings.state.dir)
+        .context("checking the state directory")?;
     let mut out = std::io::stdout();
     let mut result = serde_json::json!({
         "config": settings.path,

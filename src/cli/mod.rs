@@ -37,7 +37,9 @@ Exit codes:
         --run-now: a credential, user, the client secret or a sink failed
           (also a key the storage refused within verify_timeout, or a pass
           stopped by the circuit breaker or a second terminate signal);
-        the state directory is locked by another instance, or corrupt;
+        the state directory is locked by another instance, corrupt, or
+          open to other users (not the daemon's, or writable by group or
+          others; nothing is sent then);
         check --online: the login or a sink check failed;
         list: a user's credentials could not be listed;
         the daemon: could not bind its metrics address, or stopped at once

@@ -1,6 +1,7 @@
 //! The integration-test binary: one binary, one module per area, shared helpers.
 
 mod bad_input;
+mod boundary;
 mod bounded;
 mod cli;
 mod client;
