@@ -110,8 +110,12 @@ impl Dir {
             }
             let (dir_fd, dir_stat, dir_path) = stack.last().expect("the root stays");
             let shown = dir_path.join(&name);
-            let fd = open_path(dir_fd, Path::new(&name))
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", shown.display())))?;
+            let fd = open_path(dir_fd, Path::new(&name)).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => {
+                    io::Error::new(e.kind(), format!("{} does not exist", shown.display()))
+                }
+                _ => io::Error::new(e.kind(), format!("{}: {e}", shown.display())),
+            })?;
             let stat = rustix::fs::fstat(&fd)?;
             if let Some(why) = replaceable(dir_stat, &stat, trusted) {
                 return Err(unsafe_component(&shown, &why));

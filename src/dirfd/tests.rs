@@ -230,4 +230,3 @@ fn the_temp_file_is_the_owners_before_any_other_bit_is_set() {
         (OPS, OTHER, 0o640)
     );
 }
-

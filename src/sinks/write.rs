@@ -411,13 +411,7 @@ pub(crate) fn healthcheck(target: &Target<'_>) -> Result<(), SinkError> {
     let uid = resolve_owner(target.owner).map_err(fail)?;
     resolve_group(target.group).map_err(fail)?;
     let trusted = Trusted::with_owner(uid.map(Uid::as_raw));
-    let (dir, name) = Dir::walk_parent(target.path, &trusted).map_err(|e| {
-        if e.kind() == io::ErrorKind::NotFound {
-            fail(format!("parent directory missing: {e}"))
-        } else {
-            fail(e.to_string())
-        }
-    })?;
+    let (dir, name) = Dir::walk_parent(target.path, &trusted).map_err(|e| fail(e.to_string()))?;
     let is_dir = |stat: rustix::fs::Stat| {
         rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory
     };

@@ -103,7 +103,9 @@ owner = "{OPS}"
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     let written = aws.join("credentials");
     assert_eq!(fs::metadata(&written).unwrap().uid(), OPS);
-    assert!(fs::read_to_string(&written).unwrap().contains("aws_secret_access_key"));
+    assert!(fs::read_to_string(&written)
+        .unwrap()
+        .contains("aws_secret_access_key"));
 
     // ops swaps the directory for a symlink to the victim's.
     let moved = root.join("home/ops/.aws-mine");
@@ -116,9 +118,19 @@ owner = "{OPS}"
     let out = run_now(&setup, &["--force"]).await;
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains(&format!("refusing the path through {link}")), "{text}");
-    assert!(text.contains(&format!("a symlink owned by uid {OPS}")), "{text}");
-    assert_eq!(snapshot(&victim_file), before, "the victim's file is untouched");
+    assert!(
+        text.contains(&format!("refusing the path through {link}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("a symlink owned by uid {OPS}")),
+        "{text}"
+    );
+    assert_eq!(
+        snapshot(&victim_file),
+        before,
+        "the victim's file is untouched"
+    );
     let names: Vec<_> = fs::read_dir(root.join("home/victim/.aws"))
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -454,7 +454,7 @@ path = "{root}/gone/keys.txt"
         "{shown}"
     );
     assert!(
-        shown.contains(&format!("{}/gone does not exist", root.display())),
+        shown.contains(&format!("{}/nowhere does not exist", root.display())),
         "{shown}"
     );
 
