@@ -101,8 +101,7 @@ pub(super) struct Sender<'a> {
 /// The HTTP client of a webhook: the sink's timeout, no redirects (a
 /// redirect could carry a secret-bearing body to another host).
 pub(super) fn http_client(sink: &WebhookSink) -> Result<reqwest::Client, String> {
-    let builder = reqwest::Client::builder()
-        .user_agent(concat!("contabo-rotator/", env!("CARGO_PKG_VERSION")))
+    let builder = crate::net::client_builder()
         .connect_timeout(sink.timeout)
         .timeout(sink.timeout)
         .redirect(reqwest::redirect::Policy::none());
