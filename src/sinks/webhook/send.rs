@@ -205,16 +205,19 @@ pub(super) async fn probe(sink: &WebhookSink) -> Result<u16, String> {
 }
 
 /// Adds the sink's own headers (validated by the configuration; the
-/// reserved ones cannot be among them).
+/// reserved ones cannot be among them). Their values are secrets: this is
+/// the one place they are exposed, into values marked sensitive (which
+/// `Debug` hides and HTTP/2 would never index).
 fn with_headers(
     mut request: reqwest::RequestBuilder,
     sink: &WebhookSink,
 ) -> reqwest::RequestBuilder {
     for (name, value) in &sink.headers {
-        if let (Ok(name), Ok(value)) = (
+        if let (Ok(name), Ok(mut value)) = (
             HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
+            HeaderValue::from_str(value.expose_secret()),
         ) {
+            value.set_sensitive(true);
             request = request.header(name, value);
         }
     }
