@@ -244,14 +244,15 @@ const RESERVED_HEADERS: &[&str] = &[
     "webhook-signature",
 ];
 
-/// Valid names and values; values are never quoted, they may be tokens.
-pub(super) fn headers(
+/// Valid, distinct names, sorted; the values are secrets, checked once
+/// read ([`header_value`]).
+pub(super) fn headers<V>(
     ctx: &Ctx,
     key: &str,
-    raw: BTreeMap<String, String>,
-) -> Result<Vec<(String, String)>, ConfigError> {
+    raw: BTreeMap<String, V>,
+) -> Result<Vec<(String, V)>, ConfigError> {
     let mut seen = HashMap::new();
-    for (name, value) in &raw {
+    for name in raw.keys() {
         let name_key = format!("{key}.{name}");
         let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
         if name.is_empty() || !name.bytes().all(is_tchar) {
@@ -270,17 +271,23 @@ pub(super) fn headers(
                 format!("same header as `{first}` (names ignore case)"),
             ));
         }
-        if !value
-            .bytes()
-            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-        {
-            return Err(ctx.invalid(
-                name_key,
-                "value must be printable ASCII without line breaks",
-            ));
-        }
     }
     Ok(raw.into_iter().collect())
+}
+
+/// A header's value, once read: printable ASCII and tabs. The message
+/// never quotes it; it may be a token.
+pub(super) fn header_value(value: &secrecy::SecretString) -> Result<(), &'static str> {
+    use secrecy::ExposeSecret;
+    if value
+        .expose_secret()
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err("value must be printable ASCII without line breaks")
+    }
 }
 
 #[cfg(test)]

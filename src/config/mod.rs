@@ -40,6 +40,7 @@ pub use settings::{
 pub use validate::default_state_dir;
 
 use crate::sinks::template::Template;
+use checks::header_value;
 use error::Ctx;
 use locate::Locator;
 use raw::RawConfig;
@@ -179,12 +180,18 @@ fn resolve(
                     check_signing_secret(&secret).map_err(|m| resolver.ctx.secret(key, m))?;
                     signing_secrets.push(secret);
                 }
+                let mut headers = Vec::with_capacity(w.headers.len());
+                for header in &w.headers {
+                    let value = resolver.resolve(&header.key, &header.value)?;
+                    header_value(&value).map_err(|m| resolver.ctx.secret(&header.key, m))?;
+                    headers.push((header.name.clone(), value));
+                }
                 SinkSettings::Webhook(WebhookSink {
                     url: w.url,
                     signing_secrets,
                     include_secrets: w.include_secrets,
                     timeout: w.timeout,
-                    headers: w.headers,
+                    headers,
                     ca: w.ca,
                 })
             }
@@ -432,7 +439,9 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
         assert_eq!(hook.url.as_str(), "https://hooks.example.com/contabo");
         assert_eq!(hook.signing_secrets.len(), 1);
         assert_eq!(hook.signing_secrets[0].expose_secret(), WHSEC);
-        assert_eq!(hook.headers, [("X-Env".to_owned(), "prod".to_owned())]);
+        assert_eq!(hook.headers.len(), 1);
+        assert_eq!(hook.headers[0].0, "X-Env");
+        assert_eq!(hook.headers[0].1.expose_secret(), "prod");
         assert_eq!(s.metrics.unwrap().listen, "127.0.0.1:9464".parse().unwrap());
     }
 
@@ -675,6 +684,13 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
             ("empty plain secret", edit("\"pw-plain-0002\"", "\"\""), &["api.password: the secret is empty"]),
             ("missing template", sink("type = \"template\"\ntemplate = \"t.j2\"\npath = \"/x/out\"\n"), &[":8:12: sinks[0].template: cannot read template /etc/contabo-rotator/t.j2: No such file or directory"]),
             ("webhook key file", hook("").replace(&format!("\"{WHSEC}\""), "{ file = \"/nonexistent/key\" }"), &["sinks[0].signing_secret: cannot read secret file /nonexistent/key"]),
+            ("header file", hook("headers = { Authorization = { file = \"/nonexistent/token\" } }\n"), &[":10:29: sinks[0].headers.Authorization: cannot read secret file /nonexistent/token: No such file or directory"]),
+            ("header env var", hook("headers = { \"X-Api-Key\" = { env = \"NOT_SET_ANYWHERE\" } }\n"), &["sinks[0].headers.X-Api-Key: environment variable `NOT_SET_ANYWHERE` is not set"]),
+            ("header credential", hook("headers = { \"X-Api-Key\" = { credential = \"key\" } }\n"), &["sinks[0].headers.X-Api-Key: credential `key`: `CREDENTIALS_DIRECTORY` is not set"]),
+            ("header table", hook("headers = { \"X-Api-Key\" = { path = \"/x\" } }\n"), &["unknown key `path` in sinks[0].headers.X-Api-Key (expected one of `file`, `env`, `credential`)"]),
+            ("integer header", hook("headers = { \"X-Api-Key\" = 5 }\n"), &["sinks[0].headers.X-Api-Key: invalid type: integer, expected a secret"]),
+            ("header line break", hook("headers = { \"X-Api-Key\" = \"a\\nb\" }\n"), &["sinks[0].headers.X-Api-Key: value must be printable ASCII without line breaks"]),
+            ("empty header", hook("headers = { \"X-Api-Key\" = \"\" }\n"), &["sinks[0].headers.X-Api-Key: the secret is empty"]),
             // Not TOML at all.
             ("duplicate key", format!("{MINIMAL}client_id = \"again\"\n"), &[":6:1: duplicate key `client_id`"]),
             ("syntax", format!("{MINIMAL}timeout = \n"), &[":6:11: "]),
@@ -776,6 +792,59 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
         ] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
+    }
+
+    /// Each webhook header value may be any form of secret; read values
+    /// are registered for redaction, and plain ones count as plain secrets.
+    #[test]
+    fn header_values_take_every_secret_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        write_private(&token, "Bearer hdr-from-file-5e1f\n").unwrap();
+        let credentials = dir.path().join("credentials");
+        std::fs::create_dir(&credentials).unwrap();
+        write_private(credentials.join("hook-key"), "hdr-from-credential-0c2d").unwrap();
+        let text = sink(&format!(
+            "type = \"webhook\"\nurl = \"https://h.example.com\"\nsigning_secret = \"{WHSEC}\"\n\
+             headers = {{ Authorization = {{ file = \"{}\" }}, \"X-Api-Key\" = {{ credential = \"hook-key\" }}, \
+             \"X-Env\" = \"hdr-plain-prod-9a7b\", \"X-Tenant\" = {{ env = \"TENANT\" }} }}\n",
+            token.display()
+        ));
+        let env = [
+            ("TENANT", "hdr-from-env-33c4"),
+            ("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap()),
+        ];
+        let loaded = load_with_mode(&text, &env, Some(0o100640)).unwrap();
+        let SinkSettings::Webhook(hook) = &loaded.settings.sinks[0] else {
+            panic!()
+        };
+        let headers: Vec<(&str, &str)> = hook
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.expose_secret()))
+            .collect();
+        let want = [
+            ("Authorization", "Bearer hdr-from-file-5e1f"),
+            ("X-Api-Key", "hdr-from-credential-0c2d"),
+            ("X-Env", "hdr-plain-prod-9a7b"),
+            ("X-Tenant", "hdr-from-env-33c4"),
+        ];
+        assert_eq!(headers, want);
+        // The plain one is reported like any plain secret in a readable file.
+        assert!(loaded
+            .exposed_plain_secrets
+            .contains(&"sinks[0].headers.X-Env".to_owned()));
+        // Never shown, and known to the redaction of outside text.
+        let shown = format!("{:?} {:#?}", loaded.settings, loaded.settings);
+        let known = crate::known_secrets::all();
+        for (name, value) in want {
+            assert!(!shown.contains(value), "{name} in {shown}");
+            assert!(
+                known.iter().any(|k| k.expose_secret() == value),
+                "{name} is registered for redaction"
+            );
+        }
+        assert!(shown.contains("X-Tenant"), "{shown}");
     }
 
     #[test]

@@ -293,9 +293,11 @@ pub struct RawSink {
     /// webhook: timeout of each delivery attempt, `1s` to `10m`.
     /// Default `"10s"`.
     pub timeout: Option<DurationStr>,
-    /// webhook: extra HTTP headers, `{ "X-Env" = "prod" }`. The signature
-    /// and content headers cannot be overridden. Default: none.
-    pub headers: Option<BTreeMap<String, String>>,
+    /// webhook: extra HTTP headers, `{ "X-Env" = "prod" }`. Each value is
+    /// a secret (`{ Authorization = { file = "/etc/x/token" } }`): any of
+    /// the forms, and redacted like every secret. The signature and
+    /// content headers cannot be overridden. Default: none.
+    pub headers: Option<BTreeMap<String, SecretRef>>,
     /// webhook: PEM certificates trusted for `url` besides the system's
     /// trust store (an internal receiver's private CA). Default: none.
     pub ca_file: Option<PathBuf>,

@@ -89,8 +89,18 @@ pub(super) struct PendingWebhook {
     pub signing_secrets: Vec<(String, SecretRef)>,
     pub include_secrets: bool,
     pub timeout: Duration,
-    pub headers: Vec<(String, String)>,
+    /// Sorted by name, values unread.
+    pub headers: Vec<PendingHeader>,
     pub ca: Option<crate::tls::ExtraRoots>,
+}
+
+/// A webhook header whose value, a secret, is unread.
+#[derive(Debug)]
+pub(super) struct PendingHeader {
+    pub name: String,
+    /// `sinks[2].headers.Authorization`, for errors.
+    pub key: String,
+    pub value: SecretRef,
 }
 
 pub(super) fn validate(raw: RawConfig, ctx: &Ctx) -> Result<Validated, ConfigError> {
@@ -317,12 +327,20 @@ fn validate_sink(ctx: &Ctx, key: &str, raw: RawSink) -> Result<PendingSink, Conf
                 Some(t) => timeout(ctx, &sub("timeout"), &t)?,
                 None => Duration::from_secs(10),
             };
+            let headers = headers(ctx, &sub("headers"), raw.headers.unwrap_or_default())?
+                .into_iter()
+                .map(|(name, value)| PendingHeader {
+                    key: format!("{}.{name}", sub("headers")),
+                    name,
+                    value,
+                })
+                .collect();
             Ok(PendingSink::Webhook(PendingWebhook {
                 url,
                 signing_secrets,
                 include_secrets,
                 timeout,
-                headers: headers(ctx, &sub("headers"), raw.headers.unwrap_or_default())?,
+                headers,
                 ca: ca_file(ctx, &sub("ca_file"), raw.ca_file.as_deref())?,
             }))
         }

@@ -181,8 +181,7 @@ impl<'a> Call<'a> {
 
 impl ContaboClient {
     pub fn new(config: ClientConfig) -> Result<Self, ApiError> {
-        let builder = reqwest::Client::builder()
-            .user_agent(concat!("contabo-rotator/", env!("CARGO_PKG_VERSION")))
+        let builder = crate::net::client_builder()
             .connect_timeout(config.timeout)
             .https_only(false)
             // Never follow a redirect, on the API or the token endpoint: a

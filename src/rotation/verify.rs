@@ -124,10 +124,9 @@ pub(super) struct Prover {
 
 impl Prover {
     pub fn new(timeout: Duration) -> Prover {
-        let builder = reqwest::Client::builder()
+        let builder = crate::net::client_builder()
             // A redirect would carry the signed request elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("contabo-rotator/", env!("CARGO_PKG_VERSION")));
+            .redirect(reqwest::redirect::Policy::none());
         let http = crate::tls::trust(builder, None)
             .build()
             .expect("the TLS backend initialises");

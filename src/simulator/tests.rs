@@ -14,6 +14,8 @@ use super::*;
 
 const V4_ID: &str = "04e0f898-37b4-48bc-a794-1a57abe6aa31";
 
+// A test client of a loopback server, with no proxy at all.
+#[allow(clippy::disallowed_methods)]
 fn http() -> Client {
     Client::builder()
         .no_proxy()

@@ -41,6 +41,8 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug)]
 pub(crate) struct Post {
     pub(crate) webhook_id: String,
+    /// The `Authorization` header, if any (the leak suite's control).
+    pub(crate) authorization: Option<String>,
     pub(crate) body: String,
 }
 
@@ -93,6 +95,10 @@ async fn keep(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned(),
+            authorization: headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
             body: String::from_utf8_lossy(&body).into_owned(),
         });
     }

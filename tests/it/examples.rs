@@ -10,6 +10,7 @@ async fn every_shipped_config_passes_check() {
         ("client-secret", "example-client-secret"),
         ("api-password", "example-password"),
         ("webhook-key", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        ("webhook-token", "Bearer example-webhook-token"),
     ] {
         crate::cli::write_secret(&creds.path().join(name), value);
     }

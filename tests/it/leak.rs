@@ -1,8 +1,9 @@
 //! Leak suite: every secret the simulator ever issued (`issued_secrets()`:
 //! client secrets old and new, the API password, S3 secret keys old and
-//! new, access and refresh tokens) and every webhook signing key, in the
-//! spellings that commonly leak, searched for in everything the binary
-//! prints or leaves behind. Zero hits.
+//! new, access and refresh tokens), every webhook signing key and webhook
+//! header value (one from a file, one plain), in the spellings that
+//! commonly leak, searched for in everything the binary prints or leaves
+//! behind. Zero hits.
 //!
 //! Searched: stdout and stderr of every command at trace level (`-vv`, text
 //! and JSON logs, and once `RUST_LOG=trace` for every crate), with the
@@ -21,7 +22,8 @@
 //! percent-encoded, base64 (standard and URL-safe), HTTP Basic
 //! `client_id:secret`; for signing keys also the base64 after `whsec_`, the
 //! decoded key as text, and its hex. As a control, the same search finds
-//! the values in the sinks, whose job is to hold them.
+//! the values in the sinks, whose job is to hold them, and the header
+//! value in the requests the webhook received.
 
 use crate::cli::{options, write_config, write_secret, Setup};
 use crate::crash::Hooks;
@@ -37,6 +39,10 @@ use std::time::{Duration, Instant};
 const CLIENT_SECRET: &str = r#"leak-cs-"q"\b/s+ü&=%41"#;
 const PASSWORD: &str = r##"leak-pw-\"#&=+é/%2F"##;
 const PASSWORD_VAR: &str = "LEAK_API_PASSWORD";
+/// Webhook header values, secrets too: one read from a file, one written
+/// in the configuration (printable ASCII, as header values must be).
+const HEADER_FROM_FILE: &str = r#"Bearer leak-hdr-file-"q"\b/s+&=%41"#;
+const HEADER_PLAIN: &str = "leak-hdr-plain-7c1e9a2b";
 
 /// Webhook signing keys: two whose bytes are text, one binary, one read from a file.
 fn signing_keys() -> [String; 4] {
@@ -97,7 +103,7 @@ path = "{{root}}/out/contabo.json"
 format = "json"
 # The hook prints the sinks' files and the configuration's own secrets:
 # every one of them is redacted in the logged output.
-on_change = ["sh", "-c", "echo hook-ran; cat \"$CONTABO_ROTATOR_SINK_PATH\"; cat \"$1\" >&2; cat {{root}}/api-password {{root}}/client-secret {{root}}/webhook.key; echo; env", "sh", "{{root}}/out/one.env"]
+on_change = ["sh", "-c", "echo hook-ran; cat \"$CONTABO_ROTATOR_SINK_PATH\"; cat \"$1\" >&2; cat {{root}}/api-password {{root}}/client-secret {{root}}/webhook.key {{root}}/hook-token; echo; env", "sh", "{{root}}/out/one.env"]
 
 [[sinks]]
 type = "file"
@@ -129,6 +135,7 @@ type = "webhook"
 url = "{thin}"
 signing_secret = ["{k0}", "{k1}"]
 timeout = "2s"
+headers = {{ Authorization = {{ file = "{{root}}/hook-token" }} }}
 
 [[sinks]]
 type = "webhook"
@@ -142,6 +149,7 @@ type = "webhook"
 url = "http://127.0.0.1:9/hooks/dead"
 signing_secret = {{ file = "{{root}}/webhook.key" }}
 timeout = "2s"
+headers = {{ "X-Api-Key" = "{HEADER_PLAIN}", Authorization = {{ file = "{{root}}/hook-token" }} }}
 {extra}"#,
         thin = thin.url,
         full = full.url,
@@ -155,6 +163,7 @@ timeout = "2s"
     // A regular file where the directory of a sink should be.
     std::fs::write(root.join("blocked"), "not a directory").unwrap();
     write_secret(&root.join("webhook.key"), &keys[3]);
+    write_secret(&root.join("hook-token"), &format!("{HEADER_FROM_FILE}\n"));
     std::fs::write(
         root.join("keys.txt.j2"),
         "{% for c in object_storage_credentials %}{{ c.access_key }}={{ c.secret_key | env_quote }}\n{% endfor %}",
@@ -334,6 +343,12 @@ fn needles(sims: &[&Simulator], extra: &[(String, String)]) -> Vec<Needle> {
     }
     for (i, key) in signing_keys().iter().enumerate() {
         all.extend(key_spellings(&format!("signing key #{i}"), key));
+    }
+    for (what, value) in [
+        ("header value from a file", HEADER_FROM_FILE),
+        ("plain header value", HEADER_PLAIN),
+    ] {
+        all.extend(spellings(what, value, ""));
     }
     for (what, secret) in extra {
         all.extend(spellings(what, secret, "INT-10000001"));
@@ -562,6 +577,10 @@ async fn no_secret_in_any_command_output_state_file_or_webhook_body() {
     for post in acct.full.posts() {
         sinks.add("include_secrets webhook body", post.body);
     }
+    for post in &thin {
+        let authorization = post.authorization.clone().unwrap_or_default();
+        sinks.add("webhook request header", authorization);
+    }
     sinks.add(
         "client-secret.json",
         std::fs::read_to_string(root.join("state/client-secret.json")).unwrap(),
@@ -573,6 +592,7 @@ async fn no_secret_in_any_command_output_state_file_or_webhook_body() {
         "credentials",
         "keys.txt",
         "include_secrets webhook body",
+        "webhook request header",
         "client-secret.json",
     ] {
         assert!(

@@ -717,6 +717,66 @@ async fn check_online_probes_the_webhook() {
     assert!(!text(&out).contains("tok3n"), "{}", text(&out));
 }
 
+/// A header value read from a file (`{ file = ... }`, relative to the
+/// configuration) goes with every request, the HEAD probe included, and
+/// nowhere else: not in the output of `check` or of a run at trace level.
+/// A file that cannot be read is a configuration error naming the header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_value_read_from_a_file_reaches_the_receiver_only() {
+    const TOKEN: &str = "Bearer hook-token-from-file-5c0ffee1";
+    let opts = options(1);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let receiver = Receiver::start(Reply::status(200)).await;
+    let setup = webhook_setup(&sim, &opts, &receiver.url(), "");
+    crate::cli::edit_config(
+        &setup,
+        &[(
+            r#"headers = { "X-Env" = "test" }"#,
+            r#"headers = { "X-Env" = "test", Authorization = { file = "hook-token" } }"#,
+        )],
+    );
+    let token_file = setup.dir.path().join("hook-token");
+    write_secret(&token_file, &format!("{TOKEN}\n"));
+
+    let check = run_bin(args(&setup.config, &["-vv", "check", "--online"])).await;
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    let out = run_bin(args(&setup.config, &["-vv", "--run-now"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let captured = receiver.shared.captured.lock().unwrap().clone();
+    let methods: HashSet<&str> = captured.iter().map(|c| c.method.as_str()).collect();
+    assert_eq!(methods, HashSet::from(["HEAD", "POST"]));
+    assert_eq!(
+        captured.len(),
+        1 + 4,
+        "a probe, 3 credentials and the client secret"
+    );
+    for request in &captured {
+        assert_eq!(
+            request.headers["authorization"], TOKEN,
+            "{}",
+            request.method
+        );
+        assert_eq!(request.headers["x-env"], "test");
+    }
+    assert!(text(&out).contains("DEBUG"), "the run logs verbosely");
+    for output in [&check, &out] {
+        assert!(
+            !text(output).contains("hook-token-from-file-5c0ffee1"),
+            "the header's value leaked into the output"
+        );
+    }
+
+    std::fs::remove_file(&token_file).unwrap();
+    let out = run_bin(args(&setup.config, &["check"])).await;
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    let want = format!(
+        "sinks[0].headers.Authorization: cannot read secret file {}: No such file or directory",
+        token_file.display()
+    );
+    assert!(text(&out).contains(&want), "{}", text(&out));
+}
+
 /// A port nothing listens on (bound, then released).
 fn free_port() -> u16 {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

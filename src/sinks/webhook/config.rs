@@ -18,9 +18,10 @@ pub struct WebhookSink {
     pub include_secrets: bool,
     /// 1 s to 10 min.
     pub timeout: Duration,
-    /// Extra headers, sorted by name. Values may be credentials, so `Debug`
-    /// shows the names only.
-    pub headers: Vec<(String, String)>,
+    /// Extra headers, sorted by name. Their values are secrets (tokens,
+    /// API keys): exposed only where a request is built, and `Debug` shows
+    /// the names only.
+    pub headers: Vec<(String, SecretString)>,
     /// `ca_file`: trusted besides the system's roots.
     pub ca: Option<crate::tls::ExtraRoots>,
 }
@@ -89,7 +90,7 @@ mod tests {
             signing_secrets: vec![],
             include_secrets: false,
             timeout: Duration::from_secs(10),
-            headers: vec![("Authorization".into(), "Bearer s3cr3t".into())],
+            headers: vec![("Authorization".into(), SecretString::from("Bearer s3cr3t"))],
             ca: None,
         });
         assert_eq!(sink.describe(), "webhook https://hooks.example.com/…");

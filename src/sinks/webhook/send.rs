@@ -101,8 +101,7 @@ pub(super) struct Sender<'a> {
 /// The HTTP client of a webhook: the sink's timeout, no redirects (a
 /// redirect could carry a secret-bearing body to another host).
 pub(super) fn http_client(sink: &WebhookSink) -> Result<reqwest::Client, String> {
-    let builder = reqwest::Client::builder()
-        .user_agent(concat!("contabo-rotator/", env!("CARGO_PKG_VERSION")))
+    let builder = crate::net::client_builder()
         .connect_timeout(sink.timeout)
         .timeout(sink.timeout)
         .redirect(reqwest::redirect::Policy::none());
@@ -206,16 +205,19 @@ pub(super) async fn probe(sink: &WebhookSink) -> Result<u16, String> {
 }
 
 /// Adds the sink's own headers (validated by the configuration; the
-/// reserved ones cannot be among them).
+/// reserved ones cannot be among them). Their values are secrets: this is
+/// the one place they are exposed, into values marked sensitive (which
+/// `Debug` hides and HTTP/2 would never index).
 fn with_headers(
     mut request: reqwest::RequestBuilder,
     sink: &WebhookSink,
 ) -> reqwest::RequestBuilder {
     for (name, value) in &sink.headers {
-        if let (Ok(name), Ok(value)) = (
+        if let (Ok(name), Ok(mut value)) = (
             HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
+            HeaderValue::from_str(value.expose_secret()),
         ) {
+            value.set_sensitive(true);
             request = request.header(name, value);
         }
     }

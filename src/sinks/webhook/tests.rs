@@ -83,7 +83,7 @@ fn sink(server: &MockServer, include_secrets: bool) -> WebhookSink {
         signing_secrets: vec![SecretString::from(KEY)],
         include_secrets,
         timeout: Duration::from_secs(2),
-        headers: vec![("X-Env".into(), "test".into())],
+        headers: vec![("X-Env".into(), SecretString::from("test"))],
         ca: None,
     }
 }
