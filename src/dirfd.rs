@@ -13,16 +13,24 @@
 //!   (`openat` with `O_PATH|O_NOFOLLOW`, then `fstat` of what was opened),
 //!   refusing a component that someone less trusted could replace, as
 //!   systemd's `chase()` does with `CHASE_SAFE`. Trusted are root, the
-//!   daemon's user and the sink's `owner`. A component is unsafe when its
-//!   directory belongs to someone else, is writable by a group other than
-//!   root's or by others without being sticky, or, in a sticky directory
-//!   writable by others (`/tmp`), when the component belongs to someone
-//!   else. A symlink is followed only when root or the daemon's user owns
-//!   it (and it passed the same check as any component).
-//! * [`Dir::open_private`] opens the state directory: it must belong to the
-//!   daemon's user and be closed to group and others for writing. Its files
-//!   are opened with [`Dir::open_owned`]: never through a symlink, and only
-//!   when they belong to the daemon's user.
+//!   daemon's user and the sink's `owner`. A component (the target file
+//!   included, [`Dir::walk_parent`]) is unsafe when its directory belongs
+//!   to someone else, is writable by its group or by others without being
+//!   sticky (a POSIX ACL granting a named user or group write shows as the
+//!   group's write bit, its mask), or, in a sticky directory (`/tmp`), when
+//!   the component belongs to someone else. A symlink is followed only when
+//!   root or the daemon's user owns it and no one else, the sink's owner
+//!   included, can move it: not below a directory the owner can change.
+//! * [`Dir::open_private`] opens the state directory, walked the same way
+//!   with no owner: it must belong to the daemon's user and be closed to
+//!   group and others for writing. Its files are opened with
+//!   [`Dir::open_owned`]: never through a symlink, and only when they
+//!   belong to the daemon's user.
+//! * [`read_trusted`] reads a file the configuration names (a secret, a
+//!   template, a CA): reached the same way with no owner, a regular file of
+//!   root's or the daemon's that group and others cannot write, of bounded
+//!   size, so that no other user can have root read a file of their choice
+//!   into a sink.
 //!
 //! Written by hand over `rustix`'s system calls: `openat2` with
 //! `RESOLVE_NO_SYMLINKS` cannot follow the symlinks root owns, and the
@@ -38,6 +46,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Stat, Uid, CWD};
+use secrecy::zeroize::Zeroizing;
+
+/// The most [`read_trusted`] reads of a file the configuration names: far
+/// more than a secret, a template or a CA bundle needs.
+pub const READ_LIMIT: u64 = 4 << 20;
 
 /// How many symlinks one walk follows before it gives up (the kernel's
 /// own limit).
@@ -68,6 +81,14 @@ impl Trusted {
     fn may_link(&self, uid: u32) -> bool {
         uid == 0 || uid == self.daemon
     }
+
+    /// Root and the daemon's user only.
+    fn without_owner(&self) -> Trusted {
+        Trusted {
+            owner: None,
+            ..*self
+        }
+    }
 }
 
 /// The daemon's effective uid.
@@ -88,79 +109,7 @@ impl Dir {
     /// components that someone outside `trusted` could replace (see the
     /// module documentation). The error names the component and why.
     pub fn walk(path: &Path, trusted: &Trusted) -> io::Result<Dir> {
-        let absolute = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            std::env::current_dir()?.join(path)
-        };
-        let mut todo: VecDeque<OsString> = VecDeque::new();
-        push_components(&mut todo, &absolute);
-        let root = open_path(CWD, Path::new("/"))?;
-        let root_stat = rustix::fs::fstat(&root)?;
-        // The directories from `/` down to where the walk stands, each the
-        // one its successor was opened in: `..` pops one.
-        let mut stack = vec![(root, root_stat, PathBuf::from("/"))];
-        let mut links = 0;
-        while let Some(name) = todo.pop_front() {
-            if name == ".." {
-                if stack.len() > 1 {
-                    stack.pop();
-                }
-                continue;
-            }
-            let (dir_fd, dir_stat, dir_path) = stack.last().expect("the root stays");
-            let shown = dir_path.join(&name);
-            let fd = open_path(dir_fd, Path::new(&name)).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => {
-                    io::Error::new(e.kind(), format!("{} does not exist", shown.display()))
-                }
-                _ => io::Error::new(e.kind(), format!("{}: {e}", shown.display())),
-            })?;
-            let stat = rustix::fs::fstat(&fd)?;
-            if let Some(why) = replaceable(dir_stat, &stat, trusted) {
-                return Err(unsafe_component(&shown, &why));
-            }
-            match FileType::from_raw_mode(stat.st_mode) {
-                FileType::Directory => stack.push((fd, stat, shown)),
-                FileType::Symlink => {
-                    if !trusted.may_link(stat.st_uid) {
-                        let why = format!(
-                            "it is a symlink owned by uid {}; only symlinks owned by root or \
-                             the daemon's user are followed",
-                            stat.st_uid
-                        );
-                        return Err(unsafe_component(&shown, &why));
-                    }
-                    links += 1;
-                    if links > MAX_SYMLINKS {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidInput,
-                            format!("{}: too many levels of symlinks", shown.display()),
-                        ));
-                    }
-                    let target = rustix::fs::readlinkat(&fd, "", Vec::new())?;
-                    let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
-                    if target.is_absolute() {
-                        stack.truncate(1);
-                    }
-                    let mut rest = VecDeque::new();
-                    push_components(&mut rest, &target);
-                    rest.append(&mut todo);
-                    todo = rest;
-                }
-                _ => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::NotADirectory,
-                        format!("{} is not a directory", shown.display()),
-                    ))
-                }
-            }
-        }
-        let (fd, _, _) = stack.pop().expect("the root stays");
-        Ok(Dir {
-            fd: reopen_dir(&fd)?,
-            path: path.to_path_buf(),
-        })
+        walk(path, trusted, false)
     }
 
     /// [`Dir::walk`] to the directory holding the file `path`, and the
@@ -176,14 +125,23 @@ impl Dir {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
         };
-        Ok((Dir::walk(parent, trusted)?, name))
+        let dir = Dir::walk(parent, trusted)?;
+        // The file itself is a component too: whoever could replace it in
+        // its directory decides what its readers get.
+        let dir_stat = rustix::fs::fstat(&dir.fd)?;
+        let entry_uid = dir.stat(name)?.map_or(trusted.daemon, |s| s.st_uid);
+        if let Some(why) = replaceable(&dir_stat, entry_uid, trusted) {
+            return Err(unsafe_component(&parent.join(name), &why));
+        }
+        Ok((dir, name))
     }
 
-    /// Opens the state directory `path`: it must be a directory belonging
-    /// to the daemon's user, closed to group and others for writing.
-    pub fn open_private(path: &Path) -> io::Result<Dir> {
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let fd = rustix::fs::open(path, flags, Mode::empty())?;
+    /// Opens the state directory `path`, walked with no owner trusted and
+    /// created (0700, parents too) when `create` says so: it must be a
+    /// directory belonging to the daemon's user, closed to group and others
+    /// for writing.
+    pub fn open_private(path: &Path, create: bool) -> io::Result<Dir> {
+        let Dir { fd, .. } = walk(path, &Trusted::with_owner(None), create)?;
         let stat = rustix::fs::fstat(&fd)?;
         let me = euid();
         if stat.st_uid != me {
@@ -341,19 +299,33 @@ impl Dir {
 
     /// Removes the leftovers of interrupted [`Dir::replace`] calls whose
     /// target name passes `wanted`; how many were removed. Only names this
-    /// module makes are touched.
-    pub fn remove_temps_where(&self, wanted: impl Fn(&OsStr) -> bool) -> io::Result<usize> {
+    /// module makes are touched, and only regular files the daemon's user
+    /// or `owner` (to whom a sink's temp file is given) owns: in a shared
+    /// directory, root would otherwise remove anyone's file of that name.
+    pub fn remove_temps_where(
+        &self,
+        owner: Option<u32>,
+        wanted: impl Fn(&OsStr) -> bool,
+    ) -> io::Result<usize> {
         let mut removed = 0;
         for name in self.names()? {
             let Some(target) = name.to_str().and_then(temp_target) else {
                 continue;
             };
-            if wanted(OsStr::new(target)) {
+            if wanted(OsStr::new(target)) && self.is_own_file(&name, owner)? {
                 self.remove(&name)?;
                 removed += 1;
             }
         }
         Ok(removed)
+    }
+
+    /// Whether `name` is a regular file of the daemon's user or of `owner`.
+    pub fn is_own_file(&self, name: &OsStr, owner: Option<u32>) -> io::Result<bool> {
+        Ok(self.stat(name)?.is_some_and(|stat| {
+            FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
+                && (stat.st_uid == euid() || Some(stat.st_uid) == owner)
+        }))
     }
 
     /// A fresh temp file for `name`: `.<name>.tmp-<16 hex digits>`.
@@ -412,6 +384,78 @@ impl AsFd for Dir {
     }
 }
 
+/// Reads the file at `path`, which the configuration names (a secret, a
+/// template, a CA bundle), into a buffer zeroed on drop. Its path is walked
+/// with no owner trusted (a symlink root or the daemon's user owns is
+/// followed, the last component included), and the file must be a regular
+/// file of root's or the daemon's that group and others cannot write, of at
+/// most `limit` bytes: no other user can have the daemon read a file of
+/// their choice (into a sink), or hang it on a FIFO. Also returns the
+/// file's permission bits.
+pub fn read_trusted(path: &Path, limit: u64) -> io::Result<(Zeroizing<Vec<u8>>, u32)> {
+    let trusted = Trusted::with_owner(None);
+    let mut path = path.to_path_buf();
+    for _ in 0..MAX_SYMLINKS {
+        let (dir, name) = Dir::walk_parent(&path, &trusted)?;
+        let stat = dir.stat(name)?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} does not exist", path.display()),
+            )
+        })?;
+        if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
+            if !trusted.may_link(stat.st_uid) {
+                let why = format!(
+                    "it is a symlink owned by uid {}; only symlinks owned by root or the \
+                     daemon's user are followed",
+                    stat.st_uid
+                );
+                return Err(unsafe_component(&path, &why));
+            }
+            let target = rustix::fs::readlinkat(&dir, name, Vec::new())?;
+            let target = Path::new(OsStr::from_bytes(target.as_bytes()));
+            path = path.parent().unwrap_or(Path::new("/")).join(target);
+            continue;
+        }
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK;
+        let mut file = dir.open(name, flags, 0)?;
+        let stat = rustix::fs::fstat(&file)?;
+        let refuse = |why: String| Err(unsafe_component(&path, &why));
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return refuse("it is not a regular file".into());
+        }
+        if !trusted.may_link(stat.st_uid) {
+            return refuse(format!(
+                "it belongs to uid {}; files the configuration names must be root's or the \
+                 daemon's user's",
+                stat.st_uid
+            ));
+        }
+        if stat.st_mode & 0o022 != 0 {
+            return refuse(format!(
+                "its mode {:04o} lets group or others write it",
+                stat.st_mode & 0o7777
+            ));
+        }
+        let size = stat.st_size as u64;
+        if size > limit {
+            return refuse(format!("it is larger than {limit} bytes"));
+        }
+        // Sized up front so the buffer never reallocates and leaves copies
+        // behind; `take` bounds a file that grows meanwhile.
+        let mut bytes = Zeroizing::new(Vec::with_capacity(size as usize + 1));
+        io::Read::read_to_end(&mut io::Read::take(&mut file, limit + 1), &mut bytes)?;
+        if bytes.len() as u64 > limit {
+            return refuse(format!("it is larger than {limit} bytes"));
+        }
+        return Ok((bytes, stat.st_mode & 0o7777));
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{}: too many levels of symlinks", path.display()),
+    ))
+}
+
 /// Gives `file` its owner and group, then exactly `mode`: the order that
 /// never lets the wrong group read it (a file created 0600 by the daemon is
 /// readable by no one else until both are set).
@@ -441,8 +485,9 @@ pub fn set_owner_and_mode(
     Ok(())
 }
 
-/// Why someone outside `trusted` could replace `entry` in `dir`, if so.
-fn replaceable(dir: &Stat, entry: &Stat, trusted: &Trusted) -> Option<String> {
+/// Why someone outside `trusted` could replace an entry owned by
+/// `entry_uid` in `dir`, if someone could.
+fn replaceable(dir: &Stat, entry_uid: u32, trusted: &Trusted) -> Option<String> {
     if !trusted.contains(dir.st_uid) {
         return Some(format!(
             "its directory belongs to uid {}, who could replace it",
@@ -450,24 +495,145 @@ fn replaceable(dir: &Stat, entry: &Stat, trusted: &Trusted) -> Option<String> {
         ));
     }
     let sticky = dir.st_mode & 0o1000 != 0;
-    let group_writable = dir.st_mode & 0o020 != 0 && dir.st_gid != 0;
+    // With a POSIX ACL, the group bits are its mask: a named user or group
+    // allowed to write shows here too.
+    let group_writable = dir.st_mode & 0o020 != 0;
     let other_writable = dir.st_mode & 0o002 != 0;
-    if !sticky && group_writable {
-        return Some(format!(
-            "its directory is writable by group {}, whose members could replace it",
-            dir.st_gid
-        ));
-    }
     if !sticky && other_writable {
         return Some("its directory is writable by everyone, who could replace it".into());
     }
-    if sticky && (group_writable || other_writable) && !trusted.contains(entry.st_uid) {
+    if !sticky && group_writable {
         return Some(format!(
-            "it belongs to uid {} in a shared sticky directory",
-            entry.st_uid
+            "its directory is writable by group {} (or by an ACL entry), whose members could \
+             replace it",
+            dir.st_gid
+        ));
+    }
+    if sticky && (group_writable || other_writable) && !trusted.contains(entry_uid) {
+        return Some(format!(
+            "it belongs to uid {entry_uid} in a shared sticky directory"
         ));
     }
     None
+}
+
+/// Walks `path` to a directory (see [`Dir::walk`]), creating missing
+/// components (0700) when `create` is set.
+fn walk(path: &Path, trusted: &Trusted, create: bool) -> io::Result<Dir> {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    let mut todo: VecDeque<OsString> = VecDeque::new();
+    push_components(&mut todo, &absolute);
+    let root = open_path(CWD, Path::new("/"))?;
+    let root_stat = rustix::fs::fstat(&root)?;
+    // The directories from `/` down to where the walk stands, each the one
+    // its successor was opened in (`..` pops one), and whether it is below
+    // a component only the sink's owner (besides root and the daemon)
+    // could change: no symlink is followed there.
+    let mut stack = vec![Step {
+        fd: root,
+        stat: root_stat,
+        path: PathBuf::from("/"),
+        owners: false,
+    }];
+    let mut links = 0;
+    while let Some(name) = todo.pop_front() {
+        if name == ".." {
+            if stack.len() > 1 {
+                stack.pop();
+            }
+            continue;
+        }
+        let here = stack.last().expect("the root stays");
+        let shown = here.path.join(&name);
+        let fd = match open_path(&here.fd, Path::new(&name)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                // Made only where no one else could replace it.
+                if let Some(why) = replaceable(&here.stat, trusted.daemon, trusted) {
+                    return Err(unsafe_component(&shown, &why));
+                }
+                rustix::fs::mkdirat(&here.fd, &name, Mode::from_raw_mode(0o700))?;
+                open_path(&here.fd, Path::new(&name))
+            }
+            opened => opened,
+        }
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => {
+                io::Error::new(e.kind(), format!("{} does not exist", shown.display()))
+            }
+            _ => io::Error::new(e.kind(), format!("{}: {e}", shown.display())),
+        })?;
+        let stat = rustix::fs::fstat(&fd)?;
+        if let Some(why) = replaceable(&here.stat, stat.st_uid, trusted) {
+            return Err(unsafe_component(&shown, &why));
+        }
+        let owners =
+            here.owners || replaceable(&here.stat, stat.st_uid, &trusted.without_owner()).is_some();
+        match FileType::from_raw_mode(stat.st_mode) {
+            FileType::Directory => stack.push(Step {
+                fd,
+                stat,
+                path: shown,
+                owners,
+            }),
+            FileType::Symlink => {
+                if !trusted.may_link(stat.st_uid) {
+                    let why = format!(
+                        "it is a symlink owned by uid {}; only symlinks owned by root or the \
+                         daemon's user are followed",
+                        stat.st_uid
+                    );
+                    return Err(unsafe_component(&shown, &why));
+                }
+                if owners {
+                    let why = "it is a symlink the sink's owner could move there; symlinks are \
+                               followed only where no one but root and the daemon's user can \
+                               change them";
+                    return Err(unsafe_component(&shown, why));
+                }
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{}: too many levels of symlinks", shown.display()),
+                    ));
+                }
+                let target = rustix::fs::readlinkat(&fd, "", Vec::new())?;
+                let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
+                if target.is_absolute() {
+                    stack.truncate(1);
+                }
+                let mut rest = VecDeque::new();
+                push_components(&mut rest, &target);
+                rest.append(&mut todo);
+                todo = rest;
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    format!("{} is not a directory", shown.display()),
+                ))
+            }
+        }
+    }
+    let last = stack.pop().expect("the root stays");
+    Ok(Dir {
+        fd: reopen_dir(&last.fd)?,
+        path: path.to_path_buf(),
+    })
+}
+
+/// One directory of a walk.
+struct Step {
+    fd: OwnedFd,
+    stat: Stat,
+    /// As walked, for messages.
+    path: PathBuf,
+    /// At or below a component only the sink's owner made safe.
+    owners: bool,
 }
 
 fn unsafe_component(path: &Path, why: &str) -> io::Error {

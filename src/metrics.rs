@@ -478,6 +478,8 @@ impl Metrics {
         let text = self.encode_textfile();
         Dir::walk_parent(path, &Trusted::with_owner(None))
             .and_then(|(dir, name)| {
+                // A run killed mid-write left a temp file beside it.
+                dir.remove_temps_where(None, |t| t == name)?;
                 dir.replace(name, Perms::mode(0o644), |file| {
                     std::io::Write::write_all(file, text.as_bytes())
                 })

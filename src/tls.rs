@@ -32,8 +32,8 @@ impl ExtraRoots {
     /// file cannot be read, holds no certificate, or one that cannot be a
     /// trust root.
     pub fn load(path: &Path) -> Result<ExtraRoots, String> {
-        let pem =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let (pem, _) = crate::dirfd::read_trusted(path, crate::dirfd::READ_LIMIT)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let certificates = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("{} is not a PEM certificate bundle: {e}", path.display()))?;

@@ -272,26 +272,28 @@ impl Resolver<'_> {
 /// The file's content without one trailing `\n` or `\r\n`. A file that
 /// others may read is refused: whoever can read it holds the account.
 fn read_secret_file(path: &Path) -> Result<SecretString, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?
-        .permissions()
-        .mode();
+    let cannot = |e: std::io::Error| format!("cannot read secret file {}: {e}", path.display());
+    let (mut bytes, mode) =
+        crate::dirfd::read_trusted(path, crate::dirfd::READ_LIMIT).map_err(cannot)?;
     if mode & 0o004 != 0 {
         return Err(format!(
-            "secret file {} is readable by others (mode {:04o}); restrict it, e.g. chmod 600 {}",
+            "secret file {} is readable by others (mode {mode:04o}); restrict it, e.g. chmod 600 {}",
             path.display(),
-            mode & 0o7777,
             path.display()
         ));
     }
-    let mut text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
-    if text.ends_with("\r\n") {
-        text.truncate(text.len() - 2);
-    } else if text.ends_with('\n') {
-        text.truncate(text.len() - 1);
+    let len = bytes.len();
+    if bytes.ends_with(b"\r\n") {
+        bytes.truncate(len - 2);
+    } else if bytes.ends_with(b"\n") {
+        bytes.truncate(len - 1);
     }
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        format!(
+            "cannot read secret file {}: it is not UTF-8 text",
+            path.display()
+        )
+    })?;
     Ok(SecretString::from(text))
 }
 

@@ -230,3 +230,136 @@ fn the_temp_file_is_the_owners_before_any_other_bit_is_set() {
         (OPS, OTHER, 0o640)
     );
 }
+
+/// A root-owned symlink is safe only where no one but root and the daemon
+/// can move it: the sink's owner may not bring one into a directory of
+/// theirs (`mv ~/www ~/.aws`, where `www` is a link root once made).
+#[test]
+fn a_root_symlink_the_owner_could_move_is_not_followed() {
+    as_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("ops");
+    mkdir(&home, OPS, 0o755);
+    let rootdir = tmp.path().join("rootdir");
+    mkdir(&rootdir, 0, 0o755);
+    link(&rootdir, &home.join(".aws"), 0);
+    let err = refused(&home.join(".aws"), Trusted::with_owner(Some(OPS)));
+    assert!(err.contains("the sink's owner could move there"), "{err}");
+    // Below a component only the owner makes safe, too.
+    mkdir(&home.join("sub"), 0, 0o755);
+    link(&rootdir, &home.join("sub/link"), 0);
+    refused(&home.join("sub/link"), Trusted::with_owner(Some(OPS)));
+}
+
+#[test]
+fn a_group_writable_directory_is_refused_whatever_its_group() {
+    as_root();
+    let tmp = tempfile::tempdir().unwrap();
+    // root:root 0775, as a POSIX ACL granting a named user write shows it
+    // (the group bits are the ACL's mask).
+    let shared = tmp.path().join("acl");
+    mkdir(&shared, 0, 0o775);
+    mkdir(&shared.join("app"), 0, 0o755);
+    let err = refused(&shared.join("app"), Trusted::with_owner(None));
+    assert!(err.contains("writable by group 0"), "{err}");
+}
+
+/// The target file is a component too: a directory others can write lets
+/// them swap what its readers get.
+#[test]
+fn the_target_directory_is_judged_too() {
+    as_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let open = tmp.path().join("open");
+    mkdir(&open, 0, 0o775);
+    let err = Dir::walk_parent(&open.join("creds.json"), &Trusted::with_owner(None)).unwrap_err();
+    assert!(err.to_string().contains("creds.json"), "{err}");
+    let shared = tmp.path().join("sticky");
+    mkdir(&shared, 0, 0o1777);
+    Dir::walk_parent(&shared.join("creds.json"), &Trusted::with_owner(None)).unwrap();
+    fs::write(shared.join("creds.json"), b"").unwrap();
+    chown(shared.join("creds.json"), Some(OTHER), None).unwrap();
+    let err = Dir::walk_parent(&shared.join("creds.json"), &Trusted::with_owner(None)).unwrap_err();
+    assert!(err.to_string().contains("shared sticky directory"), "{err}");
+}
+
+#[test]
+fn the_state_directory_is_walked_and_created_privately() {
+    as_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("a/b/state");
+    let dir = Dir::open_private(&state, true).unwrap();
+    assert_eq!(dir.path(), state);
+    for made in ["a", "a/b", "a/b/state"] {
+        let mode = fs::metadata(tmp.path().join(made)).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o700, "{made}");
+    }
+    // Reached through a directory or a symlink someone else controls.
+    let home = tmp.path().join("ops");
+    mkdir(&home, OPS, 0o755);
+    let err = Dir::open_private(&home.join("state"), true).unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("belongs to uid {OPS}")),
+        "{err}"
+    );
+    assert!(!home.join("state").exists(), "nothing made there");
+    link(&state, &tmp.path().join("link"), OPS);
+    let err = Dir::open_private(&tmp.path().join("link"), false).unwrap_err();
+    assert!(err.to_string().contains("symlink owned by uid"), "{err}");
+}
+
+#[test]
+fn files_the_configuration_names_are_read_only_from_trusted_places() {
+    as_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = tmp.path().join("secret");
+    fs::write(&secret, b"s3cret\n").unwrap();
+    let (bytes, _) = read_trusted(&secret, READ_LIMIT).unwrap();
+    assert_eq!(&bytes[..], b"s3cret\n");
+    // A root-owned symlink is followed, as the last component too.
+    link(&secret, &tmp.path().join("alias"), 0);
+    read_trusted(&tmp.path().join("alias"), READ_LIMIT).unwrap();
+
+    let home = tmp.path().join("ops");
+    mkdir(&home, OPS, 0o755);
+    link(&secret, &home.join("tpl.j2"), OPS);
+    let err = read_trusted(&home.join("tpl.j2"), READ_LIMIT).unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("belongs to uid {OPS}")),
+        "{err}"
+    );
+    link(&secret, &tmp.path().join("their-link"), OPS);
+    let err = read_trusted(&tmp.path().join("their-link"), READ_LIMIT).unwrap_err();
+    assert!(err.to_string().contains("symlink owned by uid"), "{err}");
+
+    let theirs = tmp.path().join("theirs");
+    fs::write(&theirs, b"x").unwrap();
+    chown(&theirs, Some(OPS), None).unwrap();
+    let err = read_trusted(&theirs, READ_LIMIT).unwrap_err();
+    assert!(err.to_string().contains("must be root's"), "{err}");
+
+    let fifo = tmp.path().join("fifo");
+    rustix::fs::mknodat(CWD, &fifo, FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
+    let err = read_trusted(&fifo, READ_LIMIT).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+
+    let err = read_trusted(&secret, 3).unwrap_err();
+    assert!(err.to_string().contains("larger than 3 bytes"), "{err}");
+}
+
+#[test]
+fn only_the_daemons_own_temp_files_are_cleaned_up() {
+    as_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let mine = tmp.path().join(".out.tmp-0123456789abcdef");
+    let given = tmp.path().join(".out.tmp-1123456789abcdef");
+    let theirs = tmp.path().join(".out.tmp-2123456789abcdef");
+    for path in [&mine, &given, &theirs] {
+        fs::write(path, b"").unwrap();
+    }
+    chown(&given, Some(OPS), None).unwrap();
+    chown(&theirs, Some(OTHER), None).unwrap();
+    let dir = Dir::walk(tmp.path(), &Trusted::with_owner(None)).unwrap();
+    assert_eq!(dir.remove_temps_where(Some(OPS), |_| true).unwrap(), 2);
+    assert!(theirs.exists() && !mine.exists() && !given.exists());
+}

@@ -119,7 +119,11 @@ impl Template {
     /// (and the line, for a syntax error) and what is wrong.
     pub fn compile(path: &Path) -> Result<Template, String> {
         let name = path.display().to_string();
-        let source = std::fs::read_to_string(path)
+        let source = crate::dirfd::read_trusted(path, crate::dirfd::READ_LIMIT)
+            .and_then(|(bytes, _)| {
+                String::from_utf8(bytes.to_vec())
+                    .map_err(|_| std::io::Error::other("it is not UTF-8 text"))
+            })
             .map_err(|e| format!("cannot read template {name}: {e}"))?;
         let mut env = environment();
         env.add_template_owned(name.clone(), source)

@@ -150,7 +150,7 @@ fn write_file(
     // A write killed before its rename left a temp file (holding a secret)
     // beside the target; nothing else would ever remove it. A directory
     // that cannot be listed is reported by the write below.
-    if let Ok(removed @ 1..) = dir.remove_temps_where(|t| t == name) {
+    if let Ok(removed @ 1..) = dir.remove_temps_where(uid, |t| t == name) {
         tracing::info!(sink = %target.name, removed, "Removed temp files left by an interrupted write.");
     }
     let perms = Perms {
@@ -420,8 +420,14 @@ pub(crate) fn healthcheck(target: &Target<'_>) -> Result<(), SinkError> {
     }
     // A process killed between creating its probe and removing it left
     // one behind (empty, never a secret): nothing else would remove it.
+    // Only names of exactly that form that are the daemon's own.
+    let is_probe = |name: &str| {
+        name.strip_prefix(PROBE_PREFIX)
+            .is_some_and(|rest| rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
     for stale in dir.names().unwrap_or_default() {
-        if stale.to_string_lossy().starts_with(PROBE_PREFIX) {
+        let ours = stale.to_str().is_some_and(is_probe);
+        if ours && dir.is_own_file(&stale, None).unwrap_or(false) {
             let _ = dir.remove(&stale);
         }
     }

@@ -9,9 +9,9 @@
 //! secret file is more readable than asked.
 
 use std::ffi::OsStr;
-use std::fs::{DirBuilder, File, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use rustix::fs::OFlags;
@@ -66,24 +66,16 @@ pub(crate) fn write_atomic_from(
 
 /// Removes every leftover temp file in the state directory (it is ours).
 pub(crate) fn remove_all_temp_files(dir: &Dir) -> Result<usize, StateError> {
-    dir.remove_temps_where(|_| true)
+    dir.remove_temps_where(None, |_| true)
         .map_err(|e| StateError::io("clean up", dir.path(), e))
 }
 
-/// Creates `dir` and any missing parents with mode 0700. An existing
-/// directory is left as it is; [`open_dir`] then judges it.
-pub(crate) fn create_dir(dir: &Path) -> Result<(), StateError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| StateError::io("create directory", dir, e))
-}
-
-/// Opens the state directory: it must belong to the daemon's user and be
-/// closed to group and others for writing ([`Dir::open_private`]).
-pub(crate) fn open_dir(dir: &Path) -> Result<Dir, StateError> {
-    Dir::open_private(dir).map_err(|e| match e.kind() {
+/// Opens the state directory, creating it and any missing parents (0700)
+/// when `create` says so; an existing directory must belong to the daemon's
+/// user and be closed to group and others for writing, and so must the
+/// path to it ([`Dir::open_private`]).
+pub(crate) fn open_dir(dir: &Path, create: bool) -> Result<Dir, StateError> {
+    Dir::open_private(dir, create).map_err(|e| match e.kind() {
         io::ErrorKind::PermissionDenied => StateError::Unsafe {
             dir: dir.to_path_buf(),
             detail: e.to_string(),
@@ -265,7 +257,7 @@ mod tests {
     }
 
     fn open(dir: &tempfile::TempDir) -> Dir {
-        open_dir(dir.path()).unwrap()
+        open_dir(dir.path(), true).unwrap()
     }
 
     #[test]
@@ -360,13 +352,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         for mode in [0o770, 0o707, 0o777] {
             fs::set_permissions(tmp.path(), Permissions::from_mode(mode)).unwrap();
-            let err = open_dir(tmp.path()).unwrap_err();
+            let err = open_dir(tmp.path(), false).unwrap_err();
             let text = err.to_string();
             assert!(matches!(err, StateError::Unsafe { .. }), "{text}");
             assert!(text.contains("chmod go-w"), "{text}");
             assert!(text.contains(&tmp.path().display().to_string()), "{text}");
         }
         fs::set_permissions(tmp.path(), Permissions::from_mode(0o750)).unwrap();
-        open_dir(tmp.path()).unwrap();
+        open_dir(tmp.path(), false).unwrap();
     }
 }

@@ -94,8 +94,7 @@ impl StateDir {
     ///
     /// Fails with [`StateError::Locked`] if another process holds the lock.
     pub fn open(dir: &Path) -> Result<StateDir, StateError> {
-        fs::create_dir(dir)?;
-        let handle = fs::open_dir(dir)?;
+        let handle = fs::open_dir(dir, true)?;
         let lock = fs::lock(&handle)?;
         let removed = fs::remove_all_temp_files(&handle)?;
         if removed > 0 {
@@ -147,14 +146,12 @@ impl StateDir {
     /// that it is closed to other users (`check` and `list` call this too,
     /// so that every command refuses an open directory before any request).
     pub fn open_existing(dir: &Path) -> Result<Option<Dir>, StateError> {
-        match std::fs::metadata(dir) {
-            Ok(meta) if meta.is_dir() => fs::open_dir(dir).map(Some),
-            Ok(_) => {
-                let err = std::io::Error::other("it exists but is not a directory");
-                Err(StateError::io("read", dir, err))
+        match fs::open_dir(dir, false) {
+            Ok(handle) => Ok(Some(handle)),
+            Err(StateError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StateError::io("read", dir, e)),
+            Err(err) => Err(err),
         }
     }
 

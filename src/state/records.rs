@@ -936,7 +936,7 @@ mod tests {
         assert!(text.contains(r#""u-1/os-1/1": "#), "{text}");
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(crate::state::RECORDS_FILE), &text).unwrap();
-        let handle = super::super::fs::open_dir(dir.path()).unwrap();
+        let handle = super::super::fs::open_dir(dir.path(), false).unwrap();
         for records in [records, load(&handle).unwrap()] {
             let keys: Vec<_> = records.credentials.keys().collect();
             assert_eq!(keys.len(), 2);

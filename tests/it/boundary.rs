@@ -5,6 +5,7 @@
 
 use crate::cli::{args, options, output_text, run_bin, write_config, Setup};
 use contabo_rotator::simulator::Simulator;
+use secrecy::ExposeSecret;
 use std::fs;
 use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -251,4 +252,82 @@ max_age = "7d"
     // And the directory, once closed and clean, works.
     let out = run_now(&setup, &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+}
+
+/// Files the configuration names are read only from places no other user
+/// controls: a template `ops` could swap for a link to a root-only file
+/// would otherwise be rendered, with that file's content, into `ops`'s sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_or_secret_file_another_user_controls_is_refused() {
+    as_root();
+    let opts = options(1);
+    let sim = Simulator::start(opts.clone()).await.unwrap();
+    let setup = write_config(
+        &sim,
+        &opts,
+        &format!(
+            r#"
+[object_storage]
+rotate = true
+max_age = "7d"
+
+[[sinks]]
+type = "template"
+template = "{{root}}/home/ops/tpl/app.j2"
+path = "{{root}}/home/ops/app.env"
+owner = "{OPS}"
+"#
+        ),
+    );
+    let root = setup.dir.path();
+    fs::set_permissions(root, fs::Permissions::from_mode(0o755)).unwrap();
+    mkdir(&root.join("home"), 0, 0o755);
+    mkdir(&root.join("home/ops"), OPS, 0o755);
+    let root_only = root.join("root-only");
+    mkdir(&root_only, 0, 0o700);
+    fs::write(root_only.join("secret.txt"), "ROOT-ONLY-CONTENT\n").unwrap();
+    let tpl = root.join("home/ops/tpl");
+    as_user(OPS, &["mkdir", &tpl.display().to_string()]);
+    let target = root_only.join("secret.txt").display().to_string();
+    as_user(
+        OPS,
+        &[
+            "ln",
+            "-s",
+            &target,
+            &tpl.join("app.j2").display().to_string(),
+        ],
+    );
+
+    for command in [&["check"][..], &["--run-now"]] {
+        let out = run_bin(args(&setup.config, command)).await;
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(78), "{command:?}: {text}");
+        assert!(text.contains("cannot read template"), "{text}");
+        assert!(text.contains(&format!("belongs to uid {OPS}")), "{text}");
+        assert!(!text.contains("ROOT-ONLY-CONTENT"), "{text}");
+    }
+    assert!(!root.join("home/ops/app.env").exists());
+    assert!(sim.requests().is_empty());
+
+    // A secret file of another user's is refused the same way.
+    let setup = write_config(&sim, &opts, "");
+    let root = setup.dir.path();
+    let theirs = root.join("password");
+    fs::write(&theirs, opts.password.expose_secret()).unwrap();
+    chown(&theirs, Some(OPS), Some(OPS)).unwrap();
+    fs::set_permissions(&theirs, fs::Permissions::from_mode(0o600)).unwrap();
+    let text = fs::read_to_string(&setup.config).unwrap();
+    let mine = format!("{}/api-password", root.display());
+    fs::write(
+        &setup.config,
+        text.replace(&mine, &theirs.display().to_string()),
+    )
+    .unwrap();
+    let out = run_bin(args(&setup.config, &["check"])).await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(78), "{text}");
+    assert!(text.contains("api.password"), "{text}");
+    assert!(text.contains(&format!("it belongs to uid {OPS}")), "{text}");
+    assert!(sim.requests().is_empty());
 }
