@@ -20,6 +20,7 @@
 //! directory holding the configuration file.
 
 mod checks;
+pub mod env_secrets;
 mod error;
 mod locate;
 mod raw;
@@ -63,9 +64,9 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 /// messages and anchors relative paths; when a file exists there, its mode
 /// decides whether plain-text secrets are warned about.
 pub fn load_from_str(text: &str, path: &Path) -> Result<Settings, ConfigError> {
-    let var = |name: &str| std::env::var(name).ok();
+    // `{ env }` secrets taken out of the environment at start come first.
     let env = Environment {
-        var: &var,
+        var: &env_secrets::var,
         is_root: running_as_root(),
         file_mode: std::fs::metadata(path).ok().map(|m| m.mode()),
     };
@@ -213,9 +214,10 @@ fn resolve(
     })
 }
 
-/// Whether this process runs as root, from the owner of `/proc/self`.
+/// Whether this process runs as root (its effective user: `/proc/self`
+/// belongs to root once the process is not dumpable, whoever runs it).
 fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    nix::unistd::geteuid().is_root()
 }
 
 #[cfg(test)]
