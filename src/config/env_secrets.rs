@@ -31,8 +31,8 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Mutex;
 
-use secrecy::{ExposeSecret, SecretString};
 use secrecy::zeroize::Zeroizing;
+use secrecy::{ExposeSecret, SecretString};
 
 /// The variable naming the memory file a process hands its `{ env }`
 /// secrets over in when it executes itself again.

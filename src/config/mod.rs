@@ -22,6 +22,7 @@
 mod checks;
 pub mod env_secrets;
 mod error;
+mod file_trust;
 mod locate;
 mod raw;
 mod secret;
@@ -52,11 +53,32 @@ use validate::{PendingSink, Validated};
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/contabo-rotator/config.toml";
 
 /// Reads, parses, validates and resolves the configuration at `path`.
+/// A file that everyone may write is refused, and one that others than
+/// root and the daemon's user may write is warned about (`file_trust`).
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+    use std::io::Read;
+    let read_error = |error| ConfigError::Read {
         file: path.to_owned(),
         error,
-    })?;
+    };
+    // Judged and read through one handle: what is read is what was judged.
+    let mut file = std::fs::File::open(path).map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
+    let euid = nix::unistd::geteuid().as_raw();
+    match file_trust::judge(path, meta.mode(), meta.uid(), euid) {
+        file_trust::Verdict::Trusted => {}
+        file_trust::Verdict::Warn(warning) => {
+            tracing::warn!(file = %path.display(), "{warning}");
+        }
+        file_trust::Verdict::Refuse(message) => {
+            return Err(ConfigError::Unsafe {
+                file: path.to_owned(),
+                message,
+            })
+        }
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(read_error)?;
     load_from_str(&text, path)
 }
 

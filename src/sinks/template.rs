@@ -990,7 +990,9 @@ mod tests {
             ..roomy(&terminate)
         };
         let (_, result) = render_within(aws, &base_only);
-        assert!(result.unwrap_err().contains("ran out of fuel after 10 instructions"));
+        assert!(result
+            .unwrap_err()
+            .contains("ran out of fuel after 10 instructions"));
         let per_credential = Bounds {
             fuel: 10,
             fuel_per_credential: 100,
@@ -1009,12 +1011,16 @@ mod tests {
             ..roomy(&terminate)
         };
         // 16 bytes a turn: exactly 1 MiB passes, one turn more fails.
-        let (out, result) =
-            render_within("{% for i in range(65536) %}0123456789abcdef{% endfor %}", &bounds);
+        let (out, result) = render_within(
+            "{% for i in range(65536) %}0123456789abcdef{% endfor %}",
+            &bounds,
+        );
         result.unwrap();
         assert_eq!(out.len() as u64, MIB);
-        let (out, result) =
-            render_within("{% for i in range(65537) %}0123456789abcdef{% endfor %}", &bounds);
+        let (out, result) = render_within(
+            "{% for i in range(65537) %}0123456789abcdef{% endfor %}",
+            &bounds,
+        );
         assert_eq!(
             result.unwrap_err(),
             "t.j2: output larger than 1 MiB, the most a template may write"
@@ -1089,7 +1095,9 @@ mod tests {
         // A second signal ends the grace.
         let terminate = Terminate::new();
         let (written, result) = render(&terminate, Duration::from_secs(3600), 2);
-        assert!(result.unwrap_err().contains("stopped by a terminate signal"));
+        assert!(result
+            .unwrap_err()
+            .contains("stopped by a terminate signal"));
         assert!(written < 1100, "{written}");
     }
 
@@ -1110,4 +1118,3 @@ mod tests {
         assert!(!shown.contains("tojson"), "{shown}");
     }
 }
-
