@@ -740,8 +740,15 @@ fn one_user(selection: &crate::config::Selection, users: &[UserRef]) -> Role {
 }
 
 /// Renders a file or template sink's content for `snapshot` without
-/// writing it; the error says why it cannot be delivered.
+/// writing it; the error says why it cannot be delivered. Off the
+/// runtime's worker, as a delivery's render is: a render may take long
+/// (until its fuel or a terminate signal ends it), and with every worker
+/// held by one the runtime would not even see the signal.
 fn render(sink: &SinkSettings, snapshot: &Snapshot) -> Result<(), String> {
+    crate::sinks::write::blocking(|| render_now(sink, snapshot))
+}
+
+fn render_now(sink: &SinkSettings, snapshot: &Snapshot) -> Result<(), String> {
     let result = match sink {
         SinkSettings::File(f) => file::check_renders(f.format, &snapshot.select(&f.select)),
         SinkSettings::Template(t) => t

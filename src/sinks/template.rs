@@ -54,7 +54,7 @@
 //! nested `range(100000)`, which `check` accepts) fails its sink instead
 //! of running until the process is killed:
 //!
-//! * **fuel**: at most [`FUEL_BASE`] (5 million) template instructions
+//! * **fuel**: at most [`FUEL_BASE`] (1 million) template instructions
 //!   per render, plus [`FUEL_PER_CREDENTIAL`] (1,000) for each credential
 //!   of the sink's selection (minijinja's fuel; the aws-credentials
 //!   template of `config/templates/` takes about 46 per credential);
@@ -275,7 +275,7 @@ impl Template {
 /// fuel): this many, plus [`FUEL_PER_CREDENTIAL`] for each credential of
 /// the sink's selection. Two nested `range(100000)` loops would take tens
 /// of billions.
-pub const FUEL_BASE: u64 = 5_000_000;
+pub const FUEL_BASE: u64 = 1_000_000;
 
 /// The fuel a render gets for each credential it is given: the
 /// aws-credentials template of `config/templates/` takes about 46 per

@@ -10,6 +10,7 @@ mod crash;
 mod examples;
 mod faults;
 mod fuzz;
+mod hygiene;
 mod leak;
 mod malformed;
 mod metrics;
