@@ -192,7 +192,7 @@ fn decode(bytes: &[u8]) -> Option<Vec<(String, SecretString)>> {
         return bytes.is_empty().then(Vec::new);
     };
     let fields: Vec<&[u8]> = body.split(|b| *b == 0).collect();
-    if fields.len() % 2 != 0 {
+    if !fields.len().is_multiple_of(2) {
         return None;
     }
     fields

@@ -279,8 +279,9 @@ const OTHER_UID: u32 = 64011;
 /// A daemon started as another user (as a service user would run it),
 /// with its API password in `{ env = "..." }`: its `/proc/PID/environ`
 /// belongs to root (the process is not dumpable), so its own user cannot
-/// read it, and read as root it holds neither the variable's name nor its
-/// value. The daemon works with the password all the same.
+/// read it (nor can its `on_change` child), and read as root it holds
+/// neither the variable's name nor its value. The daemon works with the
+/// password all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_as_another_user_is_not_dumpable_and_its_env_secret_is_gone() {
     let opts = options(1);
@@ -288,8 +289,22 @@ async fn a_daemon_as_another_user_is_not_dumpable_and_its_env_secret_is_gone() {
     let setup = write_config(
         &sim,
         &opts,
-        "[schedule]\ncron = \"0 0 3 * * *\"\nrun_on_start = true\n\n\
-         [[sinks]]\ntype = \"file\"\npath = \"{root}/out/all.json\"\nformat = \"json\"\n",
+        r#"
+[schedule]
+cron = "0 0 3 * * *"
+run_on_start = true
+
+[[sinks]]
+type = "file"
+path = "{root}/out/all.json"
+format = "json"
+# What an on_change child sees: its environment, and whether it can read
+# the daemon's.
+on_change = ["sh", "-c", '''
+env > "$CONTABO_ROTATOR_SINK_PATH.env"
+if cat /proc/$PPID/environ > /dev/null 2>&1; then echo readable; else echo denied; fi > "$CONTABO_ROTATOR_SINK_PATH.parent"
+''']
+"#,
     );
     let root = setup.dir.path();
     let var = "CONTABO_ROTATOR_TEST_API_PASSWORD";
@@ -355,6 +370,18 @@ async fn a_daemon_as_another_user_is_not_dumpable_and_its_env_secret_is_gone() {
     }
     assert!(text().contains("exit_code=0"), "{}", text());
     assert!(root.join("out/all.json").exists());
+    // The on_change child has neither the variable nor the daemon's
+    // environment.
+    let child_env = std::fs::read_to_string(root.join("out/all.json.env")).unwrap();
+    assert!(
+        child_env.contains("CONTABO_ROTATOR_SINK_PATH="),
+        "{child_env}"
+    );
+    assert!(!child_env.contains(var) && !child_env.contains(password));
+    assert_eq!(
+        std::fs::read_to_string(root.join("out/all.json.parent")).unwrap(),
+        "denied\n"
+    );
 
     let proc_dir = Path::new("/proc").join(child.id().to_string());
     let status = std::fs::read_to_string(proc_dir.join("status")).unwrap();
