@@ -44,8 +44,9 @@ Exit codes:
           on a second terminate signal
   2   usage error (unknown flag, --run-now with a command, --dry-run or
       --force without --run-now)
-  78  invalid configuration or unreadable secret (EX_CONFIG); nothing was
-      changed and no request was sent";
+  78  invalid configuration, unreadable secret, or a configuration file
+      everyone may write (EX_CONFIG); nothing was changed and no request
+      was sent";
 
 /// Keeps a Contabo account's API client secret and S3 object-storage credentials fresh.
 #[derive(Debug, Parser)]
