@@ -15,7 +15,7 @@
 //!    again (same PID, same arguments, `/proc/self/exe`) without those
 //!    variables, handing their values over in an anonymous memory file
 //!    (`memfd`) whose descriptor is named by [`HANDOVER_VAR`];
-//! 3. the new image ([`receive`]) reads the memory file into the store,
+//! 3. the new image (`receive`) reads the memory file into the store,
 //!    closes it and removes [`HANDOVER_VAR`].
 //!
 //! Every later load (`check`, the daemon's SIGHUP reload) looks a variable
