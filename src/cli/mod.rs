@@ -46,8 +46,9 @@ Exit codes:
           on a second terminate signal
   2   usage error (unknown flag, --run-now with a command, --dry-run or
       --force without --run-now)
-  78  invalid configuration or unreadable secret (EX_CONFIG); nothing was
-      changed and no request was sent";
+  78  invalid configuration, unreadable secret, or a configuration file
+      everyone may write (EX_CONFIG); nothing was changed and no request
+      was sent";
 
 /// Keeps a Contabo account's API client secret and S3 object-storage credentials fresh.
 #[derive(Debug, Parser)]
@@ -139,6 +140,10 @@ pub enum CliError {
 
 /// Parses arguments, runs the command and returns its exit status.
 pub fn main() -> ExitCode {
+    // First of all: no core dump (it would hold every secret), and
+    // `/proc/PID/{environ,mem,fd,...}` belong to root rather than to the
+    // daemon's user (and so to its `on_change` children).
+    let dumpable = nix::sys::prctl::set_dumpable(false);
     let cli = Cli::parse();
     if cli.run_now && cli.command.is_some() {
         use clap::CommandFactory;
@@ -149,7 +154,24 @@ pub fn main() -> ExitCode {
             )
             .exit();
     }
+    // Still one thread (no runtime, no logging yet): the `{ env }` secrets
+    // leave the environment now (this may execute the process again).
+    let taken = match cli.command {
+        None | Some(Command::Check { .. } | Command::List { .. } | Command::Status { .. }) => {
+            config::env_secrets::take(&cli.config)
+        }
+        Some(Command::Demo | Command::Completions { .. } | Command::Man) => Default::default(),
+    };
     telemetry::init(cli.log_format, cli.verbose as i8 - cli.quiet as i8);
+    if let Err(errno) = dumpable {
+        tracing::warn!(error = %errno, "Could not make the process non-dumpable.");
+    }
+    if !taken.names.is_empty() {
+        tracing::debug!(variables = ?taken.names, "Took the {{ env }} secrets out of the environment.");
+    }
+    if let Some(warning) = &taken.warning {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {

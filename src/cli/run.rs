@@ -23,7 +23,10 @@ fn engine(path: &Path) -> Result<Engine, CliError> {
     Ok(Engine::new(settings, state).context("starting the rotation engine")?)
 }
 
-/// Forwards SIGTERM, SIGINT and SIGHUP to a channel.
+/// Forwards SIGTERM, SIGINT and SIGHUP to a channel. A terminate signal
+/// also reaches template renders at once: a render blocks the task that
+/// reads the channel until it ends (see
+/// [`crate::sinks::template::terminate_signal`]).
 fn forward_signals() -> Result<mpsc::Receiver<Signal>, CliError> {
     let (tx, rx) = mpsc::channel(8);
     let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
@@ -36,6 +39,9 @@ fn forward_signals() -> Result<mpsc::Receiver<Signal>, CliError> {
                 _ = int.recv() => Signal::Terminate,
                 _ = hup.recv() => Signal::Reload,
             };
+            if sig == Signal::Terminate {
+                crate::sinks::template::terminate_signal();
+            }
             if tx.send(sig).await.is_err() {
                 break;
             }

@@ -45,6 +45,10 @@ pub enum ConfigError {
         message: String,
     },
 
+    /// The configuration file is not safe to use: anyone may write it.
+    #[error("{}: {message}", file.display())]
+    Unsafe { file: PathBuf, message: String },
+
     /// A secret could not be read, or is not what the key needs.
     #[error("{}: {key}: {message}", At(file, *location))]
     Secret {

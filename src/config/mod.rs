@@ -20,7 +20,9 @@
 //! directory holding the configuration file.
 
 mod checks;
+pub mod env_secrets;
 mod error;
+mod file_trust;
 mod locate;
 mod raw;
 mod secret;
@@ -52,11 +54,32 @@ use validate::{PendingSink, Validated};
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/contabo-rotator/config.toml";
 
 /// Reads, parses, validates and resolves the configuration at `path`.
+/// A file that everyone may write is refused, and one that others than
+/// root and the daemon's user may write is warned about (`file_trust`).
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+    use std::io::Read;
+    let read_error = |error| ConfigError::Read {
         file: path.to_owned(),
         error,
-    })?;
+    };
+    // Judged and read through one handle: what is read is what was judged.
+    let mut file = std::fs::File::open(path).map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
+    let euid = nix::unistd::geteuid().as_raw();
+    match file_trust::judge(path, meta.mode(), meta.uid(), euid) {
+        file_trust::Verdict::Trusted => {}
+        file_trust::Verdict::Warn(warning) => {
+            tracing::warn!(file = %path.display(), "{warning}");
+        }
+        file_trust::Verdict::Refuse(message) => {
+            return Err(ConfigError::Unsafe {
+                file: path.to_owned(),
+                message,
+            })
+        }
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(read_error)?;
     load_from_str(&text, path)
 }
 
@@ -64,9 +87,9 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 /// messages and anchors relative paths; when a file exists there, its mode
 /// decides whether plain-text secrets are warned about.
 pub fn load_from_str(text: &str, path: &Path) -> Result<Settings, ConfigError> {
-    let var = |name: &str| std::env::var(name).ok();
+    // `{ env }` secrets taken out of the environment at start come first.
     let env = Environment {
-        var: &var,
+        var: &env_secrets::var,
         is_root: running_as_root(),
         file_mode: std::fs::metadata(path).ok().map(|m| m.mode()),
     };
@@ -220,9 +243,10 @@ fn resolve(
     })
 }
 
-/// Whether this process runs as root, from the owner of `/proc/self`.
+/// Whether this process runs as root (its effective user: `/proc/self`
+/// belongs to root once the process is not dumpable, whoever runs it).
 fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    nix::unistd::geteuid().is_root()
 }
 
 #[cfg(test)]
@@ -677,14 +701,14 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
             ("bad whsec", hook("").replace(WHSEC, "not-a-key"), &[":9:18: sinks[0].signing_secret: a signing secret must look like `whsec_<base64>`"]),
             ("bad whsec in list", hook("").replace(&format!("\"{WHSEC}\""), &format!("[\"{WHSEC}\", \"whsec_!!\"]")), &["sinks[0].signing_secret[1]: the signing secret after `whsec_` is not valid base64"]),
             // Secrets that cannot be read.
-            ("missing secret file", edit("\"pw-plain-0002\"", "{ file = \"/nonexistent/pw\" }"), &[":5:12: api.password: cannot read secret file /nonexistent/pw: No such file or directory"]),
+            ("missing secret file", edit("\"pw-plain-0002\"", "{ file = \"/nonexistent/pw\" }"), &[":5:12: api.password: cannot read secret file /nonexistent/pw: /nonexistent does not exist"]),
             ("unset env var", edit("\"pw-plain-0002\"", "{ env = \"NOT_SET_ANYWHERE\" }"), &["api.password: environment variable `NOT_SET_ANYWHERE` is not set"]),
             ("empty env var", edit("\"pw-plain-0002\"", "{ env = \"EMPTY\" }"), &["api.password: environment variable `EMPTY` is empty"]),
             ("no credentials dir", edit("\"cs-plain-0001\"", "{ credential = \"cs\" }"), &["api.client_secret: credential `cs`: `CREDENTIALS_DIRECTORY` is not set"]),
             ("empty plain secret", edit("\"pw-plain-0002\"", "\"\""), &["api.password: the secret is empty"]),
-            ("missing template", sink("type = \"template\"\ntemplate = \"t.j2\"\npath = \"/x/out\"\n"), &[":8:12: sinks[0].template: cannot read template /etc/contabo-rotator/t.j2: No such file or directory"]),
+            ("missing template", sink("type = \"template\"\ntemplate = \"t.j2\"\npath = \"/x/out\"\n"), &[":8:12: sinks[0].template: cannot read template /etc/contabo-rotator/t.j2: /etc/contabo-rotator", "does not exist"]),
             ("webhook key file", hook("").replace(&format!("\"{WHSEC}\""), "{ file = \"/nonexistent/key\" }"), &["sinks[0].signing_secret: cannot read secret file /nonexistent/key"]),
-            ("header file", hook("headers = { Authorization = { file = \"/nonexistent/token\" } }\n"), &[":10:29: sinks[0].headers.Authorization: cannot read secret file /nonexistent/token: No such file or directory"]),
+            ("header file", hook("headers = { Authorization = { file = \"/nonexistent/token\" } }\n"), &[":10:29: sinks[0].headers.Authorization: cannot read secret file /nonexistent/token: /nonexistent does not exist"]),
             ("header env var", hook("headers = { \"X-Api-Key\" = { env = \"NOT_SET_ANYWHERE\" } }\n"), &["sinks[0].headers.X-Api-Key: environment variable `NOT_SET_ANYWHERE` is not set"]),
             ("header credential", hook("headers = { \"X-Api-Key\" = { credential = \"key\" } }\n"), &["sinks[0].headers.X-Api-Key: credential `key`: `CREDENTIALS_DIRECTORY` is not set"]),
             ("header table", hook("headers = { \"X-Api-Key\" = { path = \"/x\" } }\n"), &["unknown key `path` in sinks[0].headers.X-Api-Key (expected one of `file`, `env`, `credential`)"]),

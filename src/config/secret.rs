@@ -102,7 +102,10 @@ impl<'de> Visitor<'de> for SecretRefVisitor {
             }
             found = Some(match key.as_str() {
                 "file" => SecretRef::File(PathBuf::from(value)),
-                "env" => SecretRef::Env(value),
+                "env" => {
+                    note_env_name(&value);
+                    SecretRef::Env(value)
+                }
                 _ if value.contains('/') || value == "." || value == ".." => {
                     return Err(de::Error::custom(
                         "`credential` is a file name in $CREDENTIALS_DIRECTORY, not a path",
@@ -117,6 +120,34 @@ impl<'de> Visitor<'de> for SecretRefVisitor {
             )
         })
     }
+}
+
+thread_local! {
+    /// The variables of the `{ env = "VAR" }` references parsed while
+    /// [`env_names_in`] runs on this thread.
+    static ENV_NAMES: std::cell::RefCell<Option<Vec<String>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn note_env_name(name: &str) {
+    ENV_NAMES.with(|names| {
+        if let Some(names) = names.borrow_mut().as_mut() {
+            names.push(name.to_owned());
+        }
+    });
+}
+
+/// The variables that the `{ env = "VAR" }` secrets of a configuration
+/// file's text name, wherever the configuration takes a secret: found by
+/// the configuration's own parser, so no other table is mistaken for one.
+/// A text that does not parse yields the names found before the error.
+pub(super) fn env_names_in(text: &str) -> Vec<String> {
+    ENV_NAMES.with(|names| *names.borrow_mut() = Some(Vec::new()));
+    let _ = toml::from_str::<super::raw::RawConfig>(text);
+    let mut found = ENV_NAMES.with(|names| names.borrow_mut().take().unwrap_or_default());
+    found.sort();
+    found.dedup();
+    found
 }
 
 /// One secret reference, or an array of them (`signing_secret`).

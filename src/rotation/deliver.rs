@@ -744,14 +744,18 @@ fn one_user(selection: &crate::config::Selection, users: &[UserRef]) -> Role {
 fn render(sink: &SinkSettings, snapshot: &Snapshot) -> Result<(), String> {
     let result = match sink {
         SinkSettings::File(f) => file::check_renders(f.format, &snapshot.select(&f.select)),
-        SinkSettings::Template(t) => t
-            .compiled
-            .render_into(
+        // Off the runtime's worker, as a delivery's render is: a template
+        // may render for long (until its fuel or a terminate signal ends
+        // it), and with every worker held by one the runtime would not
+        // even see the signal.
+        SinkSettings::Template(t) => crate::sinks::write::blocking(|| {
+            t.compiled.render_into(
                 &crate::sinks::template::Context::new(&snapshot.select(&t.select)),
                 &mut std::io::sink(),
                 &crate::sinks::LazyRedactor::new(snapshot),
             )
-            .map_err(|e| e.to_string()),
+        })
+        .map_err(|e| e.to_string()),
         SinkSettings::Webhook(_) => Ok(()),
     };
     result.map_err(|detail| format!("{}: cannot be rendered: {detail}", sink.describe()))

@@ -47,12 +47,36 @@
 //! A render error fails this sink alone and leaves its file untouched. Its
 //! message names the template file and line; any secret value in it is
 //! replaced by `[REDACTED]`.
+//!
+//! # Bounds
+//!
+//! A render is bounded, so that a template that loops without end (two
+//! nested `range(100000)`, which `check` accepts) fails its sink instead
+//! of running until the process is killed:
+//!
+//! * **fuel**: at most [`FUEL_BASE`] (1 million) template instructions
+//!   per render, plus [`FUEL_PER_CREDENTIAL`] (1,000) for each credential
+//!   of the sink's selection (minijinja's fuel; the aws-credentials
+//!   template of `config/templates/` takes about 46 per credential);
+//! * **output**: at most [`MAX_OUTPUT`] (64 MiB) per render, counted as
+//!   the bytes go to the file (and, before, to its fingerprint), so that no
+//!   more than that is ever written;
+//! * **terminate signal**: once SIGTERM or SIGINT arrives
+//!   ([`terminate_signal`]), a render may go on for [`TERMINATE_GRACE`]
+//!   (5 s, longer than any sane render takes), and a second signal stops it
+//!   at once. The check is made at every write of output; a render that
+//!   writes nothing is bounded by its fuel alone.
+//!
+//! Past a bound the render fails (`ran out of fuel after N instructions`,
+//! `output larger than 64 MiB`, `stopped by a terminate signal`); the
+//! sink fails, its file stays as it was, and the next run renders it again.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Value};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, UndefinedBehavior};
@@ -154,21 +178,74 @@ impl Template {
     }
 
     /// Renders the template for an already selected snapshot into `out`,
-    /// as it is produced. Secret values in an error message are replaced
-    /// using `redactor`.
+    /// as it is produced, within the bounds of the module documentation.
+    /// Secret values in an error message are replaced using `redactor`.
     pub fn render_into(
         &self,
         context: &Context,
         out: &mut dyn std::io::Write,
         redactor: &dyn Redact,
     ) -> Result<(), RenderError> {
+        let bounds = Bounds {
+            fuel: FUEL_BASE,
+            fuel_per_credential: FUEL_PER_CREDENTIAL,
+            max_output: MAX_OUTPUT,
+            terminate: &TERMINATE,
+            grace: TERMINATE_GRACE,
+        };
+        self.render_bounded(context, out, redactor, &bounds)
+    }
+
+    /// [`Template::render_into`] within `bounds`.
+    fn render_bounded(
+        &self,
+        context: &Context,
+        out: &mut dyn std::io::Write,
+        redactor: &dyn Redact,
+        bounds: &Bounds<'_>,
+    ) -> Result<(), RenderError> {
         let redacted = |e: &Error| redactor.redact(&describe_error(&self.name, e));
-        let template = self
-            .env
+        // The fuel grows with the selection (the work of a template that
+        // loops over it does); a copy of the environment carries it (a few
+        // maps of shared entries, made once per render).
+        let fuel = bounds.fuel.saturating_add(
+            bounds
+                .fuel_per_credential
+                .saturating_mul(context.credentials as u64),
+        );
+        let mut env = Environment::clone(&self.env);
+        env.set_fuel(Some(fuel));
+        let template = env
             .get_template(&self.name)
             .map_err(|e| RenderError::Content(redacted(&e)))?;
-        match template.render_captured_to(context.0.clone(), out) {
+        let mut out = BoundedWriter {
+            inner: out,
+            written: 0,
+            bounds,
+            hit: None,
+        };
+        let result = template.render_captured_to(context.value.clone(), &mut out);
+        if let Some(hit) = out.hit {
+            // The writer refused: a bound, not the disk nor the template.
+            let why = match hit {
+                Hit::Output => format!(
+                    "output larger than {} MiB, the most a template may write",
+                    bounds.max_output / MIB
+                ),
+                Hit::Terminate => "the render was stopped by a terminate signal".to_owned(),
+            };
+            return Err(RenderError::Content(format!("{}: {why}", self.name)));
+        }
+        match result {
             Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => {
+                let line = e.line().map(|l| format!(":{l}")).unwrap_or_default();
+                Err(RenderError::Content(format!(
+                    "{}{line}: the render ran out of fuel after {fuel} instructions \
+                     (a loop that does not end, or far more work than a template needs)",
+                    self.name,
+                )))
+            }
             // The writer failed (the disk, not the template).
             Err(e) if e.kind() == ErrorKind::WriteFailure => {
                 Err(RenderError::Io(std::io::Error::other(redacted(&e))))
@@ -195,6 +272,121 @@ impl Template {
     /// The template's file.
     pub fn path(&self) -> PathBuf {
         PathBuf::from(&self.name)
+    }
+}
+
+/// How many template instructions one render may execute (minijinja's
+/// fuel): this many, plus [`FUEL_PER_CREDENTIAL`] for each credential of
+/// the sink's selection. Two nested `range(100000)` loops would take tens
+/// of billions.
+pub const FUEL_BASE: u64 = 1_000_000;
+
+/// The fuel a render gets for each credential it is given: the
+/// aws-credentials template of `config/templates/` takes about 46 per
+/// credential (1.39 million for 30,000).
+pub const FUEL_PER_CREDENTIAL: u64 = 1_000;
+
+const MIB: u64 = 1024 * 1024;
+
+/// The most bytes one render may produce: 64 MiB, about ten times the
+/// aws-credentials file of 30,000 credentials.
+pub const MAX_OUTPUT: u64 = 64 * MIB;
+
+/// How long a render may go on after the first terminate signal.
+pub const TERMINATE_GRACE: Duration = Duration::from_secs(5);
+
+/// Terminate signals, as renders see them.
+struct Terminate {
+    /// When the first one arrived.
+    first: OnceLock<Instant>,
+    /// A second one arrived: stop at once.
+    again: AtomicBool,
+}
+
+impl Terminate {
+    const fn new() -> Terminate {
+        Terminate {
+            first: OnceLock::new(),
+            again: AtomicBool::new(false),
+        }
+    }
+
+    fn signal(&self) {
+        if self.first.set(Instant::now()).is_err() {
+            self.again.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a render must stop now, `grace` after the first signal.
+    fn stops(&self, grace: Duration) -> bool {
+        self.first
+            .get()
+            .is_some_and(|at| self.again.load(Ordering::Relaxed) || at.elapsed() >= grace)
+    }
+}
+
+/// The process's terminate signals.
+static TERMINATE: Terminate = Terminate::new();
+
+/// Tells renders that a terminate signal arrived (called by the signal
+/// handling of `--run-now` and the daemon, for each signal): renders in
+/// progress and to come stop [`TERMINATE_GRACE`] after the first one, at
+/// once after a second.
+pub fn terminate_signal() {
+    TERMINATE.signal();
+}
+
+/// The bounds of one render.
+struct Bounds<'a> {
+    fuel: u64,
+    fuel_per_credential: u64,
+    max_output: u64,
+    terminate: &'a Terminate,
+    grace: Duration,
+}
+
+/// Which bound a [`BoundedWriter`] hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hit {
+    Output,
+    Terminate,
+}
+
+/// Passes a render's output on while it stays within its bounds; refuses
+/// the write that would go past the size, and every write once a terminate
+/// signal's grace is over.
+struct BoundedWriter<'a, 'b> {
+    inner: &'a mut dyn std::io::Write,
+    written: u64,
+    bounds: &'a Bounds<'b>,
+    hit: Option<Hit>,
+}
+
+impl BoundedWriter<'_, '_> {
+    fn refuse(&mut self, hit: Hit) -> std::io::Error {
+        self.hit = Some(hit);
+        std::io::Error::other(match hit {
+            Hit::Output => "the render's output is too large",
+            Hit::Terminate => "the render was stopped by a terminate signal",
+        })
+    }
+}
+
+impl std::io::Write for BoundedWriter<'_, '_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.bounds.terminate.stops(self.bounds.grace) {
+            return Err(self.refuse(Hit::Terminate));
+        }
+        if self.written + bytes.len() as u64 > self.bounds.max_output {
+            return Err(self.refuse(Hit::Output));
+        }
+        let written = self.inner.write(bytes)?;
+        self.written += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -232,7 +424,12 @@ pub async fn deliver(
 /// credentials took 18 MB, and a render about a third longer. Its `Debug`
 /// shows no value (the client secret is one).
 #[derive(Clone)]
-pub struct Context(Value);
+pub struct Context {
+    value: Value,
+    /// How many credentials the selection holds (the render's fuel grows
+    /// with it).
+    credentials: usize,
+}
 
 impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -266,7 +463,10 @@ impl Context {
             "object_storage_credentials",
             Value::from_object(credentials),
         );
-        Context(Value::from(context))
+        Context {
+            value: Value::from(context),
+            credentials: count,
+        }
     }
 }
 
@@ -613,7 +813,7 @@ mod tests {
         );
         let err = Template::compile(Path::new("/nonexistent/t.j2")).unwrap_err();
         assert!(
-            err.starts_with("cannot read template /nonexistent/t.j2: No such file"),
+            err.starts_with("cannot read template /nonexistent/t.j2: /nonexistent does not exist"),
             "{err}"
         );
         // Loops, sets, macros and built-in globals are not unknown.
@@ -741,6 +941,168 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Bounds with room for everything but what a test narrows.
+    fn roomy(terminate: &Terminate) -> Bounds<'_> {
+        Bounds {
+            fuel: 50_000_000,
+            fuel_per_credential: 0,
+            max_output: MAX_OUTPUT,
+            terminate,
+            grace: Duration::from_secs(3600),
+        }
+    }
+
+    /// Renders `source` with the test snapshot within `bounds`: the output
+    /// so far and the error, if any.
+    fn render_within(source: &str, bounds: &Bounds<'_>) -> (Vec<u8>, Result<(), String>) {
+        let s = snapshot();
+        let t = compile(source).unwrap();
+        let name = t.path().display().to_string();
+        let mut out = Vec::new();
+        let result = t
+            .render_bounded(&Context::new(&s), &mut out, &s.redactor(), bounds)
+            .map_err(|e| e.to_string().replace(&name, "t.j2"));
+        (out, result)
+    }
+
+    #[test]
+    fn a_render_that_runs_out_of_fuel_fails_naming_it() {
+        let terminate = Terminate::new();
+        let nested = "{% for i in range(100000) %}{% for j in range(100000) %}\
+                      {% endfor %}{% endfor %}";
+        let bounds = Bounds {
+            fuel: 20_000,
+            ..roomy(&terminate)
+        };
+        let (out, result) = render_within(nested, &bounds);
+        assert!(out.is_empty());
+        let err = result.unwrap_err();
+        assert!(
+            err.starts_with("t.j2:1: the render ran out of fuel after 20000 instructions"),
+            "{err}"
+        );
+        // The fuel grows with the selection: a loop over the three
+        // credentials that the base alone cannot pay for renders with
+        // enough per credential.
+        let aws = "{% for c in object_storage_credentials %}[{{ c | aws_profile }}]\n\
+                   key = {{ c.access_key | ini_value }}\n{% endfor %}";
+        let base_only = Bounds {
+            fuel: 10,
+            fuel_per_credential: 0,
+            ..roomy(&terminate)
+        };
+        let (_, result) = render_within(aws, &base_only);
+        assert!(result
+            .unwrap_err()
+            .contains("ran out of fuel after 10 instructions"));
+        let per_credential = Bounds {
+            fuel: 10,
+            fuel_per_credential: 100,
+            ..roomy(&terminate)
+        };
+        let (out, result) = render_within(aws, &per_credential);
+        result.unwrap();
+        assert!(String::from_utf8(out).unwrap().contains("key = AK9\n"));
+    }
+
+    #[test]
+    fn output_past_the_cap_fails_and_goes_no_further() {
+        let terminate = Terminate::new();
+        let bounds = Bounds {
+            max_output: MIB,
+            ..roomy(&terminate)
+        };
+        // 16 bytes a turn: exactly 1 MiB passes, one turn more fails.
+        let (out, result) = render_within(
+            "{% for i in range(65536) %}0123456789abcdef{% endfor %}",
+            &bounds,
+        );
+        result.unwrap();
+        assert_eq!(out.len() as u64, MIB);
+        let (out, result) = render_within(
+            "{% for i in range(65537) %}0123456789abcdef{% endfor %}",
+            &bounds,
+        );
+        assert_eq!(
+            result.unwrap_err(),
+            "t.j2: output larger than 1 MiB, the most a template may write"
+        );
+        assert_eq!(out.len() as u64, MIB, "the writer got no byte past the cap");
+        // One value larger than the cap: nothing of it is written.
+        let (out, result) = render_within("{{ \"x\" * 2000000 }}", &bounds);
+        assert!(result.unwrap_err().contains("output larger than 1 MiB"));
+        assert!(out.is_empty());
+    }
+
+    /// Signals `terminate` once `after` bytes have gone through.
+    struct SignalAfter<'a> {
+        terminate: &'a Terminate,
+        after: usize,
+        signals: usize,
+        out: Vec<u8>,
+    }
+
+    impl std::io::Write for SignalAfter<'_> {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.out.extend_from_slice(bytes);
+            if self.out.len() >= self.after && self.signals > 0 {
+                self.signals -= 1;
+                self.terminate.signal();
+            }
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_terminate_signal_stops_a_render_after_its_grace_or_at_a_second_signal() {
+        let s = snapshot();
+        let t = compile("{% for i in range(100000) %}{{ i }}\n{% endfor %}").unwrap();
+        let render = |terminate: &Terminate, grace: Duration, signals: usize| {
+            let mut out = SignalAfter {
+                terminate,
+                after: 1000,
+                signals,
+                out: Vec::new(),
+            };
+            let bounds = Bounds {
+                grace,
+                ..roomy(terminate)
+            };
+            let result = t.render_bounded(&Context::new(&s), &mut out, &s.redactor(), &bounds);
+            (out.out.len(), result.map_err(|e| e.to_string()))
+        };
+        let full = (0..100000).map(|i| format!("{i}\n").len()).sum::<usize>();
+        // Within the grace, one signal lets the render finish.
+        let terminate = Terminate::new();
+        let (written, result) = render(&terminate, Duration::from_secs(3600), 1);
+        result.unwrap();
+        assert_eq!(written, full);
+        // Without a grace, the render stops at its next write...
+        let terminate = Terminate::new();
+        let (written, result) = render(&terminate, Duration::ZERO, 1);
+        let err = result.unwrap_err();
+        assert!(
+            err.ends_with(": the render was stopped by a terminate signal"),
+            "{err}"
+        );
+        assert!(written < 1100, "{written}");
+        // ...and so does a render that starts later.
+        let (written, result) = render(&terminate, Duration::ZERO, 0);
+        assert!(result.is_err());
+        assert_eq!(written, 0);
+        // A second signal ends the grace.
+        let terminate = Terminate::new();
+        let (written, result) = render(&terminate, Duration::from_secs(3600), 2);
+        assert!(result
+            .unwrap_err()
+            .contains("stopped by a terminate signal"));
+        assert!(written < 1100, "{written}");
     }
 
     #[test]

@@ -301,7 +301,7 @@ impl io::Write for Tee<'_> {
 
 /// Runs `work` where blocking is allowed: in place on a multi-thread
 /// runtime (its other tasks move to another worker), inline otherwise.
-fn blocking<T>(work: impl FnOnce() -> T) -> T {
+pub(crate) fn blocking<T>(work: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
         _ => work(),

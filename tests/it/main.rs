@@ -15,6 +15,7 @@ mod crash;
 mod examples;
 mod faults;
 mod fuzz;
+mod hygiene;
 mod leak;
 mod malformed;
 mod metrics;

@@ -771,7 +771,8 @@ async fn a_header_value_read_from_a_file_reaches_the_receiver_only() {
     let out = run_bin(args(&setup.config, &["check"])).await;
     assert_eq!(out.status.code(), Some(78), "{}", text(&out));
     let want = format!(
-        "sinks[0].headers.Authorization: cannot read secret file {}: No such file or directory",
+        "sinks[0].headers.Authorization: cannot read secret file {}: {} does not exist",
+        token_file.display(),
         token_file.display()
     );
     assert!(text(&out).contains(&want), "{}", text(&out));
