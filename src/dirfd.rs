@@ -620,8 +620,14 @@ fn walk(path: &Path, trusted: &Trusted, create: bool) -> io::Result<Dir> {
         }
     }
     let last = stack.pop().expect("the root stays");
+    // A directory the daemon may search but not list (0711) still serves
+    // to open, stat and read what is in it: the path handle is kept then.
+    let fd = match reopen_dir(&last.fd) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => last.fd,
+        reopened => reopened?,
+    };
     Ok(Dir {
-        fd: reopen_dir(&last.fd)?,
+        fd,
         path: path.to_path_buf(),
     })
 }
