@@ -405,12 +405,7 @@ pub fn read_trusted(path: &Path, limit: u64) -> io::Result<(Zeroizing<Vec<u8>>, 
         })?;
         if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
             if !trusted.may_link(stat.st_uid) {
-                let why = format!(
-                    "it is a symlink owned by uid {}; only symlinks owned by root or the \
-                     daemon's user are followed",
-                    stat.st_uid
-                );
-                return Err(unsafe_component(&path, &why));
+                return Err(foreign_symlink(&path, stat.st_uid));
             }
             let target = rustix::fs::readlinkat(&dir, name, Vec::new())?;
             let target = Path::new(OsStr::from_bytes(target.as_bytes()));
@@ -581,12 +576,7 @@ fn walk(path: &Path, trusted: &Trusted, create: bool) -> io::Result<Dir> {
             }),
             FileType::Symlink => {
                 if !trusted.may_link(stat.st_uid) {
-                    let why = format!(
-                        "it is a symlink owned by uid {}; only symlinks owned by root or the \
-                         daemon's user are followed",
-                        stat.st_uid
-                    );
-                    return Err(unsafe_component(&shown, &why));
+                    return Err(foreign_symlink(&shown, stat.st_uid));
                 }
                 if owners {
                     let why = "it is a symlink the sink's owner could move there; symlinks are \
@@ -640,6 +630,15 @@ struct Step {
     path: PathBuf,
     /// At or below a component only the sink's owner made safe.
     owners: bool,
+}
+
+/// A symlink owned by someone whose symlinks are not followed.
+fn foreign_symlink(path: &Path, uid: u32) -> io::Error {
+    let why = format!(
+        "it is a symlink owned by uid {uid}; only symlinks owned by root or the daemon's user \
+         are followed"
+    );
+    unsafe_component(path, &why)
 }
 
 fn unsafe_component(path: &Path, why: &str) -> io::Error {
