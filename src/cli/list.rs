@@ -6,7 +6,7 @@ use crate::config::{OnFirstSight, Settings};
 use crate::inventory::{self, CredentialEntry, Inventory};
 use crate::policy;
 use crate::rotation::{history, key_of};
-use crate::state::{Records, StateDir};
+use crate::state::{AllRecords, StateDir};
 use anyhow::Context;
 use serde::Serialize;
 use std::io::Write;
@@ -70,7 +70,7 @@ pub async fn run(settings: &Settings, json: bool, out: &mut impl Write) -> Resul
     })
 }
 
-fn listing<'a>(settings: &Settings, inventory: &'a Inventory, records: &Records) -> Listing<'a> {
+fn listing<'a>(settings: &Settings, inventory: &'a Inventory, records: &AllRecords) -> Listing<'a> {
     let os = &settings.object_storage;
     let adopt = os.on_first_sight == OnFirstSight::Adopt;
     let now = chrono::Utc::now();

@@ -121,7 +121,7 @@ pub(super) async fn rotate(
     let mut journal = match state.load_journal() {
         Ok(j) => j,
         Err(err) => {
-            report.fail("state", "journal.json", err);
+            report.fail("state", "journal", err);
             return None;
         }
     };
@@ -133,7 +133,7 @@ pub(super) async fn rotate(
         },
     });
     if let Err(err) = state.save_journal(&journal) {
-        report.fail("state", "journal.json", err);
+        report.fail("state", "journal", err);
         return None;
     }
     crash::point("client-secret-after-journal");
@@ -238,7 +238,7 @@ pub(super) async fn rotate(
         fingerprint: new_fp,
     });
     if let Err(err) = state.save_records(records) {
-        report.fail("state", "records.json", err);
+        report.fail("state", "records", err);
         return Some(new_secret);
     }
     settle(state, &mut journal, rotation_id);

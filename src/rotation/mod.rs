@@ -396,7 +396,7 @@ async fn client_secret_now(client: &ContaboClient) -> SecretString {
 /// run stops before delivering.
 fn open_webhook_queues(engine: &Engine, report: &mut RunReport) {
     if let Err(err) = webhook::enqueue_only(&engine.settings.sinks, &[], &engine.state) {
-        report.fail("state", "outbox.json", err);
+        report.fail("state", "outbox", err);
     }
     let now = chrono::Utc::now();
     match webhook::prune_removed(&engine.settings.sinks, &engine.state, now) {
@@ -410,7 +410,7 @@ fn open_webhook_queues(engine: &Engine, report: &mut RunReport) {
                 }
             }
         }
-        Err(err) => report.fail("state", "outbox.json", err),
+        Err(err) => report.fail("state", "outbox", err),
     }
 }
 

@@ -69,15 +69,9 @@ pub(super) async fn run(
     if !deliver_only {
         tracing::info!(trace_id = %report.trace_id, dry_run = options.dry_run, force = options.force, "Run started.");
     }
-    // A pass that writes keeps in memory only the records of the users it
-    // is at (the rest stay in the file); a dry run, which may not write,
-    // reads them whole.
-    let opened = if options.dry_run {
-        engine.state.load_records()
-    } else {
-        engine.state.open_records()
-    };
-    let mut records = match opened {
+    // Only the records of the users the pass is at are in memory; a dry run
+    // reads them the same way and never saves them.
+    let mut records = match engine.state.open_records() {
         Ok(r) => r,
         Err(err) => {
             report.fail("state", engine.state.path().display().to_string(), err);
@@ -136,13 +130,13 @@ pub(super) async fn run(
     let whole_account = os.max_per_run.is_some() && !deliver_only;
     // Each user's id and e-mail from here on are this list's copies, which
     // the listings, the keys, the values and the store share: one of each
-    // per user (the id the records' index's when it has one).
+    // per user.
     let users: Vec<UserRef> = header
         .users
         .into_iter()
         .filter(|u| !deliver_only || sinks.any_holds(&u.email))
         .map(|u| UserRef {
-            user_id: records.user_id_text(&u.user_id),
+            user_id: u.user_id.into(),
             email: u.email,
         })
         .collect();
@@ -229,21 +223,11 @@ pub(super) async fn run(
     let journal = match engine.state.load_journal() {
         Ok(j) => j,
         Err(err) => {
-            report.fail("state", "journal.json", err);
+            report.fail("state", "journal", err);
             return report;
         }
     };
-    // A fresh snapshot that this pass's operations are appended to.
-    if !options.dry_run {
-        if let Err(err) = engine.state.save_journal(&journal) {
-            report.fail("state", "journal.json", err);
-            return report;
-        }
-    }
-    let journal = Arc::new(tokio::sync::Mutex::new(user::JournalFile {
-        journal,
-        clean: true,
-    }));
+    let journal = Arc::new(tokio::sync::Mutex::new(user::JournalFile { journal }));
     let shared_records = Arc::new(Mutex::new(records));
     let (progress, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(StageContext {
@@ -385,13 +369,6 @@ pub(super) async fn run(
     report.s3_probes = flow.prover.as_ref().map_or(0, Prover::probes);
     drop(ctx);
     flow.save(&mut report).await;
-    if write {
-        // Compaction: the appended operations folded into one snapshot.
-        let journal = journal.lock().await;
-        if let Err(err) = engine.state.save_journal(&journal.journal) {
-            tracing::warn!(error = %err, "Could not compact the journal; its appended operations stay.");
-        }
-    }
     // Every stage and the coordinator are done with the records: the
     // coordinator's handle goes now (a partial move would keep it alive
     // to the end of the function, and the unwrap below would copy them).
@@ -443,7 +420,7 @@ pub(super) async fn run(
         .finish(&mut records, &mut report, engine.settings.api.max_retries)
         .await;
     if let Err(err) = engine.state.save_records(&mut records) {
-        report.fail("state", "records.json", err);
+        report.fail("state", "records", err);
     }
     if !deliver_only {
         tracing::info!(
@@ -701,7 +678,7 @@ impl Flow<'_> {
             self.engine.state.save_records(&mut records)
         };
         if let Err(err) = saved {
-            report.fail("state", "records.json", err);
+            report.fail("state", "records", err);
             return;
         }
         if self.settled.is_empty() {
@@ -715,7 +692,7 @@ impl Flow<'_> {
             .collect();
         let mut journal = self.journal.lock().await;
         if let Err(err) = journal.write(&self.engine.state, ops) {
-            report.fail("state", "journal.json", err);
+            report.fail("state", "journal", err);
         }
     }
 }

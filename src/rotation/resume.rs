@@ -22,7 +22,7 @@ pub(super) async fn resume(
     let mut journal = match state.load_journal() {
         Ok(j) => j,
         Err(err) => {
-            report.fail("state", "journal.json", err);
+            report.fail("state", "journal", err);
             return;
         }
     };
@@ -244,12 +244,12 @@ pub(super) async fn resume(
         }
     }
     if let Err(err) = state.save_records(records) {
-        report.fail("state", "records.json", err);
+        report.fail("state", "records", err);
         return;
     }
     crate::crash::point("resume-after-record");
     if let Err(err) = state.save_journal(&journal) {
-        report.fail("state", "journal.json", err);
+        report.fail("state", "journal", err);
         return;
     }
     if settled_client_secret {

@@ -325,40 +325,21 @@ pub(super) fn decide_one(
     )
 }
 
-/// The journal of a streaming pass: in memory, and on disk as a snapshot
-/// with appended operations (see `state::journal`).
+/// The journal of a streaming pass, in memory as it is stored.
 pub(super) struct JournalFile {
     pub journal: Journal,
-    /// False after a failed append (a line may be cut short on disk): the
-    /// next write is a fresh snapshot instead of an append.
-    pub clean: bool,
 }
 
 impl JournalFile {
-    /// Makes `ops` durable and applies them in memory: one append and one
-    /// fsync, or a snapshot when the last append failed. On failure the
-    /// journal in memory is left as it was.
+    /// Commits `ops` in one transaction and applies them in memory. On
+    /// failure nothing is applied, stored or in memory.
     pub fn write(
         &mut self,
         state: &StateDir,
         ops: Vec<JournalOp>,
     ) -> Result<(), crate::state::StateError> {
-        if self.clean {
-            // Applied once appended: no copy of the journal is taken for an
-            // undo (a copy per write was two allocations per intent in
-            // flight, for every user).
-            if let Err(err) = state.append_journal(&ops) {
-                self.clean = false;
-                return Err(err);
-            }
-            ops.into_iter().for_each(|op| self.journal.apply(op));
-            return Ok(());
-        }
-        let mut next = self.journal.clone();
-        ops.into_iter().for_each(|op| next.apply(op));
-        state.save_journal(&next)?;
-        self.journal = next;
-        self.clean = true;
+        state.append_journal(&ops)?;
+        ops.into_iter().for_each(|op| self.journal.apply(op));
         Ok(())
     }
 }
@@ -393,57 +374,5 @@ async fn journal(ctx: &StageContext, intents: &[(CredentialEntry, Uuid)]) -> boo
             tracing::error!(error = %err, "Could not write the journal; not regenerating.");
             false
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state::{Fingerprint, Intent, IntentKind};
-
-    fn begin(n: u8) -> JournalOp {
-        JournalOp::Begin(Intent {
-            rotation_id: Uuid::from_u128(u128::from(n)),
-            started_at: Utc::now(),
-            kind: IntentKind::ClientSecret {
-                old_fingerprint: Fingerprint::repeated(n),
-            },
-        })
-    }
-
-    #[test]
-    fn a_journal_write_that_fails_leaves_memory_as_it_was_and_the_next_is_a_snapshot() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(dir.path()).unwrap();
-        let mut file = JournalFile {
-            journal: Journal::default(),
-            clean: true,
-        };
-        state.save_journal(&file.journal).unwrap();
-        file.write(&state, vec![begin(1)]).unwrap();
-        assert_eq!(file.journal.intents.len(), 1);
-        assert_eq!(state.load_journal().unwrap(), file.journal);
-
-        // An append needs the file: without it, the write fails.
-        std::fs::remove_file(dir.path().join("journal.json")).unwrap();
-        assert!(file.write(&state, vec![begin(2)]).is_err());
-        assert_eq!(file.journal.intents.len(), 1, "not applied in memory");
-        assert!(!file.clean);
-
-        // The next write is a whole snapshot, with what memory holds.
-        file.write(
-            &state,
-            vec![begin(3), JournalOp::Finish(Uuid::from_u128(1))],
-        )
-        .unwrap();
-        assert!(file.clean);
-        let ids: Vec<u128> = file
-            .journal
-            .intents
-            .iter()
-            .map(|i| i.rotation_id.as_u128())
-            .collect();
-        assert_eq!(ids, [3]);
-        assert_eq!(state.load_journal().unwrap(), file.journal);
     }
 }

@@ -94,12 +94,11 @@ fn fmt_pid(pid: Option<u32>) -> String {
 fn advice(path: &Path) -> &'static str {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     match name {
-        super::RECORDS_FILE => {
-            "move it aside to start over; every credential will then be treated as first seen"
-        }
-        super::JOURNAL_FILE => {
-            "move it aside to start over; rotations it lists as in flight will then not be \
-             resumed, so check those credentials by hand"
+        super::db::DB_FILE => {
+            "stop the daemon and restore it from a backup, or move it (with its -wal and -shm \
+             files) aside to start over; every credential will then be treated as first seen, \
+             and rotations in flight and webhook events not yet sent are lost, so check those \
+             by hand (the audit log lists them)"
         }
         super::CLIENT_SECRET_FILE => {
             "move it aside to start over; the daemon will then log in with the client secret \
@@ -108,10 +107,6 @@ fn advice(path: &Path) -> &'static str {
         super::KEY_FILE => {
             "move it aside to start over; a new key will be created and fingerprints recorded \
              so far will no longer match"
-        }
-        super::OUTBOX_FILE => {
-            "move it aside to start over; webhook events it holds will then not be sent, so \
-             tell the receivers what rotated (the audit log lists it)"
         }
         _ => "move it aside to start over",
     }
@@ -142,6 +137,10 @@ mod tests {
             "state directory /x is in use by another contabo-rotator (pid 1234)"
         );
 
+        let text = StateError::corrupt(Path::new("/x/state.db"), "damage").to_string();
+        assert!(text.contains("restore it from a backup"), "{text}");
+        assert!(text.contains("treated as first seen"), "{text}");
+
         let err = StateError::Permissions {
             path: PathBuf::from("/x/client-secret.json"),
             mode: 0o644,
@@ -158,7 +157,7 @@ mod tests {
         let text = StateError::json(Path::new("/x/records.json"), &err).to_string();
         assert!(text.starts_with("state file /x/records.json is corrupt: "));
         assert!(text.contains("line 1, column"), "{text}");
-        assert!(text.contains("treated as first seen"), "{text}");
+        assert!(text.contains("move it aside"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
     }
 }

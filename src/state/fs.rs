@@ -35,35 +35,6 @@ pub(crate) fn write_atomic(
     .map_err(|e| StateError::io("write", &dir.shown(OsStr::new(name)), e))
 }
 
-/// A state file as pretty JSON with a trailing newline, written like
-/// [`write_atomic`] but serialised straight into the temp file: a large
-/// file (records of a big account) is never held whole in memory.
-pub(crate) fn write_json_atomic(
-    dir: &Dir,
-    name: &str,
-    value: &impl serde::Serialize,
-    mode: u32,
-) -> Result<(), StateError> {
-    write_atomic_from(dir, name, mode, |file| {
-        let mut out = io::BufWriter::with_capacity(64 * 1024, file);
-        serde_json::to_writer_pretty(&mut out, value).map_err(io::Error::from)?;
-        out.write_all(b"\n")?;
-        out.flush()
-    })
-}
-
-/// [`write_atomic`], the content written by `body` into the temp file
-/// (content produced as it is written, never held whole).
-pub(crate) fn write_atomic_from(
-    dir: &Dir,
-    name: &str,
-    mode: u32,
-    body: impl FnOnce(&mut File) -> io::Result<()>,
-) -> Result<(), StateError> {
-    dir.replace(OsStr::new(name), Perms::mode(mode), body)
-        .map_err(|e| StateError::io("write", &dir.shown(OsStr::new(name)), e))
-}
-
 /// Removes every leftover temp file in the state directory (it is ours).
 pub(crate) fn remove_all_temp_files(dir: &Dir) -> Result<usize, StateError> {
     dir.remove_temps_where(None, |_| true)
@@ -283,22 +254,6 @@ mod tests {
         fs::set_permissions(&path, Permissions::from_mode(0o666)).unwrap();
         write_atomic(&dir, "app.env", b"A=2\n", 0o600).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o600);
-    }
-
-    #[test]
-    fn a_failed_body_leaves_neither_target_nor_temp() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = open(&tmp);
-        let err = write_atomic_from(&dir, "out", 0o600, |_| {
-            Err(io::Error::other("body says no"))
-        })
-        .unwrap_err();
-        assert!(err.to_string().contains("body says no"), "{err}");
-        assert!(err.to_string().contains("out"), "{err}");
-        assert!(
-            names(tmp.path()).is_empty(),
-            "target and temp must be absent"
-        );
     }
 
     #[test]

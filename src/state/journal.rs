@@ -1,34 +1,27 @@
-//! `journal.json`: rotations in flight.
+//! The journal: rotations in flight, in the `journal` table of `state.db`.
 //!
-//! An [`Intent`] is saved before the mutating API call and removed once the
-//! new secret is persisted and recorded. An intent found at start-up means
-//! the process stopped in between: the rotation engine resumes it (reads the
-//! credential back and compares fingerprints) before starting new work.
-//! Like the records, intents hold fingerprints, never secrets.
+//! An [`Intent`] is committed before the mutating API call and removed once
+//! the new secret is persisted and recorded. An intent found at start-up
+//! means the process stopped in between: the rotation engine resumes it
+//! (reads the credential back and compares fingerprints) before starting
+//! new work. Like the records, intents hold fingerprints, never secrets.
 //!
-//! A streaming pass begins and settles intents user by user, so the file is
-//! written in two ways ([`StateDir::append_journal`]): a snapshot (the whole
-//! journal, pretty JSON, written atomically) followed by appended operation
-//! lines (`{"begin": {...}}`, `{"finish": "<rotation id>"}`), each append
-//! fsync'd before the API call it protects. Rewriting the whole file for
-//! every user would cost the number of pending intents each time. Reading
-//! replays the lines over the snapshot; a last line cut short by a crash
-//! (no newline) is an append that never completed, whose API call was
-//! therefore never sent, and is ignored. [`StateDir::save_journal`] writes a
-//! fresh snapshot (compaction).
+//! A streaming pass begins and settles intents user by user, each user's in
+//! one transaction ([`StateDir::append_journal`]), committed before the API
+//! calls it protects.
 
 use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::fs::{check_version, open_file, parse_json, read_optional, write_json_atomic};
+use super::db::{from_json, to_json, Db};
 use super::{CredentialKey, Fingerprint, StateDir, StateError};
-use crate::dirfd::Dir;
 
-/// The `version` this build writes and reads.
+/// The `version` of the journal file of earlier builds (imported).
 pub const JOURNAL_VERSION: u32 = 1;
 
-/// The content of `journal.json`.
+/// The rotations in flight.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Journal {
     /// Format version, [`JOURNAL_VERSION`].
@@ -99,37 +92,73 @@ impl Journal {
 }
 
 impl StateDir {
-    /// Reads `journal.json`; a missing file means nothing is in flight.
+    /// The intents in start order; none when nothing is in flight.
     pub fn load_journal(&self) -> Result<Journal, StateError> {
-        load(self.handle())
+        load(&self.db)
     }
 
-    /// Atomically replaces `journal.json` with a snapshot of `journal`.
+    /// Replaces the whole journal with `journal`, in one transaction.
     pub fn save_journal(&self, journal: &Journal) -> Result<(), StateError> {
-        write_json_atomic(self.handle(), super::JOURNAL_FILE, journal, 0o600)
+        self.db.write(|tx| {
+            tx.execute("DELETE FROM journal", [])?;
+            for intent in &journal.intents {
+                put(tx, intent)?;
+            }
+            Ok(())
+        })
     }
 
-    /// Appends operations to `journal.json` (one line each, then fsync).
-    /// The file must exist (a snapshot written by [`StateDir::save_journal`]).
+    /// Applies `ops` in one transaction, committed (durable) on return.
     pub fn append_journal(&self, ops: &[JournalOp]) -> Result<(), StateError> {
-        use std::io::Write;
-        let path = self.handle().shown(super::JOURNAL_FILE.as_ref());
-        let mut text = Vec::new();
-        for op in ops {
-            serde_json::to_writer(&mut text, op)
-                .map_err(|e| StateError::io("encode", &path, e.into()))?;
-            text.push(b'\n');
-        }
-        let flags = rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::APPEND;
-        let mut file = open_file(self.handle(), super::JOURNAL_FILE, flags, 0o600)
-            .map_err(|e| StateError::io("append", &path, e))?;
-        file.write_all(&text)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| StateError::io("append", &path, e))
+        self.db.write(|tx| {
+            for op in ops {
+                match op {
+                    JournalOp::Begin(intent) => put(tx, intent)?,
+                    JournalOp::Finish(id) => {
+                        tx.prepare_cached("DELETE FROM journal WHERE rotation_id = ?1")?
+                            .execute([id.to_string()])?;
+                    }
+                }
+            }
+            Ok(())
+        })
     }
 }
 
-/// One appended line of `journal.json`.
+/// Adds `intent`, or replaces the one of the same rotation id in place.
+pub(crate) fn put(tx: &Connection, intent: &Intent) -> rusqlite::Result<()> {
+    let kind = match intent.kind {
+        IntentKind::ObjectStorage { .. } => "object_storage",
+        IntentKind::ClientSecret { .. } => "client_secret",
+    };
+    tx.prepare_cached(
+        "INSERT INTO journal (rotation_id, kind, started_at, intent) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (rotation_id) DO UPDATE
+         SET kind = excluded.kind, started_at = excluded.started_at, intent = excluded.intent",
+    )?
+    .execute(params![
+        intent.rotation_id.to_string(),
+        kind,
+        intent.started_at,
+        to_json(intent)?
+    ])?;
+    Ok(())
+}
+
+/// The journal in `db` (read-only views too).
+pub(crate) fn load(db: &Db) -> Result<Journal, StateError> {
+    let intents = db.read(|c| {
+        let mut stmt = c.prepare_cached("SELECT intent FROM journal ORDER BY seq")?;
+        let rows = stmt.query_map([], |r| from_json(0, &r.get::<_, String>(0)?))?;
+        rows.collect()
+    })?;
+    Ok(Journal {
+        intents,
+        ..Journal::default()
+    })
+}
+
+/// One change to the journal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JournalOp {
@@ -149,45 +178,6 @@ impl Journal {
             }
         }
     }
-}
-
-/// Reads `<dir>/journal.json` without a [`StateDir`] (read-only views too).
-pub(crate) fn load(dir: &Dir) -> Result<Journal, StateError> {
-    let path = dir.shown(super::JOURNAL_FILE.as_ref());
-    let Some(bytes) = read_optional(dir, super::JOURNAL_FILE)? else {
-        return Ok(Journal::default());
-    };
-    // A snapshot alone (the common case, and every file written before
-    // appends existed) parses whole.
-    if let Ok(journal) = parse_json::<Journal>(&path, &bytes) {
-        check_version(&path, journal.version, JOURNAL_VERSION)?;
-        return Ok(journal);
-    }
-    // A snapshot, then operation lines. The snapshot is pretty JSON: it ends
-    // at the first line that is exactly `}`.
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| StateError::corrupt(&path, "the file is not UTF-8"))?;
-    let end = text
-        .find("\n}\n")
-        .map(|i| i + 3)
-        .ok_or_else(|| StateError::corrupt(&path, "no journal snapshot at the start"))?;
-    let mut journal: Journal = parse_json(&path, &text.as_bytes()[..end])?;
-    check_version(&path, journal.version, JOURNAL_VERSION)?;
-    let rest = &text[end..];
-    let complete = rest.rfind('\n').map_or("", |i| &rest[..=i]);
-    for (n, line) in complete.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let op: JournalOp = serde_json::from_str(line).map_err(|e| {
-            StateError::corrupt(
-                &path,
-                format!("appended line {} is not a journal operation: {e}", n + 1),
-            )
-        })?;
-        journal.apply(op);
-    }
-    Ok(journal)
 }
 
 #[cfg(test)]
@@ -223,38 +213,22 @@ mod tests {
     }
 
     #[test]
-    fn appended_operations_replay_over_the_snapshot_and_a_torn_line_is_ignored() {
+    fn operations_apply_in_one_transaction_and_keep_the_start_order() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
-        let first = intent(client_secret());
-        let second = intent(client_secret());
+        let [first, second, third] = [(); 3].map(|()| intent(client_secret()));
         let mut journal = Journal::default();
         journal.begin(first.clone());
+        journal.begin(second.clone());
         state.save_journal(&journal).unwrap();
         state
             .append_journal(&[
-                JournalOp::Begin(second.clone()),
-                JournalOp::Finish(first.rotation_id),
+                JournalOp::Begin(third.clone()),
+                JournalOp::Begin(first.clone()),
+                JournalOp::Finish(second.rotation_id),
             ])
             .unwrap();
-        assert_eq!(
-            state.load_journal().unwrap().intents,
-            std::slice::from_ref(&second)
-        );
-        // A crash in the middle of an append: the cut line is ignored.
-        let path = dir.path().join(crate::state::JOURNAL_FILE);
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes.extend_from_slice(b"{\"begin\": {\"rotation_id\": \"0f");
-        std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(
-            state.load_journal().unwrap().intents,
-            std::slice::from_ref(&second)
-        );
-        // A complete line that is not an operation is corruption.
-        bytes.extend_from_slice(b"\n");
-        std::fs::write(&path, &bytes).unwrap();
-        assert!(state.load_journal().is_err());
-        // A snapshot compacts it.
+        assert_eq!(state.load_journal().unwrap().intents, [first, third]);
         state.save_journal(&Journal::default()).unwrap();
         assert!(state.load_journal().unwrap().intents.is_empty());
     }

@@ -3,29 +3,33 @@
 //! ```text
 //! <dir>/                   mode 0700 when created here
 //!   lock                   exclusive lock for the process lifetime; holds its pid
-//!   records.json           rotation and delivery records (no secrets)
-//!   journal.json           rotations in flight, resumed at start-up
-//!   outbox.json            webhook events not yet delivered (no secrets)
+//!   state.db               SQLite (WAL, and its -wal and -shm files): the
+//!                          rotation and delivery records, the journal of
+//!                          rotations in flight, the webhook outbox and the
+//!                          run outcomes (no secrets)
 //!   audit.log              append-only JSON lines
 //!   client-secret.json     the rotated client secret (0600; the only secret here)
 //!   fingerprint.key        32 random bytes (0600): the HMAC key of fingerprints
 //! ```
 //!
-//! Every file is replaced with [`write_atomic`], so a crash at any instant
-//! leaves the old or the new version. A state file that cannot be parsed is
-//! an error ([`StateError::Corrupt`]), never a silent reset to empty: an
-//! empty record set would make every credential look new. A missing file is
-//! a first run.
+//! The database's transactions, and [`fs::write_atomic`] for the other
+//! files, mean a crash at any instant leaves the old or the new version. A
+//! state file that cannot be read is an error ([`StateError::Corrupt`]),
+//! never a silent reset to empty: an empty record set would make every
+//! credential look new. A missing database is a first run, or the first
+//! start after an upgrade from the JSON files ([`legacy`]).
 //!
 //! [`StateDir::open`] is for the process that works on the directory (it
 //! takes the lock); [`StateDir::open_read_only`] is for `status`, which must
 //! neither wait for nor disturb a running daemon.
 
 mod audit;
+mod db;
 mod error;
 mod fingerprint;
 mod fs;
 mod journal;
+mod legacy;
 mod outbox;
 mod records;
 mod runs;
@@ -44,19 +48,17 @@ pub use fingerprint::{Fingerprint, FingerprintWriter};
 pub use journal::{Intent, IntentKind, Journal, JournalOp, JOURNAL_VERSION};
 pub use outbox::{EventData, Outbox, OutboxEvent, OutboxQueue, SecretSource, OUTBOX_VERSION};
 pub use records::{
-    ClientSecretRecord, CredentialKey, CredentialRecord, ParseCredentialKeyError, Records,
-    SinkRecord, Verification, RECORDS_VERSION,
+    AllRecords, ClientSecretRecord, CredentialKey, CredentialRecord, ParseCredentialKeyError,
+    Records, SinkRecord, Verification,
 };
 pub use runs::{LastFailures, RunHistory, RUNS_VERSION};
 pub use secret_store::{login_secrets, StoredClientSecret};
 
 use fingerprint::FingerprintKey;
 
+use db::Db;
+
 const LOCK_FILE: &str = "lock";
-const RECORDS_FILE: &str = "records.json";
-const RUNS_FILE: &str = "runs.json";
-const JOURNAL_FILE: &str = "journal.json";
-const OUTBOX_FILE: &str = "outbox.json";
 const AUDIT_FILE: &str = "audit.log";
 const CLIENT_SECRET_FILE: &str = "client-secret.json";
 const KEY_FILE: &str = "fingerprint.key";
@@ -69,17 +71,18 @@ pub struct StateDir {
     _lock: File,
     /// Keys every [`Fingerprint`] made through [`StateDir::fingerprint`].
     key: FingerprintKey,
+    db: Db,
 }
 
 /// A snapshot of the state read without the lock, for `status`.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub struct StateView {
     /// The directory that was read.
     pub dir: PathBuf,
     /// False if the directory does not exist yet (the daemon never ran);
     /// records, journal and outbox are then empty.
     pub exists: bool,
-    pub records: Records,
+    pub records: AllRecords,
     pub journal: Journal,
     /// Webhook events not yet delivered.
     pub outbox: Outbox,
@@ -90,7 +93,9 @@ pub struct StateView {
 impl StateDir {
     /// Opens `dir` for exclusive use: creates it (mode 0700, parents too) if
     /// missing, takes the lock, removes temp files left by a crash, ends a
-    /// torn audit line and loads (or creates) the fingerprint key.
+    /// torn audit line, loads (or creates) the fingerprint key and opens
+    /// (or creates) the database, importing the JSON files of an earlier
+    /// version first ([`legacy`]).
     ///
     /// Fails with [`StateError::Locked`] if another process holds the lock.
     pub fn open(dir: &Path) -> Result<StateDir, StateError> {
@@ -106,10 +111,24 @@ impl StateDir {
         }
         audit::repair_tail(&handle)?;
         let key = FingerprintKey::load_or_create(&handle)?;
+        let (db, created) = Db::open(&handle)?;
+        if let Err(err) = import(&handle, &db) {
+            if created {
+                // Nothing of the import is in it: the next start begins
+                // from the same files.
+                drop(db);
+                for suffix in ["", "-wal", "-shm"] {
+                    let name = format!("{}{suffix}", db::DB_FILE);
+                    let _ = handle.remove(std::ffi::OsStr::new(&name));
+                }
+            }
+            return Err(err);
+        }
         Ok(StateDir {
             dir: handle,
             _lock: lock,
             key,
+            db,
         })
     }
 
@@ -121,21 +140,32 @@ impl StateDir {
             return Ok(StateView {
                 dir: dir.to_path_buf(),
                 exists: false,
-                records: Records::default(),
+                records: AllRecords::default(),
                 journal: Journal::default(),
                 outbox: Outbox::default(),
                 runs: RunHistory::default(),
             });
         };
+        let db = match Db::open_read_only(&handle)? {
+            Some(db) => db,
+            // Not imported yet (the daemon of this version never started
+            // here): the earlier version's files, read as the import would.
+            None => {
+                let db = Db::in_memory(&handle.shown(std::ffi::OsStr::new(db::DB_FILE)))?;
+                let read = legacy::read(&handle)?;
+                db.write(|tx| legacy::write(tx, &read))?;
+                db
+            }
+        };
         Ok(StateView {
             dir: dir.to_path_buf(),
             exists: true,
-            records: records::load(&handle)?,
-            journal: journal::load(&handle)?,
-            outbox: outbox::load(&handle)?,
-            // Only what the metrics and `status` show: a damaged file is
+            records: records::load_all(&db)?,
+            journal: journal::load(&db)?,
+            outbox: outbox::load(&db)?,
+            // Only what the metrics and `status` show: a damaged row is
             // reported and read as empty, never a reason to stop.
-            runs: runs::load(&handle).unwrap_or_else(|err| {
+            runs: runs::load(&db).unwrap_or_else(|err| {
                 tracing::warn!(error = %err, "Ignoring the run history.");
                 RunHistory::default()
             }),
@@ -182,6 +212,35 @@ impl StateDir {
     pub fn fingerprint_writer(&self) -> FingerprintWriter {
         self.key.writer()
     }
+}
+
+/// Imports the JSON files of an earlier version into `db` when it has not
+/// yet, or sets aside those an import committed before a stop left behind.
+fn import(dir: &Dir, db: &Db) -> Result<(), StateError> {
+    let found = legacy::present(dir)?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    if !db.read(legacy::imported)? {
+        if !db.read(legacy::is_empty)? {
+            return Err(StateError::corrupt(
+                db.path(),
+                format!(
+                    "the directory holds both this database and {} of an earlier version, \
+                     which it did not import; move one or the other aside",
+                    found.join(", ")
+                ),
+            ));
+        }
+        let read = legacy::read(dir)?;
+        db.write(|tx| legacy::write(tx, &read))?;
+        tracing::info!(
+            dir = %dir.path().display(),
+            files = %found.join(", "),
+            "Imported the state of an earlier version into state.db."
+        );
+    }
+    legacy::set_aside(dir, &found)
 }
 
 #[cfg(test)]

@@ -1,15 +1,14 @@
-//! `outbox.json`: webhook events not yet delivered, one queue per webhook
-//! sink.
+//! The webhook outbox: events not yet delivered, one queue per webhook
+//! sink, in the `outbox_*` tables of `state.db`.
 //!
-//! An event is written here (fsync) before its first send attempt and
+//! An event is committed here before its first send attempt and
 //! removed once the receiver took it (2xx) or refused it for good (410), so
 //! a receiver that is down, or a process that stops, loses nothing: the
 //! queue is sent again on the next run and at start-up. Each event keeps its
 //! `id` (the `webhook-id` header) across every attempt and run, so receivers
 //! can drop duplicates.
 //!
-//! Like every state file except the client-secret store, the outbox holds
-//! no secret: events are stored thin, with a [`SecretSource`] naming the
+//! Like all of `state.db`, the outbox holds no secret: events are stored thin, with a [`SecretSource`] naming the
 //! secret that a sink with `include_secrets` adds at send time.
 
 use crate::sorted_set::SortedSet;
@@ -19,14 +18,15 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::fs::{check_version, read_json, write_json_atomic};
-use super::{CredentialKey, StateDir, StateError};
-use crate::dirfd::Dir;
+use rusqlite::{params, Connection};
 
-/// The `version` this build writes and reads.
+use super::db::{from_json, parsed, to_json, Db};
+use super::{CredentialKey, StateDir, StateError};
+
+/// The `version` of the outbox file of earlier builds (imported).
 pub const OUTBOX_VERSION: u32 = 1;
 
-/// The content of `outbox.json`.
+/// Every webhook sink's queue.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Outbox {
     /// Format version, [`OUTBOX_VERSION`].
@@ -192,31 +192,115 @@ pub enum SecretSource {
 }
 
 impl StateDir {
-    /// Reads `outbox.json`; a missing file is an empty outbox.
+    /// Every queue; an empty outbox when nothing is pending.
     pub fn load_outbox(&self) -> Result<Outbox, StateError> {
-        load(self.handle())
+        load(&self.db)
     }
 
-    /// Atomically replaces `outbox.json` (0600).
+    /// Makes the stored outbox equal to `outbox`, in one transaction that
+    /// writes only what differs: an announced set covers every credential
+    /// of the account, and most saves add or remove a few events.
     pub fn save_outbox(&self, outbox: &Outbox) -> Result<(), StateError> {
-        write_json_atomic(self.handle(), super::OUTBOX_FILE, outbox, 0o600)
+        self.db.write(|tx| put(tx, outbox))
     }
 }
 
-/// Reads `<dir>/outbox.json` without a [`StateDir`] (read-only views too).
-pub(crate) fn load(dir: &Dir) -> Result<Outbox, StateError> {
-    let path = dir.shown(super::OUTBOX_FILE.as_ref());
-    let Some(outbox) = read_json::<Outbox>(dir, super::OUTBOX_FILE)? else {
-        return Ok(Outbox::default());
-    };
-    check_version(&path, outbox.version, OUTBOX_VERSION)?;
-    Ok(outbox)
+/// Writes `outbox` over the stored one, changing only what differs.
+pub(crate) fn put(tx: &Connection, outbox: &Outbox) -> rusqlite::Result<()> {
+    let stored: Vec<String> = tx
+        .prepare("SELECT sink_id FROM outbox_queues")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for gone in stored.iter().filter(|id| !outbox.queues.contains_key(*id)) {
+        for table in ["outbox_queues", "outbox_announced", "outbox_events"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE sink_id = ?1"), [gone])?;
+        }
+    }
+    for (sink, queue) in &outbox.queues {
+        tx.prepare_cached("INSERT OR REPLACE INTO outbox_queues VALUES (?1, ?2, ?3)")?
+            .execute(params![sink, queue.since, queue.removed_since])?;
+        let announced: SortedSet<Uuid> = tx
+            .prepare_cached("SELECT rotation_id FROM outbox_announced WHERE sink_id = ?1")?
+            .query_map([sink], |r| parsed(0, &r.get::<_, String>(0)?))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut remove = tx.prepare_cached(
+            "DELETE FROM outbox_announced WHERE sink_id = ?1 AND rotation_id = ?2",
+        )?;
+        for id in announced.iter().filter(|id| !queue.announced.contains(id)) {
+            remove.execute([sink, &id.to_string()])?;
+        }
+        let mut add = tx.prepare_cached("INSERT INTO outbox_announced VALUES (?1, ?2)")?;
+        for id in queue.announced.iter().filter(|id| !announced.contains(id)) {
+            add.execute([sink, &id.to_string()])?;
+        }
+        let events: BTreeMap<String, String> = tx
+            .prepare_cached("SELECT webhook_id, event FROM outbox_events WHERE sink_id = ?1")?
+            .query_map([sink], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let kept: std::collections::HashSet<&str> =
+            queue.events.iter().map(|e| e.id.as_str()).collect();
+        let mut remove =
+            tx.prepare_cached("DELETE FROM outbox_events WHERE sink_id = ?1 AND webhook_id = ?2")?;
+        for id in events.keys().filter(|id| !kept.contains(id.as_str())) {
+            remove.execute([sink, id])?;
+        }
+        for event in &queue.events {
+            let json = to_json(event)?;
+            match events.get(&event.id) {
+                Some(stored) if *stored == json => {}
+                Some(_) => {
+                    tx.prepare_cached(
+                        "UPDATE outbox_events SET event = ?3 WHERE sink_id = ?1 AND webhook_id = ?2",
+                    )?
+                    .execute(params![sink, event.id, json])?;
+                }
+                None => {
+                    tx.prepare_cached(
+                        "INSERT INTO outbox_events (sink_id, webhook_id, type, event)
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![sink, event.id, event.kind, json])?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The outbox in `db` (read-only views too).
+pub(crate) fn load(db: &Db) -> Result<Outbox, StateError> {
+    db.read(|c| {
+        let mut queues = BTreeMap::new();
+        let mut stmt =
+            c.prepare_cached("SELECT sink_id, since, removed_since FROM outbox_queues")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let queue = OutboxQueue {
+                removed_since: r.get(2)?,
+                ..OutboxQueue::new(r.get(1)?)
+            };
+            queues.insert(r.get::<_, String>(0)?, queue);
+        }
+        for (sink, queue) in &mut queues {
+            queue.announced = c
+                .prepare_cached("SELECT rotation_id FROM outbox_announced WHERE sink_id = ?1")?
+                .query_map([sink], |r| parsed(0, &r.get::<_, String>(0)?))?
+                .collect::<rusqlite::Result<_>>()?;
+            queue.events = c
+                .prepare_cached("SELECT event FROM outbox_events WHERE sink_id = ?1 ORDER BY seq")?
+                .query_map([sink], |r| from_json(0, &r.get::<_, String>(0)?))?
+                .collect::<rusqlite::Result<_>>()?;
+        }
+        Ok(Outbox {
+            queues,
+            ..Outbox::default()
+        })
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     fn event() -> OutboxEvent {
         OutboxEvent {
@@ -235,25 +319,41 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_with_mode_0600() {
+    fn saves_write_what_differs_and_read_back_equal() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
         assert_eq!(state.load_outbox().unwrap(), Outbox::default());
         let mut outbox = Outbox::default();
         let mut queue = OutboxQueue::new(Utc::now());
         queue.events.push(event());
+        queue.events.push(OutboxEvent {
+            id: "msg_2".into(),
+            ..event()
+        });
         queue.announced.insert(Uuid::new_v4());
         outbox
             .queues
             .insert("webhook:https://h.example.com/".into(), queue);
+        outbox
+            .queues
+            .insert("webhook:gone".into(), OutboxQueue::new(Utc::now()));
         state.save_outbox(&outbox).unwrap();
         assert_eq!(state.load_outbox().unwrap(), outbox);
-        let path = dir.path().join(crate::state::OUTBOX_FILE);
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains(r#""kind": "object_storage""#), "{text}");
-        assert!(text.contains(r#""key": "u/o/7""#), "{text}");
+        // One event delivered, one retried, an announcement added, a queue
+        // dropped.
+        outbox.queues.remove("webhook:gone");
+        let queue = outbox.queues.values_mut().next().unwrap();
+        queue.events.remove(0);
+        queue.events[0].attempts = 3;
+        queue.announced.insert(Uuid::new_v4());
+        state.save_outbox(&outbox).unwrap();
+        assert_eq!(state.load_outbox().unwrap(), outbox);
+        let json: String = state
+            .db
+            .read(|c| c.query_row("SELECT event FROM outbox_events", [], |r| r.get(0)))
+            .unwrap();
+        assert!(json.contains(r#""kind":"object_storage""#), "{json}");
+        assert!(json.contains(r#""key":"u/o/7""#), "{json}");
     }
 
     #[test]
@@ -267,23 +367,5 @@ mod tests {
             outbox.queues["webhook:x"].announced,
             SortedSet::from_iter([id])
         );
-    }
-
-    #[test]
-    fn corrupt_or_future_outbox_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(dir.path()).unwrap();
-        let path = dir.path().join(crate::state::OUTBOX_FILE);
-        for (text, want) in [
-            ("", "is empty"),
-            ("{\"version\": 1, \"queues\": ", "ends early"),
-            ("{\"version\": 2}", "version"),
-        ] {
-            std::fs::write(&path, text).unwrap();
-            let err = state.load_outbox().unwrap_err();
-            assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");
-            assert!(err.to_string().contains(want), "{err}");
-            assert!(err.to_string().contains("outbox.json"), "{err}");
-        }
     }
 }

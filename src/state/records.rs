@@ -1,194 +1,88 @@
-//! `records.json`: what the daemon knows about each secret it manages and
-//! what each sink last received.
+//! The rotation records: what the daemon knows about each secret it
+//! manages and what each sink last received, in the `credentials`,
+//! `client_secret` and `sinks` tables of `state.db`.
 //!
 //! The Contabo API gives no timestamps, so these records are the only source
 //! of "when was this rotated". They hold identifiers, times and
 //! [`Fingerprint`]s, never a secret value.
+//!
+//! Two types for two ways of reading: [`Records`] is a pass's, which reads
+//! a user's records when it reaches that user and writes what it changed
+//! in one transaction ([`StateDir::save_records`]); [`AllRecords`] holds
+//! every record, for `status`, `list` and the metrics.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::fs::File;
-use std::io::{self, BufRead, Write};
-use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, Row};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
-use rustix::fs::OFlags;
-
-use super::fs::{check_version, open_file, read_json, write_atomic_from};
+use super::db::{parsed, Db};
 use super::{Fingerprint, StateDir, StateError};
-use crate::dirfd::Dir;
-
-/// The `version` this build writes and reads.
-pub const RECORDS_VERSION: u32 = 1;
-
-/// Smaller maps are not packed: a few nodes' slack is not worth a rebuild.
-const PACK_FROM: usize = 256;
-
-/// The content of `records.json`.
-///
-/// Compact in memory, because a pass holds one record per credential of
-/// the account: a key's user id and a record's e-mail are the caller's
-/// copies (in a pass, the user list's, which the sinks' values share too),
-/// and the storage ids are shared by the records
-/// ([`Records::credential_or_insert_with`]): one allocation per user and
-/// per storage rather than three per credential.
-///
-/// Read whole ([`StateDir::load_records`]) every record is in memory.
-/// Opened for a pass ([`StateDir::open_records`]) only the users asked for
-/// since the last save are: the others stay in the file and are read back
-/// one user at a time ([`Records::credential`]), and a save merges what
-/// changed into the file.
-#[derive(Debug, PartialEq, Eq, Deserialize)]
-pub struct Records {
-    /// Format version, [`RECORDS_VERSION`].
-    pub version: u32,
-    /// Object-storage credentials, serialised by [`CredentialKey::to_string`].
-    #[serde(default, deserialize_with = "credentials_in_order")]
-    credentials: BTreeMap<CredentialKey, CredentialRecord>,
-    /// The account's OAuth client secret, once seen.
-    #[serde(default)]
-    pub client_secret: Option<ClientSecretRecord>,
-    /// Delivery state by a sink id chosen by the sink layer.
-    #[serde(default)]
-    pub sinks: BTreeMap<String, SinkRecord>,
-    /// The shared storage ids.
-    #[serde(skip)]
-    names: Names,
-    /// Opened for a pass: where the users not in memory are.
-    #[serde(skip)]
-    file: Option<OnDisk>,
-}
-
-/// The users whose records are in `records.json` and not in memory, each
-/// with the span of its lines.
-#[derive(Debug)]
-struct OnDisk {
-    path: PathBuf,
-    /// `None` before the first save of a first run (no user is in it).
-    file: Option<File>,
-    users: BTreeMap<Arc<str>, Span>,
-    /// The first failure to read a user back: the records then hold less
-    /// than the file, so saves refuse rather than drop that user.
-    failed: Option<String>,
-}
 
 /// A credential's id and storage id, and when it was last rotated.
 pub type RotationTime = (i64, Arc<str>, Option<DateTime<Utc>>);
 
-/// Each user's [`Span`] in the file, by user id.
-type Users = BTreeMap<Arc<str>, Span>;
-
-/// Where one user's entries are in the file: from the first key's quote to
-/// the last record's closing brace, the entries separated by commas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Span {
-    start: u64,
-    len: u64,
+/// The records as a pass uses them: the credentials of the users it has
+/// reached since the last save are in memory, the rest are read from the
+/// database when asked for. The client secret's and the sinks' records
+/// (a few) are read at open.
+#[derive(Debug, Default)]
+pub struct Records {
+    /// The records of the users in `loaded`, and new ones.
+    credentials: BTreeMap<CredentialKey, CredentialRecord>,
+    /// The users whose stored records are in `credentials`.
+    loaded: BTreeSet<Arc<str>>,
+    /// The account's OAuth client secret, once seen.
+    pub client_secret: Option<ClientSecretRecord>,
+    /// Delivery state by a sink id chosen by the sink layer.
+    pub sinks: BTreeMap<String, SinkRecord>,
+    /// `None`: records held in memory only (tests).
+    db: Option<Db>,
+    /// The first failure to read a user's records: the records of that
+    /// user in memory are then not what is stored, so saves refuse rather
+    /// than overwrite the stored ones with fresh ones.
+    failed: Option<String>,
 }
 
-/// Equal records are equal wherever they are held.
-impl PartialEq for OnDisk {
-    fn eq(&self, other: &OnDisk) -> bool {
-        self.users == other.users
-    }
+/// Every record at once, for `status`, `list` and the metrics.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AllRecords {
+    pub credentials: BTreeMap<CredentialKey, CredentialRecord>,
+    pub client_secret: Option<ClientSecretRecord>,
+    pub sinks: BTreeMap<String, SinkRecord>,
 }
 
-impl Eq for OnDisk {}
-
-/// One copy of each text in a set: the storage ids the records hold (an
-/// account has a few storages), or while a file is read, every id and
-/// e-mail in it. Also the number of credentials the map held when it was
-/// last packed ([`Records::credential_or_insert_with`]).
-///
-/// Not the users' ids and e-mails in a pass: a table of every user's
-/// (0.56 MB at 10,000 users) would be held to the pass's end only to find
-/// copies the callers already share.
-#[derive(Clone, Default)]
-struct Names {
-    texts: HashSet<Arc<str>>,
-    packed: usize,
-}
-
-impl Names {
-    fn get(&mut self, text: &str) -> Arc<str> {
-        if let Some(shared) = self.texts.get(text) {
-            return shared.clone();
-        }
-        let shared: Arc<str> = text.into();
-        self.texts.insert(shared.clone());
-        shared
+impl AllRecords {
+    /// The record of `key`.
+    pub fn get(&self, key: &CredentialKey) -> Option<&CredentialRecord> {
+        self.credentials.get(key)
     }
 
-    /// `key` with its storage id shared; the user id is the caller's.
-    fn key(&mut self, key: &CredentialKey) -> CredentialKey {
-        CredentialKey {
-            user_id: key.user_id.clone(),
-            object_storage_id: self.get(&key.object_storage_id),
-            credential_id: key.credential_id,
-        }
+    /// Every credential's record in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&CredentialKey, &CredentialRecord)> {
+        self.credentials.iter()
     }
 }
-
-impl fmt::Debug for Names {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Names({})", self.texts.len())
-    }
-}
-
-/// The names are a cache of the records' own text: equal records are
-/// equal whatever they share.
-impl PartialEq for Names {
-    fn eq(&self, _: &Names) -> bool {
-        true
-    }
-}
-
-impl Eq for Names {}
 
 impl Records {
-    /// The record of `key`, created by `new` when there is none. The
-    /// key's storage id shares the text of the others; its user id and the
-    /// record's e-mail are kept as given (pass copies shared with the
-    /// caller's).
+    /// The record of `key`, created by `new` when there is none. The key's
+    /// user id is kept as given (the pass's copy, shared with the caller).
     pub fn credential_or_insert_with(
         &mut self,
         key: &CredentialKey,
         new: impl FnOnce() -> CredentialRecord,
     ) -> &mut CredentialRecord {
         self.read_user(&key.user_id);
-        if !self.credentials.contains_key(key) {
-            let key = self.names.key(key);
-            self.credentials.insert(key.clone(), new());
-            self.pack_if_grown();
-            return self.credentials.get_mut(&key).expect("just inserted");
-        }
-        self.credentials.get_mut(key).expect("just checked")
+        self.credentials.entry(key.clone()).or_insert_with(new)
     }
 
-    /// A first pass inserts its records one by one in about the keys'
-    /// order (users are listed by id), and a map grown that way leaves
-    /// each node a little over half full: 30,000 records took 10.3 MB
-    /// under heaptrack where full nodes take 5.6. Once the map has grown
-    /// by a quarter since it was last packed, it is rebuilt with full
-    /// nodes ([`pack`]). Growth by a quarter each time keeps the moves to a
-    /// few times the map's final size over a pass.
-    fn pack_if_grown(&mut self) {
-        let len = self.credentials.len();
-        if len < PACK_FROM || len < self.names.packed + self.names.packed / 4 {
-            return;
-        }
-        pack(&mut self.credentials);
-        self.names.packed = len;
-    }
-
-    /// The record of `key`, read back from the file first when the records
-    /// were opened for a pass and its user is not in memory.
+    /// The record of `key`, read from the database first when its user's
+    /// records are not in memory.
     pub fn credential(&mut self, key: &CredentialKey) -> Option<&CredentialRecord> {
         self.read_user(&key.user_id);
         self.credentials.get(key)
@@ -200,242 +94,295 @@ impl Records {
         self.credentials.get_mut(key)
     }
 
-    /// When each credential of `user` was last rotated, by credential id
-    /// and storage, read from the file without keeping its records in
-    /// memory when they are not there already: delivery's values need only
-    /// this, for every user an aggregate sink holds, before the pass gets
-    /// to them.
-    pub fn rotation_times(&self, user: &str) -> Result<Vec<RotationTime>, StateError> {
-        let times = |(k, r): (&CredentialKey, &CredentialRecord)| {
-            (k.credential_id, k.object_storage_id.clone(), r.rotated_at)
-        };
-        match self
-            .file
-            .as_ref()
-            .and_then(|d| Some((d, *d.users.get(user)?)))
-        {
-            Some((disk, span)) => Ok(disk
-                .read(span)
-                .map_err(|e| StateError::io("read", &disk.path, e))?
-                .iter()
-                .map(times)
-                .collect()),
-            None => Ok(self
-                .credentials
-                .range(CredentialKey::new(user, "", i64::MIN)..)
-                .take_while(|(k, _)| &*k.user_id == user)
-                .map(times)
-                .collect()),
-        }
-    }
-
     /// Sets the record of `key`.
     pub fn insert(&mut self, key: &CredentialKey, record: CredentialRecord) {
         self.read_user(&key.user_id);
-        let key = self.names.key(key);
-        self.credentials.insert(key, record);
-        self.pack_if_grown();
+        self.credentials.insert(key.clone(), record);
     }
 
-    /// The record of `key` among those in memory: all of them when read
-    /// whole ([`StateDir::load_records`]), as `status` and `list` do.
-    pub fn get(&self, key: &CredentialKey) -> Option<&CredentialRecord> {
-        debug_assert!(self.file.is_none(), "records opened for a pass");
-        self.credentials.get(key)
+    /// When each credential of `user` was last rotated, by credential id
+    /// and storage, without keeping its records in memory when they are not
+    /// there already: delivery's values need only this, for every user an
+    /// aggregate sink holds, before the pass gets to them.
+    pub fn rotation_times(&self, user: &str) -> Result<Vec<RotationTime>, StateError> {
+        let db = match &self.db {
+            Some(db) if !self.loaded.contains(user) => db,
+            _ => {
+                return Ok(self
+                    .credentials
+                    .range(CredentialKey::new(user, "", i64::MIN)..)
+                    .take_while(|(k, _)| &*k.user_id == user)
+                    .map(|(k, r)| (k.credential_id, k.object_storage_id.clone(), r.rotated_at))
+                    .collect())
+            }
+        };
+        db.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT credential_id, object_storage_id, rotated_at FROM credentials
+                 WHERE user_id = ?1 ORDER BY object_storage_id, credential_id",
+            )?;
+            let rows = stmt.query_map([user], |r| {
+                Ok((r.get(0)?, r.get::<_, String>(1)?.into(), r.get(2)?))
+            })?;
+            rows.collect()
+        })
     }
 
-    /// The records in memory in key order: all of them when read whole.
-    pub fn iter(&self) -> impl Iterator<Item = (&CredentialKey, &CredentialRecord)> {
-        debug_assert!(self.file.is_none(), "records opened for a pass");
-        self.credentials.iter()
-    }
-
-    /// Calls `f` with every record in key order, those in memory and those
-    /// still in the file (read one user at a time, never all at once).
+    /// Calls `f` with every record in key order: those in memory, and the
+    /// stored ones of the other users, read one row at a time.
     pub fn scan(
         &self,
         mut f: impl FnMut(&CredentialKey, &CredentialRecord),
     ) -> Result<(), StateError> {
-        let Some(disk) = &self.file else {
+        let Some(db) = &self.db else {
             self.credentials.iter().for_each(|(k, r)| f(k, r));
             return Ok(());
         };
         let mut memory = self.credentials.iter().peekable();
-        for (user, span) in &disk.users {
-            while let Some((k, r)) = memory.next_if(|(k, _)| k.user_id < *user) {
-                f(k, r);
+        db.read(|c| {
+            let mut stmt = c.prepare_cached(&format!("{SELECT} ORDER BY {ORDER}"))?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let (key, record) = from_row(row)?;
+                while let Some((k, r)) = memory.next_if(|(k, _)| **k < key) {
+                    f(k, r);
+                }
+                if !self.loaded.contains(&key.user_id) {
+                    f(&key, &record);
+                }
             }
-            let read = disk
-                .read(*span)
-                .map_err(|e| StateError::io("read", &disk.path, e))?;
-            read.iter().for_each(|(k, r)| f(k, r));
-        }
+            Ok(())
+        })?;
         memory.for_each(|(k, r)| f(k, r));
         Ok(())
     }
 
-    /// Moves the records of `user` from the file into memory (opened for a
-    /// pass), once. Their keys take the caller's copy of the user id, and
-    /// the user's records one copy of an e-mail. A failed read is kept for
-    /// the next save to report.
+    /// Reads the stored records of `user` into memory, once until the
+    /// next save. Their keys take the caller's copy of the user id. A
+    /// failed read is kept for the next save to report.
     fn read_user(&mut self, user: &Arc<str>) {
-        let Some(disk) = &mut self.file else {
+        let Some(db) = &self.db else {
             return;
         };
-        let Some(span) = disk.users.remove(&**user) else {
+        if self.loaded.contains(user) {
             return;
-        };
-        match disk.read(span) {
+        }
+        let read = db.read(|c| {
+            let mut stmt = c.prepare_cached(&format!("{SELECT} WHERE user_id = ?1"))?;
+            let rows = stmt.query_map([&**user], from_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        });
+        match read {
             Ok(read) => {
-                let mut email: Option<Arc<str>> = None;
-                for (mut key, mut record) in read {
-                    match &email {
-                        Some(shared) if *shared == record.user_email => {
-                            record.user_email = shared.clone();
-                        }
-                        _ => email = Some(record.user_email.clone()),
-                    }
-                    if key.user_id == *user {
-                        key.user_id = user.clone();
-                    }
-                    let key = self.names.key(&key);
-                    self.credentials.insert(key, record);
+                for (mut key, record) in read {
+                    key.user_id = user.clone();
+                    self.credentials.entry(key).or_insert(record);
                 }
             }
             Err(err) => {
-                tracing::error!(path = %disk.path.display(), error = %err, "Could not read a user's records back; records.json will not be saved in this pass.");
-                disk.failed.get_or_insert_with(|| {
-                    format!("a user's records could not be read back: {err}")
-                });
+                tracing::error!(error = %err, "Could not read a user's records; they will not be saved in this pass.");
+                self.failed
+                    .get_or_insert_with(|| format!("a user's records could not be read: {err}"));
             }
         }
-    }
-
-    /// A user id as the records' index of `records.json` holds it (a pass
-    /// that read the file), else a new copy: the pass's user list keeps it,
-    /// and the keys and values share it.
-    pub fn user_id_text(&self, user_id: &str) -> Arc<str> {
-        match self
-            .file
-            .as_ref()
-            .and_then(|d| d.users.get_key_value(user_id))
-        {
-            Some((shared, _)) => shared.clone(),
-            None => user_id.into(),
-        }
-    }
-
-    /// Takes the storage ids of records read from a file (shared as they
-    /// were read, [`credentials_in_order`]) into the names that new
-    /// records share.
-    fn remember_names(&mut self) {
-        for key in self.credentials.keys() {
-            self.names.texts.insert(key.object_storage_id.clone());
-        }
-        // Read from entries in order: packed already.
-        self.names.packed = self.credentials.len();
+        self.loaded.insert(user.clone());
     }
 }
 
-/// Rebuilds `map` with full nodes: `append` of two non-empty maps merges
-/// them into a new tree built from the sorted entries, freeing the old
-/// nodes as it goes (no second copy of the map is held). A map filled in
-/// key order leaves each node a little over half full.
-fn pack<K: Ord + Clone, V>(map: &mut BTreeMap<K, V>) {
-    let Some(middle) = map.keys().nth(map.len() / 2).cloned() else {
-        return;
+/// The credentials' columns, in [`from_row`]'s order.
+const SELECT: &str = "SELECT user_id, object_storage_id, credential_id, user_email, first_seen,
+    rotated_at, rotation_id, access_key, secret_fingerprint, verified_at, verified_rotation_id,
+    verified_accepted, verified_error FROM credentials";
+/// [`CredentialKey`]'s order (SQLite compares text bytewise, as `str` does).
+const ORDER: &str = "user_id, object_storage_id, credential_id";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<(CredentialKey, CredentialRecord)> {
+    let key = CredentialKey {
+        user_id: r.get::<_, String>(0)?.into(),
+        object_storage_id: r.get::<_, String>(1)?.into(),
+        credential_id: r.get(2)?,
     };
-    let mut tail = map.split_off(&middle);
-    map.append(&mut tail);
+    let uuid = |i: usize| -> rusqlite::Result<Option<Uuid>> {
+        r.get::<_, Option<String>>(i)?
+            .map(|t| parsed(i, &t))
+            .transpose()
+    };
+    let verified = match r.get::<_, Option<DateTime<Utc>>>(9)? {
+        None => None,
+        Some(at) => Some(Verification {
+            at,
+            rotation_id: uuid(10)?.unwrap_or_default(),
+            accepted: r.get::<_, Option<bool>>(11)?.unwrap_or(false),
+            error: r.get::<_, Option<String>>(12)?.map(Into::into),
+        }),
+    };
+    let record = CredentialRecord {
+        user_email: r.get::<_, String>(3)?.into(),
+        first_seen: r.get(4)?,
+        rotated_at: r.get(5)?,
+        rotation_id: uuid(6)?,
+        access_key: r.get::<_, String>(7)?.into(),
+        secret_fingerprint: parsed(8, &r.get::<_, String>(8)?)?,
+        verified,
+    };
+    Ok((key, record))
 }
 
-/// Reads the credentials' map sharing each user's and storage's ids and
-/// each e-mail, and builds it from its entries at once: from entries in
-/// order the map gets full nodes, where inserting them one by one (as a
-/// plain map reads them) leaves each node a little over half full, and
-/// the half-full map is never held. For 30,000 credentials the map takes
-/// 5.6 MB instead of 10.3 under heaptrack.
-fn credentials_in_order<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<BTreeMap<CredentialKey, CredentialRecord>, D::Error> {
-    struct InOrder;
-    impl<'de> serde::de::Visitor<'de> for InOrder {
-        type Value = BTreeMap<CredentialKey, CredentialRecord>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a map of credential key to record")
-        }
-
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut map: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut names = Names::default();
-            let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
-            while let Some((key, mut record)) =
-                map.next_entry::<CredentialKey, CredentialRecord>()?
-            {
-                record.user_email = names.get(&record.user_email);
-                let key = CredentialKey {
-                    user_id: names.get(&key.user_id),
-                    object_storage_id: names.get(&key.object_storage_id),
-                    credential_id: key.credential_id,
-                };
-                entries.push((key, record));
-            }
-            // Sorted (and deduplicated) by `collect` whatever the file's
-            // order; a file this build wrote is in order already.
-            Ok(entries.into_iter().collect())
-        }
-    }
-    d.deserialize_map(InOrder)
+/// Writes (inserts or replaces) one credential's record.
+pub(crate) fn put_credential(
+    tx: &Connection,
+    key: &CredentialKey,
+    r: &CredentialRecord,
+) -> rusqlite::Result<()> {
+    let v = r.verified.as_ref();
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO credentials VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        &*key.user_id,
+        &*key.object_storage_id,
+        key.credential_id,
+        &*r.user_email,
+        r.first_seen,
+        r.rotated_at,
+        r.rotation_id.map(|id| id.to_string()),
+        &*r.access_key,
+        r.secret_fingerprint.to_string(),
+        v.map(|v| v.at),
+        v.map(|v| v.rotation_id.to_string()),
+        v.map(|v| v.accepted),
+        v.and_then(|v| v.error.as_deref()),
+    ])?;
+    Ok(())
 }
 
-impl OnDisk {
-    fn read_at(&self, buf: &mut [u8], at: u64) -> io::Result<()> {
-        let file = self
-            .file
-            .as_ref()
-            .ok_or_else(|| io::Error::other("no file"))?;
-        file.read_exact_at(buf, at)
+/// Replaces the client secret's record and the sinks' records.
+pub(crate) fn put_others(
+    tx: &Connection,
+    client_secret: Option<&ClientSecretRecord>,
+    sinks: &BTreeMap<String, SinkRecord>,
+) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM client_secret", [])?;
+    if let Some(c) = client_secret {
+        tx.execute(
+            "INSERT INTO client_secret VALUES (1, ?1, ?2, ?3, ?4)",
+            params![
+                c.first_seen,
+                c.rotated_at,
+                c.rotation_id.map(|id| id.to_string()),
+                c.fingerprint.to_string()
+            ],
+        )?;
+    }
+    tx.execute("DELETE FROM sinks", [])?;
+    let mut stmt = tx.prepare_cached("INSERT INTO sinks VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    for (id, s) in sinks {
+        stmt.execute(params![
+            id,
+            s.delivered_version,
+            s.delivered_at,
+            s.last_error,
+            s.last_attempt
+        ])?;
+    }
+    Ok(())
+}
+
+/// The client secret's and the sinks' records.
+type Others = (Option<ClientSecretRecord>, BTreeMap<String, SinkRecord>);
+
+fn read_others(c: &Connection) -> rusqlite::Result<Others> {
+    let mut stmt = c.prepare_cached(
+        "SELECT first_seen, rotated_at, rotation_id, fingerprint FROM client_secret",
+    )?;
+    let mut rows = stmt.query([])?;
+    let client_secret = match rows.next()? {
+        None => None,
+        Some(r) => Some(ClientSecretRecord {
+            first_seen: r.get(0)?,
+            rotated_at: r.get(1)?,
+            rotation_id: r
+                .get::<_, Option<String>>(2)?
+                .map(|t| parsed(2, &t))
+                .transpose()?,
+            fingerprint: parsed(3, &r.get::<_, String>(3)?)?,
+        }),
+    };
+    let mut stmt = c.prepare_cached(
+        "SELECT sink_id, delivered_version, delivered_at, last_error, last_attempt FROM sinks",
+    )?;
+    let sinks = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                SinkRecord {
+                    delivered_version: r.get(1)?,
+                    delivered_at: r.get(2)?,
+                    last_error: r.get(3)?,
+                    last_attempt: r.get(4)?,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok((client_secret, sinks))
+}
+
+/// Every record in `db` (read-only views).
+pub(crate) fn load_all(db: &Db) -> Result<AllRecords, StateError> {
+    db.read(|c| {
+        let mut stmt = c.prepare(&format!("{SELECT} ORDER BY {ORDER}"))?;
+        let credentials = stmt
+            .query_map([], from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        let (client_secret, sinks) = read_others(c)?;
+        Ok(AllRecords {
+            credentials,
+            client_secret,
+            sinks,
+        })
+    })
+}
+
+impl StateDir {
+    /// Every record at once.
+    pub fn load_records(&self) -> Result<AllRecords, StateError> {
+        load_all(&self.db)
     }
 
-    /// The records in `span` of the file.
-    fn read(&self, span: Span) -> io::Result<BTreeMap<CredentialKey, CredentialRecord>> {
-        let len = usize::try_from(span.len).map_err(io::Error::other)?;
-        let mut text = vec![0; len + 2];
-        text[0] = b'{';
-        text[len + 1] = b'}';
-        self.read_at(&mut text[1..=len], span.start)?;
-        serde_json::from_slice(&text).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "the entries at byte {} are not valid records (column {})",
-                    span.start,
-                    e.column()
-                ),
-            )
+    /// The records for a pass: each user's are read when it is reached.
+    pub fn open_records(&self) -> Result<Records, StateError> {
+        let (client_secret, sinks) = self.db.read(read_others)?;
+        Ok(Records {
+            client_secret,
+            sinks,
+            db: Some(self.db.clone()),
+            ..Records::default()
         })
     }
-}
 
-impl Default for Records {
-    /// Empty records of the current version (a first run).
-    fn default() -> Records {
-        Records {
-            version: RECORDS_VERSION,
-            credentials: BTreeMap::new(),
-            client_secret: None,
-            sinks: BTreeMap::new(),
-            names: Names::default(),
-            file: None,
+    /// Writes the records in memory in one transaction; the credentials'
+    /// then leave memory (they are read again when asked for).
+    pub fn save_records(&self, records: &mut Records) -> Result<(), StateError> {
+        if let Some(failed) = &records.failed {
+            let err = std::io::Error::other(format!("not saved: {failed}"));
+            return Err(StateError::io("write", self.db.path(), err));
         }
+        self.db.write(|tx| {
+            for (key, record) in &records.credentials {
+                put_credential(tx, key, record)?;
+            }
+            put_others(tx, records.client_secret.as_ref(), &records.sinks)
+        })?;
+        if records.db.is_some() {
+            records.credentials = BTreeMap::new();
+            records.loaded = BTreeSet::new();
+        }
+        Ok(())
     }
 }
 
 /// Identifies one S3 credential: `user_id/object_storage_id/credential_id`.
-/// Serialised as that string. The ids are shared text ([`Records`]).
+/// Serialised as that string (in intents and events).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CredentialKey {
     pub user_id: Arc<str>,
@@ -558,316 +505,9 @@ pub struct SinkRecord {
     pub last_attempt: Option<DateTime<Utc>>,
 }
 
-impl StateDir {
-    /// Reads `records.json` whole; a missing file means a first run (empty
-    /// records).
-    pub fn load_records(&self) -> Result<Records, StateError> {
-        load(self.handle())
-    }
-
-    /// Opens `records.json` for a pass: the records stay in the file until
-    /// a user's are asked for. A file in another layout (an earlier build's,
-    /// or edited by hand) is read whole and rewritten in this one first.
-    pub fn open_records(&self) -> Result<Records, StateError> {
-        let path = self.handle().shown(super::RECORDS_FILE.as_ref());
-        let file = match open_file(self.handle(), super::RECORDS_FILE, OFlags::RDONLY, 0) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(Records {
-                    file: Some(OnDisk::new(path, None, BTreeMap::new())),
-                    ..Records::default()
-                })
-            }
-            Err(e) => return Err(StateError::io("read", &path, e)),
-        };
-        let scanned = scan_layout(&file).map_err(|e| StateError::io("read", &path, e))?;
-        if let Some((mut records, users)) = scanned {
-            check_version(&path, records.version, RECORDS_VERSION)?;
-            records.file = Some(OnDisk::new(path, Some(file), users));
-            return Ok(records);
-        }
-        let mut records = load(self.handle())?;
-        records.file = Some(OnDisk::new(path, None, BTreeMap::new()));
-        self.save_records(&mut records)?;
-        Ok(records)
-    }
-
-    /// Atomically replaces `records.json`. Records opened for a pass are
-    /// merged into the file and leave memory.
-    pub fn save_records(&self, records: &mut Records) -> Result<(), StateError> {
-        let path = self.handle().shown(super::RECORDS_FILE.as_ref());
-        if let Some(failed) = records.file.as_ref().and_then(|d| d.failed.as_ref()) {
-            let err = io::Error::other(format!("not rewritten: {failed}"));
-            return Err(StateError::io("write", &path, err));
-        }
-        let mut users = BTreeMap::new();
-        write_atomic_from(self.handle(), super::RECORDS_FILE, 0o600, |file| {
-            let mut out = Counting {
-                inner: io::BufWriter::with_capacity(64 * 1024, file),
-                at: 0,
-            };
-            users = records.write(&mut out)?;
-            out.flush()
-        })?;
-        if let Some(disk) = &mut records.file {
-            let file = open_file(self.handle(), super::RECORDS_FILE, OFlags::RDONLY, 0)
-                .map_err(|e| StateError::io("read", &path, e))?;
-            // Filled in order: 0.61 MB at 10,000 users, 0.33 packed.
-            pack(&mut users);
-            *disk = OnDisk::new(path, Some(file), users);
-            records.credentials = BTreeMap::new();
-            records.names.packed = 0;
-        }
-        Ok(())
-    }
-}
-
-impl OnDisk {
-    fn new(path: PathBuf, file: Option<File>, users: BTreeMap<Arc<str>, Span>) -> OnDisk {
-        OnDisk {
-            path,
-            file,
-            users,
-            failed: None,
-        }
-    }
-}
-
-/// Counts the bytes written through it (the users' spans).
-struct Counting<W> {
-    inner: W,
-    at: u64,
-}
-
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.at += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// The layout [`Records::write`] writes, line by line.
-const HEAD: &str = "{\n";
-const CREDENTIALS: &str = "  \"credentials\": {";
-const INDENT: &str = "    ";
-
-impl Records {
-    /// Writes the file: one credential per line, in key order, so that a
-    /// pass can read one user's lines back ([`scan_layout`]). The users
-    /// still in the file are copied from it as they are. Returns each
-    /// user's span.
-    fn write<W: Write>(&self, out: &mut Counting<W>) -> io::Result<BTreeMap<Arc<str>, Span>> {
-        write!(out, "{HEAD}  \"version\": {},\n{CREDENTIALS}", self.version)?;
-        let mut users = BTreeMap::new();
-        let mut first = true;
-        // Before each entry; returns where the entry starts.
-        let separate = |out: &mut Counting<W>, first: &mut bool| {
-            let sep: &[u8] = if *first { b"\n" } else { b",\n" };
-            *first = false;
-            out.write_all(sep)?;
-            out.write_all(INDENT.as_bytes())?;
-            Ok::<u64, io::Error>(out.at)
-        };
-        let mut memory = self.credentials.iter().peekable();
-        let on_disk = self.file.as_ref().map(|d| &d.users);
-        let mut disk = on_disk.into_iter().flatten().peekable();
-        let mut copy = Vec::new();
-        loop {
-            let from_memory = match (memory.peek(), disk.peek()) {
-                (None, None) => break,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (Some((k, _)), Some((user, _))) => k.user_id <= **user,
-            };
-            if from_memory {
-                let user = memory.peek().expect("peeked").0.user_id.clone();
-                // A user read back is no longer in the file's list.
-                let mut start = None;
-                while let Some((key, record)) = memory.next_if(|(k, _)| k.user_id == user) {
-                    let at = separate(out, &mut first)?;
-                    start.get_or_insert(at);
-                    serde_json::to_writer(&mut *out, key)?;
-                    out.write_all(b": ")?;
-                    serde_json::to_writer(&mut *out, record)?;
-                }
-                let start = start.expect("one entry at least");
-                users.insert(
-                    user,
-                    Span {
-                        start,
-                        len: out.at - start,
-                    },
-                );
-            } else {
-                let (user, span) = disk.next().expect("peeked");
-                copy.resize(usize::try_from(span.len).map_err(io::Error::other)?, 0);
-                let from = self.file.as_ref().expect("users on disk");
-                from.read_at(&mut copy, span.start)?;
-                let start = separate(out, &mut first)?;
-                out.write_all(&copy)?;
-                users.insert(
-                    user.clone(),
-                    Span {
-                        start,
-                        len: span.len,
-                    },
-                );
-            }
-        }
-        out.write_all(if first { b"}" } else { b"\n  }" })?;
-        out.write_all(b",\n  \"client_secret\": ")?;
-        serde_json::to_writer(&mut *out, &self.client_secret)?;
-        out.write_all(b",\n  \"sinks\": ")?;
-        serde_json::to_writer(&mut *out, &self.sinks)?;
-        out.write_all(b"\n}\n")?;
-        Ok(users)
-    }
-}
-
-/// Reads a file in [`Records::write`]'s layout without holding its
-/// credentials: each line is parsed (and dropped) to check it, and the
-/// users' spans are noted. `None` when the file is in another layout, or a
-/// line does not parse or is out of order: the caller then reads it whole,
-/// which names the problem.
-fn scan_layout(file: &File) -> io::Result<Option<(Records, Users)>> {
-    let mut reader = io::BufReader::with_capacity(64 * 1024, file);
-    let mut line = Vec::new();
-    let mut at = 0u64;
-    let mut next = |line: &mut Vec<u8>| -> io::Result<Option<u64>> {
-        line.clear();
-        let start = at;
-        let n = reader.read_until(b'\n', line)?;
-        at += n as u64;
-        Ok((n > 0).then_some(start))
-    };
-    let mut rest = String::from("{\n");
-    if next(&mut line)?.is_none() || line != HEAD.as_bytes() {
-        return Ok(None);
-    }
-    // The version line, kept for the rest's parse.
-    if next(&mut line)?.is_none() || !line.starts_with(b"  \"version\": ") {
-        return Ok(None);
-    }
-    let Ok(version_line) = std::str::from_utf8(&line) else {
-        return Ok(None);
-    };
-    rest.push_str(version_line);
-    if next(&mut line)?.is_none() {
-        return Ok(None);
-    }
-    let mut users: BTreeMap<Arc<str>, Span> = BTreeMap::new();
-    if line != format!("{CREDENTIALS}}},\n").as_bytes() {
-        if line != format!("{CREDENTIALS}\n").as_bytes() {
-            return Ok(None);
-        }
-        let mut last: Option<CredentialKey> = None;
-        // Whether the line before ended with a comma: every entry's but the
-        // last's does (the file as a whole is then valid JSON).
-        let mut comma = false;
-        loop {
-            let Some(start) = next(&mut line)? else {
-                return Ok(None);
-            };
-            if line == b"  },\n" {
-                if comma || last.is_none() {
-                    return Ok(None);
-                }
-                break;
-            }
-            if last.is_some() && !comma {
-                return Ok(None);
-            }
-            let Some(entry) = line.strip_prefix(INDENT.as_bytes()) else {
-                return Ok(None);
-            };
-            let entry = entry.strip_suffix(b"\n").unwrap_or(entry);
-            let (entry, ends) = match entry.strip_suffix(b",") {
-                Some(entry) => (entry, true),
-                None => (entry, false),
-            };
-            comma = ends;
-            let mut text = Vec::with_capacity(entry.len() + 2);
-            text.push(b'{');
-            text.extend_from_slice(entry);
-            text.push(b'}');
-            let Ok(one) =
-                serde_json::from_slice::<BTreeMap<CredentialKey, CredentialRecord>>(&text)
-            else {
-                return Ok(None);
-            };
-            if one.len() != 1 {
-                return Ok(None);
-            }
-            let Some((key, _)) = one.into_iter().next() else {
-                return Ok(None);
-            };
-            if last.as_ref().is_some_and(|last| *last >= key) {
-                return Ok(None);
-            }
-            let start = start + INDENT.len() as u64;
-            let end = start + entry.len() as u64;
-            match users.get_mut(&*key.user_id) {
-                Some(span) => span.len = end - span.start,
-                None => {
-                    users.insert(
-                        key.user_id.clone(),
-                        Span {
-                            start,
-                            len: end - start,
-                        },
-                    );
-                }
-            }
-            last = Some(key);
-        }
-    }
-    rest.push_str("  \"credentials\": {},\n");
-    loop {
-        if next(&mut line)?.is_none() {
-            break;
-        }
-        let Ok(text) = std::str::from_utf8(&line) else {
-            return Ok(None);
-        };
-        rest.push_str(text);
-    }
-    let Ok(records) = serde_json::from_str::<Records>(&rest) else {
-        return Ok(None);
-    };
-    pack(&mut users);
-    Ok(Some((records, users)))
-}
-
-/// Reads `<dir>/records.json` whole without a [`StateDir`] (read-only views
-/// too).
-pub(crate) fn load(dir: &Dir) -> Result<Records, StateError> {
-    let path = dir.shown(super::RECORDS_FILE.as_ref());
-    let Some(mut records) = read_json::<Records>(dir, super::RECORDS_FILE)? else {
-        return Ok(Records::default());
-    };
-    check_version(&path, records.version, RECORDS_VERSION)?;
-    records.remember_names();
-    Ok(records)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The file `records` are saved as.
-    fn written(records: &Records) -> String {
-        let mut out = Counting {
-            inner: Vec::new(),
-            at: 0,
-        };
-        records.write(&mut out).unwrap();
-        String::from_utf8(out.inner).unwrap()
-    }
 
     fn key() -> CredentialKey {
         CredentialKey::new(
@@ -903,109 +543,6 @@ mod tests {
         assert_eq!("a/b/-1".parse::<CredentialKey>().unwrap().credential_id, -1);
     }
 
-    #[test]
-    fn records_keep_the_callers_ids_and_e_mails_and_share_storage_ids() {
-        let record = |email: &Arc<str>| CredentialRecord {
-            user_email: email.clone(),
-            first_seen: Utc::now(),
-            rotated_at: None,
-            rotation_id: None,
-            access_key: "AK".into(),
-            secret_fingerprint: Fingerprint::repeated(3),
-            verified: None,
-        };
-        let (user, email): (Arc<str>, Arc<str>) = ("u-1".into(), "a@example.com".into());
-        let mut records = Records::default();
-        for id in [1, 2] {
-            // A new copy of the storage id each time, as a listing gives.
-            let key = CredentialKey {
-                user_id: user.clone(),
-                ..CredentialKey::new("u-1", "os-1", id)
-            };
-            records.credential_or_insert_with(&key, || record(&email));
-        }
-        assert!(records
-            .credentials
-            .keys()
-            .all(|k| Arc::ptr_eq(&k.user_id, &user)));
-        assert!(records
-            .credentials
-            .values()
-            .all(|r| Arc::ptr_eq(&r.user_email, &email)));
-        let text = written(&records);
-        assert!(text.contains(r#""u-1/os-1/1": "#), "{text}");
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(crate::state::RECORDS_FILE), &text).unwrap();
-        let handle = super::super::fs::open_dir(dir.path(), false).unwrap();
-        for records in [records, load(&handle).unwrap()] {
-            let keys: Vec<_> = records.credentials.keys().collect();
-            assert_eq!(keys.len(), 2);
-            assert!(Arc::ptr_eq(&keys[0].user_id, &keys[1].user_id));
-            assert!(Arc::ptr_eq(
-                &keys[0].object_storage_id,
-                &keys[1].object_storage_id
-            ));
-            let emails: Vec<_> = records
-                .credentials
-                .values()
-                .map(|r| &r.user_email)
-                .collect();
-            assert!(Arc::ptr_eq(emails[0], emails[1]));
-        }
-    }
-
-    #[test]
-    fn records_inserted_one_by_one_keep_every_entry_through_the_packs() {
-        let record = |n: i64| CredentialRecord {
-            user_email: format!("user{}@example.com", n % 7).into(),
-            first_seen: Utc::now(),
-            rotated_at: None,
-            rotation_id: None,
-            access_key: format!("AK{n}").into(),
-            secret_fingerprint: Fingerprint::repeated(3),
-            verified: None,
-        };
-        let key = |n: i64| CredentialKey::new(&format!("u-{:04}", n % 7), "os-1", n);
-        let mut records = Records::default();
-        let mut expected = BTreeMap::new();
-        // Ascending ids for most, a few out of order (users answered late).
-        let ids: Vec<i64> = (0..3_000).chain([-5, 1_500, 4_000, 7]).collect();
-        for n in ids {
-            let inserted = records.credential_or_insert_with(&key(n), || record(n));
-            inserted.rotated_at = Some(Utc::now());
-            expected
-                .entry(key(n))
-                .or_insert_with(|| record(n))
-                .rotated_at = inserted.rotated_at;
-        }
-        assert_eq!(records.credentials.len(), 3_002);
-        assert!(
-            records.names.packed >= 3_002 * 4 / 5,
-            "{}",
-            records.names.packed
-        );
-        assert!(records.credentials.keys().eq(expected.keys()));
-        for (k, v) in &expected {
-            let got = &records.credentials[k];
-            assert_eq!(
-                (&got.access_key, got.rotated_at),
-                (&v.access_key, v.rotated_at)
-            );
-        }
-        // Still sharing the storage ids after the packs.
-        let keys: Vec<_> = records.credentials.keys().collect();
-        let last = keys.len() - 1;
-        assert!(Arc::ptr_eq(
-            &keys[last].object_storage_id,
-            &keys[0].object_storage_id
-        ));
-    }
-
-    #[test]
-    fn default_records_are_of_the_current_version() {
-        assert_eq!(Records::default().version, RECORDS_VERSION);
-    }
-
     fn sample(user: &str, id: i64) -> (CredentialKey, CredentialRecord) {
         let key = CredentialKey::new(user, "os-1", id);
         let record = CredentialRecord {
@@ -1015,25 +552,18 @@ mod tests {
             rotation_id: Some(Uuid::new_v4()),
             access_key: format!("AK{id}").into(),
             secret_fingerprint: Fingerprint::repeated(3),
-            verified: None,
+            verified: (id % 2 == 0).then(|| Verification {
+                at: Utc::now(),
+                rotation_id: Uuid::new_v4(),
+                accepted: false,
+                error: Some("InvalidAccessKeyId".into()),
+            }),
         };
         (key, record)
     }
 
-    /// Every record, read whole from the file.
-    fn on_file(state: &StateDir) -> BTreeMap<CredentialKey, CredentialRecord> {
-        let mut all = BTreeMap::new();
-        let whole = state.load_records().unwrap();
-        whole
-            .scan(|k, r| {
-                all.insert(k.clone(), r.clone());
-            })
-            .unwrap();
-        all
-    }
-
     #[test]
-    fn opened_records_read_users_back_and_merge_what_changed_into_the_file() {
+    fn a_pass_reads_each_user_when_reached_and_saves_what_it_changed() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
         let mut expected = BTreeMap::new();
@@ -1045,153 +575,63 @@ mod tests {
                 expected.insert(k, r);
             }
         }
-        records.client_secret = None;
+        records
+            .sinks
+            .insert("file:/x".into(), SinkRecord::default());
         state.save_records(&mut records).unwrap();
         assert!(records.credentials.is_empty(), "saved records leave memory");
-        assert_eq!(on_file(&state), expected);
-        let text = std::fs::read_to_string(dir.path().join(crate::state::RECORDS_FILE)).unwrap();
-        assert_eq!(text.lines().count(), 7 + expected.len(), "{text}");
+        assert_eq!(state.load_records().unwrap().credentials, expected);
 
-        // Opened again: nothing in memory, each user read back when asked.
         let mut records = state.open_records().unwrap();
         assert!(records.credentials.is_empty());
+        assert_eq!(records.sinks.len(), 1);
         let times = records.rotation_times("u-2").unwrap();
         assert_eq!(times.len(), 2);
         assert!(records.credentials.is_empty(), "times are read, not kept");
         let (k21, _) = sample("u-2", 1);
         assert_eq!(records.credential(&k21), expected.get(&k21));
         assert_eq!(records.credentials.len(), 2, "one user's records read");
-        // They take the asker's copy of the user id, and one of the e-mail.
-        let read: Vec<_> = records.credentials.iter().collect();
-        assert!(read
-            .iter()
-            .all(|(k, _)| Arc::ptr_eq(&k.user_id, &k21.user_id)));
-        assert!(Arc::ptr_eq(&read[0].1.user_email, &read[1].1.user_email));
-        // A user in the file's index gets the index's copy of its id.
-        let index = |r: &Records, user| r.user_id_text(user);
-        assert!(Arc::ptr_eq(
-            &index(&records, "u-3"),
-            &index(&records, "u-3")
-        ));
-        assert!(!Arc::ptr_eq(
-            &index(&records, "u-8"),
-            &index(&records, "u-8")
-        ));
-        records.credential_mut(&k21).unwrap().rotated_at = Some(Utc::now());
-        let times = records.rotation_times("u-2").unwrap();
-        assert!(times.contains(&(
-            1,
-            "os-1".into(),
-            records.credential(&k21).unwrap().rotated_at
-        )));
-        expected.get_mut(&k21).unwrap().rotated_at = records.credential(&k21).unwrap().rotated_at;
+        assert!(records
+            .credentials
+            .keys()
+            .all(|k| Arc::ptr_eq(&k.user_id, &k21.user_id)));
+        let at = Some(Utc::now());
+        records.credential_mut(&k21).unwrap().rotated_at = at;
+        expected.get_mut(&k21).unwrap().rotated_at = at;
+        assert!(records
+            .rotation_times("u-2")
+            .unwrap()
+            .contains(&(1, "os-1".into(), at)));
         let (k0, r0) = sample("u-0", 7);
         records.insert(&k0, r0.clone());
         expected.insert(k0, r0);
-        let (k4, r4) = sample("u-4", 1);
-        records.insert(&k4, r4.clone());
-        expected.insert(k4, r4);
         let mut scanned = Vec::new();
         records.scan(|k, _| scanned.push(k.clone())).unwrap();
         assert!(scanned.iter().eq(expected.keys()), "{scanned:?}");
         state.save_records(&mut records).unwrap();
-        assert_eq!(on_file(&state), expected);
-
-        // Users copied from the file are read back as well as those written.
-        let mut records = state.open_records().unwrap();
-        for (k, r) in &expected {
-            assert_eq!(records.credential(k), Some(r), "{k}");
-        }
+        let all = state.load_records().unwrap();
+        assert_eq!(all.credentials, expected);
         let (missing, _) = sample("u-9", 1);
-        assert_eq!(records.credential(&missing), None);
+        assert_eq!(state.open_records().unwrap().credential(&missing), None);
     }
 
     #[test]
-    fn an_earlier_layout_is_read_whole_and_rewritten() {
+    fn a_user_that_cannot_be_read_stops_the_saves() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
-        let path = dir.path().join(crate::state::RECORDS_FILE);
-        let (k, r) = sample("u-1", 1);
-        let pretty = serde_json::to_string_pretty(&serde_json::json!({
-            "version": RECORDS_VERSION,
-            "credentials": { k.to_string(): r },
-            "client_secret": null,
-            "sinks": {},
-        }))
-        .unwrap();
-        std::fs::write(&path, &pretty).unwrap();
-        let mut records = state.open_records().unwrap();
-        assert_ne!(std::fs::read_to_string(&path).unwrap(), pretty, "rewritten");
-        assert_eq!(records.credential(&k), Some(&r));
-        assert_eq!(on_file(&state), BTreeMap::from([(k, r)]));
-    }
-
-    #[test]
-    fn a_bad_line_is_named_and_the_file_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(dir.path()).unwrap();
-        let path = dir.path().join(crate::state::RECORDS_FILE);
-        let mut records = state.open_records().unwrap();
-        for user in ["u-1", "u-2"] {
-            let (k, r) = sample(user, 1);
-            records.insert(&k, r);
-        }
-        state.save_records(&mut records).unwrap();
-        let good = std::fs::read_to_string(&path).unwrap();
-        // Out of order, then not JSON.
-        let lines: Vec<&str> = good.lines().collect();
-        let (first, second) = (lines[3].trim_end_matches(','), format!("{},", lines[4]));
-        let swapped = [&lines[..3], &[second.as_str(), first], &lines[5..]]
-            .concat()
-            .join("\n");
-        let broken = good.replace("\"AK1\"", "AK1");
-        // Each line parses, but the file is not JSON: read whole, which
-        // names the line.
-        let no_comma = good.replacen("},\n", "}\n", 1);
-        std::fs::write(&path, &no_comma).unwrap();
-        let err = state.open_records().unwrap_err().to_string();
-        assert!(
-            err.contains("records.json") && err.contains("line 5"),
-            "{err}"
-        );
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), no_comma);
-        // Out of order is still valid JSON: read whole and rewritten.
-        std::fs::write(&path, &swapped).unwrap();
-        state.open_records().unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), good);
-        std::fs::write(&path, &broken).unwrap();
-        let err = state.open_records().unwrap_err().to_string();
-        assert!(
-            err.contains("records.json") && err.contains("line 4"),
-            "{err}"
-        );
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), broken);
-    }
-
-    #[test]
-    fn a_user_that_cannot_be_read_back_stops_the_saves() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(dir.path()).unwrap();
-        let path = dir.path().join(crate::state::RECORDS_FILE);
         let mut records = state.open_records().unwrap();
         let (k, r) = sample("u-1", 1);
-        records.insert(&k, r);
+        records.insert(&k, r.clone());
         state.save_records(&mut records).unwrap();
-        let mut records = state.open_records().unwrap();
-        // The same file, cut short behind the pass's back.
-        let saved = std::fs::read(&path).unwrap();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(20)
+        // A value no build writes, put there behind the pass's back.
+        state
+            .db
+            .write(|tx| tx.execute("UPDATE credentials SET secret_fingerprint = 'x'", []))
             .unwrap();
+        let mut records = state.open_records().unwrap();
         assert_eq!(records.credential(&k), None);
         let err = state.save_records(&mut records).unwrap_err().to_string();
-        assert!(
-            err.contains("records.json") && err.contains("could not be read back"),
-            "{err}"
-        );
-        assert_eq!(std::fs::read(&path).unwrap(), saved[..20]);
+        assert!(err.contains("could not be read"), "{err}");
+        assert!(err.contains("state.db"), "{err}");
     }
 }

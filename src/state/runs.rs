@@ -1,4 +1,4 @@
-//! `runs.json`: how the last runs ended, so `/metrics`, `/readyz` and
+//! The `runs` table of `state.db`: how the last runs ended, so `/metrics`, `/readyz` and
 //! `status` show them after a restart (a daemon restarted after a
 //! successful `--run-now` reports that success before its own first run).
 //!
@@ -10,11 +10,12 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::fs::{check_version, read_json, write_json_atomic};
-use super::{StateDir, StateError, RUNS_FILE};
-use crate::dirfd::Dir;
+use rusqlite::{params, Connection, OptionalExtension};
 
-/// Format version of `runs.json`.
+use super::db::Db;
+use super::{StateDir, StateError};
+
+/// Format version of the runs file of earlier builds (imported).
 pub const RUNS_VERSION: u32 = 1;
 
 /// The outcome of the last run, and when each kind of success last held.
@@ -47,30 +48,60 @@ pub struct LastFailures {
 impl StateDir {
     /// The run history (empty before the first run).
     pub fn load_runs(&self) -> Result<RunHistory, StateError> {
-        load(self.handle())
+        load(&self.db)
     }
 
-    /// Replaces `runs.json` atomically.
+    /// Replaces the run history.
     pub fn save_runs(&self, runs: &RunHistory) -> Result<(), StateError> {
-        let runs = RunHistory {
-            version: RUNS_VERSION,
-            ..runs.clone()
-        };
-        write_json_atomic(self.handle(), RUNS_FILE, &runs, 0o600)
+        self.db.write(|tx| put(tx, runs))
     }
 }
 
-/// Reads `<dir>/runs.json` without a [`StateDir`] (read-only views too).
-pub(crate) fn load(dir: &Dir) -> Result<RunHistory, StateError> {
-    let path = dir.shown(RUNS_FILE.as_ref());
-    let Some(runs) = read_json::<RunHistory>(dir, RUNS_FILE)? else {
-        return Ok(RunHistory {
-            version: RUNS_VERSION,
-            ..RunHistory::default()
-        });
-    };
-    check_version(&path, runs.version, RUNS_VERSION)?;
-    Ok(runs)
+pub(crate) fn put(tx: &Connection, runs: &RunHistory) -> rusqlite::Result<()> {
+    let f = &runs.last_failures;
+    tx.execute(
+        "INSERT OR REPLACE INTO runs VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            runs.last_run_at,
+            runs.last_run_duration_ms,
+            runs.last_success_at,
+            runs.last_delivery_success_at,
+            f.rotation,
+            f.file_sinks,
+            f.webhooks
+        ],
+    )?;
+    Ok(())
+}
+
+/// The run history in `db` (read-only views too).
+pub(crate) fn load(db: &Db) -> Result<RunHistory, StateError> {
+    let read = db.read(|c| {
+        c.query_row(
+            "SELECT last_run_at, last_run_duration_ms, last_success_at, last_delivery_success_at,
+                    failed_rotations, failed_file_sinks, failed_webhooks FROM runs",
+            [],
+            |r| {
+                Ok(RunHistory {
+                    version: RUNS_VERSION,
+                    last_run_at: r.get(0)?,
+                    last_run_duration_ms: r.get(1)?,
+                    last_success_at: r.get(2)?,
+                    last_delivery_success_at: r.get(3)?,
+                    last_failures: LastFailures {
+                        rotation: r.get(4)?,
+                        file_sinks: r.get(5)?,
+                        webhooks: r.get(6)?,
+                    },
+                })
+            },
+        )
+        .optional()
+    })?;
+    Ok(read.unwrap_or(RunHistory {
+        version: RUNS_VERSION,
+        ..RunHistory::default()
+    }))
 }
 
 #[cfg(test)]

@@ -127,16 +127,38 @@ fn the_key_survives_reopening_so_fingerprints_are_stable() {
     assert_eq!(before.text().len(), "hmac-sha256:".len() + 32);
 }
 
+/// `records` as every record at once.
+fn all_of(records: &Records) -> AllRecords {
+    let mut all = AllRecords {
+        client_secret: records.client_secret.clone(),
+        sinks: records.sinks.clone(),
+        ..AllRecords::default()
+    };
+    records
+        .scan(|k, r| {
+            all.credentials.insert(k.clone(), r.clone());
+        })
+        .unwrap();
+    all
+}
+
+/// Every byte of the database and its log.
+fn db_bytes(dir: &Path) -> Vec<u8> {
+    let mut bytes = fs::read(dir.join("state.db")).unwrap();
+    bytes.extend(fs::read(dir.join("state.db-wal")).unwrap_or_default());
+    bytes
+}
+
 #[test]
 fn records_and_journal_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let state = StateDir::open(dir.path()).unwrap();
-    assert_eq!(state.load_records().unwrap(), Records::default());
+    assert_eq!(state.load_records().unwrap(), AllRecords::default());
     assert_eq!(state.load_journal().unwrap(), Journal::default());
 
     let mut records = sample_records(&state);
     state.save_records(&mut records).unwrap();
-    assert_eq!(state.load_records().unwrap(), records);
+    assert_eq!(state.load_records().unwrap(), all_of(&records));
 
     let mut journal = Journal::default();
     let rotation_id = Uuid::new_v4();
@@ -164,11 +186,14 @@ fn records_and_journal_round_trip() {
     state.save_journal(&journal).unwrap();
     assert_eq!(state.load_journal().unwrap().intents.len(), 1);
 
-    for file in [RECORDS_FILE, JOURNAL_FILE] {
+    for file in ["state.db", "state.db-wal", "state.db-shm"] {
         assert_eq!(mode(&dir.path().join(file)), 0o600, "{file}");
-        let text = fs::read_to_string(dir.path().join(file)).unwrap();
-        assert!(!text.contains(SECRET), "{file} holds a secret");
     }
+    let bytes = db_bytes(dir.path());
+    assert!(
+        !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+        "the database holds a secret"
+    );
 }
 
 #[test]
@@ -185,61 +210,46 @@ fn leftover_temp_files_are_removed_at_open() {
     let _state = StateDir::open(dir.path()).unwrap();
     assert_eq!(
         names(dir.path()),
-        [KEY_FILE, LOCK_FILE, "operator-notes.txt"]
+        [
+            KEY_FILE,
+            LOCK_FILE,
+            "operator-notes.txt",
+            "state.db",
+            "state.db-shm",
+            "state.db-wal"
+        ]
     );
 }
 
 #[test]
-fn corrupt_records_are_reported_never_reset() {
+fn a_damaged_database_is_reported_never_reset() {
     let dir = tempfile::tempdir().unwrap();
     let state = StateDir::open(dir.path()).unwrap();
     state.save_records(&mut sample_records(&state)).unwrap();
-    let path = dir.path().join(RECORDS_FILE);
-    let good = fs::read_to_string(&path).unwrap();
-
-    let cases = [
-        ("truncated", good[..good.len() / 2].to_string()),
-        ("empty", String::new()),
-        ("garbage", "credentials=AKIAEXAMPLE hunter2\n".to_string()),
-        (
-            "wrong shape",
-            r#"{"version": 1, "credentials": ["hunter2"]}"#.to_string(),
-        ),
-        ("future version", r#"{"version": 9}"#.to_string()),
-    ];
-    for (case, content) in cases {
-        fs::write(&path, &content).unwrap();
-        let err = state.load_records().unwrap_err();
-        assert!(
-            matches!(&err, StateError::Corrupt { path: p, .. } if *p == path),
-            "{case}: {err:?}"
-        );
-        let text = err.to_string();
-        assert!(text.contains(&path.display().to_string()), "{case}: {text}");
-        assert!(text.contains("move it aside"), "{case}: {text}");
-        assert!(
-            !text.contains("hunter2") && !text.contains("AKIAEXAMPLE"),
-            "{case}: {text}"
-        );
-        // Still there for the operator to inspect.
-        assert_eq!(fs::read_to_string(&path).unwrap(), content, "{case}");
+    drop(state);
+    let path = dir.path().join("state.db");
+    for suffix in ["-wal", "-shm"] {
+        let _ = fs::remove_file(dir.path().join(format!("state.db{suffix}")));
     }
+    let mut bytes = fs::read(&path).unwrap();
+    // The header's magic string, then the rest of the first page.
+    bytes[..16].copy_from_slice(b"credentials=AKIA");
+    fs::write(&path, &bytes).unwrap();
+    let err = StateDir::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, StateError::Corrupt { path: p, .. } if *p == path),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("restore it from a backup"), "{text}");
+    assert!(!text.contains("AKIA"), "{text}");
+    assert_eq!(fs::read(&path).unwrap(), bytes, "left for the operator");
 }
 
 #[test]
-fn corrupt_journal_and_key_are_reported() {
+fn a_short_key_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let state = StateDir::open(dir.path()).unwrap();
-    fs::write(
-        dir.path().join(JOURNAL_FILE),
-        "{\"version\": 1, \"intents\": [",
-    )
-    .unwrap();
-    let err = state.load_journal().unwrap_err();
-    assert!(err.to_string().contains("journal.json is corrupt"), "{err}");
-    assert!(err.to_string().contains("not be resumed"), "{err}");
-    drop(state);
-
+    drop(StateDir::open(dir.path()).unwrap());
     let key = dir.path().join(KEY_FILE);
     fs::write(&key, [7u8; 31]).unwrap();
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
@@ -249,6 +259,129 @@ fn corrupt_journal_and_key_are_reported() {
         "{err:?}"
     );
     assert!(err.to_string().contains("31 bytes"), "{err}");
+}
+
+/// The JSON files of the previous version: two credentials (one rotated),
+/// a rotated client secret, a pending intent (snapshot and appended
+/// line), an undelivered webhook event and the run history.
+fn write_previous_version(dir: &Path) {
+    fs::create_dir_all(dir).unwrap();
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let files = [
+        (
+            "records.json",
+            r#"{
+  "version": 1,
+  "credentials": {
+    "u-1/os-1/42": {"user_email":"app@example.com","first_seen":"2026-01-02T03:04:05Z","rotated_at":"2026-02-02T03:04:05Z","rotation_id":"11111111-1111-1111-1111-111111111111","access_key":"AKIAEXAMPLE","secret_fingerprint":"hmac-sha256:03030303030303030303030303030303","verified":{"at":"2026-02-02T03:04:06Z","rotation_id":"11111111-1111-1111-1111-111111111111","accepted":true}},
+    "u-2/os-1/43": {"user_email":"b@example.com","first_seen":"2026-01-02T03:04:05Z","rotated_at":null,"rotation_id":null,"access_key":"AKIAOTHER","secret_fingerprint":"hmac-sha256:04040404040404040404040404040404"}
+  },
+  "client_secret": {"first_seen":"2026-01-01T00:00:00Z","rotated_at":"2026-03-01T03:30:00Z","rotation_id":"22222222-2222-2222-2222-222222222222","fingerprint":"hmac-sha256:05050505050505050505050505050505"},
+  "sinks": {"webhook:https://h.example.com/":{"delivered_version":"v1","delivered_at":"2026-03-01T03:30:01Z","last_error":null,"last_attempt":"2026-03-01T03:30:01Z"}}
+}
+"#,
+        ),
+        (
+            "journal.json",
+            r#"{
+  "version": 1,
+  "intents": []
+}
+{"begin":{"rotation_id":"33333333-3333-3333-3333-333333333333","started_at":"2026-03-02T00:00:00Z","kind":"object_storage","key":"u-2/os-1/43","user_email":"b@example.com","old_access_key":"AKIAOTHER","old_fingerprint":"hmac-sha256:04040404040404040404040404040404"}}
+"#,
+        ),
+        (
+            "outbox.json",
+            r#"{"version": 1, "queues": {"webhook:https://h.example.com/": {"since": "2026-01-01T00:00:00Z", "announced": {"u-1/os-1/42": "11111111-1111-1111-1111-111111111111"}, "events": [{"id": "msg_1", "type": "client_secret.rotated", "timestamp": "2026-03-01T03:30:00Z", "data": {"client_id": "INT-1"}, "secret": {"kind": "client_secret"}, "enqueued_at": "2026-03-01T03:30:00Z", "attempts": 2, "last_attempt": null, "last_error": "503"}]}}}"#,
+        ),
+        (
+            "runs.json",
+            r#"{"version": 1, "last_run_at": "2026-03-01T03:30:02Z", "last_run_duration_ms": 900, "last_success_at": "2026-03-01T03:30:02Z", "last_delivery_success_at": null, "last_failures": {"rotation": 0, "file_sinks": 0, "webhooks": 1}}"#,
+        ),
+    ];
+    for (name, text) in files {
+        fs::write(dir.join(name), text).unwrap();
+    }
+}
+
+#[test]
+fn the_previous_versions_files_are_imported_once_and_set_aside() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("state");
+    write_previous_version(&dir);
+    // Read before the import as the import reads them.
+    let before = StateDir::open_read_only(&dir).unwrap();
+    assert!(!dir.join("state.db").exists(), "a view writes nothing");
+    let state = StateDir::open(&dir).unwrap();
+    let records = state.load_records().unwrap();
+    assert_eq!(records, before.records);
+    assert_eq!(records.credentials.len(), 2);
+    let key: CredentialKey = "u-1/os-1/42".parse().unwrap();
+    let record = &records.credentials[&key];
+    assert_eq!(
+        record.rotated_at,
+        Some(Utc.with_ymd_and_hms(2026, 2, 2, 3, 4, 5).unwrap())
+    );
+    assert!(record.verified.as_ref().unwrap().accepted);
+    assert!(records.client_secret.as_ref().unwrap().rotated_at.is_some());
+    assert_eq!(records.sinks.len(), 1);
+    let journal = state.load_journal().unwrap();
+    assert_eq!(journal.intents.len(), 1);
+    assert_eq!(journal, before.journal);
+    let outbox = state.load_outbox().unwrap();
+    let queue = &outbox.queues["webhook:https://h.example.com/"];
+    assert_eq!((queue.events.len(), queue.events[0].attempts), (1, 2));
+    assert_eq!(queue.announced.len(), 1);
+    assert_eq!(outbox, before.outbox);
+    assert_eq!(state.load_runs().unwrap().last_failures.webhooks, 1);
+    for name in ["records.json", "journal.json", "outbox.json", "runs.json"] {
+        assert!(!dir.join(name).exists(), "{name}");
+        assert!(dir.join(format!("{name}.imported")).exists(), "{name}");
+    }
+    drop(state);
+    // Files left by a stop between the commit and the renames are set
+    // aside, not imported twice.
+    fs::copy(dir.join("outbox.json.imported"), dir.join("outbox.json")).unwrap();
+    let state = StateDir::open(&dir).unwrap();
+    assert!(!dir.join("outbox.json").exists());
+    assert_eq!(state.load_outbox().unwrap(), outbox);
+}
+
+#[test]
+fn a_failed_import_changes_nothing_and_names_the_file() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("state");
+    write_previous_version(&dir);
+    let outbox = dir.join("outbox.json");
+    let text = fs::read_to_string(&outbox).unwrap();
+    fs::write(&outbox, &text[..text.len() / 2]).unwrap();
+    let before = names(&dir);
+    let err = StateDir::open(&dir).unwrap_err().to_string();
+    assert!(err.contains("outbox.json"), "{err}");
+    // The database created for the import is gone again; the key and the
+    // lock, which an earlier version made too, are all that was added.
+    let mut after = names(&dir);
+    after.retain(|n| n != KEY_FILE && n != LOCK_FILE);
+    assert_eq!(after, before);
+    // Mended, the next start imports.
+    fs::write(&outbox, &text).unwrap();
+    let state = StateDir::open(&dir).unwrap();
+    assert_eq!(state.load_outbox().unwrap().queues.len(), 1);
+}
+
+#[test]
+fn json_files_beside_a_database_that_did_not_import_them_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    state.save_records(&mut sample_records(&state)).unwrap();
+    drop(state);
+    fs::write(dir.path().join("runs.json"), "{}").unwrap();
+    let err = StateDir::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("runs.json") && err.contains("did not import"),
+        "{err}"
+    );
+    assert!(dir.path().join("runs.json").exists());
 }
 
 #[test]
@@ -403,7 +536,7 @@ fn read_only_view_needs_no_lock_and_writes_nothing() {
     let missing = root.path().join("never-ran");
     let view = StateDir::open_read_only(&missing).unwrap();
     assert!(!view.exists);
-    assert_eq!(view.records, Records::default());
+    assert_eq!(view.records, AllRecords::default());
     assert!(
         !missing.exists(),
         "a read-only open must not create the directory"
@@ -417,7 +550,7 @@ fn read_only_view_needs_no_lock_and_writes_nothing() {
     // Works while the daemon holds the lock.
     let view = StateDir::open_read_only(&dir).unwrap();
     assert!(view.exists);
-    assert_eq!(view.records, records);
+    assert_eq!(view.records, all_of(&records));
     assert_eq!(view.journal, Journal::default());
     assert_eq!(names(&dir), before);
 }
