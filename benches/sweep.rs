@@ -46,7 +46,7 @@
 //! **A later pass.** `SWEEP_AGAIN=1` measures a second pass: a first one
 //! (not measured) rotates every credential, then the measured one runs
 //! with `--run-now --force` on the state it left, with the records read
-//! from `records.json` as in a daemon's later passes (the first pass of a
+//! from `state.db` as in a daemon's later passes (the first pass of a
 //! fresh state directory builds them as it goes). Requests, probes and
 //! webhook POSTs are those of the measured pass.
 //!

@@ -30,6 +30,8 @@ pub const POINTS: &[&str] = &[
     "before-delivery",
     // A file or template sink's temp file created, not yet renamed into place.
     "sink-temp-created",
+    // Webhook events committed to the outbox, none sent yet.
+    "webhook-after-enqueue",
     // A webhook event delivered, the outbox not yet saved.
     "webhook-after-post",
     // One sink handled and its record updated in memory (once per sink).

@@ -6,7 +6,7 @@
 //! failed after its retries; the engine reports each run in neutral terms
 //! ([`RunTally`]) and the state after it ([`StateFigures`]), so this module
 //! knows no engine types. At start the last run's outcome is read back from
-//! the state directory (`runs.json`), so a restart does not reset
+//! the state database (its `runs` table), so a restart does not reset
 //! `last_success`. The daemon serves `/metrics` (OpenMetrics text),
 //! `/healthz` (the process is alive) and `/readyz` (see [`Readiness`]).
 //! Labels carry ids, e-mails and storage names, never a secret and never an

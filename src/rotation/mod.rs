@@ -119,7 +119,7 @@ impl Engine {
     }
 
     /// Reports a finished run (not a dry run) to the metrics and keeps its
-    /// outcome in the state directory (`runs.json`), then refreshes the
+    /// outcome in the state database (`runs`), then refreshes the
     /// state gauges when `state_series` (the metrics are served or written:
     /// two series per credential are not built for nobody).
     pub fn record_run(

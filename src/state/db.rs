@@ -129,38 +129,46 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
-    /// The database of the locked state directory `dir`, created (0600, an
-    /// empty schema) when missing. `created` tells the caller it is new.
-    pub(crate) fn open(dir: &Dir) -> Result<(Db, bool), StateError> {
+    /// The database of the locked state directory `dir`. When there is
+    /// none, one is built under a temp name (0600, the latest schema, then
+    /// `init`, which imports an earlier version's files) and renamed into
+    /// place only once complete, so a stop or a failure at any point leaves
+    /// no database, or a whole one. A `state.db` that exists is therefore
+    /// always one this daemon completed: an empty one is damage, refused
+    /// like any other rather than taken for a first run.
+    pub(crate) fn open(
+        dir: &Dir,
+        init: impl FnOnce(&Db) -> Result<(), StateError>,
+    ) -> Result<Db, StateError> {
         let path = dir.shown(OsStr::new(DB_FILE));
         // Through the directory's handle first: never a symlink, and only
-        // a file of the daemon's user. Created here so that its mode is
-        // 0600 from the start (SQLite gives its -wal and -shm files the
-        // database's mode).
-        let created = match dir.open_owned(OsStr::new(DB_FILE), OFlags::RDONLY, 0) {
-            Ok(_) => false,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                dir.open_owned(
-                    OsStr::new(DB_FILE),
-                    OFlags::RDWR | OFlags::CREATE | OFlags::EXCL,
-                    0o600,
-                )
-                .map_err(|e| StateError::io("create", &path, e))?;
-                true
-            }
+        // a file of the daemon's user.
+        match dir.open_owned(OsStr::new(DB_FILE), OFlags::RDONLY, 0) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create(dir, init)?,
             Err(e) => return Err(StateError::io("open", &path, e)),
-        };
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_NOFOLLOW
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&path, flags).map_err(|e| db_err(&path, e))?;
-        let db = Db {
-            conn: Arc::new(Mutex::new(conn)),
-            path,
-        };
+        }
+        let db = Db::connect(&path, OpenFlags::empty())?;
+        // Before anything writes to it (WAL mode writes the header).
+        if db.version()? == 0 {
+            return Err(StateError::corrupt(&db.path, "it is empty (no schema)"));
+        }
         db.configure()?;
         db.migrate()?;
-        Ok((db, created))
+        Ok(db)
+    }
+
+    /// A connection to the file at `path` (no symlink, never created).
+    fn connect(path: &Path, flags: OpenFlags) -> Result<Db, StateError> {
+        let flags = flags
+            | OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| db_err(path, e))?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+        })
     }
 
     /// The database of `dir` opened for reading only (`status`, the
@@ -175,14 +183,7 @@ impl Db {
         // Read-write without create, then `query_only`: a reader of a WAL
         // database must be able to update the shared-memory index, which a
         // read-only connection cannot do when the daemon is not running.
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_NOFOLLOW
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&path, flags).map_err(|e| db_err(&path, e))?;
-        let db = Db {
-            conn: Arc::new(Mutex::new(conn)),
-            path,
-        };
+        let db = Db::connect(&path, OpenFlags::empty())?;
         db.configure()?;
         let version = db.version()?;
         if version != latest_version() {
@@ -306,6 +307,37 @@ impl Db {
     }
 }
 
+/// Builds a complete database under a temp name and renames it to
+/// [`DB_FILE`] (see [`Db::open`]). The temp file's rollback journal is kept
+/// in memory: a temp file that is not complete is never used (a leftover is
+/// removed at the next start with the other temp files), so only its final
+/// fsync matters.
+fn create(dir: &Dir, init: impl FnOnce(&Db) -> Result<(), StateError>) -> Result<(), StateError> {
+    let temp = format!(".{DB_FILE}.tmp-{:016x}", rand::random::<u64>());
+    let temp = OsStr::new(&temp);
+    let shown = dir.shown(temp);
+    let file = dir
+        .open_owned(temp, OFlags::RDWR | OFlags::CREATE | OFlags::EXCL, 0o600)
+        .map_err(|e| StateError::io("create", &shown, e))?;
+    let built = (|| {
+        let db = Db::connect(&shown, OpenFlags::empty())?;
+        db.lock()
+            .execute_batch("PRAGMA journal_mode = MEMORY; PRAGMA synchronous = OFF;")
+            .map_err(|e| db.err(e))?;
+        db.migrate()?;
+        init(&db)?;
+        drop(db);
+        file.sync_all()
+            .and_then(|()| dir.rename(temp, OsStr::new(DB_FILE)))
+            .and_then(|()| dir.sync())
+            .map_err(|e| StateError::io("create", &dir.shown(OsStr::new(DB_FILE)), e))
+    })();
+    if built.is_err() {
+        let _ = dir.remove(temp);
+    }
+    built
+}
+
 /// A database error as a state error on `path`. SQLite's messages name
 /// tables and constraints, never values (queries bind their parameters).
 fn db_err(path: &Path, e: rusqlite::Error) -> StateError {
@@ -376,7 +408,12 @@ mod tests {
     fn created_private_in_wal_mode_with_full_sync_and_the_latest_schema() {
         let dir = tempfile::tempdir().unwrap();
         let handle = Dir::open_private(dir.path(), false).unwrap();
-        let (db, created) = Db::open(&handle).unwrap();
+        let mut created = false;
+        let db = Db::open(&handle, |_| {
+            created = true;
+            Ok(())
+        })
+        .unwrap();
         assert!(created);
         let mode = std::fs::metadata(dir.path().join(DB_FILE))
             .unwrap()
@@ -395,8 +432,17 @@ mod tests {
         assert_eq!(db.version().unwrap(), latest_version());
         assert!(tables(&db).contains(&"journal".to_owned()));
         drop(db);
-        let (_, created) = Db::open(&handle).unwrap();
-        assert!(!created);
+        Db::open(&handle, |_| panic!("built again")).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| n.to_str().unwrap().starts_with("state.db")),
+            "{names:?}"
+        );
     }
 
     #[test]
@@ -425,12 +471,12 @@ mod tests {
     fn a_newer_schema_is_refused_and_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let handle = Dir::open_private(dir.path(), false).unwrap();
-        let (db, _) = Db::open(&handle).unwrap();
+        let db = Db::open(&handle, |_| Ok(())).unwrap();
         db.lock()
             .pragma_update(None, "user_version", latest_version() + 1)
             .unwrap();
         drop(db);
-        let err = Db::open(&handle).unwrap_err().to_string();
+        let err = Db::open(&handle, |_| Ok(())).unwrap_err().to_string();
         assert!(err.contains("newer contabo-rotator"), "{err}");
         assert!(err.contains("state.db"), "{err}");
         let err = Db::open_read_only(&handle).unwrap_err().to_string();
@@ -438,16 +484,30 @@ mod tests {
     }
 
     #[test]
-    fn a_symlink_or_a_file_that_is_not_a_database_is_refused() {
+    fn a_symlink_an_empty_file_or_one_that_is_not_a_database_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let handle = Dir::open_private(dir.path(), false).unwrap();
         let target = dir.path().join("elsewhere.db");
         std::fs::write(&target, "").unwrap();
         std::os::unix::fs::symlink(&target, dir.path().join(DB_FILE)).unwrap();
-        assert!(Db::open(&handle).is_err());
+        assert!(Db::open(&handle, |_| Ok(())).is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"");
         std::fs::remove_file(dir.path().join(DB_FILE)).unwrap();
-        std::fs::write(dir.path().join(DB_FILE), vec![7u8; 4096]).unwrap();
-        let err = Db::open(&handle).unwrap_err();
-        assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");
+        for content in [vec![], vec![7u8; 4096]] {
+            std::fs::write(dir.path().join(DB_FILE), &content).unwrap();
+            let err = Db::open(&handle, |_| panic!("not a first run")).unwrap_err();
+            assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");
+            let left = std::fs::read(dir.path().join(DB_FILE)).unwrap();
+            assert!(left == content, "{} bytes changed", content.len());
+        }
+    }
+
+    #[test]
+    fn a_failed_build_leaves_no_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = Dir::open_private(dir.path(), false).unwrap();
+        let err = Db::open(&handle, |db| Err(StateError::corrupt(db.path(), "no"))).unwrap_err();
+        assert!(err.to_string().contains("no"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

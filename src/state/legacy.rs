@@ -63,29 +63,6 @@ pub(crate) fn imported(conn: &Connection) -> rusqlite::Result<bool> {
         .is_some())
 }
 
-/// Whether `conn` holds no state at all (a database created by a start
-/// that stopped before its import committed).
-pub(crate) fn is_empty(conn: &Connection) -> rusqlite::Result<bool> {
-    let tables = [
-        "credentials",
-        "client_secret",
-        "sinks",
-        "journal",
-        "outbox_queues",
-        "runs",
-        "meta",
-    ];
-    for table in tables {
-        let any: Option<i64> = conn
-            .query_row(&format!("SELECT 1 FROM {table} LIMIT 1"), [], |r| r.get(0))
-            .optional()?;
-        if any.is_some() {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
 /// Everything the files hold, read and checked before the database is
 /// touched.
 pub(crate) struct Read {

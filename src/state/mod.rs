@@ -111,19 +111,16 @@ impl StateDir {
         }
         audit::repair_tail(&handle)?;
         let key = FingerprintKey::load_or_create(&handle)?;
-        let (db, created) = Db::open(&handle)?;
-        if let Err(err) = import(&handle, &db) {
-            if created {
-                // Nothing of the import is in it: the next start begins
-                // from the same files.
-                drop(db);
-                for suffix in ["", "-wal", "-shm"] {
-                    let name = format!("{}{suffix}", db::DB_FILE);
-                    let _ = handle.remove(std::ffi::OsStr::new(&name));
-                }
+        // A new database takes in the files of an earlier version before
+        // it is put in place; the files are set aside after.
+        let db = Db::open(&handle, |db| {
+            if legacy::present(&handle)?.is_empty() {
+                return Ok(());
             }
-            return Err(err);
-        }
+            let read = legacy::read(&handle)?;
+            db.write(|tx| legacy::write(tx, &read))
+        })?;
+        set_aside_imported(&handle, &db)?;
         Ok(StateDir {
             dir: handle,
             _lock: lock,
@@ -214,32 +211,28 @@ impl StateDir {
     }
 }
 
-/// Imports the JSON files of an earlier version into `db` when it has not
-/// yet, or sets aside those an import committed before a stop left behind.
-fn import(dir: &Dir, db: &Db) -> Result<(), StateError> {
+/// Renames the files of an earlier version once `db` holds them; files
+/// beside a database that did not import them are refused.
+fn set_aside_imported(dir: &Dir, db: &Db) -> Result<(), StateError> {
     let found = legacy::present(dir)?;
     if found.is_empty() {
         return Ok(());
     }
     if !db.read(legacy::imported)? {
-        if !db.read(legacy::is_empty)? {
-            return Err(StateError::corrupt(
-                db.path(),
-                format!(
-                    "the directory holds both this database and {} of an earlier version, \
-                     which it did not import; move one or the other aside",
-                    found.join(", ")
-                ),
-            ));
-        }
-        let read = legacy::read(dir)?;
-        db.write(|tx| legacy::write(tx, &read))?;
-        tracing::info!(
-            dir = %dir.path().display(),
-            files = %found.join(", "),
-            "Imported the state of an earlier version into state.db."
-        );
+        return Err(StateError::corrupt(
+            db.path(),
+            format!(
+                "the directory holds both this database and {} of an earlier version, \
+                 which it did not import; move one or the other aside",
+                found.join(", ")
+            ),
+        ));
     }
+    tracing::info!(
+        dir = %dir.path().display(),
+        files = %found.join(", "),
+        "The state of an earlier version is in state.db; renaming its files to *.imported."
+    );
     legacy::set_aside(dir, &found)
 }
 

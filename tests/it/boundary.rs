@@ -234,7 +234,7 @@ max_age = "7d"
     // Planted as symlinks to a root-owned file (by someone who could write
     // the directory once, or through a backup restored carelessly).
     mkdir(&state, 0, 0o700);
-    for name in ["lock", "audit.log", "records.json"] {
+    for name in ["lock", "audit.log", "state.db"] {
         let planted = state.join(name);
         std::os::unix::fs::symlink(&precious, &planted).unwrap();
         let out = run_now(&setup, &[]).await;

@@ -306,7 +306,7 @@ async fn plain_http_api_urls_off_loopback_exit_78_naming_the_key() {
         }
     }
     assert!(sim.requests().is_empty(), "no request with a refused URL");
-    assert!(!setup.dir.path().join("state/records.json").exists());
+    assert!(!setup.dir.path().join("state/state.db").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

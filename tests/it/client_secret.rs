@@ -398,7 +398,10 @@ async fn a_failed_store_is_retried_and_else_kept_pending_for_the_next_run() {
         shown.contains("NOT stored") && shown.contains("stays pending"),
         "{shown}"
     );
-    let journal = std::fs::read_to_string(setup.dir.path().join("state/journal.json")).unwrap();
+    let journal = serde_json::to_string(&crate::util::journal_intents(
+        &setup.dir.path().join("state"),
+    ))
+    .unwrap();
     assert!(
         journal.contains("client_secret"),
         "the intent stays: {journal}"

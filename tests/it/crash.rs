@@ -318,6 +318,15 @@ async fn quiesce(sim: &Simulator) {
 }
 
 /// Runs one case and checks every promise of the module doc.
+/// The state database after a kill passes SQLite's integrity check (a
+/// kill before the database was created leaves none).
+fn assert_db_sound(name: &str, setup: &Setup) {
+    let state = setup.dir.path().join("state");
+    if state.join("state.db").exists() {
+        assert_eq!(crate::util::state_integrity(&state), "ok", "{name}");
+    }
+}
+
 async fn run_case(case: &Case, tally: &mut Tally) {
     let name = case.name();
     let sim = Simulator::start(options(case.users)).await.unwrap();
@@ -348,6 +357,7 @@ async fn run_case(case: &Case, tally: &mut Tally) {
                 );
                 quiesce(&sim).await;
                 tally.kills += 1;
+                assert_db_sound(&name, &setup);
             }
             Kill::After { after, .. } => {
                 sim.set_faults(slow_calls());
@@ -357,6 +367,7 @@ async fn run_case(case: &Case, tally: &mut Tally) {
                 assert!(!shown.contains("panicked"), "{name}: {shown}");
                 if killed {
                     tally.kills += 1;
+                    assert_db_sound(&name, &setup);
                 } else {
                     tally.late += 1;
                 }
@@ -526,16 +537,10 @@ fn check_sinks(name: &str, root: &Path, sim: &Simulator, with_client: bool, last
 /// No intent left in the journal, no event left in the outbox.
 fn check_state_settled(name: &str, root: &Path) {
     let state = root.join("state");
-    let journal: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(state.join("journal.json")).unwrap())
-            .unwrap();
-    assert_eq!(
-        journal["intents"].as_array().map(Vec::len),
-        Some(0),
-        "{name}: journal {journal}"
-    );
-    let outbox: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(state.join("outbox.json")).unwrap()).unwrap();
+    let journal = crate::util::journal_intents(&state);
+    assert!(journal.is_empty(), "{name}: journal {journal:?}");
+    assert_eq!(crate::util::state_integrity(&state), "ok", "{name}");
+    let outbox = crate::util::outbox_json(&state);
     for (sink, queue) in outbox["queues"].as_object().unwrap() {
         assert_eq!(
             queue["events"].as_array().map(Vec::len),

@@ -218,7 +218,8 @@ impl Captured {
         );
     }
 
-    /// Every file of the state directory but `client-secret.json`.
+    /// Every file of the state directory but `client-secret.json`, and
+    /// every row of the state database.
     fn state_files(&mut self, label: &str, state: &Path) {
         let mut seen = 0;
         for entry in std::fs::read_dir(state).unwrap() {
@@ -233,7 +234,14 @@ impl Captured {
             );
             seen += 1;
         }
-        assert!(seen >= 5, "{label}: the state files are there ({seen})");
+        // lock, audit.log, fingerprint.key and state.db at least; the
+        // database's rows too, decoded.
+        assert!(seen >= 4, "{label}: the state files are there ({seen})");
+        assert!(state.join("state.db").is_file(), "{label}");
+        self.add(
+            format!("{label}: the rows of state.db"),
+            crate::util::state_db_text(state),
+        );
     }
 
     fn len(&self) -> usize {
@@ -697,12 +705,11 @@ async fn no_secret_when_runs_fail_hard() {
     let cut = stored.find(&current).unwrap() + current.len() + 1;
     let corruptions: Vec<(&str, Vec<u8>)> = vec![
         ("client-secret.json", stored.as_bytes()[..cut].to_vec()),
-        (
-            "records.json",
-            b"{\"version\": 1, \"credentials\": {".to_vec(),
-        ),
-        ("journal.json", b"[not json".to_vec()),
-        ("outbox.json", b"{\"queues\": 7}".to_vec()),
+        ("state.db", {
+            let db = std::fs::read(state.join("state.db")).unwrap();
+            db[..db.len() / 2].to_vec()
+        }),
+        ("state.db", b"SQLite format 3\0not a database".repeat(100)),
         ("fingerprint.key", b"short".to_vec()),
     ];
     for (name, broken) in corruptions {

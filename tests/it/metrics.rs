@@ -49,7 +49,7 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 }
 
 fn runs_json(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("state/runs.json")).unwrap()).unwrap()
+    crate::util::runs_json(&dir.join("state"))
 }
 
 fn unix(value: &serde_json::Value) -> f64 {

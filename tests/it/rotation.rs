@@ -137,10 +137,9 @@ async fn run_rotates_everything_then_converges_and_logs_in_with_the_stored_secre
         std::fs::metadata(&store).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    for name in ["records.json", "journal.json", "audit.log"] {
-        let text = std::fs::read_to_string(state.join(name)).unwrap_or_default();
-        assert_no_secret(&sim, &text);
-    }
+    assert_no_secret(&sim, &crate::util::state_db_text(&state));
+    let text = std::fs::read_to_string(state.join("audit.log")).unwrap();
+    assert_no_secret(&sim, &text);
     let audit = std::fs::read_to_string(state.join("audit.log")).unwrap();
     assert!(audit
         .lines()
@@ -300,15 +299,17 @@ async fn corrupt_state_is_refused_without_rotating_anything() {
     let setup = setup_with_sink(&sim, &opts, SINK_AND_CLIENT);
     let out = run_bin(args(&setup.config, &["--run-now"])).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let records = setup.dir.path().join("state/records.json");
-    let text = std::fs::read_to_string(&records).unwrap();
-    for broken in [&text[..text.len() / 2], "", "{ not json"] {
-        std::fs::write(&records, broken).unwrap();
+    let db = setup.dir.path().join("state/state.db");
+    let bytes = std::fs::read(&db).unwrap();
+    let garbage = b"credentials=AKIA hunter2\n".repeat(200);
+    for broken in [&bytes[..bytes.len() / 2], &[][..], &garbage[..]] {
+        std::fs::write(&db, broken).unwrap();
         let before = mutating(&sim);
         let out = run_bin(args(&setup.config, &["--run-now"])).await;
         assert_eq!(out.status.code(), Some(1));
         let err = stdout(&out) + &stderr(&out);
-        assert!(err.contains("records.json"), "{err}");
+        assert!(err.contains("state.db"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
         assert_eq!(mutating(&sim), before, "no re-rotation on corrupt state");
     }
 }

@@ -126,3 +126,147 @@ pub fn tool_missing(message: &str) {
     }
     eprintln!("\n!!!! NOT TESTED: {message} !!!!\n");
 }
+
+/// The state database of the state directory `state`, opened to read
+/// (and, for tests that put a state behind the daemon's back, to write).
+pub fn state_db(state: &std::path::Path) -> rusqlite::Connection {
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(state.join("state.db"), flags)
+        .unwrap_or_else(|e| panic!("{}: {e}", state.display()));
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn
+}
+
+/// A time column as RFC 3339 (`null` when empty).
+const ISO: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', {})";
+
+fn iso(column: &str) -> String {
+    ISO.replace("{}", column)
+}
+
+/// The run outcomes, with the field names of `RunHistory`.
+pub fn runs_json(state: &std::path::Path) -> serde_json::Value {
+    let sql = format!(
+        "SELECT {}, last_run_duration_ms, {}, {}, failed_rotations, failed_file_sinks,
+                failed_webhooks FROM runs",
+        iso("last_run_at"),
+        iso("last_success_at"),
+        iso("last_delivery_success_at")
+    );
+    state_db(state)
+        .query_row(&sql, [], |r| {
+            Ok(serde_json::json!({
+                "last_run_at": r.get::<_, Option<String>>(0)?,
+                "last_run_duration_ms": r.get::<_, Option<i64>>(1)?,
+                "last_success_at": r.get::<_, Option<String>>(2)?,
+                "last_delivery_success_at": r.get::<_, Option<String>>(3)?,
+                "last_failures": {
+                    "rotation": r.get::<_, i64>(4)?,
+                    "file_sinks": r.get::<_, i64>(5)?,
+                    "webhooks": r.get::<_, i64>(6)?,
+                },
+            }))
+        })
+        .unwrap()
+}
+
+/// The intents in the journal, as JSON.
+pub fn journal_intents(state: &std::path::Path) -> Vec<serde_json::Value> {
+    let conn = state_db(state);
+    let mut stmt = conn
+        .prepare("SELECT intent FROM journal ORDER BY seq")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|t| serde_json::from_str(&t.unwrap()).unwrap());
+    rows.collect()
+}
+
+/// The webhook outbox in the shape of `Outbox`: queues by sink id, each
+/// with `since`, `removed_since`, `announced` and `events`. Empty (`{}`)
+/// before the first run.
+pub fn outbox_json(state: &std::path::Path) -> serde_json::Value {
+    if !state.join("state.db").exists() {
+        return serde_json::json!({});
+    }
+    let conn = state_db(state);
+    let mut queues = serde_json::Map::new();
+    let sql = format!(
+        "SELECT sink_id, {}, {} FROM outbox_queues",
+        iso("since"),
+        iso("removed_since")
+    );
+    let mut stmt = conn.prepare(&sql).unwrap();
+    let rows: Vec<(String, String, Option<String>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (sink, since, removed_since) in rows {
+        let column = |sql: &str| -> Vec<String> {
+            let mut stmt = conn.prepare(sql).unwrap();
+            let values = stmt.query_map([&sink], |r| r.get(0)).unwrap();
+            values.map(Result::unwrap).collect()
+        };
+        let announced = column("SELECT rotation_id FROM outbox_announced WHERE sink_id = ?1");
+        let events: Vec<serde_json::Value> =
+            column("SELECT event FROM outbox_events WHERE sink_id = ?1 ORDER BY seq")
+                .iter()
+                .map(|t| serde_json::from_str(t).unwrap())
+                .collect();
+        let mut queue = serde_json::json!({
+            "since": since,
+            "announced": announced,
+            "events": events,
+        });
+        if let Some(at) = removed_since {
+            queue["removed_since"] = at.into();
+        }
+        queues.insert(sink, queue);
+    }
+    serde_json::json!({ "queues": queues })
+}
+
+/// Everything the state database holds, for checks that no secret is in
+/// it: every row of every table as text, then the bytes of the database
+/// and its log (free pages and old versions of rows included).
+pub fn state_db_text(state: &std::path::Path) -> String {
+    let mut text = String::new();
+    if !state.join("state.db").exists() {
+        return text;
+    }
+    let conn = state_db(state);
+    let tables: Vec<String> = {
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .unwrap();
+        let names = stmt.query_map([], |r| r.get(0)).unwrap();
+        names.map(Result::unwrap).collect()
+    };
+    for table in tables {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table}")).unwrap();
+        let columns = stmt.column_count();
+        let mut rows = stmt.query([]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            for i in 0..columns {
+                let value: rusqlite::types::Value = row.get(i).unwrap();
+                text.push_str(&format!("{value:?}\t"));
+            }
+            text.push('\n');
+        }
+    }
+    for name in ["state.db", "state.db-wal"] {
+        let bytes = std::fs::read(state.join(name)).unwrap_or_default();
+        text.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    text
+}
+
+/// `PRAGMA integrity_check` of the state database: "ok" when it is sound.
+pub fn state_integrity(state: &std::path::Path) -> String {
+    state_db(state)
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap()
+}

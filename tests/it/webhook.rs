@@ -249,7 +249,7 @@ fn webhook_setup(sim: &Simulator, opts: &SimulatorOptions, url: &str, extra: &st
 }
 
 fn outbox(setup: &Setup) -> String {
-    std::fs::read_to_string(setup.dir.path().join("state/outbox.json")).unwrap_or_default()
+    crate::util::outbox_json(&setup.dir.path().join("state")).to_string()
 }
 
 /// Ids of the events queued in the outbox, in order.
@@ -286,10 +286,9 @@ fn assert_no_secret_anywhere(sim: &Simulator, setup: &Setup, outputs: &[&Output]
         assert_no_secret(sim, &text(out));
     }
     let state = setup.dir.path().join("state");
-    for name in ["outbox.json", "records.json", "journal.json", "audit.log"] {
-        let content = std::fs::read_to_string(state.join(name)).unwrap_or_default();
-        assert_no_secret(sim, &content);
-    }
+    assert_no_secret(sim, &crate::util::state_db_text(&state));
+    let audit = std::fs::read_to_string(state.join("audit.log")).unwrap_or_default();
+    assert_no_secret(sim, &audit);
 }
 
 /// A receiver slower than the pass holds the pass back instead of making
@@ -531,13 +530,11 @@ async fn a_webhook_not_listening_fails_the_run_and_the_next_run_resends_the_same
             .contains("connection failed"),
         "{sink}"
     );
-    for file in ["state/outbox.json", "state/records.json"] {
-        let content = std::fs::read_to_string(setup.dir.path().join(file)).unwrap();
-        assert!(
-            !content.contains("tok3n"),
-            "the URL path stays out of {file}"
-        );
-    }
+    let content = crate::util::state_db_text(&setup.dir.path().join("state"));
+    assert!(
+        !content.contains("tok3n"),
+        "the URL path stays out of the state"
+    );
     assert!(!text(&status).contains("tok3n"));
 
     let receiver = Receiver::start_on(port, Reply::status(200)).await;
@@ -1038,14 +1035,16 @@ async fn a_removed_webhook_sinks_queue_is_shown_then_dropped_after_the_grace_per
     crate::cli::edit_config(&setup, &[(hook.as_str(), "")]);
     let out = run_bin(args(&setup.config, &["--run-now"])).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let mut outbox_json: serde_json::Value = serde_json::from_str(&outbox(&setup)).unwrap();
-    let eight_days_ago = (chrono::Utc::now() - chrono::Duration::days(8)).to_rfc3339();
-    for queue in outbox_json["queues"].as_object_mut().unwrap().values_mut() {
+    let outbox_json: serde_json::Value = serde_json::from_str(&outbox(&setup)).unwrap();
+    for queue in outbox_json["queues"].as_object().unwrap().values() {
         assert!(queue["removed_since"].is_string(), "{queue}");
-        queue["removed_since"] = eight_days_ago.clone().into();
     }
-    let path = setup.dir.path().join("state/outbox.json");
-    crate::cli::write_secret(&path, &outbox_json.to_string());
+    crate::util::state_db(&setup.dir.path().join("state"))
+        .execute(
+            "UPDATE outbox_queues SET removed_since = datetime('now', '-8 days')",
+            [],
+        )
+        .unwrap();
     let out = run_bin(args(&setup.config, &["--run-now"])).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("Dropped the queue"), "{}", text(&out));

@@ -45,8 +45,8 @@
 //!
 //! # Delivery, retries and the outbox
 //!
-//! A run's events are written to `outbox.json` in the state directory (fsync,
-//! 0600, one queue per webhook sink) before the first attempt, then sent
+//! A run's events are committed to the outbox in `state.db` (durably,
+//! one queue per webhook sink) before the first attempt, then sent
 //! oldest first:
 //! - **2xx**: delivered, removed from the outbox.
 //! - **410 Gone**: the receiver does not want the event: removed, with a
@@ -167,6 +167,7 @@ pub async fn deliver(
         // every credential, so no copy of it is made.
         outbox.queues.insert(sink_id.to_owned(), queue);
         ctx.state.save_outbox(&outbox).map_err(state_err)?;
+        crate::crash::point("webhook-after-enqueue");
         queue = take_queue(&mut outbox, sink_id);
     }
     if queue.events.is_empty() {

@@ -62,8 +62,14 @@ impl Fixture {
         }
     }
 
+    /// The outbox as stored, and the bytes of the database and its log.
     fn outbox_text(&self) -> String {
-        std::fs::read_to_string(self.state.path().join("outbox.json")).unwrap_or_default()
+        let mut text = format!("{:?}", self.state.load_outbox().unwrap());
+        for name in ["state.db", "state.db-wal"] {
+            let bytes = std::fs::read(self.state.path().join(name)).unwrap_or_default();
+            text.push_str(&String::from_utf8_lossy(&bytes));
+        }
+        text
     }
 
     fn queued(&self, sink: &WebhookSink) -> Vec<String> {
