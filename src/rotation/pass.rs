@@ -136,7 +136,7 @@ pub(super) async fn run(
         .into_iter()
         .filter(|u| !deliver_only || sinks.any_holds(&u.email))
         .map(|u| UserRef {
-            user_id: u.user_id.into(),
+            user_id: u.user_id,
             email: u.email,
         })
         .collect();

@@ -144,45 +144,10 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
     dir: &Dir,
     name: &str,
 ) -> Result<Option<T>, StateError> {
-    let path = dir.shown(OsStr::new(name));
-    let Some(file) = open_read(dir, name)? else {
+    let Some(bytes) = read_optional(dir, name)? else {
         return Ok(None);
     };
-    // Parsed as it is read: a large file (records of a big account) is
-    // never held whole in memory beside what it parses into.
-    let mut reader = Blank {
-        inner: io::BufReader::with_capacity(64 * 1024, file),
-        blank: true,
-    };
-    match serde_json::from_reader(&mut reader) {
-        Ok(value) => Ok(Some(value)),
-        Err(e) if e.is_io() => Err(StateError::io(
-            "read",
-            &path,
-            e.io_error_kind().map_or_else(
-                || io::Error::other("read failed"),
-                |kind| io::Error::new(kind, e.to_string()),
-            ),
-        )),
-        Err(_) if reader.blank => Err(StateError::corrupt(&path, "the file is empty")),
-        Err(e) => Err(StateError::json(&path, &e)),
-    }
-}
-
-/// A reader that notes whether anything but whitespace went through it.
-struct Blank<R> {
-    inner: R,
-    blank: bool,
-}
-
-impl<R: Read> Read for Blank<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if self.blank && !buf[..n].iter().all(u8::is_ascii_whitespace) {
-            self.blank = false;
-        }
-        Ok(n)
-    }
+    parse_json(&dir.shown(OsStr::new(name)), &bytes).map(Some)
 }
 
 /// Parses bytes read from `path`, describing failures without content.

@@ -109,7 +109,7 @@ pub(crate) fn write(tx: &Connection, read: &Read) -> rusqlite::Result<()> {
     for intent in &read.journal.intents {
         super::journal::put(tx, intent)?;
     }
-    super::outbox::put(tx, &read.outbox)?;
+    super::outbox::put(tx, &Outbox::default(), &read.outbox)?;
     if let Some(runs) = &read.runs {
         super::runs::put(tx, runs)?;
     }

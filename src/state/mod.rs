@@ -72,6 +72,8 @@ pub struct StateDir {
     /// Keys every [`Fingerprint`] made through [`StateDir::fingerprint`].
     key: FingerprintKey,
     db: Db,
+    /// The outbox as stored, once read ([`StateDir::save_outbox`]).
+    outbox: std::sync::Mutex<Option<Outbox>>,
 }
 
 /// A snapshot of the state read without the lock, for `status`.
@@ -126,6 +128,7 @@ impl StateDir {
             _lock: lock,
             key,
             db,
+            outbox: std::sync::Mutex::new(None),
         })
     }
 

@@ -56,10 +56,8 @@ pub struct OutboxQueue {
     /// kept while a record names them as a secret's current rotation. A
     /// recorded rotation missing here (the process stopped between
     /// recording and announcing it) is announced late, so the sink
-    /// converges. Ids only: the set covers every credential of the account,
-    /// and a key per entry would cost several times as much. (Older files
-    /// keep a map of secret key to rotation id; its ids are read.)
-    #[serde(default, deserialize_with = "announced_ids")]
+    /// converges.
+    #[serde(default, deserialize_with = "ids")]
     pub announced: SortedSet<Uuid>,
     /// Oldest first; sent in this order.
     #[serde(default)]
@@ -82,42 +80,9 @@ impl OutboxQueue {
     }
 }
 
-/// Reads `announced` as a list of rotation ids, or as the map of secret key
-/// to rotation id that earlier builds wrote. A visitor rather than an
-/// untagged enum: serde buffers an untagged value whole before trying each
-/// form, which for an account of 30,000 credentials held 2 MB at once.
-fn announced_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SortedSet<Uuid>, D::Error> {
-    struct Ids;
-    impl<'de> serde::de::Visitor<'de> for Ids {
-        type Value = SortedSet<Uuid>;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a list of rotation ids, or a map of credential key to rotation id")
-        }
-
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut ids = Vec::new();
-            while let Some(id) = seq.next_element::<Uuid>()? {
-                ids.push(id);
-            }
-            Ok(ids.into_iter().collect())
-        }
-
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut map: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut ids = Vec::new();
-            while let Some((_key, id)) = map.next_entry::<serde::de::IgnoredAny, Uuid>()? {
-                ids.push(id);
-            }
-            Ok(ids.into_iter().collect())
-        }
-    }
-    d.deserialize_any(Ids)
+/// Reads `announced` (a list of rotation ids) of an earlier version's file.
+fn ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SortedSet<Uuid>, D::Error> {
+    Vec::<Uuid>::deserialize(d).map(|ids| ids.into_iter().collect())
 }
 
 /// One event, as it will be sent minus the secret.
@@ -194,72 +159,101 @@ pub enum SecretSource {
 impl StateDir {
     /// Every queue; an empty outbox when nothing is pending.
     pub fn load_outbox(&self) -> Result<Outbox, StateError> {
-        load(&self.db)
+        let mut stored = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        if stored.is_none() {
+            *stored = Some(load(&self.db)?);
+        }
+        Ok(stored.clone().unwrap_or_default())
     }
 
     /// Makes the stored outbox equal to `outbox`, in one transaction that
-    /// writes only what differs: an announced set covers every credential
-    /// of the account, and most saves add or remove a few events.
+    /// writes only what differs from the stored one. The stored outbox is
+    /// also kept in memory (this process alone writes it), so that finding
+    /// the difference reads nothing: an announced set covers every
+    /// credential of the account, and a pass saves the outbox at every
+    /// delivery to a webhook.
     pub fn save_outbox(&self, outbox: &Outbox) -> Result<(), StateError> {
-        self.db.write(|tx| put(tx, outbox))
+        let mut stored = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        let before = match stored.take() {
+            Some(before) => before,
+            None => load(&self.db)?,
+        };
+        let written = self.db.write(|tx| put(tx, &before, outbox));
+        *stored = Some(if written.is_ok() {
+            outbox.clone()
+        } else {
+            before
+        });
+        written
     }
 }
 
-/// Writes `outbox` over the stored one, changing only what differs.
-pub(crate) fn put(tx: &Connection, outbox: &Outbox) -> rusqlite::Result<()> {
-    let stored: Vec<String> = tx
-        .prepare("SELECT sink_id FROM outbox_queues")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for gone in stored.iter().filter(|id| !outbox.queues.contains_key(*id)) {
+/// Writes what differs between `before` (stored) and `after`.
+pub(crate) fn put(tx: &Connection, before: &Outbox, after: &Outbox) -> rusqlite::Result<()> {
+    for gone in before
+        .queues
+        .keys()
+        .filter(|id| !after.queues.contains_key(*id))
+    {
         for table in ["outbox_queues", "outbox_announced", "outbox_events"] {
             tx.execute(&format!("DELETE FROM {table} WHERE sink_id = ?1"), [gone])?;
         }
     }
-    for (sink, queue) in &outbox.queues {
-        tx.prepare_cached("INSERT OR REPLACE INTO outbox_queues VALUES (?1, ?2, ?3)")?
-            .execute(params![sink, queue.since, queue.removed_since])?;
-        let announced: SortedSet<Uuid> = tx
-            .prepare_cached("SELECT rotation_id FROM outbox_announced WHERE sink_id = ?1")?
-            .query_map([sink], |r| parsed(0, &r.get::<_, String>(0)?))?
-            .collect::<rusqlite::Result<_>>()?;
+    let empty = OutboxQueue::new(DateTime::<Utc>::UNIX_EPOCH);
+    for (sink, queue) in &after.queues {
+        let old = before.queues.get(sink);
+        if old.is_none_or(|o| (o.since, o.removed_since) != (queue.since, queue.removed_since)) {
+            tx.prepare_cached("INSERT OR REPLACE INTO outbox_queues VALUES (?1, ?2, ?3)")?
+                .execute(params![sink, queue.since, queue.removed_since])?;
+        }
+        let old = old.unwrap_or(&empty);
         let mut remove = tx.prepare_cached(
             "DELETE FROM outbox_announced WHERE sink_id = ?1 AND rotation_id = ?2",
         )?;
-        for id in announced.iter().filter(|id| !queue.announced.contains(id)) {
+        for id in old
+            .announced
+            .iter()
+            .filter(|id| !queue.announced.contains(id))
+        {
             remove.execute([sink, &id.to_string()])?;
         }
         let mut add = tx.prepare_cached("INSERT INTO outbox_announced VALUES (?1, ?2)")?;
-        for id in queue.announced.iter().filter(|id| !announced.contains(id)) {
+        for id in queue
+            .announced
+            .iter()
+            .filter(|id| !old.announced.contains(id))
+        {
             add.execute([sink, &id.to_string()])?;
         }
-        let events: BTreeMap<String, String> = tx
-            .prepare_cached("SELECT webhook_id, event FROM outbox_events WHERE sink_id = ?1")?
-            .query_map([sink], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+        let old_events: BTreeMap<&str, &OutboxEvent> =
+            old.events.iter().map(|e| (e.id.as_str(), e)).collect();
         let kept: std::collections::HashSet<&str> =
             queue.events.iter().map(|e| e.id.as_str()).collect();
         let mut remove =
             tx.prepare_cached("DELETE FROM outbox_events WHERE sink_id = ?1 AND webhook_id = ?2")?;
-        for id in events.keys().filter(|id| !kept.contains(id.as_str())) {
-            remove.execute([sink, id])?;
+        for id in old_events.keys().filter(|id| !kept.contains(*id)) {
+            remove.execute([sink.as_str(), id])?;
         }
         for event in &queue.events {
-            let json = to_json(event)?;
-            match events.get(&event.id) {
-                Some(stored) if *stored == json => {}
+            match old_events.get(event.id.as_str()) {
+                Some(old) if *old == event => {}
                 Some(_) => {
                     tx.prepare_cached(
                         "UPDATE outbox_events SET event = ?3 WHERE sink_id = ?1 AND webhook_id = ?2",
                     )?
-                    .execute(params![sink, event.id, json])?;
+                    .execute(params![sink, event.id, to_json(event)?])?;
                 }
                 None => {
                     tx.prepare_cached(
                         "INSERT INTO outbox_events (sink_id, webhook_id, type, event)
                          VALUES (?1, ?2, ?3, ?4)",
                     )?
-                    .execute(params![sink, event.id, event.kind, json])?;
+                    .execute(params![
+                        sink,
+                        event.id,
+                        event.kind,
+                        to_json(event)?
+                    ])?;
                 }
             }
         }
@@ -354,18 +348,5 @@ mod tests {
             .unwrap();
         assert!(json.contains(r#""kind":"object_storage""#), "{json}");
         assert!(json.contains(r#""key":"u/o/7""#), "{json}");
-    }
-
-    #[test]
-    fn announcements_of_earlier_builds_are_read_as_ids() {
-        let id = Uuid::new_v4();
-        let text = format!(
-            r#"{{"version": 1, "queues": {{"webhook:x": {{"since": "2026-01-01T00:00:00Z", "announced": {{"u/o/7": "{id}"}}}}}}}}"#
-        );
-        let outbox: Outbox = serde_json::from_str(&text).unwrap();
-        assert_eq!(
-            outbox.queues["webhook:x"].announced,
-            SortedSet::from_iter([id])
-        );
     }
 }

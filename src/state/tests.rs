@@ -292,7 +292,7 @@ fn write_previous_version(dir: &Path) {
         ),
         (
             "outbox.json",
-            r#"{"version": 1, "queues": {"webhook:https://h.example.com/": {"since": "2026-01-01T00:00:00Z", "announced": {"u-1/os-1/42": "11111111-1111-1111-1111-111111111111"}, "events": [{"id": "msg_1", "type": "client_secret.rotated", "timestamp": "2026-03-01T03:30:00Z", "data": {"client_id": "INT-1"}, "secret": {"kind": "client_secret"}, "enqueued_at": "2026-03-01T03:30:00Z", "attempts": 2, "last_attempt": null, "last_error": "503"}]}}}"#,
+            r#"{"version": 1, "queues": {"webhook:https://h.example.com/": {"since": "2026-01-01T00:00:00Z", "announced": ["11111111-1111-1111-1111-111111111111"], "events": [{"id": "msg_1", "type": "client_secret.rotated", "timestamp": "2026-03-01T03:30:00Z", "data": {"client_id": "INT-1"}, "secret": {"kind": "client_secret"}, "enqueued_at": "2026-03-01T03:30:00Z", "attempts": 2, "last_attempt": null, "last_error": "503"}]}}}"#,
         ),
         (
             "runs.json",

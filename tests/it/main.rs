@@ -28,6 +28,7 @@ mod sinks;
 mod streaming;
 mod systemd;
 mod tls;
+mod upgrade;
 mod util;
 mod verify;
 mod webhook;
