@@ -25,8 +25,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The previous version's state types (`git show HEAD~1:src/state/…`),
-/// with its serde attributes, so that the files are what it wrote. Kept
+/// The previous version's state types (`git show 234cd55:src/state/…`,
+/// the last version with JSON files), with its serde attributes, so that
+/// the files are what it wrote. Kept
 /// apart from the crate's own types: the import must read the old layout
 /// even if the crate's types change.
 mod previous {
