@@ -14,6 +14,8 @@
 //! suite) and [`sorted_set`] (compact sets that grow with the account)
 //! serve several of them, and [`tls`] (trusted roots) the HTTP clients.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod config;
 pub mod contabo;

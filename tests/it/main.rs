@@ -19,6 +19,7 @@ mod hygiene;
 mod leak;
 mod malformed;
 mod metrics;
+mod portability;
 mod proxy;
 mod rotation;
 mod s3_clients;
