@@ -12,6 +12,7 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY simulator ./simulator
 COPY benches ./benches
 RUN cargo build --release --locked --bin contabo-rotator \
  && strip target/release/contabo-rotator

@@ -19,9 +19,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use contabo_rotator::sinks::formats;
-use contabo_rotator::sinks::snapshot::{
-    group, Keys, RotatedAt, Snapshot, SnapshotCredential, Storage,
-};
+use contabo_rotator::sinks::snapshot::{group, Keys, Snapshot, SnapshotCredential, Storage};
 use contabo_rotator::sinks::template::{Context, Template};
 use sha2::Digest;
 
@@ -58,7 +56,7 @@ fn snapshot(users: usize) -> Snapshot {
             "https://usc1.contabostorage.com",
         ),
     ];
-    let rotated = RotatedAt::from(chrono::DateTime::from_timestamp(1_796_400_000, 0));
+    let rotated = chrono::DateTime::from_timestamp(1_796_400_000, 0);
     let groups = (0..users)
         .map(|u| {
             let user_id: std::sync::Arc<str> = format!("{u:08x}-5f1e-4c7a-9d3b-{u:012x}").into();
@@ -75,7 +73,7 @@ fn snapshot(users: usize) -> Snapshot {
                             &format!("AK{id:018}"),
                             &format!("{id:040}").replace('0', "x"),
                         ),
-                        rotated_at: if i == 0 { rotated } else { RotatedAt::NEVER },
+                        rotated_at: if i == 0 { rotated } else { None },
                     }
                 })
                 .collect();

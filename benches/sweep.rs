@@ -67,7 +67,7 @@
 //! latency bound is `requests x latency / concurrency`: no client can do
 //! better with that many requests in flight. Reports only; asserts nothing.
 
-use contabo_rotator::simulator::{Fault, FaultRule, Operation, Simulator, SimulatorOptions};
+use contabo_simulator::{Fault, FaultRule, Operation, Simulator, SimulatorOptions};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -426,7 +426,7 @@ async fn sweep(users: usize, latency_ms: u64, at: Concurrency, window: bool, io:
     let opts = options(users);
     let sim = Simulator::start(opts.clone()).await.expect("simulator");
     let mut faults = if mixed_faults_on() {
-        contabo_rotator::simulator::mixed_faults()
+        contabo_simulator::mixed_faults()
     } else {
         Vec::new()
     };

@@ -69,8 +69,19 @@ pub struct Header {
     pub users_seen: usize,
     /// Users in scope, ordered by e-mail.
     pub users: Vec<UserRef>,
+    /// E-mails of users in scope that the API listed without a `userId`:
+    /// a malformed answer for each of them, reported as its failure.
+    pub malformed: Vec<String>,
     /// S3 endpoint of each object storage, by `objectStorageId`.
     pub s3_urls: HashMap<String, String>,
+}
+
+/// The failure of a user listed without a `userId`.
+pub fn missing_user_id() -> ApiError {
+    ApiError::Malformed {
+        op: "listUsers",
+        detail: "the user has no userId".into(),
+    }
 }
 
 /// Lists the users in scope and the storages' S3 URLs.
@@ -88,22 +99,29 @@ pub async fn header(
         .map(|s| (s.object_storage_id.clone(), s.s3_endpoint()))
         .collect();
     let users_seen = users.len();
-    let mut selected: Vec<UserRef> = users
-        .into_iter()
-        .filter(|u| !u.user_id.is_empty() && policy::user_selected(scope, &u.email))
-        .map(|u| UserRef {
+    let (mut selected, mut malformed) = (Vec::new(), Vec::new());
+    for u in users {
+        if !policy::user_selected(scope, &u.email) {
+            continue;
+        }
+        if u.user_id.is_empty() {
+            malformed.push(u.email);
+            continue;
+        }
+        selected.push(UserRef {
             user_id: u.user_id.into(),
             email: u.email.into(),
-        })
-        .collect();
+        });
+    }
+    malformed.sort();
     selected.sort_by(|a, b| (&a.email, &a.user_id).cmp(&(&b.email, &b.user_id)));
-    // The collect above reuses the listed users' buffer (several times the
-    // size of the refs); the pass keeps this list to its end.
+    // Grown by doubling; the pass keeps this list to its end.
     selected.shrink_to_fit();
     Ok(Header {
         api_user_id,
         users_seen,
         users: selected,
+        malformed,
         s3_urls,
     })
 }
@@ -154,7 +172,14 @@ pub async fn collect(
     }
 
     let mut credentials = Vec::new();
-    let mut failures = Vec::new();
+    let mut failures: Vec<UserFailure> = header
+        .malformed
+        .into_iter()
+        .map(|user_email| UserFailure {
+            user_email,
+            error: missing_user_id(),
+        })
+        .collect();
     while let Some(joined) = tasks.join_next().await {
         let (user, listed) = joined.expect("inventory task panicked");
         match listed {

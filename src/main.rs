@@ -23,7 +23,9 @@ fn main() -> std::process::ExitCode {
 fn tune_malloc() {
     let tunables = std::env::var_os("GLIBC_TUNABLES").unwrap_or_default();
     if std::env::var_os("MALLOC_ARENA_MAX").is_none()
-        && !tunables.to_string_lossy().contains("glibc.malloc.arena_max")
+        && !tunables
+            .to_string_lossy()
+            .contains("glibc.malloc.arena_max")
     {
         // SAFETY: called first thing in `main`, before any other thread
         // exists; mallopt only sets an allocator tunable.

@@ -8,9 +8,9 @@
 use super::{list, CliError};
 use crate::config;
 use crate::rotation::{Engine, ReportOutput, RunOptions};
-use crate::simulator::{Simulator, SimulatorOptions};
 use crate::state::StateDir;
 use anyhow::Context;
+use contabo_simulator::{Simulator, SimulatorOptions};
 use secrecy::{ExposeSecret, SecretString};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -134,7 +134,7 @@ format = "json"
         requests.len(),
         requests
             .iter()
-            .filter(|r| r.operation == crate::simulator::Operation::Token)
+            .filter(|r| r.operation == contabo_simulator::Operation::Token)
             .count()
     )
     .context("writing to stdout")?;

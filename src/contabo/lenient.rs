@@ -69,6 +69,13 @@ pub fn int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     opt_int(d).map(Option::unwrap_or_default)
 }
 
+/// An id field (`credentialId`): as [`int`], but `null` is an error, never
+/// 0 (which would name another resource: `PATCH …/credentials/0`). Used
+/// without `default`, so a missing field is an error too.
+pub fn id<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    opt_int(d)?.ok_or_else(|| de::Error::custom("a required id is null or empty"))
+}
+
 /// Like [`int`], keeping `null` apart as `None`.
 pub fn opt_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     struct V;

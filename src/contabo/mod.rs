@@ -1,4 +1,4 @@
-//! The Contabo API: typed client, authentication and wire models (the simulator is its peer, `crate::simulator`).
+//! The Contabo API: typed client, authentication and wire models (the simulator is its peer, `contabo_simulator`).
 
 pub mod auth;
 pub mod client;

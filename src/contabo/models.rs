@@ -58,6 +58,8 @@ pub struct User {
     pub tenant_id: String,
     #[serde(default, deserialize_with = "lenient::string")]
     pub customer_id: String,
+    /// Empty when the API sent none: that user is reported as malformed
+    /// ([`crate::inventory::Header::malformed`]), never listed.
     #[serde(default, deserialize_with = "lenient::string")]
     pub user_id: String,
     #[serde(default, deserialize_with = "lenient::string")]
@@ -145,8 +147,9 @@ pub struct Credential {
     pub display_name: String,
     #[serde(default, deserialize_with = "lenient::string")]
     pub region: String,
-    /// A JSON number in the body, an int64 in the path.
-    #[serde(default, deserialize_with = "lenient::int")]
+    /// A JSON number in the body, an int64 in the path. Required: a
+    /// credential without one makes its user's listing malformed.
+    #[serde(deserialize_with = "lenient::id")]
     pub credential_id: i64,
 }
 
@@ -293,6 +296,21 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_or_null_credential_id_is_an_error_never_0() {
+        for body in [
+            r#"{"accessKey":"AK"}"#,
+            r#"{"credentialId":null}"#,
+            r#"{"credentialId":""}"#,
+        ] {
+            let err = serde_json::from_str::<Credential>(body).unwrap_err();
+            assert!(
+                err.to_string().contains("credentialId") || err.to_string().contains("id"),
+                "{body}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn credential_id_as_float_is_accepted_but_fraction_is_not() {
         let ok: Credential = serde_json::from_str(r#"{"credentialId":12345.0}"#).unwrap();
         assert_eq!(ok.credential_id, 12345);
@@ -343,8 +361,10 @@ mod tests {
 
     #[test]
     fn debug_of_secret_bearing_models_hides_values() {
-        let c: Credential =
-            serde_json::from_str(r#"{"accessKey":"AK","secretKey":"TOPSECRET-S3"}"#).unwrap();
+        let c: Credential = serde_json::from_str(
+            r#"{"accessKey":"AK","secretKey":"TOPSECRET-S3","credentialId":1}"#,
+        )
+        .unwrap();
         let a: ApiClient = serde_json::from_str(r#"{"secret":"TOPSECRET-CLIENT"}"#).unwrap();
         let g: GeneratedClientSecret =
             serde_json::from_str(r#"{"secret":"TOPSECRET-NEW"}"#).unwrap();

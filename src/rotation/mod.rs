@@ -373,7 +373,7 @@ pub(crate) fn snapshot_values(
                 ),
                 credential_id: c.credential_id,
                 keys: crate::sinks::Keys::new(&c.access_key, c.secret_key.expose_secret()),
-                rotated_at: rotated_at.into(),
+                rotated_at,
             }
         })
         .collect()

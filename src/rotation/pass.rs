@@ -96,6 +96,9 @@ pub(super) async fn run(
             return report;
         }
     };
+    for email in &header.malformed {
+        report.fail("user", email.clone(), crate::inventory::missing_user_id());
+    }
     let enabled = match &mode {
         Mode::Rotate => None,
         Mode::Deliver(ids) => Some(ids.as_slice()),

@@ -216,7 +216,7 @@ pub(super) async fn run(
                         let mut v = v.clone();
                         if v.credential_id == entry.credential_id {
                             v.keys = Keys::new(&new.access_key, new.secret_key.expose_secret());
-                            v.rotated_at = Some(Utc::now()).into();
+                            v.rotated_at = Some(Utc::now());
                         }
                         v
                     })

@@ -2,7 +2,7 @@
 
 use super::{Kind, Selection};
 use chrono::{DateTime, Utc};
-use secrecy::zeroize::{Zeroize, Zeroizing};
+use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -60,15 +60,9 @@ impl Interner {
     }
 }
 
-/// One S3 credential as the API holds it now.
-///
-/// Compact, because a pass keeps one per credential its aggregate sinks
-/// hold: the user's fields are shared by the user's credentials (and with
-/// the records), the storage by every credential of the storage
-/// ([`Interner`]), and the keys are held in the credential itself
-/// ([`Keys`]), and the rotation time to the second ([`RotatedAt`]): 120
-/// bytes, held with the user's other credentials in one allocation
-/// ([`Group`]).
+/// One S3 credential as the API holds it now. The user's fields are
+/// shared by the user's credentials, the storage by every credential of
+/// the storage ([`Interner`]).
 #[derive(Debug, Clone)]
 pub struct SnapshotCredential {
     pub user_id: Arc<str>,
@@ -76,38 +70,9 @@ pub struct SnapshotCredential {
     pub storage: Arc<Storage>,
     pub credential_id: i64,
     pub keys: Keys,
-    /// When contabo-rotator last rotated it, if it did.
-    pub rotated_at: RotatedAt,
-}
-
-/// When a credential was last rotated, to the second: as much as a sink
-/// shows (RFC 3339, whole seconds), in 8 bytes where an
-/// `Option<DateTime<Utc>>` takes 12 (with padding, 8 more per credential).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct RotatedAt(i64);
-
-impl RotatedAt {
-    pub const NEVER: RotatedAt = RotatedAt(i64::MIN);
-
-    pub fn get(self) -> Option<DateTime<Utc>> {
-        if self == RotatedAt::NEVER {
-            return None;
-        }
-        DateTime::from_timestamp(self.0, 0)
-    }
-}
-
-impl From<Option<DateTime<Utc>>> for RotatedAt {
-    fn from(at: Option<DateTime<Utc>>) -> RotatedAt {
-        // chrono's range is ±262,000 years: no timestamp is i64::MIN.
-        at.map_or(RotatedAt::NEVER, |at| RotatedAt(at.timestamp()))
-    }
-}
-
-impl std::fmt::Debug for RotatedAt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.get().fmt(f)
-    }
+    /// When contabo-rotator last rotated it, if it did, to the second (as
+    /// much as a sink shows).
+    pub rotated_at: Option<DateTime<Utc>>,
 }
 
 impl SnapshotCredential {
@@ -116,95 +81,30 @@ impl SnapshotCredential {
     }
 }
 
-/// Keys up to this many bytes together are held inline. Contabo's are 20
-/// and 40 characters (an access key and a secret of the AWS shape); with
-/// the two lengths and the variant, the inline form takes 64 bytes.
-const INLINE_KEYS: usize = 60;
-
-/// A credential's access key and secret key.
-///
-/// Kept inline when they fit, not as two strings of their own: a pass
-/// holds one per credential an aggregate sink holds, and each separate
-/// allocation costs its size rounded up plus glibc's header (at 30,000
-/// credentials the two strings took 2.4 MB, against 1.0 MB more for the
-/// credential's own allocation holding them). The secret is read only
-/// through [`ExposeSecret`]; the bytes are zeroed when dropped, as a
-/// [`SecretString`]'s are, and `Debug` shows the access key alone.
+/// A credential's access key and secret key. `Debug` shows the access key
+/// alone; the secret is read only through [`ExposeSecret`].
 #[derive(Clone)]
-pub struct Keys(KeyText);
-
-/// The access key, then the secret, in one text.
-#[derive(Clone)]
-enum KeyText {
-    Inline {
-        access_len: u8,
-        len: u8,
-        bytes: [u8; INLINE_KEYS],
-    },
-    Boxed {
-        access_len: usize,
-        text: SecretString,
-    },
+pub struct Keys {
+    access_key: Box<str>,
+    secret_key: SecretString,
 }
 
 impl Keys {
     pub fn new(access_key: &str, secret_key: &str) -> Keys {
-        let len = access_key.len() + secret_key.len();
-        if len > INLINE_KEYS {
-            // Sized up front: a growing buffer would leave copies behind.
-            let mut text = String::with_capacity(len);
-            text.push_str(access_key);
-            text.push_str(secret_key);
-            return Keys(KeyText::Boxed {
-                access_len: access_key.len(),
-                text: SecretString::from(text),
-            });
-        }
-        let mut bytes = [0; INLINE_KEYS];
-        bytes[..access_key.len()].copy_from_slice(access_key.as_bytes());
-        bytes[access_key.len()..len].copy_from_slice(secret_key.as_bytes());
-        // Both fit in a u8: their sum is at most INLINE_KEYS.
-        Keys(KeyText::Inline {
-            access_len: access_key.len() as u8,
-            len: len as u8,
-            bytes,
-        })
-    }
-
-    /// The text, and where the secret starts in it.
-    fn parts(&self) -> (&str, usize) {
-        match &self.0 {
-            KeyText::Inline {
-                access_len,
-                len,
-                bytes,
-            } => (
-                std::str::from_utf8(&bytes[..usize::from(*len)]).expect("built from two strings"),
-                usize::from(*access_len),
-            ),
-            KeyText::Boxed { access_len, text } => (text.expose_secret(), *access_len),
+        Keys {
+            access_key: access_key.into(),
+            secret_key: SecretString::from(secret_key),
         }
     }
 
     pub fn access_key(&self) -> &str {
-        let (text, split) = self.parts();
-        &text[..split]
+        &self.access_key
     }
 }
 
 impl ExposeSecret<str> for Keys {
     fn expose_secret(&self) -> &str {
-        let (text, split) = self.parts();
-        &text[split..]
-    }
-}
-
-impl Drop for Keys {
-    fn drop(&mut self) {
-        // A boxed text is a SecretString, zeroed by its own drop.
-        if let KeyText::Inline { bytes, .. } = &mut self.0 {
-            bytes.zeroize();
-        }
+        self.secret_key.expose_secret()
     }
 }
 
@@ -447,7 +347,7 @@ impl serde::Serialize for JsonView<'_> {
                         credential_id: c.credential_id,
                         access_key: c.access_key(),
                         secret_key: c.keys.expose_secret(),
-                        rotated_at: c.rotated_at.get().map(crate::json_time::Rfc3339),
+                        rotated_at: c.rotated_at.map(crate::json_time::Rfc3339),
                     })?;
                 }
                 seq.end()
@@ -544,24 +444,10 @@ pub(crate) mod tests {
     use super::*;
 
     #[test]
-    fn keys_give_back_both_values_inline_or_boxed() {
-        for (access, secret) in [
-            (
-                "AKIAIOSFODNN7EXAMPLE",
-                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-            ),
-            ("", ""),
-            ("a", &"é".repeat(40)),
-            (&"K".repeat(64), ""),
-            (&"K".repeat(300), "s"),
-        ] {
-            let keys = Keys::new(access, secret);
-            assert_eq!(keys.access_key(), access);
-            assert_eq!(keys.expose_secret(), secret);
-            let copy = keys.clone();
-            drop(keys);
-            assert_eq!(copy.expose_secret(), secret);
-        }
+    fn keys_give_back_both_values() {
+        let keys = Keys::new("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG");
+        assert_eq!(keys.access_key(), "AKIAIOSFODNN7EXAMPLE");
+        assert_eq!(keys.clone().expose_secret(), "wJalrXUtnFEMI/K7MDENG");
     }
 
     #[test]
@@ -574,25 +460,6 @@ pub(crate) mod tests {
         assert!(shown.contains("AKVISIBLE"), "{shown}");
         assert!(!shown.contains("hidden-secret-value"), "{shown}");
         assert!(!shown.contains("s3cr3t-value"), "{shown}");
-    }
-
-    /// A pass holds one per credential an aggregate sink holds, three to a
-    /// user's group: 16 bytes of counts and 360, a 384-byte chunk.
-    #[test]
-    fn a_credential_with_its_keys_fits_in_120_bytes() {
-        assert_eq!(std::mem::size_of::<Keys>(), 64);
-        assert!(std::mem::size_of::<SnapshotCredential>() <= 120);
-    }
-
-    #[test]
-    fn rotation_time_is_kept_to_the_second() {
-        let at = "2026-03-04T05:06:07.891Z".parse::<DateTime<Utc>>().unwrap();
-        let kept = RotatedAt::from(Some(at)).get().unwrap();
-        assert_eq!(kept.to_rfc3339(), "2026-03-04T05:06:07+00:00");
-        assert_eq!(RotatedAt::from(None).get(), None);
-        let first = "1970-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
-        assert_eq!(RotatedAt::from(Some(first)).get(), Some(first));
-        assert_eq!(format!("{:?}", RotatedAt::NEVER), "None");
     }
 
     /// A credential for tests: access key `AK<id>`, the EU endpoint.
@@ -613,7 +480,7 @@ pub(crate) mod tests {
             ),
             credential_id: id,
             keys: Keys::new(&format!("AK{id}"), secret),
-            rotated_at: RotatedAt::NEVER,
+            rotated_at: None,
         }
     }
 

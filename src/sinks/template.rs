@@ -546,7 +546,7 @@ impl Object for Credential {
             "object_storage_id" => Value::from(&*c.storage.id),
             "object_storage_name" => Value::from(&*c.storage.name),
             "region" => Value::from(&*c.storage.region),
-            "rotated_at" => c.rotated_at.get().map_or(Value::from(()), |t| {
+            "rotated_at" => c.rotated_at.map_or(Value::from(()), |t| {
                 Value::from(crate::json_time::Rfc3339(t).to_string())
             }),
             "s3_url" => Value::from(&*c.storage.s3_url),
@@ -864,9 +864,7 @@ mod tests {
                 "secret-10",
             ),
         ];
-        credentials[1].rotated_at = crate::sinks::snapshot::RotatedAt::from(
-            chrono::DateTime::from_timestamp(1_796_400_000, 0),
-        );
+        credentials[1].rotated_at = chrono::DateTime::from_timestamp(1_796_400_000, 0);
         // Several groups, so that an index crosses from one to the next.
         let groups = credentials[..3]
             .chunks(2)

@@ -2,7 +2,7 @@
 //! binary with exit 78, a message naming the key, and no request to the API.
 
 use crate::cli::{args, options, run_bin, write_config, write_secret};
-use contabo_rotator::simulator::Simulator;
+use contabo_simulator::Simulator;
 use std::os::unix::fs::PermissionsExt;
 
 /// (what is wrong, text appended to a valid config or replacing a line, key named in the error)

@@ -4,7 +4,7 @@
 //! switches to them) plant symlinks and open directories.
 
 use crate::cli::{args, options, output_text, run_bin, write_config, Setup};
-use contabo_rotator::simulator::Simulator;
+use contabo_simulator::Simulator;
 use secrecy::ExposeSecret;
 use std::fs;
 use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};

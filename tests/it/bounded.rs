@@ -3,7 +3,7 @@
 //! a `Retry-After` beyond `[api] max_retry_after` fails the call at once.
 
 use crate::cli::{args, edit_config, options, run_bin, write_config};
-use contabo_rotator::simulator::{Fault, FaultRule, Operation, Simulator};
+use contabo_simulator::{Fault, FaultRule, Operation, Simulator};
 use std::time::Duration;
 
 fn output(out: &std::process::Output) -> String {

@@ -2,7 +2,7 @@
 //! sends to the API.
 
 use crate::util::is_spec_request_id;
-use contabo_rotator::simulator::{Fault, FaultRule, Simulator, SimulatorOptions};
+use contabo_simulator::{Fault, FaultRule, Simulator, SimulatorOptions};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
@@ -171,8 +171,9 @@ async fn lists_are_walked_in_a_stable_order_on_a_server_without_one() {
 async fn a_list_that_does_not_add_up_to_its_total_is_read_again_then_refused() {
     let opts = options(3);
     let sim = Simulator::start(opts.clone()).await.unwrap();
-    sim.set_faults(vec![FaultRule::always(Fault::WrongTotal)
-        .on(contabo_rotator::simulator::Operation::RetrieveUserList)]);
+    sim.set_faults(vec![
+        FaultRule::always(Fault::WrongTotal).on(contabo_simulator::Operation::RetrieveUserList)
+    ]);
     let setup = write_config(&sim, &opts, "");
     let out = run_bin(args(&setup.config, &["list", "--json"])).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -243,7 +244,7 @@ async fn list_json_shows_every_credential_under_faults_and_no_secret() {
     assert!(faulted > 0, "the fault rules fired");
     let api: Vec<_> = requests
         .iter()
-        .filter(|r| r.operation != contabo_rotator::simulator::Operation::Token)
+        .filter(|r| r.operation != contabo_simulator::Operation::Token)
         .collect();
     let ids: HashSet<&str> = api
         .iter()

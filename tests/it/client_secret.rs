@@ -4,7 +4,7 @@
 
 use crate::cli::{args, edit_config, options, run_bin, run_bin_env, write_config, Setup};
 use crate::streaming::{start_daemon, terminate, wait_for_log};
-use contabo_rotator::simulator::{Fault, FaultRule, Operation, RecordedRequest, Simulator};
+use contabo_simulator::{Fault, FaultRule, Operation, RecordedRequest, Simulator};
 use secrecy::ExposeSecret;
 use std::time::Duration;
 

@@ -27,7 +27,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use contabo_rotator::crash;
-use contabo_rotator::simulator::{Fault, FaultRule, Operation, Simulator};
+use contabo_simulator::{Fault, FaultRule, Operation, Simulator};
 use rand::{Rng, SeedableRng};
 use secrecy::ExposeSecret;
 use std::collections::{BTreeMap, BTreeSet};

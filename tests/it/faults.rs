@@ -4,7 +4,7 @@
 
 use crate::cli::{args, options, run_bin, write_config, write_secret};
 use crate::util::{api_keys, json_sink_keys};
-use contabo_rotator::simulator::{mixed_faults, Fault, FaultRule, Operation, Simulator};
+use contabo_simulator::{mixed_faults, Fault, FaultRule, Operation, Simulator};
 use secrecy::ExposeSecret;
 use std::time::Duration;
 
@@ -210,7 +210,7 @@ format = "json"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_faults_on_every_call_converge_within_three_runs_and_never_lock_out() {
     for seed in [1u64, 2, 3] {
-        let opts = contabo_rotator::simulator::SimulatorOptions {
+        let opts = contabo_simulator::SimulatorOptions {
             credentials_per_user: 3,
             seed,
             ..options(10)

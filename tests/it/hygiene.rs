@@ -6,7 +6,7 @@
 use crate::cli::{
     args, assert_no_secret, edit_config, options, output_text, run_bin, write_config,
 };
-use contabo_rotator::simulator::{Operation, Simulator};
+use contabo_simulator::{Operation, Simulator};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -28,7 +28,7 @@
 use crate::cli::{options, write_config, write_secret, Setup};
 use crate::crash::Hooks;
 use base64::Engine;
-use contabo_rotator::simulator::{Fault, FaultRule, Operation, Simulator, SimulatorOptions};
+use contabo_simulator::{Fault, FaultRule, Operation, Simulator, SimulatorOptions};
 use secrecy::{ExposeSecret, SecretString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -145,3 +145,77 @@ async fn malformed_answers_are_typed_errors_reported_by_the_run() {
     }
     assert_eq!(checked, 21);
 }
+
+/// Runs `--run-now` against `server`, returning the exit code and output.
+async fn run_against(server: &MockServer) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(&dir.path().join("secret"), "client-secret-x");
+    let config = dir.path().join("config.toml");
+    write_secret(
+        &config,
+        &format!(
+            "[api]\nbase_url = \"{uri}\"\ntoken_url = \"{uri}/token\"\nclient_id = \"INT-1\"\n\
+             client_secret = {{ file = \"{root}/secret\" }}\nusername = \"u@example.com\"\n\
+             password = {{ file = \"{root}/secret\" }}\nmax_retries = 0\n[state]\ndir = \"{root}/state\"\n\
+             [object_storage]\non_first_sight = \"rotate\"\n",
+            uri = server.uri(),
+            root = dir.path().display()
+        ),
+    );
+    let out = crate::cli::run_bin(args(&config, &["--run-now"])).await;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// A credential without an id (missing or null) makes its user's listing
+/// malformed: that user fails, and nothing is regenerated (an id read as 0
+/// would have sent `PATCH …/credentials/0`). A user without a `userId` is
+/// that user's failure, named by its e-mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_or_null_ids_are_a_users_failure_never_0() {
+    let credential = |id: serde_json::Value| {
+        json!({"accessKey": "AK", "secretKey": "sk", "objectStorageId": "os-1",
+               "region": "European Union", "credentialId": id})
+    };
+    for id in [json!(null), json!("")] {
+        let body = json!({"data": [credential(json!(7)), credential(id.clone())],
+                          "_pagination": {"totalPages": 1}});
+        let server = server(
+            "^/v1/users/[^/]+/object-storages/credentials$",
+            ResponseTemplate::new(200).set_body_json(body),
+        )
+        .await;
+        let (code, text) = run_against(&server).await;
+        assert_eq!(code, Some(1), "{id}: {text}");
+        assert!(text.contains("app@example.com"), "{id}: {text}");
+        let requests = server.received_requests().await.unwrap();
+        assert!(
+            requests
+                .iter()
+                .all(|r| r.method.as_str() == "GET" || r.url.path() == "/token"),
+            "{id}: only reads: {:?}",
+            requests
+                .iter()
+                .map(|r| r.url.path().to_owned())
+                .collect::<Vec<_>>()
+        );
+    }
+
+    let users = json!({"data": [user(), {"email": "ghost@example.com", "userId": null}],
+                       "_pagination": {"totalPages": 1}});
+    let server = server(
+        "^/v1/users$",
+        ResponseTemplate::new(200).set_body_json(users),
+    )
+    .await;
+    let (code, text) = run_against(&server).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("ghost@example.com") && text.contains("userId"),
+        "{text}"
+    );
+}

@@ -3,7 +3,7 @@
 
 use crate::cli::{args, options, run_bin, write_config};
 use crate::rotation::Daemon;
-use contabo_rotator::simulator::Simulator;
+use contabo_simulator::Simulator;
 use std::path::Path;
 use std::time::Duration;
 

@@ -8,7 +8,7 @@
 use crate::cli::{args, options, output_text, run_bin_env, write_config};
 use crate::crash::Hooks;
 use base64::Engine;
-use contabo_rotator::simulator::Simulator;
+use contabo_simulator::Simulator;
 use secrecy::ExposeSecret;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 
 use crate::cli::{args, assert_no_secret, options, run_bin, run_bin_env, write_config, Setup};
 use crate::util::{api_keys, json_sink_keys};
-use contabo_rotator::simulator::{Fault, FaultRule, Operation, Simulator, SimulatorOptions};
+use contabo_simulator::{Fault, FaultRule, Operation, Simulator, SimulatorOptions};
 use secrecy::ExposeSecret;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

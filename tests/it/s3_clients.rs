@@ -8,8 +8,8 @@
 //! says loudly what is missing and how to install it, and stops there.
 
 use crate::cli::{args, options, output_with_stdin, run_bin, write_config};
-use contabo_rotator::simulator::{Simulator, SimulatorOptions, DEFAULT_BUCKET};
 use contabo_rotator::sinks::formats::{profile_name, region_code};
+use contabo_simulator::{Simulator, SimulatorOptions, DEFAULT_BUCKET};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -4,7 +4,7 @@
 //! its log and the simulator's request log, never from the test's clock.
 
 use crate::cli::{options, write_config};
-use contabo_rotator::simulator::{Operation, Simulator};
+use contabo_simulator::{Operation, Simulator};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

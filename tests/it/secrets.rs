@@ -5,8 +5,8 @@ use contabo_rotator::config;
 use contabo_rotator::contabo::models::{ApiClient, Credential, GeneratedClientSecret};
 use contabo_rotator::contabo::{ClientConfig, ContaboClient, LoginCredentials};
 use contabo_rotator::inventory::CredentialEntry;
-use contabo_rotator::simulator::{Simulator, SimulatorOptions};
 use contabo_rotator::sinks::webhook;
+use contabo_simulator::{Simulator, SimulatorOptions};
 use secrecy::SecretString;
 use std::path::Path;
 

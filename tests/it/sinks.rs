@@ -4,8 +4,8 @@
 //! reaches the logs.
 
 use crate::cli::{args, assert_no_secret, options, run_bin, write_config, write_secret, Setup};
-use contabo_rotator::simulator::{SimCredential, Simulator, SimulatorOptions};
 use contabo_rotator::sinks::formats::{profile_name, region_code};
+use contabo_simulator::{SimCredential, Simulator, SimulatorOptions};
 use secrecy::ExposeSecret;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -8,9 +8,7 @@
 
 use crate::cli::{args, options, run_bin, run_bin_env, write_config, write_secret, Setup};
 use crate::util::{api_keys, json_sink_keys};
-use contabo_rotator::simulator::{
-    Fault, FaultRule, Operation, RecordedRequest, Simulator, MARK_PATH,
-};
+use contabo_simulator::{Fault, FaultRule, Operation, RecordedRequest, Simulator, MARK_PATH};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};

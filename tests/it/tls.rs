@@ -7,7 +7,7 @@
 
 use crate::cli::{args, options, run_bin, write_config};
 use crate::util::{client, fast_config, token_body};
-use contabo_rotator::simulator::Simulator;
+use contabo_simulator::Simulator;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;

@@ -17,7 +17,7 @@ use crate::streaming::{start_daemon, terminate, wait_for_log};
 use crate::util::{journal_intents, outbox_json, state_db, state_integrity};
 use axum::http::{HeaderMap, Method, StatusCode};
 use chrono::{DateTime, Utc};
-use contabo_rotator::simulator::{Operation, Simulator};
+use contabo_simulator::{Operation, Simulator};
 use secrecy::ExposeSecret;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
@@ -598,10 +598,7 @@ fn shown(t: DateTime<Utc>) -> String {
 }
 
 /// The requests of `sim` from the `from`-th on.
-fn requests_since(
-    sim: &Simulator,
-    from: usize,
-) -> Vec<contabo_rotator::simulator::RecordedRequest> {
+fn requests_since(sim: &Simulator, from: usize) -> Vec<contabo_simulator::RecordedRequest> {
     sim.requests().into_iter().skip(from).collect()
 }
 

@@ -82,7 +82,7 @@ pub fn is_spec_request_id(id: &str) -> bool {
 
 /// Credential id → (access key, secret key), as the simulator holds them now.
 pub fn api_keys(
-    sim: &contabo_rotator::simulator::Simulator,
+    sim: &contabo_simulator::Simulator,
 ) -> std::collections::BTreeMap<i64, (String, String)> {
     use secrecy::ExposeSecret;
     sim.snapshot()

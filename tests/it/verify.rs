@@ -6,7 +6,7 @@
 use crate::cli::{args, options, run_bin, write_config, Setup};
 use crate::util::{api_keys, json_sink_keys};
 use crate::webhook::{Receiver, Reply};
-use contabo_rotator::simulator::{Operation, S3Fault, S3Request, Simulator, SimulatorOptions};
+use contabo_simulator::{Operation, S3Fault, S3Request, Simulator, SimulatorOptions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Output;
 use std::time::Duration;

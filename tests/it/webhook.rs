@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use contabo_rotator::simulator::{Operation, Simulator, SimulatorOptions};
+use contabo_simulator::{Operation, Simulator, SimulatorOptions};
 use secrecy::ExposeSecret;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};

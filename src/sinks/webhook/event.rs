@@ -412,7 +412,7 @@ mod tests {
                 ),
                 credential_id: 42,
                 keys: crate::sinks::Keys::new("CURRENTKEY", S3_SECRET),
-                rotated_at: crate::sinks::snapshot::RotatedAt::NEVER,
+                rotated_at: None,
             }],
         )
     }

@@ -46,7 +46,7 @@ impl Fixture {
                     ),
                     credential_id: 42,
                     keys: crate::sinks::Keys::new("NEWKEY", S3_SECRET),
-                    rotated_at: crate::sinks::snapshot::RotatedAt::NEVER,
+                    rotated_at: None,
                 }],
             ),
         }

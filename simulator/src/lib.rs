@@ -21,11 +21,17 @@
 //! objects, a request log ([`Simulator::s3_requests`]) and key faults
 //! ([`Simulator::set_s3_fault`]).
 //!
-//! The module is split by role: `server` (accept loop, per-request pipeline),
+//! It is the rotator's peer, a crate of its own that imports nothing from
+//! the rotator: `contabo-rotator demo` runs it, and the rotator's
+//! integration tests and benchmarks drive the rotator against it.
+//!
+//! The crate is split by role: `server` (accept loop, per-request pipeline),
 //! `routes` (path → operation), `token` (the token endpoint and token store),
 //! `handlers` (the `/v1` endpoints), `state` (data and mutations),
 //! `snapshot` (read-only copies for tests), `wire` (JSON envelopes and
 //! pagination), `faults` (fault rules) and `s3` (the S3 endpoint).
+
+#![forbid(unsafe_code)]
 
 mod faults;
 mod handlers;
