@@ -1,7 +1,7 @@
 //! Bad input: a corpus of broken configurations, each refused by the real
 //! binary with exit 78, a message naming the key, and no request to the API.
 
-use crate::cli::{args, options, run_bin, write_config, write_secret};
+use crate::util::{args, options, run_bin, write_config, write_secret};
 use contabo_simulator::Simulator;
 use std::os::unix::fs::PermissionsExt;
 

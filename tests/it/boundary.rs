@@ -3,7 +3,7 @@
 //! against the simulator, and made-up users (numeric uids; `setpriv`
 //! switches to them) plant symlinks and open directories.
 
-use crate::cli::{args, options, output_text, run_bin, write_config, Setup};
+use crate::util::{args, options, output_text, run_bin, write_config, Setup};
 use contabo_simulator::Simulator;
 use secrecy::ExposeSecret;
 use std::fs;
@@ -64,6 +64,7 @@ fn snapshot(path: &Path) -> (Vec<u8>, u32, u32) {
 /// user's `credentials` (which `ops` could then edit into code execution
 /// as that user).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, to act as several users"]
 async fn a_symlinked_parent_planted_by_the_owner_is_refused() {
     as_root();
     let opts = options(2);
@@ -148,6 +149,7 @@ owner = "{OPS}"
 /// Symlinks root owns (an operator's `/etc/myapp -> /srv/myapp/etc`) are
 /// followed, relative and absolute.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, to act as several users"]
 async fn a_sink_path_through_root_owned_symlinks_is_written() {
     as_root();
     let opts = options(1);
@@ -188,6 +190,7 @@ format = "json"
 /// before any request; files planted in a closed one as symlinks are never
 /// written through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, to act as several users"]
 async fn the_state_directory_is_closed_and_its_symlinks_never_followed() {
     as_root();
     let opts = options(1);
@@ -258,6 +261,7 @@ max_age = "7d"
 /// controls: a template `ops` could swap for a link to a root-only file
 /// would otherwise be rendered, with that file's content, into `ops`'s sink.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, to act as several users"]
 async fn a_template_or_secret_file_another_user_controls_is_refused() {
     as_root();
     let opts = options(1);

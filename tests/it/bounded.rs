@@ -2,17 +2,10 @@
 //! ends a pass against a failing API and says what it did not attempt, and
 //! a `Retry-After` beyond `[api] max_retry_after` fails the call at once.
 
-use crate::cli::{args, edit_config, options, run_bin, write_config};
+use crate::util::output_text as output;
+use crate::util::{args, edit_config, options, run_bin, write_config};
 use contabo_simulator::{Fault, FaultRule, Operation, Simulator};
 use std::time::Duration;
-
-fn output(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn count(sim: &Simulator, op: Operation) -> usize {
     sim.requests().iter().filter(|r| r.operation == op).count()
@@ -24,7 +17,7 @@ fn configure(
     users: usize,
     extra: &str,
     api: &[(&str, &str)],
-) -> crate::cli::Setup {
+) -> crate::util::Setup {
     let setup = write_config(sim, &options(users), extra);
     edit_config(&setup, api);
     setup

@@ -2,8 +2,9 @@
 //! real binary. Order is read from the simulator's request log: what the
 //! run sent after each answer, and how many PUTs it took.
 
-use crate::cli::{args, edit_config, options, run_bin, run_bin_env, write_config, Setup};
 use crate::streaming::{start_daemon, terminate, wait_for_log};
+use crate::util::output_text as text;
+use crate::util::{args, edit_config, options, run_bin, run_bin_env, write_config, Setup};
 use contabo_simulator::{Fault, FaultRule, Operation, RecordedRequest, Simulator};
 use secrecy::ExposeSecret;
 use std::time::Duration;
@@ -23,14 +24,6 @@ type = "file"
 path = "{root}/out/contabo.json"
 format = "json"
 "#;
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// A config with `[api]` lines replaced.
 fn configure(sim: &Simulator, replace: &[(&str, &str)]) -> Setup {

@@ -21,8 +21,9 @@
 //! Each account is small (3 or 4 users of 3 credentials) and the cases of
 //! one test run one after another; the tests run in parallel.
 
-use crate::cli::{args, options, run_bin, run_bin_env, write_config, write_secret, Setup};
+use crate::util::output_text as text;
 use crate::util::{api_keys, json_sink_keys};
+use crate::util::{args, options, run_bin, run_bin_env, write_config, write_secret, Setup};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -33,7 +34,7 @@ use secrecy::ExposeSecret;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -248,14 +249,6 @@ fn slow_calls() -> Vec<FaultRule> {
         slow(Operation::GenerateClientSecret, 25),
         slow(Operation::RetrieveUserClient, 8),
     ]
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Runs `--run-now` in a child, sends it SIGKILL after `after` (if given);

@@ -1,6 +1,6 @@
 //! Every file shipped in `config/` passes `check` with the real binary.
 
-use crate::cli::run_bin_env;
+use crate::util::run_bin_env;
 use std::path::PathBuf;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -12,7 +12,7 @@ async fn every_shipped_config_passes_check() {
         ("webhook-key", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
         ("webhook-token", "Bearer example-webhook-token"),
     ] {
-        crate::cli::write_secret(&creds.path().join(name), value);
+        crate::util::write_secret(&creds.path().join(name), value);
     }
     let state = tempfile::tempdir().unwrap();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
@@ -31,7 +31,7 @@ async fn every_shipped_config_passes_check() {
                 "/run/secrets/contabo/",
                 &format!("{}/", creds.path().display()),
             );
-            crate::cli::write_secret(&copy, &rewritten);
+            crate::util::write_secret(&copy, &rewritten);
             copy
         } else {
             path

@@ -2,8 +2,8 @@
 //! PUT and the regenerate PATCH included. After at most three runs the sink
 //! equals the API, and a further run logs in and changes nothing.
 
-use crate::cli::{args, options, run_bin, write_config, write_secret};
 use crate::util::{api_keys, json_sink_keys};
+use crate::util::{args, options, run_bin, write_config, write_secret};
 use contabo_simulator::{mixed_faults, Fault, FaultRule, Operation, Simulator};
 use secrecy::ExposeSecret;
 use std::time::Duration;
@@ -168,7 +168,7 @@ async fn an_unanswered_regenerate_stays_unknown_whatever_its_retries_answer() {
             FaultRule::always(retry_fault).on(Operation::RegenerateObjectStorageCredentials),
         ]);
         let out = run_bin(args(&setup.config, &["--run-now", "--force"])).await;
-        let shown = crate::cli::output_text(&out);
+        let shown = crate::util::output_text(&out);
         let sink = setup.dir.path().join("out/contabo.json");
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&sink).unwrap()).unwrap();
@@ -218,14 +218,14 @@ async fn mixed_faults_on_every_call_converge_within_three_runs_and_never_lock_ou
         let sim = Simulator::start(opts.clone()).await.unwrap();
         let setup = write_config(&sim, &opts, EXTRA);
         std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
-        crate::cli::edit_config(&setup, &[("timeout = \"10s\"", "timeout = \"10m\"")]);
+        crate::util::edit_config(&setup, &[("timeout = \"10s\"", "timeout = \"10m\"")]);
         let sink = setup.dir.path().join("out/contabo.json");
         let mut runs = 0;
         loop {
             runs += 1;
             sim.set_faults(mixed_faults());
             let out = run_bin(args(&setup.config, &["--run-now"])).await;
-            let last = crate::cli::output_text(&out);
+            let last = crate::util::output_text(&out);
             assert!(!last.contains("panicked"), "seed {seed}: {last}");
             assert!(
                 out.status.code().is_some(),
@@ -291,7 +291,7 @@ async fn a_stale_re_read_is_read_again_and_does_not_override_a_good_answer() {
     let setup = write_config(&sim, &opts, EXTRA);
     std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
     let out = run_bin(args(&setup.config, &["--run-now"])).await;
-    let shown = crate::cli::output_text(&out);
+    let shown = crate::util::output_text(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
     sink_equals_api(&setup.dir.path().join("out/contabo.json"), &sim).unwrap();
     let requests = sim.requests();
@@ -336,7 +336,7 @@ async fn a_2xx_patch_without_keys_is_confirmed_by_the_re_read() {
         let setup = write_config(&sim, &opts, EXTRA);
         std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
         let out = run_bin(args(&setup.config, &["--run-now"])).await;
-        let shown = crate::cli::output_text(&out);
+        let shown = crate::util::output_text(&out);
         assert_eq!(out.status.code(), Some(0), "{body}: {shown}");
         sink_equals_api(&setup.dir.path().join("out/contabo.json"), &sim)
             .unwrap_or_else(|e| panic!("{body}: {e}"));

@@ -3,7 +3,7 @@
 //! signals), a daemon that is not dumpable and holds no `{ env }` secret in
 //! its environment, and a configuration file anyone may write refused.
 
-use crate::cli::{
+use crate::util::{
     args, assert_no_secret, edit_config, options, output_text, run_bin, write_config,
 };
 use contabo_simulator::{Operation, Simulator};

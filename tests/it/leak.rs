@@ -25,8 +25,9 @@
 //! the values in the sinks, whose job is to hold them, and the header
 //! value in the requests the webhook received.
 
-use crate::cli::{options, write_config, write_secret, Setup};
 use crate::crash::Hooks;
+use crate::util::output_text as shown;
+use crate::util::{options, write_config, write_secret, Setup};
 use base64::Engine;
 use contabo_simulator::{Fault, FaultRule, Operation, Simulator, SimulatorOptions};
 use secrecy::{ExposeSecret, SecretString};
@@ -431,14 +432,6 @@ async fn run(config: Option<&Path>, rest: &[&str], env: &[(&str, &str)]) -> Outp
     })
     .await
     .unwrap()
-}
-
-fn shown(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Faults for the first rotation: each once, so that one retry absorbs it,

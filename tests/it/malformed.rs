@@ -1,7 +1,7 @@
 //! Malformed API answers through the real binary: each gives a typed error
 //! naming the operation, no panic, and a run that reports it (exit 1).
 
-use crate::cli::{args, write_secret};
+use crate::util::{args, write_secret};
 use crate::util::{token_body, USER_ID};
 use serde_json::json;
 use wiremock::matchers::{method, path, path_regex};
@@ -124,7 +124,7 @@ async fn malformed_answers_are_typed_errors_reported_by_the_run() {
                     root = dir.path().display()
                 ),
             );
-            let out = crate::cli::run_bin(args(&config, &["--run-now"])).await;
+            let out = crate::util::run_bin(args(&config, &["--run-now"])).await;
             let text = format!(
                 "{}{}",
                 String::from_utf8_lossy(&out.stdout),
@@ -162,7 +162,7 @@ async fn run_against(server: &MockServer) -> (Option<i32>, String) {
             root = dir.path().display()
         ),
     );
-    let out = crate::cli::run_bin(args(&config, &["--run-now"])).await;
+    let out = crate::util::run_bin(args(&config, &["--run-now"])).await;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -5,8 +5,8 @@
 //! must never see a connection: through it would go the client secret, the
 //! API password and the S3 secret keys.
 
-use crate::cli::{args, options, output_text, run_bin_env, write_config};
 use crate::crash::Hooks;
+use crate::util::{args, options, output_text, run_bin_env, write_config};
 use base64::Engine;
 use contabo_simulator::Simulator;
 use secrecy::ExposeSecret;

@@ -1,7 +1,7 @@
 //! The rotation engine end to end: the real binary against the simulator.
 
-use crate::cli::{args, assert_no_secret, options, run_bin, run_bin_env, write_config, Setup};
 use crate::util::{api_keys, json_sink_keys};
+use crate::util::{args, assert_no_secret, options, run_bin, run_bin_env, write_config, Setup};
 use contabo_simulator::{Fault, FaultRule, Operation, Simulator, SimulatorOptions};
 use secrecy::ExposeSecret;
 use std::os::unix::fs::PermissionsExt;
@@ -201,7 +201,7 @@ async fn lost_client_secret_answer_is_recovered_through_get() {
         .unwrap()
         .replace("max_retries = 10", "max_retries = 1")
         .replace("timeout = \"10s\"", "timeout = \"1s\"");
-    crate::cli::write_secret(&setup.config, &text);
+    crate::util::write_secret(&setup.config, &text);
     let out = run_bin(args(&setup.config, &["--run-now"])).await;
     assert_eq!(
         out.status.code(),
@@ -422,7 +422,7 @@ async fn daemon_rotates_on_a_two_second_cron_and_exits_cleanly_on_sigterm_mid_ru
     let text = std::fs::read_to_string(&setup.config)
         .unwrap()
         .replace("concurrency = 8", "concurrency = 1");
-    crate::cli::write_secret(&setup.config, &text);
+    crate::util::write_secret(&setup.config, &text);
     let mut daemon = Daemon::start(&setup.config, setup.dir.path());
 
     // A second instance on the same state directory is refused.
@@ -488,7 +488,7 @@ async fn daemon_runs_again_on_the_next_tick_and_reloads_on_sighup() {
 
     // An invalid config on SIGHUP is refused and the daemon keeps running.
     let good = std::fs::read_to_string(&setup.config).unwrap();
-    crate::cli::write_secret(&setup.config, &format!("{good}\nbogus_key = 1\n"));
+    crate::util::write_secret(&setup.config, &format!("{good}\nbogus_key = 1\n"));
     daemon.signal("HUP");
     wait_for(Duration::from_secs(30), "the reload error", || {
         daemon.log_text().contains("Reload failed")
@@ -501,7 +501,7 @@ async fn daemon_runs_again_on_the_next_tick_and_reloads_on_sighup() {
         || runs(&daemon) > before,
     )
     .await;
-    crate::cli::write_secret(&setup.config, &good);
+    crate::util::write_secret(&setup.config, &good);
     daemon.signal("HUP");
     wait_for(Duration::from_secs(30), "the reload", || {
         daemon.log_text().contains("Configuration reloaded")
@@ -528,7 +528,7 @@ async fn one_failing_credential_does_not_stop_the_others_and_is_reported() {
     let text = std::fs::read_to_string(&setup.config)
         .unwrap()
         .replace("max_retries = 10", "max_retries = 0");
-    crate::cli::write_secret(&setup.config, &text);
+    crate::util::write_secret(&setup.config, &text);
     let out = run_bin(args(&setup.config, &["--run-now"])).await;
     let report = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{report}");
@@ -718,7 +718,7 @@ async fn with_json_logs_every_printed_line_is_json() {
         "the commands printed something ({printed} lines)"
     );
     // Errors too: an invalid configuration and a failing run.
-    crate::cli::write_secret(&setup.config, "[api]\nclient_idd = 1\n");
+    crate::util::write_secret(&setup.config, "[api]\nclient_idd = 1\n");
     let out = run_bin(args(&setup.config, &["--log-format", "json", "--run-now"])).await;
     assert_eq!(out.status.code(), Some(78));
     assert!(!stderr(&out).is_empty());

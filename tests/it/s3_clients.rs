@@ -7,7 +7,7 @@
 //! it). With `CI=true` a missing client fails the test; elsewhere the test
 //! says loudly what is missing and how to install it, and stops there.
 
-use crate::cli::{args, options, output_with_stdin, run_bin, write_config};
+use crate::util::{args, options, output_with_stdin, run_bin, write_config};
 use contabo_rotator::sinks::formats::{profile_name, region_code};
 use contabo_simulator::{Simulator, SimulatorOptions, DEFAULT_BUCKET};
 use std::collections::BTreeMap;
@@ -21,7 +21,8 @@ struct Clients {
     rclone: PathBuf,
 }
 
-fn clients() -> Option<Clients> {
+/// The installed clients (the test fails without them).
+fn clients() -> Clients {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let listed = std::fs::read_to_string(root.join(".tools/s3-clients/paths")).unwrap_or_default();
     let paths: BTreeMap<&str, PathBuf> = listed
@@ -34,19 +35,17 @@ fn clients() -> Option<Clients> {
         .into_iter()
         .filter(|n| find(n).is_none())
         .collect();
-    if !missing.is_empty() {
-        let message = format!(
-            "the real S3 clients {missing:?} are not installed under .tools/s3-clients: \
-             run scripts/install-test-tools (scripts/test runs it)"
-        );
-        crate::util::tool_missing(&message);
-        return None;
+    assert!(
+        missing.is_empty(),
+        "the real S3 clients {missing:?} are not installed under .tools/s3-clients: \
+         run scripts/install-test-tools (scripts/test runs it)"
+    );
+    let found = |name: &str| find(name).expect("checked above");
+    Clients {
+        aws: found("AWS"),
+        python: found("PYTHON"),
+        rclone: found("RCLONE"),
     }
-    Some(Clients {
-        aws: find("AWS")?,
-        python: find("PYTHON")?,
-        rclone: find("RCLONE")?,
-    })
 }
 
 /// A command with nothing from the test's environment: no AWS variables,
@@ -360,8 +359,9 @@ fn credentials(sim: &Simulator) -> Vec<(i64, &'static str, String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs aws-cli, boto3 and rclone: scripts/test installs them"]
 async fn real_clients_work_with_the_sink_files_and_old_files_are_refused() {
-    let Some(clients) = clients() else { return };
+    let clients = clients();
     let opts = SimulatorOptions {
         credentials_per_user: 3,
         ..options(2)

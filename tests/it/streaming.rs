@@ -6,21 +6,14 @@
 //! Order is asserted through the simulator's request log (a sink's
 //! `on_change` POSTs a marker to it), never by wall-clock time.
 
-use crate::cli::{args, options, run_bin, run_bin_env, write_config, write_secret, Setup};
+use crate::util::output_text as text;
 use crate::util::{api_keys, json_sink_keys};
+use crate::util::{args, options, run_bin, run_bin_env, write_config, write_secret, Setup};
 use contabo_simulator::{Fault, FaultRule, Operation, RecordedRequest, Simulator, MARK_PATH};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// A json sink's keys, empty when the file does not exist.
 fn sink_keys(path: &Path) -> BTreeMap<i64, (String, String)> {
@@ -546,7 +539,7 @@ async fn the_run_now_report_streams_one_line_per_rotation_and_ends_with_totals()
         marked_at < last_regenerate,
         "the first rotated line (marker at request {marked_at}) was printed before the last regenerate (request {last_regenerate})"
     );
-    crate::cli::assert_no_secret(&sim, &serde_json::to_string(&lines).unwrap());
+    crate::util::assert_no_secret(&sim, &serde_json::to_string(&lines).unwrap());
 }
 
 /// A slow `on_change` (and a webhook that never answers) holds up no other
@@ -604,7 +597,7 @@ timeout = "3s"
         ));
     }
     let setup = write_config(&sim, &opts, &sinks);
-    crate::cli::edit_config(
+    crate::util::edit_config(
         &setup,
         &[
             ("concurrency = 8", "concurrency = 1"),
@@ -613,7 +606,7 @@ timeout = "3s"
     );
     std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
     let out = run_bin(args(&setup.config, &["--run-now"])).await;
-    let shown = crate::cli::output_text(&out);
+    let shown = crate::util::output_text(&out);
     assert_eq!(out.status.code(), Some(1), "the webhook failed: {shown}");
     let marks: Vec<String> = sim
         .requests()

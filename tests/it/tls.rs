@@ -5,7 +5,7 @@
 //! holds no certificate or one that cannot be a trust root is a
 //! configuration error naming its key.
 
-use crate::cli::{args, options, run_bin, write_config};
+use crate::util::{args, options, run_bin, write_config};
 use crate::util::{client, fast_config, token_body};
 use contabo_simulator::Simulator;
 use hyper::body::Incoming;
@@ -130,7 +130,7 @@ async fn tls_server(config: rustls::ServerConfig) -> TlsServer {
     TlsServer { port, seen, task }
 }
 
-use crate::cli::output_text as shown;
+use crate::util::output_text as shown;
 
 fn webhook(port: u16, ca_file: Option<&Path>) -> String {
     format!(
@@ -154,7 +154,7 @@ async fn a_webhook_behind_a_private_ca_is_reached_with_ca_file_only() {
     // Without ca_file: the system's roots do not hold the test CA.
     let sim = Simulator::start(opts.clone()).await.unwrap();
     let setup = write_config(&sim, &opts, &webhook(server.port, None));
-    crate::cli::edit_config(&setup, &[("max_retries = 10", "max_retries = 0")]);
+    crate::util::edit_config(&setup, &[("max_retries = 10", "max_retries = 0")]);
     let out = run_bin(args(&setup.config, &["--run-now"])).await;
     assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
     assert!(
@@ -183,7 +183,7 @@ async fn a_webhook_behind_a_private_ca_is_reached_with_ca_file_only() {
     // there (here through SSL_CERT_FILE) is trusted without ca_file.
     let sim = Simulator::start(opts.clone()).await.unwrap();
     let setup = write_config(&sim, &opts, &webhook(server.port, None));
-    let out = crate::cli::run_bin_env(
+    let out = crate::util::run_bin_env(
         args(&setup.config, &["--run-now"]),
         vec![("SSL_CERT_FILE".into(), ca.display().to_string())],
     )
@@ -259,7 +259,7 @@ async fn a_ca_file_without_a_certificate_is_refused_naming_its_key() {
         assert!(text.contains(key) && text.contains(problem), "{text}");
     }
     let setup = write_config(&sim, &opts, "");
-    crate::cli::edit_config(
+    crate::util::edit_config(
         &setup,
         &[(
             "timeout = \"10s\"\n",

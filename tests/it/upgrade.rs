@@ -11,9 +11,9 @@
 //! files (one credential's last rotation moved 100 days back, so that the
 //! next run has exactly one credential due) and the database removed.
 
-use crate::cli::{args, edit_config, options, output_text, run_bin, run_bin_env, write_config};
-use crate::cli::{assert_no_secret, Setup};
 use crate::streaming::{start_daemon, terminate, wait_for_log};
+use crate::util::{args, edit_config, options, output_text, run_bin, run_bin_env, write_config};
+use crate::util::{assert_no_secret, Setup};
 use crate::util::{journal_intents, outbox_json, state_db, state_integrity};
 use axum::http::{HeaderMap, Method, StatusCode};
 use chrono::{DateTime, Utc};
@@ -379,7 +379,7 @@ fn pretty(value: &impl serde::Serialize) -> String {
 
 /// Writes `<state>/<name>` with mode 0600, as every state file was.
 fn write_state_file(state: &Path, name: &str, text: &str) {
-    crate::cli::write_secret(&state.join(name), text);
+    crate::util::write_secret(&state.join(name), text);
 }
 
 /// The runbook's statements: the ```sql block after the marker in

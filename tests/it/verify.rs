@@ -3,8 +3,8 @@
 //! SigV4-signed request, and the simulator's S3 log shows what it sent.
 //! Order is read from that log, never from the clock.
 
-use crate::cli::{args, options, run_bin, write_config, Setup};
 use crate::util::{api_keys, json_sink_keys};
+use crate::util::{args, options, run_bin, write_config, Setup};
 use crate::webhook::{Receiver, Reply};
 use contabo_simulator::{Operation, S3Fault, S3Request, Simulator, SimulatorOptions};
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,7 +41,7 @@ fn items<'a>(lines: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::
     lines.iter().filter(|l| l["type"] == kind).collect()
 }
 
-use crate::cli::output_text as shown;
+use crate::util::output_text as shown;
 
 /// Access key → credential id, as the API holds them now.
 fn current_keys(sim: &Simulator) -> BTreeMap<String, i64> {
@@ -198,7 +198,7 @@ async fn a_storage_that_never_accepts_fails_its_credentials_only() {
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]),
     );
     let setup = config(&sim, &opts, "s3", &hook);
-    crate::cli::edit_config(
+    crate::util::edit_config(
         &setup,
         &[("verify_timeout = \"5s\"", "verify_timeout = \"2s\"")],
     );

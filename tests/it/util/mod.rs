@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+mod bin;
+pub use bin::*;
+
 use base64::Engine;
 use contabo_rotator::contabo::{ClientConfig, ContaboClient, LoginCredentials};
 use contabo_rotator::retry::RetryPolicy;
@@ -115,16 +118,6 @@ pub fn json_sink_keys(
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// A tool the project's scripts install is missing: under CI (`CI=true`)
-/// that fails the test; elsewhere the test says so loudly (and the caller
-/// stops there).
-pub fn tool_missing(message: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{message}");
-    }
-    eprintln!("\n!!!! NOT TESTED: {message} !!!!\n");
 }
 
 /// The state database of the state directory `state`, opened to read
