@@ -111,26 +111,8 @@ async fn malformed_answers_are_typed_errors_reported_by_the_run() {
     for (endpoint, op) in endpoints {
         for (what, answer, expected) in variants() {
             let server = server(endpoint, answer).await;
-            let dir = tempfile::tempdir().unwrap();
-            write_secret(&dir.path().join("secret"), "client-secret-x");
-            let config = dir.path().join("config.toml");
-            write_secret(
-                &config,
-                &format!(
-                    "[api]\nbase_url = \"{uri}\"\ntoken_url = \"{uri}/token\"\nclient_id = \"INT-1\"\n\
-                     client_secret = {{ file = \"{root}/secret\" }}\nusername = \"u@example.com\"\n\
-                     password = {{ file = \"{root}/secret\" }}\nmax_retries = 0\n[state]\ndir = \"{root}/state\"\n",
-                    uri = server.uri(),
-                    root = dir.path().display()
-                ),
-            );
-            let out = crate::util::run_bin(args(&config, &["--run-now"])).await;
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_eq!(out.status.code(), Some(1), "{op} / {what}: {text}");
+            let (code, text) = run_against(&server).await;
+            assert_eq!(code, Some(1), "{op} / {what}: {text}");
             assert!(!text.contains("panicked"), "{op} / {what}: {text}");
             assert!(
                 text.contains(op),
@@ -163,12 +145,7 @@ async fn run_against(server: &MockServer) -> (Option<i32>, String) {
         ),
     );
     let out = crate::util::run_bin(args(&config, &["--run-now"])).await;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    (out.status.code(), crate::util::output_text(&out))
 }
 
 /// A credential without an id (missing or null) makes its user's listing
