@@ -9,7 +9,7 @@ use crate::config::ObjectStorageSettings;
 use crate::contabo::models::{normalize_s3_url, Credential, CredentialFilter, UserFilter};
 use crate::contabo::{ApiError, ContaboClient};
 use crate::policy;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -219,36 +219,5 @@ fn entry(user: &UserRef, c: Credential, s3_urls: &HashMap<String, String>) -> Cr
         credential_id: c.credential_id,
         access_key: c.access_key,
         secret_key: c.secret_key,
-    }
-}
-
-/// The change record's name for a listed credential.
-impl From<&CredentialEntry> for crate::sinks::change::CredentialRef {
-    fn from(c: &CredentialEntry) -> Self {
-        crate::sinks::change::CredentialRef {
-            user_id: c.user_id.to_string(),
-            user_email: c.user_email.to_string(),
-            object_storage_id: c.object_storage_id.to_string(),
-            object_storage_name: c.object_storage_name.to_string(),
-            region: c.region.to_string(),
-            credential_id: c.credential_id,
-        }
-    }
-}
-
-/// A credential as a sink's snapshot holds it, back as a listing entry.
-impl From<&crate::sinks::SnapshotCredential> for CredentialEntry {
-    fn from(c: &crate::sinks::SnapshotCredential) -> Self {
-        CredentialEntry {
-            user_id: c.user_id.clone(),
-            user_email: c.user_email.clone(),
-            object_storage_id: c.storage.id.to_string(),
-            object_storage_name: c.storage.name.to_string(),
-            region: c.storage.region.to_string(),
-            s3_url: c.storage.s3_url.to_string(),
-            credential_id: c.credential_id,
-            access_key: c.access_key().to_owned(),
-            secret_key: SecretString::from(c.keys.expose_secret()),
-        }
     }
 }

@@ -152,6 +152,24 @@ pub struct Metrics {
     readiness: Mutex<Readiness>,
 }
 
+/// The API client's observer that counts into [`metrics`] (handed to the
+/// client by the engine).
+pub struct ApiMetrics;
+
+impl crate::contabo::ApiObserver for ApiMetrics {
+    fn request(&self, op: &'static str, status: u16, took: Duration) {
+        metrics().api_request(op, status, took);
+    }
+
+    fn retry(&self, op: &'static str) {
+        metrics().api_retry(op);
+    }
+
+    fn give_up(&self, op: &'static str) {
+        metrics().api_give_up(op);
+    }
+}
+
 /// The process-wide metrics.
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();

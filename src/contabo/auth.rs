@@ -155,6 +155,7 @@ pub struct Authenticator {
     generation: std::sync::atomic::AtomicU64,
     /// The API client's 429 cap and circuit breaker.
     health: Arc<Health>,
+    observer: Arc<dyn super::ApiObserver>,
 }
 
 impl Authenticator {
@@ -177,7 +178,14 @@ impl Authenticator {
             cache: tokio::sync::Mutex::new(None),
             generation: Default::default(),
             health: Arc::new(Health::new(Duration::from_secs(60), u32::MAX)),
+            observer: Arc::new(super::observer::Unobserved),
         }
+    }
+
+    /// Tells `observer` of every login attempt (the API client's).
+    pub fn with_observer(mut self, observer: Arc<dyn super::ApiObserver>) -> Self {
+        self.observer = observer;
+        self
     }
 
     /// Shares the API client's 429 cap and circuit breaker.
@@ -294,11 +302,11 @@ impl Authenticator {
                 Ok(token) => return Ok(token),
                 Err(err) => match backoff.next(err) {
                     Ok(delay) => {
-                        crate::metrics::metrics().api_retry(OP);
+                        self.observer.retry(OP);
                         tokio::time::sleep(delay).await
                     }
                     Err(last) => {
-                        crate::metrics::metrics().api_give_up(OP);
+                        self.observer.give_up(OP);
                         return Err(last);
                     }
                 },
@@ -316,11 +324,12 @@ impl Authenticator {
             .send()
             .await
             .map_err(|e| {
-                crate::metrics::metrics().api_request(OP, 0, started.elapsed());
+                self.observer.request(OP, 0, started.elapsed());
                 ApiError::from_reqwest(OP, e, self.timeout)
             })?;
         let status = response.status();
-        crate::metrics::metrics().api_request(OP, status.as_u16(), started.elapsed());
+        self.observer
+            .request(OP, status.as_u16(), started.elapsed());
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)

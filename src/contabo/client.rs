@@ -65,6 +65,8 @@ pub struct ClientConfig {
     pub max_consecutive_failures: u32,
     /// Trusted besides the system's roots (`[api] ca_file`).
     pub ca: Option<crate::tls::ExtraRoots>,
+    /// Told of every attempt, retry and give-up (the engine's metrics).
+    pub observer: Arc<dyn super::ApiObserver>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -117,6 +119,7 @@ impl ClientConfig {
             max_retry_after: Duration::from_secs(60),
             max_consecutive_failures: 10,
             ca: None,
+            observer: Arc::new(super::observer::Unobserved),
         }
     }
 }
@@ -134,6 +137,7 @@ struct Inner {
     limiter: DefaultDirectRateLimiter,
     /// The 429 pause and the circuit breaker, shared with the token login.
     health: Arc<Health>,
+    observer: Arc<dyn super::ApiObserver>,
 }
 
 /// A cheap-to-clone handle; clones share the token cache, the rate limit and
@@ -203,7 +207,8 @@ impl ContaboClient {
             config.timeout,
             config.retry.clone(),
         )
-        .with_health(health.clone());
+        .with_health(health.clone())
+        .with_observer(config.observer.clone());
         Ok(ContaboClient {
             inner: Arc::new(Inner {
                 http,
@@ -216,6 +221,7 @@ impl ContaboClient {
                 concurrency: config.concurrency.max(1),
                 limiter: RateLimiter::direct(Quota::per_second(rps)),
                 health,
+                observer: config.observer,
             }),
             trace_id: Arc::from(new_trace_id()),
         })
@@ -593,11 +599,11 @@ impl ContaboClient {
             };
             match result {
                 Ok(delay) => {
-                    crate::metrics::metrics().api_retry(call.op);
+                    self.inner.observer.retry(call.op);
                     tokio::time::sleep(delay).await
                 }
                 Err(last) => {
-                    crate::metrics::metrics().api_give_up(call.op);
+                    self.inner.observer.give_up(call.op);
                     return Err(match maybe_applied {
                         Some(first) if !last.outcome_unknown() => ApiError::MaybeApplied {
                             op: call.op,
@@ -667,7 +673,7 @@ impl ContaboClient {
         }
         let sent = std::time::Instant::now();
         let response = request.send().await.map_err(|e| {
-            crate::metrics::metrics().api_request(op, 0, sent.elapsed());
+            self.inner.observer.request(op, 0, sent.elapsed());
             inner.health.record(op, true);
             ApiError::from_reqwest(op, e, inner.timeout)
         })?;
@@ -675,7 +681,7 @@ impl ContaboClient {
         inner
             .health
             .record(op, status == 429 || (500..=599).contains(&status));
-        crate::metrics::metrics().api_request(op, status, sent.elapsed());
+        self.inner.observer.request(op, status, sent.elapsed());
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)

@@ -6,7 +6,9 @@ pub mod error;
 pub mod health;
 mod lenient;
 pub mod models;
+pub mod observer;
 
 pub use auth::{AccessToken, Authenticator, LoginCredentials};
 pub use client::{ClientConfig, ContaboClient};
 pub use error::ApiError;
+pub use observer::ApiObserver;

@@ -32,7 +32,7 @@ use crate::sinks::snapshot::{select_groups, selects, selects_user, Group};
 use crate::sinks::{self, file, webhook, SinkError, Snapshot, SnapshotCredential};
 use crate::state::{AuditEvent, AuditKind, Records, StateDir};
 use chrono::Utc;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -1066,6 +1066,40 @@ impl WebhookWorker {
     async fn finish(self) -> Vec<HookResult> {
         drop(self.tx);
         self.task.await.expect("webhook worker panicked")
+    }
+}
+
+// Conversions between the listing's and the sinks' types live here, in
+// delivery, so that neither `inventory` nor `sinks` imports the other.
+
+/// The change record's name for a listed credential.
+impl From<&CredentialEntry> for sinks::change::CredentialRef {
+    fn from(c: &CredentialEntry) -> Self {
+        sinks::change::CredentialRef {
+            user_id: c.user_id.to_string(),
+            user_email: c.user_email.to_string(),
+            object_storage_id: c.object_storage_id.to_string(),
+            object_storage_name: c.object_storage_name.to_string(),
+            region: c.region.to_string(),
+            credential_id: c.credential_id,
+        }
+    }
+}
+
+/// A credential as a sink's snapshot holds it, back as a listing entry.
+impl From<&SnapshotCredential> for CredentialEntry {
+    fn from(c: &SnapshotCredential) -> Self {
+        CredentialEntry {
+            user_id: c.user_id.clone(),
+            user_email: c.user_email.clone(),
+            object_storage_id: c.storage.id.to_string(),
+            object_storage_name: c.storage.name.to_string(),
+            region: c.storage.region.to_string(),
+            s3_url: c.storage.s3_url.to_string(),
+            credential_id: c.credential_id,
+            access_key: c.access_key().to_owned(),
+            secret_key: SecretString::from(c.keys.expose_secret()),
+        }
     }
 }
 

@@ -291,6 +291,7 @@ fn client_with(
 ) -> Result<ContaboClient, EngineError> {
     let mut config = ClientConfig::from_settings(&settings.api);
     config.credentials.client_secret = client_secret.clone();
+    config.observer = std::sync::Arc::new(crate::metrics::ApiMetrics);
     Ok(ContaboClient::new(config)?)
 }
 
