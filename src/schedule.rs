@@ -227,7 +227,7 @@ pub async fn run_daemon(
         tracing::info!(
             rotated = finished.rotated_count(),
             failed = finished.failed.len(),
-            exit_code = finished.exit_code(),
+            exit_code = u8::from(!finished.failed.is_empty()),
             "Scheduled run finished."
         );
         if cancel.is_cancelled() {

@@ -7,7 +7,7 @@
 
 use super::{list, CliError};
 use crate::config;
-use crate::rotation::{Engine, ReportOutput, RunOptions};
+use crate::rotation::{Engine, RunOptions};
 use crate::state::StateDir;
 use anyhow::Context;
 use contabo_simulator::{Simulator, SimulatorOptions};
@@ -109,13 +109,13 @@ format = "json"
     // The report streams to stdout, which `out` is.
     out.flush().context("writing to stdout")?;
     let options = RunOptions {
-        output: Some(ReportOutput::Text),
+        output: Some(super::report::TEXT),
         ..RunOptions::default()
     };
     let mut report = engine.run_once(options, &CancellationToken::new()).await;
     drop(engine);
     report.finish_output().context("writing to stdout")?;
-    status = status.max(report.exit_code());
+    status = status.max(super::report::exit_code(&report));
 
     writeln!(out, "\n$ contabo-rotator -c {} list", config_path.display())
         .context("writing to stdout")?;

@@ -3,6 +3,7 @@
 mod check;
 mod demo;
 mod list;
+mod report;
 mod run;
 mod status;
 

@@ -1,8 +1,9 @@
 //! `--run-now` (one pass) and the daemon (no command).
 
+use super::report;
 use super::{CliError, EXIT_FAILED, EXIT_OK};
 use crate::config;
-use crate::rotation::{Engine, ReportOutput, RunOptions};
+use crate::rotation::{Engine, RunOptions};
 use crate::schedule::{self, Exit, Signal};
 use crate::state::StateDir;
 use anyhow::Context;
@@ -79,11 +80,7 @@ pub async fn run_now(
         })
     };
     let options = RunOptions {
-        output: Some(if json {
-            ReportOutput::Json
-        } else {
-            ReportOutput::Text
-        }),
+        output: Some(if json { report::JSON } else { report::TEXT }),
         ..options
     };
     let started = std::time::Instant::now();
@@ -94,7 +91,7 @@ pub async fn run_now(
     }
     watcher.abort();
     report.finish_output().context("writing the report")?;
-    let mut code = report.exit_code();
+    let mut code = report::exit_code(&report);
     if let Some(file) = metrics_file {
         if dry_run {
             // No run to report: the series of the state as it is.

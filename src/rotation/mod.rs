@@ -24,7 +24,8 @@ mod user;
 pub(crate) mod verify;
 
 pub use report::{
-    CredentialRef, Delivery, Failed, PlanItem, ReportOutput, Rotated, RunReport, Totals, Verified,
+    CredentialRef, Delivery, Failed, PlanItem, ReportItem, ReportOutput, ReportWriter, Rotated,
+    RunReport, Totals, Verified,
 };
 
 use crate::config::Settings;
@@ -44,7 +45,8 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Rotate every selected secret, due or not.
     pub force: bool,
-    /// Stream the report to stdout as the pass goes (`--run-now`).
+    /// Where the report streams as the pass goes (`--run-now`; `cli`
+    /// supplies the writer).
     pub output: Option<ReportOutput>,
 }
 

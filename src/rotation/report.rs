@@ -3,7 +3,6 @@
 
 use crate::policy::Reason;
 use serde::Serialize;
-use std::io::Write as _;
 
 pub use crate::sinks::change::{CredentialRef, Failed, Rotated, Verified};
 
@@ -29,14 +28,32 @@ pub struct Delivery {
     pub outcome: &'static str,
 }
 
-/// Where the report of a run goes while the run goes on (`--run-now`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReportOutput {
-    /// One line per item (`rotated …`, `FAILED …`), then the totals.
-    Text,
-    /// One JSON object per line (`"type"`: `plan`, `rotated`, `verified`,
-    /// `failed`, `delivery`, and `summary` last).
-    Json,
+/// Where a run's report goes while the run goes on (`--run-now`): `cli`
+/// renders it (text or JSON lines). This module holds the report as data.
+pub trait ReportWriter: Send {
+    /// One item, in the order the run reached it.
+    fn item(&mut self, item: ReportItem<'_>);
+    /// The run is over: writes what comes last (deliveries, totals) from
+    /// `report`, and returns the first write error of the whole report.
+    fn finish(&mut self, report: &RunReport) -> std::io::Result<()>;
+}
+
+impl std::fmt::Debug for dyn ReportWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReportWriter")
+    }
+}
+
+/// Makes the writer of a run's report, given whether the run is a dry run.
+pub type ReportOutput = fn(dry_run: bool) -> Box<dyn ReportWriter>;
+
+/// One streamed item of a report.
+#[derive(Debug, Clone, Copy)]
+pub enum ReportItem<'a> {
+    Plan(&'a PlanItem),
+    Rotated(&'a Rotated),
+    Verified(&'a Verified),
+    Failed(&'a Failed),
 }
 
 /// Counts of what a run did, for the summary and the metrics.
@@ -79,7 +96,7 @@ pub struct RunReport {
     pub totals: Totals,
     /// How many of `failed` were written.
     failed_written: usize,
-    output: Option<ReportOutput>,
+    output: Option<Box<dyn ReportWriter>>,
 }
 
 impl RunReport {
@@ -88,7 +105,7 @@ impl RunReport {
         RunReport {
             trace_id: trace_id.to_owned(),
             dry_run,
-            output,
+            output: output.map(|make| make(dry_run)),
             ..RunReport::default()
         }
     }
@@ -108,17 +125,12 @@ impl RunReport {
     /// Writes what was gathered since the last flush to the output and
     /// keeps its counts. Without an output the items are only counted.
     pub fn flush(&mut self) {
-        let mut out = self.output.map(|o| (o, std::io::stdout().lock()));
+        let mut out = self.output.as_mut();
         for p in self.plan.drain(..) {
             self.totals.planned += 1;
             self.totals.due += usize::from(p.rotate);
-            // A text report shows the plan of a dry run only.
-            match out.as_mut() {
-                Some((ReportOutput::Text, _)) if !self.dry_run => {}
-                Some((o, w)) => {
-                    let _ = write_item(*o, w, "plan", &p, |w| write_plan(w, &p));
-                }
-                None => {}
+            if let Some(w) = out.as_mut() {
+                w.item(ReportItem::Plan(&p));
             }
         }
         for r in self.rotated.drain(..) {
@@ -126,46 +138,32 @@ impl RunReport {
                 "client_secret" => self.totals.rotated_client_secret += 1,
                 _ => self.totals.rotated_object_storage += 1,
             }
-            if let Some((o, w)) = out.as_mut() {
-                let _ = write_item(*o, w, "rotated", &r, |w| write_rotated(w, &r));
+            if let Some(w) = out.as_mut() {
+                w.item(ReportItem::Rotated(&r));
             }
         }
         for v in self.verified.drain(..) {
             self.totals.verified += 1;
-            if let Some((o, w)) = out.as_mut() {
-                let _ = write_item(*o, w, "verified", &v, |w| write_verified(w, &v));
+            if let Some(w) = out.as_mut() {
+                w.item(ReportItem::Verified(&v));
             }
         }
-        if let Some((o, w)) = out.as_mut() {
+        if let Some(w) = out {
             for f in &self.failed[self.failed_written..] {
-                let _ = write_item(*o, w, "failed", f, |w| write_failed(w, f));
+                w.item(ReportItem::Failed(f));
             }
-            self.failed_written = self.failed.len();
-            let _ = std::io::Write::flush(w);
         }
+        self.failed_written = self.failed.len();
     }
 
-    /// Flushes, then writes the deliveries and the summary line. Nothing
-    /// is written without an output.
+    /// Flushes, then has the writer finish the report (deliveries and
+    /// totals). Nothing is written without an output.
     pub fn finish_output(&mut self) -> std::io::Result<()> {
         self.flush();
-        let Some(output) = self.output else {
-            return Ok(());
-        };
-        let mut w = std::io::stdout().lock();
-        for d in &self.deliveries {
-            write_item(output, &mut w, "delivery", d, |w| {
-                writeln!(w, "sink {}: {}", d.sink, d.outcome)
-            })?;
+        match self.output.take() {
+            Some(mut w) => w.finish(self),
+            None => Ok(()),
         }
-        match output {
-            ReportOutput::Text => write_summary(&mut w, self)?,
-            ReportOutput::Json => {
-                serde_json::to_writer(&mut w, &Summary::of(self))?;
-                writeln!(w)?;
-            }
-        }
-        std::io::Write::flush(&mut w)
     }
 
     /// What the metrics count of this run.
@@ -227,15 +225,6 @@ impl RunReport {
         failures
     }
 
-    /// 0 when nothing failed, 1 otherwise (DESIGN.md §2).
-    pub fn exit_code(&self) -> u8 {
-        if self.failed.is_empty() {
-            0
-        } else {
-            1
-        }
-    }
-
     pub(crate) fn fail(
         &mut self,
         kind: &'static str,
@@ -267,159 +256,4 @@ impl RunReport {
             last.rotation_id = rotation_id;
         }
     }
-}
-
-/// The last line of a JSON report.
-#[derive(Serialize)]
-struct Summary<'a> {
-    schema_version: u32,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    trace_id: &'a str,
-    dry_run: bool,
-    planned: usize,
-    due: usize,
-    rotated: usize,
-    verified: usize,
-    failed: usize,
-    sinks_written: usize,
-    /// Requests sent to the storages to prove new keys (not API requests).
-    s3_probes: u64,
-    interrupted: bool,
-}
-
-impl<'a> Summary<'a> {
-    fn of(report: &'a RunReport) -> Summary<'a> {
-        Summary {
-            schema_version: crate::cli::JSON_SCHEMA_VERSION,
-            kind: "summary",
-            trace_id: &report.trace_id,
-            dry_run: report.dry_run,
-            planned: report.totals.planned + report.plan.len(),
-            due: report.totals.due + report.plan.iter().filter(|p| p.rotate).count(),
-            rotated: report.rotated_count(),
-            verified: report.totals.verified + report.verified.len(),
-            failed: report.failed.len(),
-            sinks_written: sinks_written(report),
-            s3_probes: report.s3_probes,
-            interrupted: report.interrupted,
-        }
-    }
-}
-
-fn sinks_written(report: &RunReport) -> usize {
-    report
-        .deliveries
-        .iter()
-        .filter(|d| d.outcome == "written")
-        .count()
-}
-
-/// One item as a line of `output`: JSON with its `type`, or `text`.
-fn write_item<W: std::io::Write, T: Serialize>(
-    output: ReportOutput,
-    w: &mut W,
-    kind: &'static str,
-    item: &T,
-    text: impl FnOnce(&mut W) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    match output {
-        ReportOutput::Text => text(w),
-        ReportOutput::Json => {
-            #[derive(Serialize)]
-            struct Line<'a, T> {
-                schema_version: u32,
-                #[serde(rename = "type")]
-                kind: &'static str,
-                #[serde(flatten)]
-                item: &'a T,
-            }
-            let line = Line {
-                schema_version: crate::cli::JSON_SCHEMA_VERSION,
-                kind,
-                item,
-            };
-            serde_json::to_writer(&mut *w, &line)?;
-            writeln!(w)
-        }
-    }
-}
-
-fn write_plan(w: &mut impl std::io::Write, p: &PlanItem) -> std::io::Result<()> {
-    write!(
-        w,
-        "  {} {} {}",
-        if p.rotate { "ROTATE" } else { "keep  " },
-        p.kind,
-        p.subject
-    )?;
-    if let Some(k) = &p.access_key {
-        write!(w, " ({k})")?;
-    }
-    writeln!(w, ": {}", p.reason)
-}
-
-fn write_rotated(w: &mut impl std::io::Write, r: &Rotated) -> std::io::Result<()> {
-    writeln!(
-        w,
-        "rotated {} {}: {} {} -> {} {}{}",
-        r.kind,
-        r.subject,
-        r.old_access_key.as_deref().unwrap_or("-"),
-        r.old_fingerprint,
-        r.new_access_key.as_deref().unwrap_or("-"),
-        r.new_fingerprint,
-        if r.recovered { " (recovered)" } else { "" }
-    )
-}
-
-fn write_verified(w: &mut impl std::io::Write, v: &Verified) -> std::io::Result<()> {
-    let old = match v.old_key_refused {
-        Some(true) => "; the old key is refused",
-        Some(false) => "; the old key is still accepted",
-        None => "",
-    };
-    writeln!(
-        w,
-        "verified {} {}: {} accepted by the storage after {} attempt{} ({} ms){old}",
-        v.kind,
-        v.subject,
-        v.access_key,
-        v.attempts,
-        if v.attempts == 1 { "" } else { "s" },
-        v.elapsed_ms
-    )
-}
-
-fn write_failed(w: &mut impl std::io::Write, f: &Failed) -> std::io::Result<()> {
-    writeln!(w, "FAILED {} {}: {}", f.kind, f.subject, f.error)
-}
-
-/// The text report's last line: the totals.
-fn write_summary(w: &mut impl std::io::Write, report: &RunReport) -> std::io::Result<()> {
-    let s = Summary::of(report);
-    if report.dry_run {
-        return writeln!(
-            w,
-            "Dry run: {} of {} secrets would rotate; no change was made.",
-            s.due, s.planned
-        );
-    }
-    writeln!(
-        w,
-        "{} rotated, {} verified, {} failed, {} sinks written{}{}.",
-        s.rotated,
-        s.verified,
-        s.failed,
-        s.sinks_written,
-        match s.s3_probes {
-            0 => String::new(),
-            n => format!(" ({n} S3 requests to prove new keys)"),
-        },
-        if report.interrupted {
-            "; stopped early by a shutdown signal"
-        } else {
-            ""
-        }
-    )
 }
