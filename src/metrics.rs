@@ -26,8 +26,6 @@ use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::state::{LastFailures, RunHistory};
-
 type Labels = Vec<(&'static str, String)>;
 
 /// Request duration buckets, in seconds (the API answers in tens of
@@ -51,9 +49,31 @@ pub struct RunTally {
     /// Requests sent to the storages to verify keys.
     pub s3_probes: u64,
     /// What failed, by kind.
-    pub failures: LastFailures,
+    pub failures: Failures,
     /// How long the run took.
     pub duration: Duration,
+}
+
+/// Counts of what failed in a run, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Failures {
+    /// Secrets, users, the login or the state: anything but a sink.
+    pub rotation: u32,
+    /// File and template sinks: their consumers may hold a dead key.
+    pub file_sinks: u32,
+    /// Webhook sinks: notifications, kept in the outbox.
+    pub webhooks: u32,
+}
+
+/// How the last runs ended, as the outcome series show it (read back from
+/// the state directory at start, so a restart does not reset them).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Outcomes {
+    pub last_run_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_run_duration_ms: Option<u64>,
+    pub last_success_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_delivery_success_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_failures: Failures,
 }
 
 /// One secret's rotation times, for the timestamp series.
@@ -94,7 +114,7 @@ pub enum Readiness {
 }
 
 impl Readiness {
-    fn of(failures: &LastFailures) -> Readiness {
+    fn of(failures: &Failures) -> Readiness {
         if failures.rotation > 0 {
             Readiness::RotationFailed
         } else if failures.file_sinks > 0 {
@@ -344,9 +364,9 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets the outcome series from the state directory's run history
-    /// (at start, so a restart does not reset them).
-    pub fn restore(&self, runs: &RunHistory) {
+    /// Sets the outcome series (at start, from the state directory, so a
+    /// restart does not reset them; and after each run).
+    pub fn restore(&self, runs: &Outcomes) {
         let ts = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or(0, |t| t.timestamp());
         self.last_run.set(ts(runs.last_run_at));
         self.last_success.set(ts(runs.last_success_at));
@@ -357,10 +377,11 @@ impl Metrics {
         *self.readiness.lock().expect("not poisoned") = Readiness::of(&runs.last_failures);
     }
 
-    /// Folds a finished run into the metrics and into `runs` (which the
-    /// caller saves). The engine reports what it did in these neutral
-    /// terms, so this module knows no engine types.
-    pub fn record_run(&self, run: &RunTally, runs: &mut RunHistory) {
+    /// Folds a finished run into the counters, and sets the outcome series
+    /// from `outcomes` (the run history the engine keeps, this run
+    /// included). The engine reports what it did in these neutral terms, so
+    /// this module knows no engine or state types.
+    pub fn record_run(&self, run: &RunTally, outcomes: &Outcomes) {
         for (kind, result, n) in &run.rotations {
             self.rotations
                 .get_or_create(&vec![
@@ -383,26 +404,14 @@ impl Metrics {
                 ])
                 .inc();
         }
-        let now = chrono::Utc::now();
-        let failures = run.failures;
-        runs.last_run_at = Some(now);
-        runs.last_run_duration_ms =
-            Some(u64::try_from(run.duration.as_millis()).unwrap_or(u64::MAX));
-        if failures.rotation == 0 {
-            runs.last_success_at = Some(now);
-        }
-        if failures.file_sinks == 0 && failures.webhooks == 0 {
-            runs.last_delivery_success_at = Some(now);
-        }
-        runs.last_failures = failures;
-        let ok = failures == LastFailures::default();
+        let ok = run.failures == Failures::default();
         self.runs
             .get_or_create(&vec![(
                 "result",
                 if ok { "success" } else { "failure" }.into(),
             )])
             .inc();
-        self.restore(runs);
+        self.restore(outcomes);
     }
 
     /// Sets the gauges that describe the state: rotation timestamps,
@@ -491,7 +500,7 @@ impl Metrics {
     /// Writes [`Metrics::encode_textfile`] to `path` atomically (a
     /// textfile collector never reads half a file), mode 0644: the series
     /// hold no secret.
-    pub fn write_textfile(&self, path: &Path) -> Result<(), crate::state::StateError> {
+    pub fn write_textfile(&self, path: &Path) -> std::io::Result<()> {
         use crate::dirfd::{Dir, Perms, Trusted};
         let text = self.encode_textfile();
         Dir::walk_parent(path, &Trusted::with_owner(None))
@@ -502,7 +511,9 @@ impl Metrics {
                     std::io::Write::write_all(file, text.as_bytes())
                 })
             })
-            .map_err(|e| crate::state::StateError::io("write", path, e))
+            .map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
+            })
     }
 
     /// What `/readyz` answers.

@@ -134,7 +134,9 @@ impl Engine {
             tracing::warn!(error = %err, "Ignoring the run history.");
             crate::state::RunHistory::default()
         });
-        crate::metrics::metrics().record_run(&report.tally(duration), &mut runs);
+        let tally = report.tally(duration);
+        runs.record(report.failures(), duration, chrono::Utc::now());
+        crate::metrics::metrics().record_run(&tally, &outcomes(&runs));
         if let Err(err) = self.state.save_runs(&runs) {
             tracing::warn!(error = %err, "Could not save the run history.");
         }
@@ -148,7 +150,7 @@ impl Engine {
     /// pending intents and the outbox depth.
     pub fn restore_metrics(&self) {
         match self.state.load_runs() {
-            Ok(runs) => crate::metrics::metrics().restore(&runs),
+            Ok(runs) => crate::metrics::metrics().restore(&outcomes(&runs)),
             Err(err) => tracing::warn!(error = %err, "Ignoring the run history."),
         }
         self.report_state();
@@ -520,5 +522,26 @@ fn state_figures(
             .values()
             .map(|q| q.events.len() as u64)
             .sum(),
+    }
+}
+
+/// The run history as the metrics' outcome series show it.
+fn outcomes(runs: &crate::state::RunHistory) -> crate::metrics::Outcomes {
+    crate::metrics::Outcomes {
+        last_run_at: runs.last_run_at,
+        last_run_duration_ms: runs.last_run_duration_ms,
+        last_success_at: runs.last_success_at,
+        last_delivery_success_at: runs.last_delivery_success_at,
+        last_failures: runs.last_failures.into(),
+    }
+}
+
+impl From<crate::state::LastFailures> for crate::metrics::Failures {
+    fn from(f: crate::state::LastFailures) -> Self {
+        crate::metrics::Failures {
+            rotation: f.rotation,
+            file_sinks: f.file_sinks,
+            webhooks: f.webhooks,
+        }
     }
 }

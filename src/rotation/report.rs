@@ -205,7 +205,7 @@ impl RunReport {
                 .iter()
                 .map(|d| (d.sink.clone(), d.outcome))
                 .collect(),
-            failures: self.failures(),
+            failures: self.failures().into(),
             duration,
         }
     }

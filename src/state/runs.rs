@@ -45,6 +45,26 @@ pub struct LastFailures {
     pub webhooks: u32,
 }
 
+impl RunHistory {
+    /// Notes a run that ended `at` after `duration` with `failures`.
+    pub fn record(
+        &mut self,
+        failures: LastFailures,
+        duration: std::time::Duration,
+        at: DateTime<Utc>,
+    ) {
+        self.last_run_at = Some(at);
+        self.last_run_duration_ms = Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
+        if failures.rotation == 0 {
+            self.last_success_at = Some(at);
+        }
+        if failures.file_sinks == 0 && failures.webhooks == 0 {
+            self.last_delivery_success_at = Some(at);
+        }
+        self.last_failures = failures;
+    }
+}
+
 impl StateDir {
     /// The run history (empty before the first run).
     pub fn load_runs(&self) -> Result<RunHistory, StateError> {
