@@ -265,7 +265,7 @@ pub(super) async fn rotate(
         tracing::info!(%rotation_id, "Rotated the client secret; logins now use the stored secret.");
     }
     report.rotated.push(Rotated {
-        kind: "client_secret",
+        kind: crate::sinks::Kind::ClientSecret,
         subject,
         credential: None,
         at: now,

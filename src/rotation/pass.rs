@@ -600,7 +600,7 @@ impl Flow<'_> {
             None => {
                 tracing::info!(rotation_id = %job.rotation_id, credential_id = c.credential_id, attempts, elapsed_ms, "The storage accepts the new key.");
                 let verified = Verified {
-                    kind: "object_storage",
+                    kind: crate::sinks::Kind::ObjectStorage,
                     subject: job.subject.clone(),
                     credential: job.credential.clone(),
                     rotation_id: job.rotation_id,
@@ -786,7 +786,7 @@ fn plan_client_secret(
     // The client secret is opt-in: a first sight rotates it.
     let reason = policy::decide(now, history, true, cs.max_age, false, options.force);
     report.plan.push(PlanItem {
-        kind: "client_secret",
+        kind: crate::sinks::Kind::ClientSecret,
         subject: engine.settings.api.client_id.clone(),
         access_key: None,
         rotate: reason.rotates(),

@@ -169,7 +169,7 @@ pub(super) fn record(
             ));
         }
         out.rotated.push(Rotated {
-            kind: "object_storage",
+            kind: crate::sinks::Kind::ObjectStorage,
             subject: subject_of(&entry),
             credential: Some(CredentialRef::from(&entry)),
             at: now,

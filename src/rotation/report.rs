@@ -2,6 +2,7 @@
 //! It holds ids, access keys and fingerprints only, never a secret.
 
 use crate::policy::Reason;
+use crate::sinks::Kind;
 use serde::Serialize;
 
 pub use crate::sinks::change::{CredentialRef, Failed, Rotated, Verified};
@@ -9,8 +10,7 @@ pub use crate::sinks::change::{CredentialRef, Failed, Rotated, Verified};
 /// What one secret is in a run's plan.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlanItem {
-    /// `object_storage` or `client_secret`.
-    pub kind: &'static str,
+    pub kind: crate::sinks::Kind,
     /// `user@example.com/Object Storage EU 420/12345`, or the client id.
     pub subject: String,
     pub access_key: Option<String>,
@@ -135,8 +135,8 @@ impl RunReport {
         }
         for r in self.rotated.drain(..) {
             match r.kind {
-                "client_secret" => self.totals.rotated_client_secret += 1,
-                _ => self.totals.rotated_object_storage += 1,
+                Kind::ClientSecret => self.totals.rotated_client_secret += 1,
+                Kind::ObjectStorage => self.totals.rotated_object_storage += 1,
             }
             if let Some(w) = out.as_mut() {
                 w.item(ReportItem::Rotated(&r));
@@ -169,17 +169,17 @@ impl RunReport {
     /// What the metrics count of this run.
     pub fn tally(&self, duration: std::time::Duration) -> crate::metrics::RunTally {
         let failures = |kind: &str| self.failed.iter().filter(|f| f.kind == kind).count();
-        let pending = |kind: &str| self.rotated.iter().filter(|r| r.kind == kind).count();
+        let pending = |kind: Kind| self.rotated.iter().filter(|r| r.kind == kind).count();
         let rotations = [
             (
                 "object_storage",
                 "success",
-                self.totals.rotated_object_storage + pending("object_storage"),
+                self.totals.rotated_object_storage + pending(Kind::ObjectStorage),
             ),
             (
                 "client_secret",
                 "success",
-                self.totals.rotated_client_secret + pending("client_secret"),
+                self.totals.rotated_client_secret + pending(Kind::ClientSecret),
             ),
             ("object_storage", "failure", failures("object_storage")),
             ("client_secret", "failure", failures("client_secret")),

@@ -131,7 +131,7 @@ pub(super) async fn resume(
                             record.access_key = current.access_key.as_str().into();
                             record.secret_fingerprint = fp;
                             let rotated = Rotated {
-                                kind: "object_storage",
+                                kind: crate::sinks::Kind::ObjectStorage,
                                 subject,
                                 credential: Some(CredentialRef::from(&entry)),
                                 at: intent.started_at,
@@ -220,7 +220,7 @@ pub(super) async fn resume(
                                 fingerprint: fp,
                             });
                             let rotated = Rotated {
-                                kind: "client_secret",
+                                kind: crate::sinks::Kind::ClientSecret,
                                 subject,
                                 credential: None,
                                 at: intent.started_at,
@@ -260,7 +260,7 @@ pub(super) async fn resume(
 /// Audits and reports a rotation an earlier run left unfinished, now known
 /// to have happened.
 fn recovered(engine: &Engine, client: &ContaboClient, report: &mut RunReport, r: Rotated) {
-    tracing::info!(rotation_id = %r.rotation_id, kind = r.kind, subject = %r.subject, "Recovered an interrupted rotation.");
+    tracing::info!(rotation_id = %r.rotation_id, kind = %r.kind, subject = %r.subject, "Recovered an interrupted rotation.");
     let _ = engine.state.audit(&AuditEvent {
         at: chrono::Utc::now(),
         event: AuditKind::Recovery,

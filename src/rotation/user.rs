@@ -126,7 +126,7 @@ pub(super) async fn run(
     let mut due = Vec::new();
     for (entry, reason) in entries.iter().zip(&reasons) {
         outcome.plan.push(PlanItem {
-            kind: "object_storage",
+            kind: crate::sinks::Kind::ObjectStorage,
             subject: subject_of(entry),
             access_key: Some(entry.access_key.clone()),
             rotate: reason.rotates(),

@@ -19,7 +19,7 @@ pub struct CredentialRef {
 /// One secret rotated in this run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Rotated {
-    pub kind: &'static str,
+    pub kind: super::Kind,
     pub subject: String,
     /// The credential, for `object_storage` rotations.
     pub credential: Option<CredentialRef>,
@@ -51,7 +51,7 @@ pub struct Failed {
 /// "s3"`); a key it kept refusing is a [`Failed`] instead.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verified {
-    pub kind: &'static str,
+    pub kind: super::Kind,
     pub subject: String,
     pub credential: CredentialRef,
     pub rotation_id: uuid::Uuid,

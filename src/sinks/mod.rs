@@ -88,11 +88,28 @@ impl Selection {
 }
 
 /// The two kinds of secret the daemon manages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     ObjectStorage,
     ClientSecret,
+}
+
+impl Kind {
+    /// `object_storage` or `client_secret`, as the configuration and the
+    /// reports spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ObjectStorage => "object_storage",
+            Kind::ClientSecret => "client_secret",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 use crate::globs::EmailGlobs;

@@ -6,7 +6,7 @@
 //! `{"type": "...", "timestamp": "<RFC 3339>", "data": {...}}`.
 
 use crate::sinks::change::{CredentialRef, Failed, Rotated, Verified};
-use crate::sinks::Snapshot;
+use crate::sinks::{Kind, Snapshot};
 use crate::state::{
     CredentialKey, EventData, OutboxEvent, OutboxQueue, Records, SecretSource, StateDir,
 };
@@ -114,7 +114,7 @@ fn time(t: DateTime<Utc>) -> String {
 
 fn rotated(r: &Rotated, client_id: &str, trace_id: &str) -> Option<NewEvent> {
     match r.kind {
-        "object_storage" => {
+        Kind::ObjectStorage => {
             let c = r.credential.as_ref()?;
             let key = CredentialKey::new(&c.user_id, &c.object_storage_id, c.credential_id);
             let mut data = json!({
@@ -137,7 +137,7 @@ fn rotated(r: &Rotated, client_id: &str, trace_id: &str) -> Option<NewEvent> {
                 ),
             })
         }
-        "client_secret" => {
+        Kind::ClientSecret => {
             let data = json!({
                 "rotation_id": r.rotation_id,
                 "rotated_at": time(r.at),
@@ -156,7 +156,6 @@ fn rotated(r: &Rotated, client_id: &str, trace_id: &str) -> Option<NewEvent> {
                 ),
             })
         }
-        _ => None,
     }
 }
 
@@ -363,7 +362,7 @@ mod tests {
             ..Report::default()
         };
         report.rotated.push(Rotated {
-            kind: "object_storage",
+            kind: crate::sinks::Kind::ObjectStorage,
             subject: "app@example.com/Object Storage EU 420/42".into(),
             credential: Some(credential()),
             at,
@@ -375,7 +374,7 @@ mod tests {
             recovered: false,
         });
         report.rotated.push(Rotated {
-            kind: "client_secret",
+            kind: crate::sinks::Kind::ClientSecret,
             subject: "INT-1".into(),
             credential: None,
             at,

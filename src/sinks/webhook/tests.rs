@@ -103,7 +103,7 @@ fn events(n: usize) -> Vec<NewEvent> {
     let mut rotated = Vec::new();
     for i in 0..n {
         rotated.push(Rotated {
-            kind: "object_storage",
+            kind: crate::sinks::Kind::ObjectStorage,
             subject: format!("s{i}"),
             credential: Some(CredentialRef {
                 user_id: "u-1".into(),
