@@ -118,11 +118,24 @@ pub(super) async fn run(
             }
         }
     };
-    if ctx.deliver_only {
-        outcome.listed = Ok(entries);
-        return outcome;
+    if !ctx.deliver_only {
+        let due = plan(&ctx, &entries, &mut outcome);
+        if !ctx.options.dry_run && !due.is_empty() {
+            regenerate(&ctx, &entries, due, &mut outcome).await;
+        }
     }
-    let reasons = decide(&ctx, &entries);
+    outcome.listed = Ok(entries);
+    outcome
+}
+
+/// Decides each of the user's credentials into the outcome's plan, and
+/// returns those due.
+fn plan(
+    ctx: &StageContext,
+    entries: &[CredentialEntry],
+    outcome: &mut UserOutcome,
+) -> Vec<CredentialEntry> {
+    let reasons = decide(ctx, entries);
     let mut due = Vec::new();
     for (entry, reason) in entries.iter().zip(&reasons) {
         outcome.plan.push(PlanItem {
@@ -137,13 +150,20 @@ pub(super) async fn run(
             due.push(entry.clone());
         }
     }
-    if ctx.options.dry_run || due.is_empty() {
-        outcome.listed = Ok(entries);
-        return outcome;
-    }
-    let mut values = {
+    due
+}
+
+/// Regenerates the `due` credentials a sink can take, each after its
+/// intent is journaled, then reads them back (the re-read decides).
+async fn regenerate(
+    ctx: &StageContext,
+    entries: &[CredentialEntry],
+    due: Vec<CredentialEntry>,
+    outcome: &mut UserOutcome,
+) {
+    let values = {
         let records = ctx.records.lock().expect("records lock");
-        snapshot_values(&entries, &records, &ctx.storages)
+        snapshot_values(entries, &records, &ctx.storages)
     };
     let held = ctx.gate.held_back(&outcome.user, &values);
     let held: HashMap<i64, String> = entries
@@ -159,48 +179,59 @@ pub(super) async fn run(
             intents.push((entry, Uuid::new_v4()));
         }
     }
-    if !intents.is_empty() && !journal(&ctx, &intents).await {
+    if !intents.is_empty() && !journal(ctx, &intents).await {
         for (entry, _) in intents {
             outcome.held_back.push((
                 entry,
                 "not rotated: the journal could not be written".to_owned(),
             ));
         }
-        outcome.listed = Ok(entries);
-        return outcome;
+        return;
     }
-    // The user's regenerates wait for their slots together, so that the
-    // last users of a pass do not leave slots idle; each is sent only if
-    // the run is not stopping by then, and handled as it is answered.
+    send_regenerates(ctx, intents, values, outcome).await;
+    if !outcome.attempted.is_empty() {
+        outcome.reread = Some(reread(ctx, outcome).await);
+        crash::point("s3-after-confirm");
+    }
+}
+
+/// Sends the journaled regenerates and notes each answer in `outcome`,
+/// in the order they were decided. The user's regenerates wait for their
+/// slots together, so that the last users of a pass do not leave slots
+/// idle; each is sent only if the run is not stopping by then, and handled
+/// as it is answered (the sinks get the new values at once).
+async fn send_regenerates(
+    ctx: &StageContext,
+    intents: Vec<(CredentialEntry, Uuid)>,
+    mut values: Group,
+    outcome: &mut UserOutcome,
+) {
     let mut answers: FuturesUnordered<_> = intents
         .into_iter()
         .enumerate()
-        .map(|(order, (entry, rotation_id))| {
-            let ctx = &ctx;
-            async move {
-                let answer = if ctx.cancel.is_cancelled() {
-                    Err(ApiError::Stopped {
-                        op: "regenerateObjectStorageCredentials",
-                    })
-                } else {
-                    tracing::info!(
-                        %rotation_id,
-                        credential_id = entry.credential_id,
-                        user = %entry.user_email,
-                        "Regenerating object-storage credential."
-                    );
-                    ctx.client
-                        .regenerate_credential_unless(
-                            &entry.user_id,
-                            &entry.object_storage_id,
-                            entry.credential_id,
-                            Some(rotation_id),
-                            Some(&ctx.cancel),
-                        )
-                        .await
-                };
-                (order, entry, rotation_id, answer)
-            }
+        .map(|(order, (entry, rotation_id))| async move {
+            let answer = if ctx.cancel.is_cancelled() {
+                Err(ApiError::Stopped {
+                    op: "regenerateObjectStorageCredentials",
+                })
+            } else {
+                tracing::info!(
+                    %rotation_id,
+                    credential_id = entry.credential_id,
+                    user = %entry.user_email,
+                    "Regenerating object-storage credential."
+                );
+                ctx.client
+                    .regenerate_credential_unless(
+                        &entry.user_id,
+                        &entry.object_storage_id,
+                        entry.credential_id,
+                        Some(rotation_id),
+                        Some(&ctx.cancel),
+                    )
+                    .await
+            };
+            (order, entry, rotation_id, answer)
         })
         .collect();
     let mut attempted = Vec::new();
@@ -241,16 +272,8 @@ pub(super) async fn run(
             }
         }
     }
-    drop(answers);
-    // In the order they were decided, whatever order they were answered in.
     attempted.sort_by_key(|(order, _)| *order);
     outcome.attempted = attempted.into_iter().map(|(_, a)| a).collect();
-    if !outcome.attempted.is_empty() {
-        outcome.reread = Some(reread(&ctx, &outcome).await);
-        crash::point("s3-after-confirm");
-    }
-    outcome.listed = Ok(entries);
-    outcome
 }
 
 /// How long to wait before reading again when the first re-read disagrees
