@@ -28,8 +28,8 @@ use super::{Engine, Rotated, RunReport};
 use crate::contabo::{AccessToken, ApiError, ContaboClient};
 use crate::crash;
 use crate::state::{
-    AuditEvent, AuditKind, ClientSecretRecord, Fingerprint, Intent, IntentKind, Records, StateDir,
-    StateError, StoredClientSecret,
+    AuditEvent, AuditKind, ClientSecretRecord, Fingerprint, Intent, IntentKind, Journal, Records,
+    StateDir, StateError, StoredClientSecret,
 };
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
@@ -104,12 +104,103 @@ pub(super) async fn rotate(
     records: &mut Records,
     report: &mut RunReport,
 ) -> Option<SecretString> {
+    let mut begun = begin(engine, client, report).await?;
+    let (state, subject) = (&engine.state, begun.subject.clone());
+    let rotation_id = begun.rotation_id;
+    tracing::info!(%rotation_id, client_id = %subject, "Generating a new client secret.");
+    let mut window = Window {
+        token: begun.token.clone(),
+    };
+    let new_secret = match put(
+        engine,
+        client,
+        rotation_id,
+        &mut window,
+        &begun.old_secret,
+        &begun.old_fp,
+    )
+    .await
+    {
+        Put::Applied(secret) => secret,
+        Put::NotApplied(why) => {
+            settle(state, &mut begun.journal, rotation_id);
+            report.fail("client_secret", subject, why);
+            return None;
+        }
+        Put::Unknown(why) => {
+            report.fail(
+                "client_secret",
+                subject,
+                format!("outcome unknown: {why}; the next run reads the secret back"),
+            );
+            return None;
+        }
+    };
+    crash::point("client-secret-after-put");
+    let now = Utc::now();
+    let (new_secret, confirmed) = match store_and_confirm(
+        engine,
+        client,
+        &window,
+        rotation_id,
+        now,
+        new_secret,
+    )
+    .await
+    {
+        Ok(stored) => stored,
+        Err((new_secret, err)) => {
+            report.fail(
+                    "client_secret",
+                    subject,
+                    format!("the new secret is in use but NOT stored: {err}; the rotation stays pending until it is"),
+                );
+            return Some(new_secret);
+        }
+    };
+    crash::point("client-secret-after-confirm");
+    let new_fp = state.fingerprint(&new_secret);
+    let first_seen = records
+        .client_secret
+        .as_ref()
+        .map(|r| r.first_seen)
+        .unwrap_or(now);
+    records.client_secret = Some(ClientSecretRecord {
+        first_seen,
+        rotated_at: Some(now),
+        rotation_id: Some(rotation_id),
+        fingerprint: new_fp,
+    });
+    if let Err(err) = state.save_records(records) {
+        report.fail("state", "records", err);
+        return Some(new_secret);
+    }
+    settle(state, &mut begun.journal, rotation_id);
+    finish(state, client, &begun, now, new_fp, confirmed, report);
+    Some(new_secret)
+}
+
+/// A rotation whose intent is journaled and whose recovery token is saved:
+/// the PUT may be sent.
+struct Begun {
+    subject: String,
+    old_secret: SecretString,
+    old_fp: Fingerprint,
+    /// A fresh token, whose life is the window in which an unstored new
+    /// secret can still be read back.
+    token: AccessToken,
+    rotation_id: Uuid,
+    journal: Journal,
+}
+
+/// Logs in afresh, journals the intent and saves the recovery token; on
+/// failure reports why and returns `None` (nothing was sent).
+async fn begin(engine: &Engine, client: &ContaboClient, report: &mut RunReport) -> Option<Begun> {
     let state = &engine.state;
     let subject = engine.settings.api.client_id.clone();
     let old_secret = client.auth().client_secret();
     let old_fp = state.fingerprint(&old_secret);
-    // A fresh login: a cached token may have seconds left, and its life is
-    // the window in which an unstored new secret can still be read back.
+    // A fresh login: a cached token may have seconds left.
     let token = match client.auth().login_with_secret(&old_secret).await {
         Ok(t) => t,
         Err(err) => {
@@ -148,38 +239,32 @@ pub(super) async fn rotate(
         );
         return None;
     }
-    tracing::info!(%rotation_id, client_id = %subject, "Generating a new client secret.");
-    let mut window = Window { token };
-    let new_secret = match put(
-        engine,
-        client,
+    Some(Begun {
+        subject,
+        old_secret,
+        old_fp,
+        token,
         rotation_id,
-        &mut window,
-        &old_secret,
-        &old_fp,
-    )
-    .await
-    {
-        Put::Applied(secret) => secret,
-        Put::NotApplied(why) => {
-            settle(state, &mut journal, rotation_id);
-            report.fail("client_secret", subject, why);
-            return None;
-        }
-        Put::Unknown(why) => {
-            report.fail(
-                "client_secret",
-                subject,
-                format!("outcome unknown: {why}; the next run reads the secret back"),
-            );
-            return None;
-        }
-    };
-    crash::point("client-secret-after-put");
-    let now = Utc::now();
+        journal,
+    })
+}
+
+/// Stores the new secret and logs in with it, then checks with the saved
+/// token that it is still the API's current one (a delayed or repeated PUT
+/// may have changed it again: the current one is adopted and stored, up to
+/// three times). Returns the secret and how the login went; `Err` with the
+/// secret in use when it could not be stored (the intent then stays, and
+/// with it the recovery token on disk: the next run stores the secret).
+async fn store_and_confirm(
+    engine: &Engine,
+    client: &ContaboClient,
+    window: &Window,
+    rotation_id: Uuid,
+    now: chrono::DateTime<Utc>,
+    mut new_secret: SecretString,
+) -> Result<(SecretString, Result<(), ApiError>), (SecretString, StateError)> {
+    let state = &engine.state;
     let superseded = state.fingerprint(&engine.settings.api.client_secret);
-    let mut new_secret = new_secret;
-    let mut confirmed;
     let mut reads_back = 0;
     loop {
         let stored = StoredClientSecret {
@@ -194,26 +279,16 @@ pub(super) async fn rotate(
         // stored or not.
         client.auth().set_client_secret(new_secret.clone()).await;
         if let Err(err) = result {
-            // The intent stays, and with it the recovery token on disk: the
-            // next run (or this daemon's next pass) stores the secret.
             tracing::error!(%rotation_id, error = %err, "The new client secret could not be stored.");
-            report.fail(
-                "client_secret",
-                subject.clone(),
-                format!("the new secret is in use but NOT stored: {err}; the rotation stays pending until it is"),
-            );
-            return Some(new_secret);
+            return Err((new_secret, err));
         }
         crash::point("client-secret-after-store");
-        confirmed = confirm(client, &new_secret).await;
-        // Whether or not the login worked, check with the saved token that
-        // the secret we hold is the API's current one: a delayed or
-        // repeated PUT may have changed it again.
+        let confirmed = confirm(client, &new_secret).await;
         if reads_back >= 3 {
-            break;
+            return Ok((new_secret, confirmed));
         }
         reads_back += 1;
-        match bounded(&window, client.get_client_with_token(&window.token)).await {
+        match bounded(window, client.get_client_with_token(&window.token)).await {
             Ok(current)
                 if !current.secret.expose_secret().is_empty()
                     && state.fingerprint(&current.secret) != state.fingerprint(&new_secret) =>
@@ -221,27 +296,23 @@ pub(super) async fn rotate(
                 tracing::warn!(%rotation_id, "The client secret changed again after the PUT; adopting the current one.");
                 new_secret = current.secret;
             }
-            _ => break,
+            _ => return Ok((new_secret, confirmed)),
         }
     }
-    crash::point("client-secret-after-confirm");
-    let new_fp = state.fingerprint(&new_secret);
-    let first_seen = records
-        .client_secret
-        .as_ref()
-        .map(|r| r.first_seen)
-        .unwrap_or(now);
-    records.client_secret = Some(ClientSecretRecord {
-        first_seen,
-        rotated_at: Some(now),
-        rotation_id: Some(rotation_id),
-        fingerprint: new_fp,
-    });
-    if let Err(err) = state.save_records(records) {
-        report.fail("state", "records", err);
-        return Some(new_secret);
-    }
-    settle(state, &mut journal, rotation_id);
+}
+
+/// The rotation's audit line and report item, once recorded.
+fn finish(
+    state: &StateDir,
+    client: &ContaboClient,
+    begun: &Begun,
+    now: chrono::DateTime<Utc>,
+    new_fp: Fingerprint,
+    confirmed: Result<(), ApiError>,
+    report: &mut RunReport,
+) {
+    let (rotation_id, subject) = (begun.rotation_id, begun.subject.clone());
+    // The rotation stands whether or not its audit line is written.
     let _ = state.audit(&AuditEvent {
         at: now,
         event: AuditKind::Rotation,
@@ -250,7 +321,7 @@ pub(super) async fn rotate(
         subject: subject.clone(),
         detail: serde_json::json!({
             "kind": "client_secret",
-            "old_fingerprint": old_fp.text(),
+            "old_fingerprint": begun.old_fp.text(),
             "new_fingerprint": new_fp.text(),
             "confirmed": confirmed.is_ok(),
         }),
@@ -272,11 +343,10 @@ pub(super) async fn rotate(
         rotation_id,
         old_access_key: None,
         new_access_key: None,
-        old_fingerprint: old_fp.text(),
+        old_fingerprint: begun.old_fp.text(),
         new_fingerprint: new_fp.text(),
         recovered: false,
     });
-    Some(new_secret)
 }
 
 /// Sends the PUT and follows it up until the outcome is known, or the
