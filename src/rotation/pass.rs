@@ -69,68 +69,24 @@ pub(super) async fn run(
     if !deliver_only {
         tracing::info!(trace_id = %report.trace_id, dry_run = options.dry_run, force = options.force, "Run started.");
     }
-    // Only the records of the users the pass is at are in memory; a dry run
-    // reads them the same way and never saves them.
-    let mut records = match engine.state.open_records() {
-        Ok(r) => r,
-        Err(err) => {
-            report.fail("state", engine.state.path().display().to_string(), err);
-            return report;
-        }
-    };
-    if let Err(err) = engine.login(&client).await {
-        report.fail("login", engine.settings.api.username.clone(), err);
+    let Some((mut records, header)) =
+        open(engine, &client, options, deliver_only, &mut report).await
+    else {
         return report;
-    }
-    if !options.dry_run && !deliver_only {
-        resume::resume(engine, &client, &mut records, &mut report).await;
-        if !report.rotated.is_empty() {
-            super::enqueue_report_events(engine, &report);
-        }
-        report.flush();
-    }
-    let header = match inventory::header(&client, &engine.settings.object_storage).await {
-        Ok(h) => h,
-        Err(err) => {
-            report.fail("inventory", "users and object storages", err);
-            return report;
-        }
     };
-    for email in &header.malformed {
-        report.fail("user", email.clone(), crate::inventory::missing_user_id());
-    }
-    let enabled = match &mode {
-        Mode::Rotate => None,
-        Mode::Deliver(ids) => Some(ids.as_slice()),
-    };
-    let mut sinks = Sinks::plan(
-        &engine.settings,
-        engine.state.clone(),
-        &header.users,
-        &records,
-        &report.trace_id,
-        enabled,
-    );
     let write = !options.dry_run;
-    if write {
-        sinks.preflight();
-        if !deliver_only {
-            super::open_webhook_queues(engine, &mut report);
-        }
-        if engine.settings.client_secret.rotate && sinks.wants_client() {
-            sinks.set_client(Some((
-                engine.settings.api.client_id.clone(),
-                super::client_secret_now(&client).await,
-            )));
-        }
-        sinks.start_webhooks(engine.settings.api.max_retries);
-    }
+    let sinks = plan_sinks(
+        engine,
+        &client,
+        &header,
+        &records,
+        &mode,
+        write,
+        &mut report,
+    )
+    .await;
     let now = Utc::now();
     let os = engine.settings.object_storage.clone();
-
-    // Users whose sinks (or the run limit) need the whole account listed
-    // before the first regenerate.
-    let whole_account = os.max_per_run.is_some() && !deliver_only;
     // Each user's id and e-mail from here on are this list's copies, which
     // the listings, the keys, the values and the store share: one of each
     // per user.
@@ -138,44 +94,249 @@ pub(super) async fn run(
         .users
         .into_iter()
         .filter(|u| !deliver_only || sinks.any_holds(&u.email))
-        .map(|u| UserRef {
-            user_id: u.user_id,
-            email: u.email,
-        })
-        .collect();
-    // Which users an aggregate sink holds, matched once per user.
-    let held: Vec<bool> = users
-        .iter()
-        .map(|u| sinks.aggregate_holds(&u.email))
-        .collect();
-    let prelist: Vec<bool> = held
-        .iter()
-        .map(|&held| whole_account || (write && held))
         .collect();
     let s3_urls = Arc::new(header.s3_urls);
-    let storages = Arc::new(crate::sinks::Interner::default());
-    let mut listed: HashMap<Arc<str>, Vec<CredentialEntry>> = HashMap::new();
-    let mut unlisted: Vec<bool> = vec![false; users.len()];
-    // Users the circuit breaker kept from being listed (not reported one
-    // by one: the breaker's failure names how many).
-    let mut not_sent = 0;
-    if prelist.iter().any(|p| *p) {
+    let mut ahead = ListedAhead::new(&os, &sinks, &users, write, deliver_only);
+    let mut flow = Flow::new(engine, &client, sinks, write, deliver_only);
+    ahead
+        .list(
+            &client,
+            &os,
+            &s3_urls,
+            &records,
+            &mut flow,
+            &users,
+            &mut report,
+        )
+        .await;
+    flow.not_sent = ahead.not_sent;
+    let decided = ahead
+        .whole_account
+        .then(|| decide_whole_account(&os, options, now, &mut records, &ahead.listed));
+    let journal = match engine.state.load_journal() {
+        Ok(j) => j,
+        Err(err) => {
+            report.fail("state", "journal", err);
+            return report;
+        }
+    };
+    flow.journal = Arc::new(tokio::sync::Mutex::new(user::JournalFile { journal }));
+    let shared_records = Arc::new(Mutex::new(records));
+    flow.records = shared_records.clone();
+    let (progress, progress_rx) = tokio::sync::mpsc::unbounded_channel();
+    let ctx = Arc::new(StageContext {
+        storages: flow.storages.clone(),
+        client: client.clone(),
+        scope: os,
+        state: engine.state.clone(),
+        s3_urls,
+        options,
+        now,
+        records: shared_records.clone(),
+        decided,
+        gate: flow.sinks.gate(),
+        journal: flow.journal.clone(),
+        cancel: cancel.clone(),
+        deliver_only,
+        progress,
+    });
+    let next = flow
+        .drive(&ctx, &users, &mut ahead, progress_rx, cancel, &mut report)
+        .await;
+    if client.health().is_open() {
+        let skipped = flow.not_sent + (next..users.len()).filter(|i| !ahead.unlisted[*i]).count();
+        report.fail(
+            "api",
+            "circuit breaker",
+            breaker_failure(engine, skipped, users.len()),
+        );
+    }
+    report.interrupted = cancel.is_cancelled();
+    drop(ctx);
+    let (records, sinks) = flow.end(shared_records, &mut report).await;
+    conclude(
+        engine,
+        &client,
+        records,
+        sinks,
+        options,
+        now,
+        cancel,
+        deliver_only,
+        report,
+    )
+    .await
+}
+
+/// Why the pass stopped when the circuit breaker opened.
+fn breaker_failure(engine: &Engine, skipped: usize, users: usize) -> String {
+    format!(
+        "the API failed {} times in a row ([api] max_consecutive_failures); the pass stopped: {skipped} of {users} users not attempted",
+        engine.settings.api.max_consecutive_failures,
+    )
+}
+
+/// Opens the records, logs in, resolves the journal (a rotation pass that
+/// writes) and lists the users and storages; `None` when the pass cannot
+/// go on (the report says why).
+async fn open(
+    engine: &mut Engine,
+    client: &crate::contabo::ContaboClient,
+    options: RunOptions,
+    deliver_only: bool,
+    report: &mut RunReport,
+) -> Option<(Records, inventory::Header)> {
+    // Only the records of the users the pass is at are in memory; a dry run
+    // reads them the same way and never saves them.
+    let mut records = match engine.state.open_records() {
+        Ok(r) => r,
+        Err(err) => {
+            report.fail("state", engine.state.path().display().to_string(), err);
+            return None;
+        }
+    };
+    if let Err(err) = engine.login(client).await {
+        report.fail("login", engine.settings.api.username.clone(), err);
+        return None;
+    }
+    if !options.dry_run && !deliver_only {
+        resume::resume(engine, client, &mut records, report).await;
+        if !report.rotated.is_empty() {
+            super::enqueue_report_events(engine, report);
+        }
+        report.flush();
+    }
+    let header = match inventory::header(client, &engine.settings.object_storage).await {
+        Ok(h) => h,
+        Err(err) => {
+            report.fail("inventory", "users and object storages", err);
+            return None;
+        }
+    };
+    for email in &header.malformed {
+        report.fail("user", email.clone(), crate::inventory::missing_user_id());
+    }
+    Some((records, header))
+}
+
+/// The sinks of this pass (those of `mode`), checked and started when the
+/// pass writes.
+async fn plan_sinks(
+    engine: &Engine,
+    client: &crate::contabo::ContaboClient,
+    header: &inventory::Header,
+    records: &Records,
+    mode: &Mode,
+    write: bool,
+    report: &mut RunReport,
+) -> Sinks {
+    let enabled = match mode {
+        Mode::Rotate => None,
+        Mode::Deliver(ids) => Some(ids.as_slice()),
+    };
+    let mut sinks = Sinks::plan(
+        &engine.settings,
+        engine.state.clone(),
+        &header.users,
+        records,
+        &report.trace_id,
+        enabled,
+    );
+    if write {
+        sinks.preflight();
+        if enabled.is_none() {
+            super::open_webhook_queues(engine, report);
+        }
+        if engine.settings.client_secret.rotate && sinks.wants_client() {
+            sinks.set_client(Some((
+                engine.settings.api.client_id.clone(),
+                super::client_secret_now(client).await,
+            )));
+        }
+        sinks.start_webhooks(engine.settings.api.max_retries);
+    }
+    sinks
+}
+
+/// The users listed before any regenerate: those an aggregate sink holds
+/// (so that it can be rendered completely, or is known not to be, before a
+/// key it holds dies), or every user with `max_per_run` (decided over the
+/// whole account).
+struct ListedAhead {
+    whole_account: bool,
+    /// Which users an aggregate sink holds, matched once per user.
+    held: Vec<bool>,
+    prelist: Vec<bool>,
+    /// Entries of users listed ahead that the sinks' store does not keep.
+    listed: HashMap<Arc<str>, Vec<CredentialEntry>>,
+    /// Users whose listing failed (reported already).
+    unlisted: Vec<bool>,
+    /// Users the circuit breaker kept from being listed (not reported one
+    /// by one: the breaker's failure names how many).
+    not_sent: usize,
+}
+
+impl ListedAhead {
+    fn new(
+        os: &crate::config::ObjectStorageSettings,
+        sinks: &Sinks,
+        users: &[UserRef],
+        write: bool,
+        deliver_only: bool,
+    ) -> ListedAhead {
+        let whole_account = os.max_per_run.is_some() && !deliver_only;
+        let held: Vec<bool> = users
+            .iter()
+            .map(|u| sinks.aggregate_holds(&u.email))
+            .collect();
+        let prelist = held
+            .iter()
+            .map(|&held| whole_account || (write && held))
+            .collect();
+        ListedAhead {
+            whole_account,
+            held,
+            prelist,
+            listed: HashMap::new(),
+            unlisted: vec![false; users.len()],
+            not_sent: 0,
+        }
+    }
+
+    /// Lists the users to list ahead; their values go to the sinks' store.
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &mut self,
+        client: &crate::contabo::ContaboClient,
+        os: &crate::config::ObjectStorageSettings,
+        s3_urls: &Arc<HashMap<String, String>>,
+        records: &Records,
+        flow: &mut Flow<'_>,
+        users: &[UserRef],
+        report: &mut RunReport,
+    ) {
+        if !self.prelist.iter().any(|p| *p) {
+            return;
+        }
         let wanted: Vec<(usize, UserRef)> = users
             .iter()
             .enumerate()
-            .filter(|(i, _)| prelist[*i])
+            .filter(|(i, _)| self.prelist[*i])
             .map(|(i, u)| (i, u.clone()))
             .collect();
-        sinks.reserve_store(held.iter().filter(|&&held| held).count());
+        let sinks = &mut flow.sinks;
+        sinks.reserve_store(self.held.iter().filter(|&&held| held).count());
         // Each user's entries are taken as they arrive: held all at once,
         // 30,000 credentials' entries were 17 MB, the pass's peak.
         let mut failures = Vec::new();
-        list_users(&client, &os, &s3_urls, wanted, |i, result| {
+        let (held, whole_account, listed) = (&self.held, self.whole_account, &mut self.listed);
+        let storages = &flow.storages;
+        list_users(client, os, s3_urls, wanted, |i, result| {
             let user = &users[i];
             match result {
                 Ok(entries) => {
                     if held[i] {
-                        sinks.store_user(user, snapshot_values(&entries, &records, &storages));
+                        sinks.store_user(user, snapshot_values(&entries, records, storages));
                         if !whole_account {
                             // The store holds them; the user's stage gets
                             // them back from it (one copy, not two).
@@ -194,200 +355,59 @@ pub(super) async fn run(
         for (i, err) in failures {
             let user = &users[i];
             if matches!(err, crate::contabo::ApiError::CircuitOpen { .. }) {
-                not_sent += 1;
+                self.not_sent += 1;
             } else {
                 tracing::warn!(user = %user.email, error = %err, "Could not list the user's credentials.");
                 report.fail("user", user.email.to_string(), &err);
             }
             sinks.user_unlisted(&user.email);
-            unlisted[i] = true;
+            self.unlisted[i] = true;
         }
-        if write {
+        if flow.write {
             sinks.trial_render_aggregates();
         }
     }
-    let decided = whole_account.then(|| {
-        let all: Vec<&CredentialEntry> = listed.values().flatten().collect();
-        let mut decisions: Vec<_> = all
-            .iter()
-            .map(|e| {
-                let reason = user::decide_one(&os, options, now, &mut records, e);
-                let h = super::history(records.credential(&super::key_of(e)));
-                (reason, h.rotated_at.or(h.first_seen))
-            })
-            .collect();
-        policy::limit(&mut decisions, os.max_per_run);
-        all.iter()
-            .zip(decisions)
-            .map(|(e, (reason, _))| (super::key_of(e).to_string(), reason))
-            .collect::<HashMap<_, _>>()
-    });
+}
 
-    let journal = match engine.state.load_journal() {
-        Ok(j) => j,
-        Err(err) => {
-            report.fail("state", "journal", err);
-            return report;
-        }
-    };
-    let journal = Arc::new(tokio::sync::Mutex::new(user::JournalFile { journal }));
-    let shared_records = Arc::new(Mutex::new(records));
-    let (progress, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
-    let ctx = Arc::new(StageContext {
-        storages: storages.clone(),
-        client: client.clone(),
-        scope: os.clone(),
-        state: engine.state.clone(),
-        s3_urls,
-        options,
-        now,
-        records: shared_records.clone(),
-        decided,
-        gate: sinks.gate(),
-        journal: journal.clone(),
-        cancel: cancel.clone(),
-        deliver_only,
-        progress,
-    });
+/// With `max_per_run`, each listed credential's decision, limited over the
+/// whole account, by credential key.
+fn decide_whole_account(
+    os: &crate::config::ObjectStorageSettings,
+    options: RunOptions,
+    now: chrono::DateTime<Utc>,
+    records: &mut Records,
+    listed: &HashMap<Arc<str>, Vec<CredentialEntry>>,
+) -> HashMap<String, policy::Reason> {
+    let all: Vec<&CredentialEntry> = listed.values().flatten().collect();
+    let mut decisions: Vec<_> = all
+        .iter()
+        .map(|e| {
+            let reason = user::decide_one(os, options, now, records, e);
+            let h = super::history(records.credential(&super::key_of(e)));
+            (reason, h.rotated_at.or(h.first_seen))
+        })
+        .collect();
+    policy::limit(&mut decisions, os.max_per_run);
+    all.iter()
+        .zip(decisions)
+        .map(|(e, (reason, _))| (super::key_of(e).to_string(), reason))
+        .collect()
+}
 
-    let mut flow = Flow {
-        engine,
-        client: &client,
-        sinks,
-        records: shared_records.clone(),
-        journal: journal.clone(),
-        settled: Vec::new(),
-        audit: crate::state::AuditLines::default(),
-        audit_unsynced: false,
-        users_since_save: 0,
-        last_save: tokio::time::Instant::now(),
-        write,
-        not_sent,
-        storages,
-        prover: (write && !deliver_only && os.verify == crate::config::Verify::S3)
-            .then(|| Prover::new(os.verify_timeout)),
-        proofs: JoinSet::new(),
-        proof_slots: verify::proof_slots(engine.settings.api.concurrency.max(1)),
-        proof_queue: std::collections::VecDeque::new(),
-    };
-    let concurrency = flow.engine.settings.api.concurrency.max(1);
-    let mut tasks: JoinSet<UserOutcome> = JoinSet::new();
-    let mut next = 0;
-    loop {
-        let stopped = cancel.is_cancelled() || client.health().is_open();
-        // Whether a backlog held users back in this round. The wait below
-        // is on that observation, not on a second reading of the backlog:
-        // the webhook worker may drain it in between, and a second reading
-        // would then wait on nothing and never start the remaining users.
-        let mut held_back = false;
-        while tasks.len() < users_in_flight(concurrency) && next < users.len() && !stopped {
-            if !flow.may_start_users() {
-                held_back = true;
-                break;
-            }
-            let i = next;
-            next += 1;
-            if unlisted[i] {
-                continue;
-            }
-            let user = users[i].clone();
-            let pre = listed.remove(&user.user_id).or_else(|| {
-                prelist[i]
-                    .then(|| flow.sinks.stored_entries(&user))
-                    .flatten()
-            });
-            tasks.spawn(user::run(ctx.clone(), user, pre));
-        }
-        if next >= users.len() {
-            flow.sinks.hurry_webhooks();
-        }
-        let due = flow.sinks.next_due();
-        let backlog = flow.sinks.webhook_backlog();
-        tokio::select! {
-            // A user's regenerate answers come before its outcome: the
-            // confirmed values are applied last.
-            biased;
-            Some(p) = progress_rx.recv() => {
-                if flow.write {
-                    flow.sinks.provisional(&p.user, p.values);
-                }
-            }
-            joined = tasks.join_next(), if !tasks.is_empty() => {
-                let outcome = joined.expect("checked non-empty").expect("user stage panicked");
-                flow.user_done(outcome, &mut report).await;
-            }
-            Some(proof) = flow.proofs.join_next(), if !flow.proofs.is_empty() => {
-                match proof {
-                    Ok(proof) => flow.proved(proof, &mut report),
-                    Err(err) if err.is_cancelled() => {}
-                    Err(err) => panic!("a verification panicked: {err}"),
-                }
-                flow.start_proofs();
-            }
-            Some(done) = flow.sinks.writes.join_next() => {
-                let done = done.expect("sink write panicked");
-                let mut records = flow.records.lock().expect("records lock");
-                flow.sinks.write_done(done, &mut records, &mut report);
-            }
-            () = sleep_until(due), if due.is_some() => {
-                flow.sinks.flush_due(tokio::time::Instant::now());
-            }
-            // Users wait for a webhook worker that fell behind (a proof
-            // backlog is waited out by the proofs' branch). The worker's
-            // signal is kept if it came after the users were held back.
-            () = drained(backlog.as_deref()), if held_back => {}
-            else => break,
-        }
-        if cancel.is_cancelled() && !(flow.proofs.is_empty() && flow.proof_queue.is_empty()) {
-            // A shutdown does not wait out `verify_timeout`: the rotations
-            // stand, only their proof is abandoned.
-            tracing::warn!(
-                pending = flow.proofs.len() + flow.proof_queue.len(),
-                "Shutting down; verifications still running are abandoned."
-            );
-            flow.proofs.abort_all();
-            flow.proof_queue.clear();
-        }
-        if tasks.is_empty()
-            && flow.proofs.is_empty()
-            && flow.proof_queue.is_empty()
-            && (next >= users.len() || cancel.is_cancelled() || client.health().is_open())
-        {
-            break;
-        }
-    }
-    if client.health().is_open() {
-        let skipped = flow.not_sent + (next..users.len()).filter(|i| !unlisted[*i]).count();
-        report.fail(
-            "api",
-            "circuit breaker",
-            format!(
-                "the API failed {} times in a row ([api] max_consecutive_failures); the pass stopped: {skipped} of {} users not attempted",
-                engine.settings.api.max_consecutive_failures,
-                users.len()
-            ),
-        );
-    }
-    report.interrupted = cancel.is_cancelled();
-    report.s3_probes = flow.prover.as_ref().map_or(0, Prover::probes);
-    drop(ctx);
-    flow.save(&mut report).await;
-    // Every stage and the coordinator are done with the records: the
-    // coordinator's handle goes now (a partial move would keep it alive
-    // to the end of the function, and the unwrap below would copy them).
-    let Flow {
-        mut sinks,
-        records: flow_records,
-        ..
-    } = flow;
-    drop(flow_records);
-    let mut records = Arc::try_unwrap(shared_records)
-        .map(|m| m.into_inner().expect("records lock"))
-        .unwrap_or_else(|shared| {
-            tracing::debug!("The records are still shared at the end of the pass; taking them.");
-            std::mem::take(&mut *shared.lock().expect("records lock"))
-        });
-
+/// After the users: the client secret's own step (or, in a dry run, its
+/// plan), then the sinks' last writes, and the records saved.
+#[allow(clippy::too_many_arguments)]
+async fn conclude(
+    engine: &mut Engine,
+    client: &crate::contabo::ContaboClient,
+    mut records: Records,
+    mut sinks: Sinks,
+    options: RunOptions,
+    now: chrono::DateTime<Utc>,
+    cancel: &CancellationToken,
+    deliver_only: bool,
+    mut report: RunReport,
+) -> RunReport {
     if options.dry_run {
         plan_client_secret(engine, &records, options, now, &mut report);
         report.flush();
@@ -407,7 +427,7 @@ pub(super) async fn run(
                 reason,
             );
         } else if let Some(new_secret) =
-            client_secret::rotate(engine, &client, &mut records, &mut report).await
+            client_secret::rotate(engine, client, &mut records, &mut report).await
         {
             engine.login_secrets = vec![
                 new_secret.clone(),
@@ -468,7 +488,169 @@ struct Flow<'a> {
     proof_queue: std::collections::VecDeque<verify::Job>,
 }
 
-impl Flow<'_> {
+impl<'a> Flow<'a> {
+    /// The coordinator of a pass over `sinks`; its records and journal are
+    /// handed to it once the users listed ahead are decided.
+    fn new(
+        engine: &'a Engine,
+        client: &'a crate::contabo::ContaboClient,
+        sinks: Sinks,
+        write: bool,
+        deliver_only: bool,
+    ) -> Flow<'a> {
+        let os = &engine.settings.object_storage;
+        Flow {
+            engine,
+            client,
+            sinks,
+            records: Arc::default(),
+            journal: Arc::new(tokio::sync::Mutex::new(user::JournalFile {
+                journal: Default::default(),
+            })),
+            settled: Vec::new(),
+            audit: crate::state::AuditLines::default(),
+            audit_unsynced: false,
+            users_since_save: 0,
+            last_save: tokio::time::Instant::now(),
+            write,
+            not_sent: 0,
+            storages: Arc::default(),
+            prover: (write && !deliver_only && os.verify == crate::config::Verify::S3)
+                .then(|| Prover::new(os.verify_timeout)),
+            proofs: JoinSet::new(),
+            proof_slots: verify::proof_slots(engine.settings.api.concurrency.max(1)),
+            proof_queue: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Runs the users through their stages, up to [`users_in_flight`] at a
+    /// time, recording each as it finishes while delivery and proofs go on
+    /// beside them, until every user is done or the pass stops (shutdown,
+    /// circuit breaker). Returns how many users were started.
+    async fn drive(
+        &mut self,
+        ctx: &Arc<StageContext>,
+        users: &[UserRef],
+        ahead: &mut ListedAhead,
+        mut progress_rx: tokio::sync::mpsc::UnboundedReceiver<user::Progress>,
+        cancel: &CancellationToken,
+        report: &mut RunReport,
+    ) -> usize {
+        let client = self.client;
+        let concurrency = self.engine.settings.api.concurrency.max(1);
+        let mut tasks: JoinSet<UserOutcome> = JoinSet::new();
+        let mut next = 0;
+        loop {
+            let stopped = cancel.is_cancelled() || client.health().is_open();
+            // Whether a backlog held users back in this round. The wait below
+            // is on that observation, not on a second reading of the backlog:
+            // the webhook worker may drain it in between, and a second reading
+            // would then wait on nothing and never start the remaining users.
+            let mut held_back = false;
+            while tasks.len() < users_in_flight(concurrency) && next < users.len() && !stopped {
+                if !self.may_start_users() {
+                    held_back = true;
+                    break;
+                }
+                let i = next;
+                next += 1;
+                if ahead.unlisted[i] {
+                    continue;
+                }
+                let user = users[i].clone();
+                let pre = ahead.listed.remove(&user.user_id).or_else(|| {
+                    ahead.prelist[i]
+                        .then(|| self.sinks.stored_entries(&user))
+                        .flatten()
+                });
+                tasks.spawn(user::run(ctx.clone(), user, pre));
+            }
+            if next >= users.len() {
+                self.sinks.hurry_webhooks();
+            }
+            let due = self.sinks.next_due();
+            let backlog = self.sinks.webhook_backlog();
+            tokio::select! {
+                // A user's regenerate answers come before its outcome: the
+                // confirmed values are applied last.
+                biased;
+                Some(p) = progress_rx.recv() => {
+                    if self.write {
+                        self.sinks.provisional(&p.user, p.values);
+                    }
+                }
+                joined = tasks.join_next(), if !tasks.is_empty() => {
+                    let outcome = joined.expect("checked non-empty").expect("user stage panicked");
+                    self.user_done(outcome, report).await;
+                }
+                Some(proof) = self.proofs.join_next(), if !self.proofs.is_empty() => {
+                    match proof {
+                        Ok(proof) => self.proved(proof, report),
+                        Err(err) if err.is_cancelled() => {}
+                        Err(err) => panic!("a verification panicked: {err}"),
+                    }
+                    self.start_proofs();
+                }
+                Some(done) = self.sinks.writes.join_next() => {
+                    let done = done.expect("sink write panicked");
+                    let mut records = self.records.lock().expect("records lock");
+                    self.sinks.write_done(done, &mut records, report);
+                }
+                () = sleep_until(due), if due.is_some() => {
+                    self.sinks.flush_due(tokio::time::Instant::now());
+                }
+                // Users wait for a webhook worker that fell behind (a proof
+                // backlog is waited out by the proofs' branch). The worker's
+                // signal is kept if it came after the users were held back.
+                () = drained(backlog.as_deref()), if held_back => {}
+                else => break,
+            }
+            if cancel.is_cancelled() && !(self.proofs.is_empty() && self.proof_queue.is_empty()) {
+                // A shutdown does not wait out `verify_timeout`: the rotations
+                // stand, only their proof is abandoned.
+                tracing::warn!(
+                    pending = self.proofs.len() + self.proof_queue.len(),
+                    "Shutting down; verifications still running are abandoned."
+                );
+                self.proofs.abort_all();
+                self.proof_queue.clear();
+            }
+            if tasks.is_empty()
+                && self.proofs.is_empty()
+                && self.proof_queue.is_empty()
+                && (next >= users.len() || cancel.is_cancelled() || client.health().is_open())
+            {
+                break;
+            }
+        }
+        next
+    }
+
+    /// Saves what is left once the users are done, and gives back the
+    /// records (every stage is done with them) and the sinks.
+    async fn end(
+        mut self,
+        shared_records: Arc<Mutex<Records>>,
+        report: &mut RunReport,
+    ) -> (Records, Sinks) {
+        report.s3_probes = self.prover.as_ref().map_or(0, Prover::probes);
+        self.save(report).await;
+        // The coordinator's handle goes first: a partial move would keep it
+        // alive to the end of the function, and the unwrap below would copy
+        // the records.
+        let Flow { sinks, records, .. } = self;
+        drop(records);
+        let records = Arc::try_unwrap(shared_records)
+            .map(|m| m.into_inner().expect("records lock"))
+            .unwrap_or_else(|shared| {
+                tracing::debug!(
+                    "The records are still shared at the end of the pass; taking them."
+                );
+                std::mem::take(&mut *shared.lock().expect("records lock"))
+            });
+        (records, sinks)
+    }
+
     /// Records one user and hands its values to delivery.
     async fn user_done(&mut self, outcome: UserOutcome, report: &mut RunReport) {
         let user = outcome.user.clone();
