@@ -27,32 +27,48 @@ impl fmt::Debug for ExtraRoots {
     }
 }
 
+/// Why `[api] ca_file` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    #[error("cannot read {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("{0} is not a PEM certificate bundle: {1}")]
+    NotPem(String, rustls::pki_types::pem::Error),
+    #[error("{0} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
+    Empty(String),
+    #[error("{path}: certificate {n} of {of} cannot be a trust root: {source}")]
+    NotARoot {
+        path: String,
+        n: usize,
+        of: usize,
+        source: rustls::Error,
+    },
+}
+
 impl ExtraRoots {
     /// Reads the PEM certificates of `path`; fails, saying why, when the
     /// file cannot be read, holds no certificate, or one that cannot be a
     /// trust root.
-    pub fn load(path: &Path) -> Result<ExtraRoots, String> {
+    pub fn load(path: &Path) -> Result<ExtraRoots, CaFileError> {
+        let shown = || path.display().to_string();
         let (pem, _) = crate::dirfd::read_trusted(path, crate::dirfd::READ_LIMIT)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            .map_err(|e| CaFileError::Read(shown(), e))?;
         let certificates = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{} is not a PEM certificate bundle: {e}", path.display()))?;
+            .map_err(|e| CaFileError::NotPem(shown(), e))?;
         if certificates.is_empty() {
-            return Err(format!(
-                "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                path.display()
-            ));
+            return Err(CaFileError::Empty(shown()));
         }
         let mut roots = RootCertStore::empty();
         for (n, certificate) in certificates.iter().enumerate() {
-            roots.add(certificate.clone()).map_err(|e| {
-                format!(
-                    "{}: certificate {} of {} cannot be a trust root: {e}",
-                    path.display(),
-                    n + 1,
-                    certificates.len()
-                )
-            })?;
+            roots
+                .add(certificate.clone())
+                .map_err(|e| CaFileError::NotARoot {
+                    path: shown(),
+                    n: n + 1,
+                    of: certificates.len(),
+                    source: e,
+                })?;
         }
         Ok(ExtraRoots {
             path: path.to_owned(),

@@ -170,26 +170,37 @@ pub(super) fn mode(ctx: &Ctx, key: &str, raw: Option<ModeStr>) -> Result<u32, Co
     let Some(ModeStr(text)) = raw else {
         return Ok(0o600);
     };
-    parse_mode(&text).map_err(|m| ctx.invalid(key, m))
+    parse_mode(&text).map_err(|m| ctx.invalid(key, m.to_string()))
 }
 
-fn parse_mode(text: &str) -> Result<u32, String> {
+/// Why a sink's `mode` is refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum ModeError {
+    #[error("\"{0}\" is not an octal mode such as \"0600\"")]
+    NotOctal(String),
+    #[error("\"{0}\" sets setuid, setgid or sticky bits; give permission bits only")]
+    SpecialBits(String),
+    #[error(
+        "\"{0}\" grants permissions to others, but the file holds secrets; \
+         use e.g. \"0600\" or \"0640\""
+    )]
+    Others(String),
+}
+
+fn parse_mode(text: &str) -> Result<u32, ModeError> {
     let digits = text.strip_prefix("0o").unwrap_or(text);
-    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
-    {
-        return Err(format!("\"{text}\" is not an octal mode such as \"0600\""));
-    }
-    let mode = u32::from_str_radix(digits, 8).map_err(|e| e.to_string())?;
+    let octal = !digits.is_empty()
+        && digits.len() <= 4
+        && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    let mode = u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|_| octal)
+        .ok_or_else(|| ModeError::NotOctal(text.to_owned()))?;
     if mode > 0o777 {
-        return Err(format!(
-            "\"{text}\" sets setuid, setgid or sticky bits; give permission bits only"
-        ));
+        return Err(ModeError::SpecialBits(text.to_owned()));
     }
     if mode & 0o007 != 0 {
-        return Err(format!(
-            "\"{text}\" grants permissions to others, but the file holds secrets; \
-             use e.g. \"0600\" or \"0640\""
-        ));
+        return Err(ModeError::Others(text.to_owned()));
     }
     Ok(mode)
 }
@@ -312,7 +323,9 @@ mod tests {
         ] {
             match (parse_mode(text), want) {
                 (Ok(got), Ok(want)) => assert_eq!(got, want, "{text}"),
-                (Err(got), Err(want)) => assert!(got.contains(want), "{text}: {got}"),
+                (Err(got), Err(want)) => {
+                    assert!(got.to_string().contains(want), "{text}: {got}")
+                }
                 (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
             }
         }

@@ -265,7 +265,7 @@ impl Resolver<'_> {
                 secret.clone()
             }
             SecretRef::File(path) => {
-                read_secret_file(&self.ctx.base_dir.join(path)).map_err(fail)?
+                read_secret_file(&self.ctx.base_dir.join(path)).map_err(|e| fail(e.to_string()))?
             }
             SecretRef::Env(name) => match (self.var)(name) {
                 None => return Err(fail(format!("environment variable `{name}` is not set"))),
@@ -283,7 +283,7 @@ impl Resolver<'_> {
                              (systemd sets it for units with LoadCredential= or SetCredential=)"
                         ))
                     })?;
-                read_secret_file(&Path::new(&dir).join(name)).map_err(fail)?
+                read_secret_file(&Path::new(&dir).join(name)).map_err(|e| fail(e.to_string()))?
             }
         };
         if secret.expose_secret().is_empty() {
@@ -300,18 +300,39 @@ impl Resolver<'_> {
     }
 }
 
+/// Why a secret file cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum SecretFileError {
+    #[error("cannot read secret file {}: {source}", .path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "secret file {} is readable by others (mode {mode:04o}); restrict it, e.g. chmod 600 {}",
+        .path.display(),
+        .path.display()
+    )]
+    Readable { path: std::path::PathBuf, mode: u32 },
+    #[error("cannot read secret file {}: it is not UTF-8 text", .0.display())]
+    NotText(std::path::PathBuf),
+}
+
 /// The file's content without one trailing `\n` or `\r\n`. A file that
 /// others may read is refused: whoever can read it holds the account.
-fn read_secret_file(path: &Path) -> Result<SecretString, String> {
-    let cannot = |e: std::io::Error| format!("cannot read secret file {}: {e}", path.display());
+fn read_secret_file(path: &Path) -> Result<SecretString, SecretFileError> {
     let (mut bytes, mode) =
-        crate::dirfd::read_trusted(path, crate::dirfd::READ_LIMIT).map_err(cannot)?;
+        crate::dirfd::read_trusted(path, crate::dirfd::READ_LIMIT).map_err(|source| {
+            SecretFileError::Read {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
     if mode & 0o004 != 0 {
-        return Err(format!(
-            "secret file {} is readable by others (mode {mode:04o}); restrict it, e.g. chmod 600 {}",
-            path.display(),
-            path.display()
-        ));
+        return Err(SecretFileError::Readable {
+            path: path.to_owned(),
+            mode,
+        });
     }
     let len = bytes.len();
     if bytes.ends_with(b"\r\n") {
@@ -319,12 +340,8 @@ fn read_secret_file(path: &Path) -> Result<SecretString, String> {
     } else if bytes.ends_with(b"\n") {
         bytes.truncate(len - 1);
     }
-    let text = std::str::from_utf8(&bytes).map_err(|_| {
-        format!(
-            "cannot read secret file {}: it is not UTF-8 text",
-            path.display()
-        )
-    })?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| SecretFileError::NotText(path.to_owned()))?;
     Ok(SecretString::from(text))
 }
 

@@ -360,7 +360,7 @@ fn ca_file(
     let file = path(ctx, key, raw)?;
     crate::tls::ExtraRoots::load(&file)
         .map(Some)
-        .map_err(|message| ctx.invalid(key, message))
+        .map_err(|err| ctx.invalid(key, err.to_string()))
 }
 
 fn selection(ctx: &Ctx, key: &str, raw: RawSelect) -> Result<Selection, ConfigError> {
