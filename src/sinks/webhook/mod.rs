@@ -183,7 +183,7 @@ pub async fn deliver(
             )))
         }
     };
-    let sender = Sender::new(sink, ctx.retry).map_err(fail)?;
+    let sender = Sender::new(sink, ctx.retry).map_err(|e| fail(e.to_string()))?;
     let result = send_queue(&sender, &name, &mut queue, snapshot, ctx.state).await;
     let left = queue.events.len();
     outbox.queues.insert(sink_id.to_owned(), queue);

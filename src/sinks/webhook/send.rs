@@ -98,21 +98,34 @@ pub(super) struct Sender<'a> {
     retry: &'a RetryPolicy,
 }
 
+/// Why a webhook cannot be sent to at all.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SetupError {
+    #[error("cannot build the HTTP client: {0}")]
+    Client(reqwest::Error),
+    #[error("{0}")]
+    Signer(&'static str),
+    #[error("HEAD: no answer within {0}s")]
+    Timeout(f32),
+    #[error("HEAD: connection failed: {0}")]
+    Connection(String),
+}
+
 /// The HTTP client of a webhook: the sink's timeout, no redirects (a
 /// redirect could carry a secret-bearing body to another host).
-pub(super) fn http_client(sink: &WebhookSink) -> Result<reqwest::Client, String> {
+pub(super) fn http_client(sink: &WebhookSink) -> Result<reqwest::Client, SetupError> {
     let builder = crate::net::client_builder()
         .connect_timeout(sink.timeout)
         .timeout(sink.timeout)
         .redirect(reqwest::redirect::Policy::none());
     crate::tls::trust(builder, sink.ca.as_ref())
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {}", e.without_url()))
+        .map_err(|e| SetupError::Client(e.without_url()))
 }
 
 impl<'a> Sender<'a> {
-    pub(super) fn new(sink: &'a WebhookSink, retry: &'a RetryPolicy) -> Result<Self, String> {
-        let signer = Signer::new(&sink.signing_secrets)?;
+    pub(super) fn new(sink: &'a WebhookSink, retry: &'a RetryPolicy) -> Result<Self, SetupError> {
+        let signer = Signer::new(&sink.signing_secrets).map_err(SetupError::Signer)?;
         Ok(Sender {
             http: http_client(sink)?,
             sink,
@@ -189,18 +202,12 @@ impl<'a> Sender<'a> {
 }
 
 /// A HEAD request to the webhook URL: any HTTP answer means reachable.
-pub(super) async fn probe(sink: &WebhookSink) -> Result<u16, String> {
+pub(super) async fn probe(sink: &WebhookSink) -> Result<u16, SetupError> {
     let request = with_headers(http_client(sink)?.head(sink.url.clone()), sink);
     match request.send().await {
         Ok(response) => Ok(response.status().as_u16()),
-        Err(e) if e.is_timeout() => Err(format!(
-            "HEAD: no answer within {}s",
-            sink.timeout.as_secs_f32()
-        )),
-        Err(e) => Err(format!(
-            "HEAD: connection failed: {}",
-            crate::net::transport_detail(e)
-        )),
+        Err(e) if e.is_timeout() => Err(SetupError::Timeout(sink.timeout.as_secs_f32())),
+        Err(e) => Err(SetupError::Connection(crate::net::transport_detail(e))),
     }
 }
 
