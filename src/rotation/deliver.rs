@@ -743,7 +743,9 @@ fn one_user(selection: &crate::config::Selection, users: &[UserRef]) -> Role {
 /// writing it; the error says why it cannot be delivered.
 fn render(sink: &SinkSettings, snapshot: &Snapshot) -> Result<(), String> {
     let result = match sink {
-        SinkSettings::File(f) => file::check_renders(f.format, &snapshot.select(&f.select)),
+        SinkSettings::File(f) => {
+            file::check_renders(f.format, &snapshot.select(&f.select)).map_err(|e| e.to_string())
+        }
         // Off the runtime's worker, as a delivery's render is: a template
         // may render for long (until its fuel or a terminate signal ends
         // it), and with every worker held by one the runtime would not

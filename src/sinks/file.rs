@@ -109,7 +109,7 @@ pub fn render_into(
         FileFormat::Json => Ok(selected.write_json(out)?),
         FileFormat::Env => {
             // One credential: small, and built whole to check it first.
-            let text = formats::env(selected).map_err(RenderError::Content)?;
+            let text = formats::env(selected)?;
             Ok(out.write_all(text.expose_secret().as_bytes())?)
         }
         FileFormat::AwsCredentials => formats::write_aws_credentials(selected, out),
@@ -119,8 +119,8 @@ pub fn render_into(
 
 /// Whether `format` can hold `selected` (rendered into nothing); the error
 /// says why not.
-pub fn check_renders(format: FileFormat, selected: &Snapshot) -> Result<(), String> {
-    render_into(format, selected, &mut std::io::sink()).map_err(|err| err.to_string())
+pub fn check_renders(format: FileFormat, selected: &Snapshot) -> Result<(), RenderError> {
+    render_into(format, selected, &mut std::io::sink())
 }
 
 fn target(sink: &FileSink) -> Target<'_> {

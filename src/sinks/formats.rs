@@ -256,7 +256,7 @@ impl std::fmt::Display for Described<'_> {
 }
 
 /// The `env` format. Fails unless the snapshot holds exactly one credential.
-pub fn env(snapshot: &Snapshot) -> Result<SecretString, String> {
+pub fn env(snapshot: &Snapshot) -> Result<SecretString, RenderError> {
     let mut all = snapshot.credentials();
     let c = match (all.next(), all.next()) {
         (Some(one), None) => one,
@@ -275,16 +275,19 @@ pub fn env(snapshot: &Snapshot) -> Result<SecretString, String> {
             } else {
                 format!(": {}", listed.join("; "))
             };
-            return Err(format!(
+            return Err(RenderError::Content(format!(
                 "format \"env\" needs exactly one credential, but the sink's selection holds {count}{which}; \
                  narrow `select` (users, regions) or use \"aws-credentials\" or \"json\""
-            ));
+            )));
         }
     };
     let secret = c.keys.expose_secret();
     let quote = |name: &str, value: &str| {
         env_quote(value).map_err(|Unquotable(why)| {
-            format!("{name} of {} cannot be written: {why}", describe(c))
+            RenderError::Content(format!(
+                "{name} of {} cannot be written: {why}",
+                describe(c)
+            ))
         })
     };
     let mut text = format!(
@@ -304,9 +307,9 @@ pub fn env(snapshot: &Snapshot) -> Result<SecretString, String> {
 }
 
 /// The `aws-credentials` format: one profile per credential.
-pub fn aws_credentials(snapshot: &Snapshot) -> Result<SecretString, String> {
+pub fn aws_credentials(snapshot: &Snapshot) -> Result<SecretString, RenderError> {
     let mut bytes = Zeroizing::new(Vec::with_capacity(64 + 320 * snapshot.count()));
-    write_aws_credentials(snapshot, &mut *bytes).map_err(|err| err.to_string())?;
+    write_aws_credentials(snapshot, &mut *bytes)?;
     let text = std::str::from_utf8(&bytes).expect("the format writes UTF-8");
     Ok(SecretString::from(text.to_owned()))
 }
@@ -837,11 +840,11 @@ mod tests {
             9,
             "x",
         )]));
-        let err = env(&two).unwrap_err();
+        let err = env(&two).unwrap_err().to_string();
         assert!(err.contains("holds 2"), "{err}");
         assert!(err.contains("credential 9 of b@example.com"), "{err}");
         assert!(!err.contains("s/e+c'r$t"));
-        let err = env(&Snapshot::default()).unwrap_err();
+        let err = env(&Snapshot::default()).unwrap_err().to_string();
         assert!(err.contains("holds 0;"), "{err}");
     }
 
@@ -951,7 +954,7 @@ mod tests {
         let rest: Vec<_> = snapshot.credentials().skip(1).cloned().collect();
         let mut bad = Snapshot::new(None, &[first]);
         bad.groups.push(crate::sinks::snapshot::group(&rest));
-        let err = aws_credentials(&bad).unwrap_err();
+        let err = aws_credentials(&bad).unwrap_err().to_string();
         assert!(
             err.contains("aws_secret_access_key of credential 9"),
             "{err}"
