@@ -183,7 +183,7 @@ fn resolve(
             PendingSink::Ready(sink) => sink,
             PendingSink::Template(t) => {
                 let compiled = Template::compile(&t.template)
-                    .map_err(|message| resolver.ctx.invalid(&t.key, message))?;
+                    .map_err(|err| resolver.ctx.invalid(&t.key, err.to_string()))?;
                 SinkSettings::Template(TemplateSink {
                     template: t.template,
                     compiled,

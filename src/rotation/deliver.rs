@@ -29,6 +29,7 @@ use crate::config::{Kind, SinkSettings};
 use crate::crash;
 use crate::inventory::{CredentialEntry, UserRef};
 use crate::sinks::snapshot::{select_groups, selects, selects_user, Group};
+use crate::sinks::write::RenderError;
 use crate::sinks::{self, file, webhook, SinkError, Snapshot, SnapshotCredential};
 use crate::state::{AuditEvent, AuditKind, Records, StateDir};
 use chrono::Utc;
@@ -300,8 +301,8 @@ impl Sinks {
                 continue;
             }
             let snapshot = self.aggregate_snapshot(i);
-            if let Err(err) = render(&self.slots[i].sink, &snapshot) {
-                self.slots[i].blocked = Some(err);
+            if let Some(reason) = cannot_render(&self.slots[i].sink, &snapshot) {
+                self.slots[i].blocked = Some(reason);
             }
         }
     }
@@ -740,12 +741,10 @@ fn one_user(selection: &crate::config::Selection, users: &[UserRef]) -> Role {
 }
 
 /// Renders a file or template sink's content for `snapshot` without
-/// writing it; the error says why it cannot be delivered.
-fn render(sink: &SinkSettings, snapshot: &Snapshot) -> Result<(), String> {
-    let result = match sink {
-        SinkSettings::File(f) => {
-            file::check_renders(f.format, &snapshot.select(&f.select)).map_err(|e| e.to_string())
-        }
+/// writing it.
+fn render(sink: &SinkSettings, snapshot: &Snapshot) -> Result<(), RenderError> {
+    match sink {
+        SinkSettings::File(f) => file::check_renders(f.format, &snapshot.select(&f.select)),
         // Off the runtime's worker, as a delivery's render is: a template
         // may render for long (until its fuel or a terminate signal ends
         // it), and with every worker held by one the runtime would not
@@ -756,11 +755,15 @@ fn render(sink: &SinkSettings, snapshot: &Snapshot) -> Result<(), String> {
                 &mut std::io::sink(),
                 &crate::sinks::LazyRedactor::new(snapshot),
             )
-        })
-        .map_err(|e| e.to_string()),
+        }),
         SinkSettings::Webhook(_) => Ok(()),
-    };
-    result.map_err(|detail| format!("{}: cannot be rendered: {detail}", sink.describe()))
+    }
+}
+
+/// Why `sink` cannot be delivered `snapshot`, if it cannot be rendered.
+fn cannot_render(sink: &SinkSettings, snapshot: &Snapshot) -> Option<String> {
+    let err = render(sink, snapshot).err()?;
+    Some(format!("{}: cannot be rendered: {err}", sink.describe()))
 }
 
 /// Folds one delivery attempt into the sink's record, the audit log and the
@@ -859,7 +862,7 @@ impl Gate {
             // would fail after the regenerate as well as before).
             let reason = g.blocked.clone().or_else(|| {
                 (g.one_user.as_deref() == Some(&*user.user_id))
-                    .then(|| render(&g.sink, &Snapshot::new(self.client.clone(), values)).err())
+                    .then(|| cannot_render(&g.sink, &Snapshot::new(self.client.clone(), values)))
                     .flatten()
             });
             let Some(reason) = reason else { continue };

@@ -138,23 +138,46 @@ impl fmt::Debug for Template {
     }
 }
 
+/// Why a template cannot be used; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("cannot read template {name}: {source}")]
+    Read {
+        name: String,
+        source: std::io::Error,
+    },
+    /// A syntax error, with its line ([`describe_error`]).
+    #[error("{0}")]
+    Syntax(String),
+    #[error(
+        "{name}: unknown variable{} `{}`; a template sees `client`, \
+         `object_storage_credentials` and the function `credential()`",
+        if .unknown.len() == 1 { "" } else { "s" },
+        .unknown.join("`, `")
+    )]
+    Unknown { name: String, unknown: Vec<String> },
+}
+
 impl Template {
     /// Reads and compiles the template at `path`. The error names the file
     /// (and the line, for a syntax error) and what is wrong.
-    pub fn compile(path: &Path) -> Result<Template, String> {
+    pub fn compile(path: &Path) -> Result<Template, CompileError> {
         let name = path.display().to_string();
         let source = crate::dirfd::read_trusted(path, crate::dirfd::READ_LIMIT)
             .and_then(|(bytes, _)| {
                 String::from_utf8(bytes.to_vec())
                     .map_err(|_| std::io::Error::other("it is not UTF-8 text"))
             })
-            .map_err(|e| format!("cannot read template {name}: {e}"))?;
+            .map_err(|source| CompileError::Read {
+                name: name.clone(),
+                source,
+            })?;
         let mut env = environment();
         env.add_template_owned(name.clone(), source)
-            .map_err(|e| describe_error(&name, &e))?;
+            .map_err(|e| CompileError::Syntax(describe_error(&name, &e)))?;
         let template = env
             .get_template(&name)
-            .map_err(|e| describe_error(&name, &e))?;
+            .map_err(|e| CompileError::Syntax(describe_error(&name, &e)))?;
         let globals: BTreeSet<&str> = env.globals().map(|(n, _)| n).collect();
         let mut unknown: Vec<String> = template
             .undeclared_variables(false)
@@ -163,12 +186,7 @@ impl Template {
             .collect();
         if !unknown.is_empty() {
             unknown.sort();
-            return Err(format!(
-                "{name}: unknown variable{} `{}`; a template sees `client`, \
-                 `object_storage_credentials` and the function `credential()`",
-                if unknown.len() == 1 { "" } else { "s" },
-                unknown.join("`, `")
-            ));
+            return Err(CompileError::Unknown { name, unknown });
         }
         drop(template);
         Ok(Template {
@@ -755,7 +773,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.j2");
         std::fs::write(&path, source).unwrap();
-        Template::compile(&path).map_err(|e| e.replace(&path.display().to_string(), "t.j2"))
+        Template::compile(&path)
+            .map_err(|e| e.to_string().replace(&path.display().to_string(), "t.j2"))
     }
 
     fn snapshot() -> Snapshot {
@@ -811,7 +830,9 @@ mod tests {
             "t.j2: unknown variables `clent`, `objct_storage_credentials`; a template sees \
              `client`, `object_storage_credentials` and the function `credential()`"
         );
-        let err = Template::compile(Path::new("/nonexistent/t.j2")).unwrap_err();
+        let err = Template::compile(Path::new("/nonexistent/t.j2"))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("cannot read template /nonexistent/t.j2: /nonexistent does not exist"),
             "{err}"

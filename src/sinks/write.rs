@@ -128,9 +128,9 @@ pub(crate) async fn deliver(
     if let Some(argv) = target.on_change {
         run_on_change(argv, target, ON_CHANGE_TIMEOUT, redactor)
             .await
-            .map_err(|detail| SinkError::OnChange {
+            .map_err(|err| SinkError::OnChange {
                 sink: target.name.clone(),
-                detail,
+                detail: err.to_string(),
             })?;
     }
     Ok(Some(version))
@@ -443,12 +443,31 @@ pub(crate) fn healthcheck(target: &Target<'_>) -> Result<(), SinkError> {
 }
 
 /// Runs `argv` (see the module documentation); `Err` says why it failed.
+/// Why an `on_change` command failed.
+#[derive(Debug, thiserror::Error)]
+enum OnChangeError {
+    #[error("on_change: cannot start `{program}`: {source}")]
+    Start { program: String, source: io::Error },
+    #[error("on_change `{program}`: {source}")]
+    Wait { program: String, source: io::Error },
+    #[error("on_change `{program}` failed: {status}")]
+    Failed {
+        program: String,
+        status: std::process::ExitStatus,
+    },
+    #[error(
+        "on_change `{program}` did not finish within {} and was killed",
+        humantime::format_duration(*.limit)
+    )]
+    TimedOut { program: String, limit: Duration },
+}
+
 async fn run_on_change(
     argv: &[String],
     target: &Target<'_>,
     limit: Duration,
     redactor: &dyn Redact,
-) -> Result<(), String> {
+) -> Result<(), OnChangeError> {
     let program = &argv[0];
     let mut command = tokio::process::Command::new(program);
     for name in target.hide_env {
@@ -463,12 +482,18 @@ async fn run_on_change(
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("on_change: cannot start `{program}`: {e}"))?;
+        .map_err(|source| OnChangeError::Start {
+            program: program.clone(),
+            source,
+        })?;
     let pgid = child.id().map(|id| nix::unistd::Pid::from_raw(id as i32));
     let stdout = tokio::spawn(read_limited(child.stdout.take()));
     let stderr = tokio::spawn(read_limited(child.stderr.take()));
     let status = match tokio::time::timeout(limit, child.wait()).await {
-        Ok(status) => Some(status.map_err(|e| format!("on_change `{program}`: {e}"))?),
+        Ok(status) => Some(status.map_err(|source| OnChangeError::Wait {
+            program: program.clone(),
+            source,
+        })?),
         Err(_) => {
             if let Some(pgid) = pgid {
                 let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
@@ -496,11 +521,14 @@ async fn run_on_change(
             tracing::info!(sink = %target.name, program = %program, "Ran on_change.");
             Ok(())
         }
-        Some(status) => Err(format!("on_change `{program}` failed: {status}")),
-        None => Err(format!(
-            "on_change `{program}` did not finish within {} and was killed",
-            humantime::format_duration(limit)
-        )),
+        Some(status) => Err(OnChangeError::Failed {
+            program: program.clone(),
+            status,
+        }),
+        None => Err(OnChangeError::TimedOut {
+            program: program.clone(),
+            limit,
+        }),
     }
 }
 
@@ -776,20 +804,23 @@ mod tests {
         let t = target(&path, Some(&fail));
         let err = run_on_change(&fail, &t, Duration::from_secs(10), &redactor)
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`sh` failed: exit status: 3"), "{err}");
         // A background grandchild holding the pipes does not hang the run.
         let slow = argv("sleep 30 & sleep 30");
         let started = std::time::Instant::now();
         let err = run_on_change(&slow, &t, Duration::from_millis(300), &redactor)
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("did not finish within 300ms"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(10));
         let missing = vec!["/nonexistent/hook".to_owned()];
         let err = run_on_change(&missing, &t, Duration::from_secs(1), &redactor)
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cannot start `/nonexistent/hook`"), "{err}");
         let env = argv("test \"$CONTABO_ROTATOR_SINK_PATH\" = \"$1\"");
         let mut env = env;
