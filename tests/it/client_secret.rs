@@ -2,9 +2,9 @@
 //! real binary. Order is read from the simulator's request log: what the
 //! run sent after each answer, and how many PUTs it took.
 
-use crate::streaming::{start_daemon, terminate, wait_for_log};
 use crate::util::output_text as text;
 use crate::util::{args, edit_config, options, run_bin, run_bin_env, write_config, Setup};
+use crate::util::{start_daemon, terminate, wait_for_log};
 use contabo_simulator::{Fault, FaultRule, Operation, RecordedRequest, Simulator};
 use secrecy::ExposeSecret;
 use std::time::Duration;

@@ -25,8 +25,8 @@
 //! the values in the sinks, whose job is to hold them, and the header
 //! value in the requests the webhook received.
 
-use crate::crash::Hooks;
 use crate::util::output_text as shown;
+use crate::util::Hooks;
 use crate::util::{options, write_config, write_secret, Setup};
 use base64::Engine;
 use contabo_simulator::{Fault, FaultRule, Operation, Simulator, SimulatorOptions};
@@ -634,7 +634,7 @@ async fn no_secret_in_the_daemon_log_or_metrics() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let base = crate::rotation::metrics_base_in(&log).await;
+    let base = crate::util::metrics_base_in(&log).await;
     let http = reqwest::Client::new();
     let mut captured = Captured::default();
     for path in ["/metrics", "/healthz", "/readyz"] {

@@ -1,7 +1,7 @@
 //! Metrics that survive a restart, tell a rotation failure from a delivery
 //! failure, and reach a host's node_exporter from a one-shot run.
 
-use crate::rotation::Daemon;
+use crate::util::Daemon;
 use crate::util::{args, options, run_bin, write_config};
 use contabo_simulator::Simulator;
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! must never see a connection: through it would go the client secret, the
 //! API password and the S3 secret keys.
 
-use crate::crash::Hooks;
+use crate::util::Hooks;
 use crate::util::{args, options, output_text, run_bin_env, write_config};
 use base64::Engine;
 use contabo_simulator::Simulator;

@@ -1,6 +1,6 @@
 //! The rotation engine end to end: the real binary against the simulator.
 
-use crate::util::{api_keys, json_sink_keys};
+use crate::util::{api_keys, json_sink_keys, Daemon};
 use crate::util::{args, assert_no_secret, options, run_bin, run_bin_env, write_config, Setup};
 use contabo_simulator::{Fault, FaultRule, Operation, Simulator, SimulatorOptions};
 use secrecy::ExposeSecret;
@@ -311,89 +311,6 @@ async fn corrupt_state_is_refused_without_rotating_anything() {
         assert!(err.contains("state.db"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
         assert_eq!(mutating(&sim), before, "no re-rotation on corrupt state");
-    }
-}
-
-/// A daemon process with its output in files.
-pub(crate) struct Daemon {
-    child: std::process::Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    pub(crate) fn start(config: &Path, dir: &Path) -> Daemon {
-        let log = dir.join("daemon.log");
-        let file = std::fs::File::create(&log).unwrap();
-        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("contabo-rotator"))
-            .args(["-c", &config.display().to_string()])
-            .env_remove("RUST_LOG")
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
-    }
-
-    pub(crate) fn signal(&self, name: &str) {
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    pub(crate) fn wait(&mut self, limit: Duration) -> Option<i32> {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                started.elapsed() < limit,
-                "daemon did not exit:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    pub(crate) fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `http://ADDRESS` of the metrics endpoint, from the start-up line
-    /// naming the address bound (configured as port 0), once it is logged.
-    pub(crate) async fn metrics_base(&self) -> String {
-        metrics_base_in(&self.log).await
-    }
-}
-
-/// The metrics address a daemon logging to `log` bound (see
-/// [`Daemon::metrics_base`]).
-pub(crate) async fn metrics_base_in(log: &Path) -> String {
-    let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let bound = text
-            .lines()
-            .filter(|l| l.contains("Serving /metrics"))
-            .find_map(|l| l.split_once("listen=").map(|(_, rest)| rest))
-            .and_then(|rest| rest.split_whitespace().next());
-        if let Some(address) = bound {
-            return format!("http://{address}");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the daemon never served metrics:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

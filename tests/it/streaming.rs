@@ -7,13 +7,13 @@
 //! `on_change` POSTs a marker to it), never by wall-clock time.
 
 use crate::util::output_text as text;
-use crate::util::{api_keys, json_sink_keys};
+use crate::util::{api_keys, json_sink_keys, start_daemon, terminate, wait_for_log};
 use crate::util::{args, options, run_bin, run_bin_env, write_config, write_secret, Setup};
 use contabo_simulator::{Fault, FaultRule, Operation, RecordedRequest, Simulator, MARK_PATH};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// A json sink's keys, empty when the file does not exist.
 fn sink_keys(path: &Path) -> BTreeMap<i64, (String, String)> {
@@ -68,52 +68,6 @@ async fn with_one_json_sink(users: usize) -> (Simulator, Setup) {
     );
     std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
     (sim, setup)
-}
-
-/// Starts the daemon with its log in `log`.
-pub(crate) fn start_daemon(setup: &Setup, log: &Path, env: &[(&str, &str)]) -> Child {
-    let file = std::fs::File::create(log).unwrap();
-    Command::new(assert_cmd::cargo::cargo_bin("contabo-rotator"))
-        .args(["-c", &setup.config.display().to_string()])
-        .env_remove("RUST_LOG")
-        .envs(env.iter().copied())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits until `log` contains `line`, or the daemon exits, or 30 s pass.
-pub(crate) async fn wait_for_log(daemon: &mut Child, log: &Path, line: &str) -> String {
-    let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains(line) {
-            return text;
-        }
-        if daemon.try_wait().unwrap().is_some() || started.elapsed() > Duration::from_secs(30) {
-            return text;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-pub(crate) async fn terminate(mut daemon: Child, log: &Path) {
-    let sent = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let status = tokio::task::spawn_blocking(move || daemon.wait().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
 }
 
 const DAILY: &str = "\n[schedule]\ncron = \"0 30 3 * * *\"\n";

@@ -11,10 +11,10 @@
 //! files (one credential's last rotation moved 100 days back, so that the
 //! next run has exactly one credential due) and the database removed.
 
-use crate::streaming::{start_daemon, terminate, wait_for_log};
 use crate::util::{args, edit_config, options, output_text, run_bin, run_bin_env, write_config};
 use crate::util::{assert_no_secret, Setup};
 use crate::util::{journal_intents, outbox_json, state_db, state_integrity};
+use crate::util::{start_daemon, terminate, wait_for_log};
 use axum::http::{HeaderMap, Method, StatusCode};
 use chrono::{DateTime, Utc};
 use contabo_simulator::{Operation, Simulator};

@@ -3,7 +3,11 @@
 #![allow(dead_code)]
 
 mod bin;
+mod daemon;
+mod hooks;
 pub use bin::*;
+pub(crate) use daemon::*;
+pub(crate) use hooks::*;
 
 use base64::Engine;
 use contabo_rotator::contabo::{ClientConfig, ContaboClient, LoginCredentials};
