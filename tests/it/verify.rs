@@ -5,7 +5,7 @@
 
 use crate::util::{api_keys, json_sink_keys};
 use crate::util::{args, options, run_bin, write_config, Setup};
-use crate::webhook::{Receiver, Reply};
+use crate::util::{Receiver, Reply};
 use contabo_simulator::{Operation, S3Fault, S3Request, Simulator, SimulatorOptions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Output;
