@@ -615,7 +615,7 @@ async fn no_secret_in_the_daemon_log_or_metrics() {
     let root = acct.setup.dir.path();
     let log = root.join("daemon.log");
     let file = std::fs::File::create(&log).unwrap();
-    let mut daemon = Command::new(assert_cmd::cargo::cargo_bin("contabo-rotator"))
+    let daemon = Command::new(assert_cmd::cargo::cargo_bin("contabo-rotator"))
         .args(["-vv", "-c", &acct.setup.config.display().to_string()])
         .env_remove("RUST_LOG")
         .env(PASSWORD_VAR, PASSWORD)
@@ -647,15 +647,7 @@ async fn no_secret_in_the_daemon_log_or_metrics() {
         }
         captured.add(format!("GET {path} ({status})"), body);
     }
-    let sent = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let status = tokio::task::spawn_blocking(move || daemon.wait().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(status.code(), Some(0), "{}", read_log());
+    crate::util::terminate(daemon, &log).await;
     let text = read_log();
     assert!(
         text.contains("Rotated object-storage credential."),
