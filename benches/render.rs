@@ -74,6 +74,7 @@ fn snapshot(users: usize) -> Snapshot {
                             &format!("{id:040}").replace('0', "x"),
                         ),
                         rotated_at: if i == 0 { rotated } else { None },
+                        twin: None,
                     }
                 })
                 .collect();

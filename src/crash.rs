@@ -39,6 +39,16 @@ pub const POINTS: &[&str] = &[
     "after-delivery",
 ];
 
+/// Passed only by a twin's switch (DESIGN.md §4, Twin users), in order.
+pub const TWIN_POINTS: &[&str] = &[
+    // The switch journalled, no regenerate sent.
+    "twin-after-intent",
+    // The standby regenerated, nothing proven or delivered.
+    "twin-after-regenerate",
+    // The new keys in every sink holding the twin, the switch not recorded.
+    "twin-after-delivery",
+];
+
 /// Passed only by the daemon's start-up recovery (tests start a daemon to
 /// reach it): the journal resolved and recorded, the sinks not yet
 /// re-delivered.

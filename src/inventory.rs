@@ -74,6 +74,10 @@ pub struct Header {
     pub malformed: Vec<String>,
     /// S3 endpoint of each object storage, by `objectStorageId`.
     pub s3_urls: HashMap<String, String>,
+    /// The users of `[[object_storage.twins]]` found in the account, ordered
+    /// by e-mail: never in `users` (twin users are not rotated as ordinary
+    /// users), whatever `users` and `exclude_users` say.
+    pub twin_users: Vec<UserRef>,
 }
 
 /// The failure of a user listed without a `userId`.
@@ -99,20 +103,27 @@ pub async fn header(
         .map(|s| (s.object_storage_id.clone(), s.s3_endpoint()))
         .collect();
     let users_seen = users.len();
-    let (mut selected, mut malformed) = (Vec::new(), Vec::new());
+    let (mut selected, mut malformed, mut twin_users) = (Vec::new(), Vec::new(), Vec::new());
     for u in users {
-        if !policy::user_selected(scope, &u.email) {
+        let twin = scope.twin_of(&u.email).is_some();
+        if !twin && !policy::user_selected(scope, &u.email) {
             continue;
         }
         if u.user_id.is_empty() {
             malformed.push(u.email);
             continue;
         }
-        selected.push(UserRef {
+        let user = UserRef {
             user_id: u.user_id.into(),
             email: u.email.into(),
-        });
+        };
+        if twin {
+            twin_users.push(user);
+        } else {
+            selected.push(user);
+        }
     }
+    twin_users.sort_by(|a, b| a.email.cmp(&b.email));
     malformed.sort();
     selected.sort_by(|a, b| (&a.email, &a.user_id).cmp(&(&b.email, &b.user_id)));
     // Grown by doubling; the pass keeps this list to its end.
@@ -123,6 +134,7 @@ pub async fn header(
         users: selected,
         malformed,
         s3_urls,
+        twin_users,
     })
 }
 

@@ -4,7 +4,8 @@
 //! itself is data (`rotation::RunReport`).
 
 use crate::rotation::{
-    Failed, PlanItem, ReportItem, ReportOutput, ReportWriter, Rotated, RunReport, Verified,
+    Failed, PlanItem, ReportItem, ReportOutput, ReportWriter, Rotated, RunReport, TwinOutcome,
+    Verified,
 };
 use serde::Serialize;
 use std::io::Write;
@@ -61,6 +62,7 @@ impl ReportWriter for Stdout {
             ReportItem::Rotated(r) => write_item(f, w, "rotated", r, |w| write_rotated(w, r)),
             ReportItem::Verified(v) => write_item(f, w, "verified", v, |w| write_verified(w, v)),
             ReportItem::Failed(e) => write_item(f, w, "failed", e, |w| write_failed(w, e)),
+            ReportItem::Twin(t) => write_item(f, w, "twin", t, |w| write_twin(w, t)),
         };
         self.keep(written);
     }
@@ -237,4 +239,32 @@ fn write_summary(w: &mut impl std::io::Write, report: &RunReport) -> std::io::Re
             ""
         }
     )
+}
+
+/// `twin app: switched to app-b@example.com (the keys handed over before retire at …)`.
+fn write_twin(w: &mut dyn Write, t: &TwinOutcome) -> std::io::Result<()> {
+    let at = t.at.map(crate::json_time::format).unwrap_or_default();
+    let recovered = if t.recovered {
+        ", finishing a stopped run's switch"
+    } else {
+        ""
+    };
+    match t.action {
+        "switched" => writeln!(
+            w,
+            "twin {}: switched to {}{recovered}; the keys handed over before retire at {at}",
+            t.twin, t.user_email
+        ),
+        "retired" => writeln!(
+            w,
+            "twin {}: retired the keys of {} (regenerated, discarded)",
+            t.twin, t.user_email
+        ),
+        "deferred" => writeln!(
+            w,
+            "twin {}: deferred until {at}: the keys handed over before are in their grace period",
+            t.twin
+        ),
+        action => writeln!(w, "twin {}: {action} (active: {})", t.twin, t.user_email),
+    }
 }

@@ -37,7 +37,7 @@ pub use locate::Location;
 pub use settings::{
     ApiSettings, ClientSecretSettings, EmailGlobs, FileFormat, FileSink, Kind, MetricsSettings,
     ObjectStorageSettings, OnFirstSight, ScheduleSettings, Selection, Settings, SinkSettings,
-    StateSettings, TemplateSink, Verify, WebhookSink,
+    StateSettings, TemplateSink, TwinSettings, Verify, WebhookSink,
 };
 pub use validate::default_state_dir;
 

@@ -210,6 +210,33 @@ pub struct RawObjectStorage {
     /// How long the storage may take to accept a new key (1s to 10m).
     /// Default `"60s"`.
     pub verify_timeout: DurationStr,
+    /// `[[object_storage.twins]]`: pairs of users rotated one after the
+    /// other for zero downtime. Default: none.
+    pub twins: Vec<RawTwin>,
+}
+
+/// `[[object_storage.twins]]`: two users with the same storage access;
+/// the sinks hold one, the other is rotated and handed over.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTwin {
+    /// What sinks select (`select = { twins = ["app"] }`) and the profile
+    /// names start with: letters, digits, `_` and `-`. Required.
+    pub name: String,
+    /// Exactly two user e-mails, each in no other twin. Required.
+    pub users: Vec<String>,
+    /// How long the key handed over before keeps working; then its user's
+    /// keys are regenerated and discarded (1s to 30d). Default `"1h"`.
+    #[serde(default = "default_retire_after")]
+    pub retire_after: DurationStr,
+    /// Buckets each new key must list, on every storage, before it is
+    /// handed over. Default: none (ListBuckets only).
+    #[serde(default)]
+    pub probe_buckets: Vec<String>,
+}
+
+fn default_retire_after() -> DurationStr {
+    DurationStr("1h".to_owned())
 }
 
 impl Default for RawObjectStorage {
@@ -225,6 +252,7 @@ impl Default for RawObjectStorage {
             on_first_sight: OnFirstSight::Rotate,
             verify: Verify::S3,
             verify_timeout: DurationStr("60s".to_owned()),
+            twins: Vec::new(),
         }
     }
 }
@@ -397,6 +425,9 @@ pub struct RawSelect {
     pub regions: Vec<String>,
     /// `"object_storage"` and/or `"client_secret"`. Default (empty): both.
     pub kinds: Vec<Kind>,
+    /// Twins (`[[object_storage.twins]]` names) whose active keys the sink
+    /// holds. With `twins` and no `users`, the sink holds no other user.
+    pub twins: Vec<String>,
 }
 
 /// `[metrics]`

@@ -138,6 +138,28 @@ pub struct ObjectStorageSettings {
     pub verify: Verify,
     /// 1 s to 10 min.
     pub verify_timeout: Duration,
+    /// Twin users (DESIGN.md §4), in the file's order.
+    pub twins: Vec<TwinSettings>,
+}
+
+/// One `[[object_storage.twins]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TwinSettings {
+    pub name: String,
+    /// The two users' e-mails, in the file's order: the first is active
+    /// when the twin is first seen.
+    pub users: [String; 2],
+    pub retire_after: Duration,
+    pub probe_buckets: Vec<String>,
+}
+
+impl ObjectStorageSettings {
+    /// The twin `email` belongs to, if any (e-mails compare without case).
+    pub fn twin_of(&self, email: &str) -> Option<&TwinSettings> {
+        self.twins
+            .iter()
+            .find(|t| t.users.iter().any(|u| u.eq_ignore_ascii_case(email)))
+    }
 }
 
 /// How a regenerated key is proven (DESIGN.md §4, Verification).

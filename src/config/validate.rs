@@ -18,11 +18,13 @@ use super::checks::{
     non_empty_items, on_change, optional_name, path, sink_wait, timeout, user_globs,
 };
 use super::error::{ConfigError, Ctx};
-use super::raw::{RawApi, RawConfig, RawObjectStorage, RawSchedule, RawSelect, RawSink, SinkType};
+use super::raw::{
+    RawApi, RawConfig, RawObjectStorage, RawSchedule, RawSelect, RawSink, RawTwin, SinkType,
+};
 use super::secret::SecretRef;
 use super::settings::{
     six_fields, ClientSecretSettings, FileSink, MetricsSettings, ObjectStorageSettings,
-    ScheduleSettings, Selection, SinkSettings,
+    ScheduleSettings, Selection, SinkSettings, TwinSettings,
 };
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -118,7 +120,12 @@ pub(super) fn validate(raw: RawConfig, ctx: &Ctx) -> Result<Validated, ConfigErr
     let object_storage = validate_object_storage(ctx, raw.object_storage)?;
     let mut sinks = Vec::with_capacity(raw.sinks.len());
     for (i, sink) in raw.sinks.into_iter().enumerate() {
-        sinks.push(validate_sink(ctx, &format!("sinks[{i}]"), sink)?);
+        sinks.push(validate_sink(
+            ctx,
+            &format!("sinks[{i}]"),
+            sink,
+            &object_storage.twins,
+        )?);
     }
     check_distinct_paths(ctx, &sinks)?;
     let metrics = match raw.metrics {
@@ -254,10 +261,88 @@ fn validate_object_storage(
         on_first_sight: raw.on_first_sight,
         verify: raw.verify,
         verify_timeout: timeout(ctx, "object_storage.verify_timeout", &raw.verify_timeout)?,
+        twins: twins(ctx, raw.twins)?,
     })
 }
 
-fn validate_sink(ctx: &Ctx, key: &str, raw: RawSink) -> Result<PendingSink, ConfigError> {
+/// `[[object_storage.twins]]`: named like a profile, two distinct users
+/// each in one twin, a bounded grace period.
+fn twins(ctx: &Ctx, raw: Vec<RawTwin>) -> Result<Vec<TwinSettings>, ConfigError> {
+    let mut twins: Vec<TwinSettings> = Vec::with_capacity(raw.len());
+    for (i, t) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("object_storage.twins[{i}].{k}");
+        let name = t.name.trim().to_owned();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(ctx.invalid(
+                key("name"),
+                format!("`{name}` is not a twin name: use letters, digits, `_` and `-` (it starts the profile names)"),
+            ));
+        }
+        if twins.iter().any(|o| o.name == name) {
+            return Err(ctx.invalid(key("name"), format!("`{name}` names another twin already")));
+        }
+        let users: [String; 2] = match <[String; 2]>::try_from(t.users) {
+            Ok([a, b]) if !a.trim().is_empty() && !b.trim().is_empty() => {
+                [a.trim().to_owned(), b.trim().to_owned()]
+            }
+            Ok(_) => return Err(ctx.invalid(key("users"), "must not hold an empty e-mail")),
+            Err(users) => {
+                return Err(ctx.invalid(
+                    key("users"),
+                    format!("holds {} e-mails; a twin is exactly two users", users.len()),
+                ))
+            }
+        };
+        if users[0].eq_ignore_ascii_case(&users[1]) {
+            return Err(ctx.invalid(
+                key("users"),
+                format!("names {} twice; a twin is two different users", users[0]),
+            ));
+        }
+        for user in &users {
+            if let Some(other) = twins
+                .iter()
+                .find(|o| o.users.iter().any(|u| u.eq_ignore_ascii_case(user)))
+            {
+                return Err(ctx.invalid(
+                    key("users"),
+                    format!(
+                        "{user} is in twin `{}` already; a user is in at most one twin",
+                        other.name
+                    ),
+                ));
+            }
+        }
+        let retire_after = duration(ctx, &key("retire_after"), &t.retire_after)?;
+        if retire_after < Duration::from_secs(1) || retire_after > 30 * DAY {
+            return Err(ctx.invalid(
+                key("retire_after"),
+                format!(
+                    "`{}` is out of range: must be between 1s and 30d",
+                    t.retire_after.0
+                ),
+            ));
+        }
+        twins.push(TwinSettings {
+            name,
+            users,
+            retire_after,
+            probe_buckets: non_empty_items(ctx, &key("probe_buckets"), t.probe_buckets)?,
+        });
+    }
+    Ok(twins)
+}
+
+fn validate_sink(
+    ctx: &Ctx,
+    key: &str,
+    raw: RawSink,
+    twins: &[TwinSettings],
+) -> Result<PendingSink, ConfigError> {
     let kind = raw.kind;
     let allowed = kind.keys();
     for present in raw.present_keys() {
@@ -282,7 +367,8 @@ fn validate_sink(ctx: &Ctx, key: &str, raw: RawSink) -> Result<PendingSink, Conf
     let sub = |name: &str| format!("{key}.{name}");
     // A sink's own validation hook names the key under `sinks[N]`.
     let hook = |p: crate::sinks::ConfigProblem| ctx.invalid(sub(p.key), p.problem);
-    let select = |raw: Option<RawSelect>| selection(ctx, &sub("select"), raw.unwrap_or_default());
+    let select =
+        |raw: Option<RawSelect>| selection(ctx, &sub("select"), raw.unwrap_or_default(), twins);
     match kind {
         SinkType::File => Ok(PendingSink::Ready(SinkSettings::File(FileSink {
             path: path(ctx, &sub("path"), &raw.path.ok_or_else(|| missing("path"))?)?,
@@ -363,11 +449,25 @@ fn ca_file(
         .map_err(|err| ctx.invalid(key, err.to_string()))
 }
 
-fn selection(ctx: &Ctx, key: &str, raw: RawSelect) -> Result<Selection, ConfigError> {
+fn selection(
+    ctx: &Ctx,
+    key: &str,
+    raw: RawSelect,
+    twins: &[TwinSettings],
+) -> Result<Selection, ConfigError> {
+    for (i, name) in raw.twins.iter().enumerate() {
+        if !twins.iter().any(|t| t.name == *name) {
+            return Err(ctx.invalid(
+                format!("{key}.twins[{i}]"),
+                format!("`{name}` is not the name of an [[object_storage.twins]]"),
+            ));
+        }
+    }
     Ok(Selection {
         users: user_globs(ctx, &format!("{key}.users"), raw.users)?,
         regions: non_empty_items(ctx, &format!("{key}.regions"), raw.regions)?,
         kinds: raw.kinds,
+        twins: raw.twins,
     })
 }
 

@@ -28,7 +28,9 @@ use super::{Delivery, RunReport};
 use crate::config::{Kind, SinkSettings};
 use crate::crash;
 use crate::inventory::{CredentialEntry, UserRef};
-use crate::sinks::snapshot::{select_groups, selects, selects_user, Group};
+use crate::sinks::snapshot::{
+    select_groups, selects_credential, selects_twin, selects_user, Group,
+};
 use crate::sinks::write::RenderError;
 use crate::sinks::{self, file, webhook, SinkError, Snapshot, SnapshotCredential};
 use crate::state::{AuditEvent, AuditKind, Records, StateDir};
@@ -88,6 +90,11 @@ impl Slot {
         self.selection().is_some_and(|s| selects_user(s, email))
     }
 
+    /// Whether the sink holds the active keys of twin `name`.
+    fn holds_twin(&self, name: &str) -> bool {
+        self.selection().is_some_and(|s| selects_twin(s, name))
+    }
+
     fn holds_client(&self) -> bool {
         self.selection()
             .is_some_and(|s| s.includes_kind(Kind::ClientSecret))
@@ -108,6 +115,10 @@ pub(super) struct WriteDone {
 /// A user in the aggregate store: (e-mail, user id), the records' shared
 /// copies.
 type UserKey = (Arc<str>, Arc<str>);
+
+/// Twins are kept in the store under this prefix and their name: no
+/// e-mail starts with a space.
+const TWIN_KEY: &str = " twin ";
 
 /// The current values of the users the aggregate sinks hold, in (e-mail,
 /// user id) order: a sorted vector, reserved for the users it will hold
@@ -271,6 +282,98 @@ impl Sinks {
                     )
                 });
             }
+        }
+    }
+
+    /// Why a sink holding twin `name` cannot be given new keys, if one
+    /// cannot (a switch then waits: its keys would reach some sinks only).
+    pub(super) fn twin_blocked(&self, name: &str) -> Option<String> {
+        self.slots
+            .iter()
+            .filter(|s| s.enabled && s.is_file() && s.holds_twin(name))
+            .find_map(|s| {
+                s.blocked
+                    .as_ref()
+                    .map(|why| format!("{}: {why}", s.sink.describe()))
+            })
+    }
+
+    /// Twin `name`'s users could not be listed (or do not make a twin): the
+    /// aggregate sinks holding it cannot be rendered completely.
+    pub(super) fn twin_unlisted(&mut self, name: &str, why: &str) {
+        for slot in &mut self.slots {
+            if slot.enabled && slot.is_file() && slot.holds_twin(name) {
+                slot.blocked
+                    .get_or_insert_with(|| format!("not delivered: twin `{name}` {why}"));
+            }
+        }
+    }
+
+    /// Keeps twin `name`'s active keys for the sinks holding it, under the
+    /// twin's own key: a switch replaces the other user's keys.
+    pub(super) fn store_twin(&mut self, name: &str, values: Group) {
+        let key = UserRef {
+            email: format!("{TWIN_KEY}{name}").into(),
+            user_id: Arc::from(name),
+        };
+        self.store.insert(&key, values);
+    }
+
+    /// Hands twin `name`'s new active keys to every sink holding it and
+    /// waits for those writes. `Err` names the sinks that were not written
+    /// (the report has their failures).
+    pub(super) async fn deliver_twin(
+        &mut self,
+        name: &str,
+        values: Group,
+        records: &mut Records,
+        report: &mut RunReport,
+    ) -> Result<(), String> {
+        self.store_twin(name, values);
+        let holding: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| {
+                let s = &self.slots[i];
+                s.enabled && s.is_file() && s.holds_twin(name)
+            })
+            .collect();
+        let mut failed = Vec::new();
+        for &i in &holding {
+            if let Some(why) = &self.slots[i].blocked {
+                failed.push(format!("{} ({why})", self.slots[i].sink.describe()));
+                continue;
+            }
+            self.slots[i].dirty_since = Some(Instant::now());
+            self.slots[i].changed = true;
+            self.slots[i].outcome = None;
+        }
+        // Until every holding sink's write of these keys is done: a write
+        // in flight (of the values before) is awaited, then this one.
+        loop {
+            for &i in &holding {
+                if self.slots[i].dirty_since.is_some() && !self.slots[i].in_flight {
+                    self.write_now(i);
+                }
+            }
+            let pending = holding
+                .iter()
+                .any(|&i| self.slots[i].in_flight || self.slots[i].dirty_since.is_some());
+            if !pending {
+                break;
+            }
+            let Some(joined) = self.writes.join_next().await else {
+                break;
+            };
+            self.write_done(joined.expect("sink write panicked"), records, report);
+        }
+        for &i in &holding {
+            if self.slots[i].blocked.is_none() && self.slots[i].outcome == Some("failed") {
+                failed.push(self.slots[i].sink.describe());
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join(", "))
         }
     }
 
@@ -552,7 +655,7 @@ impl Sinks {
         Snapshot {
             client: self.client.clone(),
             groups: select_groups(self.store.values(), |c| {
-                selection.is_some_and(|s| selects(s, &c.user_email, &c.storage.region))
+                selection.is_some_and(|s| selects_credential(s, c))
             }),
         }
     }
@@ -733,6 +836,9 @@ impl Sinks {
 
 /// A sink holding exactly one user in scope is that user's.
 fn one_user(selection: &crate::config::Selection, users: &[UserRef]) -> Role {
+    if !selection.twins.is_empty() {
+        return Role::Aggregate;
+    }
     let mut held = users.iter().filter(|u| selects_user(selection, &u.email));
     match (held.next(), held.next()) {
         (Some(only), None) => Role::OneUser(only.user_id.clone()),
@@ -867,7 +973,7 @@ impl Gate {
             });
             let Some(reason) = reason else { continue };
             for (c, slot) in values.iter().zip(reasons.iter_mut()) {
-                if slot.is_none() && selects(selection, &c.user_email, &c.storage.region) {
+                if slot.is_none() && selects_credential(selection, c) {
                     *slot = Some(format!(
                         "not rotated: {} cannot be given its new value in this pass ({reason})",
                         g.sink.describe()

@@ -20,12 +20,16 @@ mod pass;
 mod record;
 mod report;
 mod resume;
+mod twins;
 mod user;
 pub(crate) mod verify;
 
+/// How a request to a storage is signed (the tests' readers sign with it).
+pub use verify::signed_headers;
+
 pub use report::{
     CredentialRef, Delivery, Failed, PlanItem, ReportItem, ReportOutput, ReportWriter, Rotated,
-    RunReport, Totals, Verified,
+    RunReport, Totals, TwinOutcome, Verified,
 };
 
 use crate::config::Settings;
@@ -379,6 +383,7 @@ pub(crate) fn snapshot_values(
                 credential_id: c.credential_id,
                 keys: crate::sinks::Keys::new(&c.access_key, c.secret_key.expose_secret()),
                 rotated_at,
+                twin: None,
             }
         })
         .collect()

@@ -69,7 +69,7 @@ pub(super) async fn run(
     if !deliver_only {
         tracing::info!(trace_id = %report.trace_id, dry_run = options.dry_run, force = options.force, "Run started.");
     }
-    let Some((mut records, header)) =
+    let Some((mut records, mut header)) =
         open(engine, &client, options, deliver_only, &mut report).await
     else {
         return report;
@@ -90,14 +90,23 @@ pub(super) async fn run(
     // Each user's id and e-mail from here on are this list's copies, which
     // the listings, the keys, the values and the store share: one of each
     // per user.
-    let users: Vec<UserRef> = header
-        .users
+    let users: Vec<UserRef> = std::mem::take(&mut header.users)
         .into_iter()
         .filter(|u| !deliver_only || sinks.any_holds(&u.email))
         .collect();
-    let s3_urls = Arc::new(header.s3_urls);
-    let mut ahead = ListedAhead::new(&os, &sinks, &users, write, deliver_only);
     let mut flow = Flow::new(engine, &client, sinks, write, deliver_only);
+    let twins = super::twins::prepare(
+        engine,
+        &client,
+        &header,
+        &mut flow.sinks,
+        &flow.storages,
+        write,
+        &mut report,
+    )
+    .await;
+    let s3_urls = Arc::new(header.s3_urls);
+    let mut ahead = ListedAhead::new(&os, &flow.sinks, &users, write, deliver_only);
     ahead
         .list(
             &client,
@@ -153,7 +162,20 @@ pub(super) async fn run(
     }
     report.interrupted = cancel.is_cancelled();
     drop(ctx);
-    let (records, sinks) = flow.end(shared_records, &mut report).await;
+    let (mut records, mut sinks) = flow.end(shared_records, &mut report).await;
+    if !cancel.is_cancelled() && !client.health().is_open() {
+        super::twins::run(
+            engine,
+            &client,
+            twins,
+            &mut sinks,
+            &mut records,
+            options,
+            deliver_only,
+            &mut report,
+        )
+        .await;
+    }
     conclude(
         engine,
         &client,

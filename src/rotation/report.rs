@@ -20,6 +20,22 @@ pub struct PlanItem {
     pub reason_code: Option<Reason>,
 }
 
+/// What a run did with a twin (DESIGN.md §4, Twin users).
+#[derive(Debug, Clone, Serialize)]
+pub struct TwinOutcome {
+    pub twin: String,
+    /// `switched` (to `user_email`), `retired` (`user_email`'s keys
+    /// regenerated and discarded), `deferred` (until `at`), `due` or `kept`
+    /// (a dry run's plan).
+    pub action: &'static str,
+    pub user_email: String,
+    /// `switched`: when the previous user retires; `deferred`: when the
+    /// grace period ends.
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The switch finishes one a stopped run left under way.
+    pub recovered: bool,
+}
+
 /// One sink's delivery.
 #[derive(Debug, Clone, Serialize)]
 pub struct Delivery {
@@ -54,6 +70,7 @@ pub enum ReportItem<'a> {
     Rotated(&'a Rotated),
     Verified(&'a Verified),
     Failed(&'a Failed),
+    Twin(&'a TwinOutcome),
 }
 
 /// Counts of what a run did, for the summary and the metrics.
@@ -87,6 +104,10 @@ pub struct RunReport {
     pub verified: Vec<Verified>,
     pub failed: Vec<Failed>,
     pub deliveries: Vec<Delivery>,
+    /// Twins switched, retired or deferred (few: kept whole).
+    pub twins: Vec<TwinOutcome>,
+    /// How many of `twins` were written.
+    twins_written: usize,
     /// The run stopped early on a shutdown signal.
     pub interrupted: bool,
     /// Requests sent to the storages to verify new keys (apart from the
@@ -149,10 +170,14 @@ impl RunReport {
             }
         }
         if let Some(w) = out {
+            for t in &self.twins[self.twins_written..] {
+                w.item(ReportItem::Twin(t));
+            }
             for f in &self.failed[self.failed_written..] {
                 w.item(ReportItem::Failed(f));
             }
         }
+        self.twins_written = self.twins.len();
         self.failed_written = self.failed.len();
     }
 

@@ -67,6 +67,7 @@ pub(super) struct Job {
     pub secret_key: SecretString,
     pub old_access_key: String,
     pub old_secret_key: SecretString,
+    pub probe_buckets: Vec<String>,
 }
 
 impl Job {
@@ -87,6 +88,7 @@ impl Job {
             secret_key: new_secret_key.clone(),
             old_access_key: old.access_key.clone(),
             old_secret_key: old.secret_key.clone(),
+            probe_buckets: Vec::new(),
         }
     }
 }
@@ -369,6 +371,7 @@ mod tests {
             secret_key: SecretString::from("new-secret-value-123"),
             old_access_key: "OLDKEY".into(),
             old_secret_key: SecretString::from("old-secret-value-456"),
+            probe_buckets: Vec::new(),
         }
     }
 

@@ -121,6 +121,25 @@ pub fn region_code(region: &str) -> &'static str {
         .map_or("default", |(_, _, code)| code)
 }
 
+/// The profile name of a twin's credentials in `region` (DESIGN.md §3):
+/// `<twin>-<region code>`, plus `-<storage name>` (sanitised) when the
+/// twin holds two storages in the region, so that the name is the same
+/// whichever of the two users is active.
+pub fn twin_profile_name(twin: &str, region: &str, storage_name: Option<&str>) -> String {
+    let mut name = format!("{twin}-{}", region_code(region));
+    if let Some(storage) = storage_name {
+        name.push('-');
+        name.extend(storage.chars().map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        }));
+    }
+    name
+}
+
 /// The `aws-credentials` profile name of a credential, before any `-2`
 /// suffix: `<e-mail>-<region code>-<credential id>`, characters outside
 /// `[A-Za-z0-9_-]` replaced by `_`.
@@ -378,7 +397,10 @@ fn write_profiles(
     let mut base = String::new();
     let base_of = |c: &SnapshotCredential, base: &mut String| {
         base.clear();
-        push_profile_name(base, &c.user_email, c.storage.region_code, c.credential_id);
+        match &c.twin {
+            Some(twin) => base.push_str(&twin.profile),
+            None => push_profile_name(base, &c.user_email, c.storage.region_code, c.credential_id),
+        }
     };
     let hash_of = |name: &str| {
         let mut h = std::hash::DefaultHasher::new();

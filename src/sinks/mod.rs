@@ -78,6 +78,9 @@ pub struct Selection {
     pub regions: Vec<String>,
     /// Empty selects both kinds.
     pub kinds: Vec<Kind>,
+    /// Twins whose active keys the sink holds; with twins and no `users`
+    /// the sink holds no other user.
+    pub twins: Vec<String>,
 }
 
 impl Selection {

@@ -73,6 +73,18 @@ pub struct SnapshotCredential {
     /// When contabo-rotator last rotated it, if it did, to the second (as
     /// much as a sink shows).
     pub rotated_at: Option<DateTime<Utc>>,
+    /// Set on the active keys of a twin (`[[object_storage.twins]]`).
+    pub twin: Option<Arc<TwinTag>>,
+}
+
+/// What a twin's credential carries: the twin's name and its profile
+/// name, the same whichever of the two users is active.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TwinTag {
+    pub name: Box<str>,
+    /// `<twin>-<region code>`, plus `-<storage name>` when the twin holds
+    /// two storages in one region.
+    pub profile: Box<str>,
 }
 
 impl SnapshotCredential {
@@ -178,8 +190,7 @@ impl Snapshot {
     /// is 0.24 MB per render.
     pub fn select(&self, selection: &Selection) -> std::borrow::Cow<'_, Snapshot> {
         let wants = |kind: Kind| selection.kinds.is_empty() || selection.kinds.contains(&kind);
-        let selected =
-            |c: &SnapshotCredential| selects(selection, &c.user_email, &c.storage.region);
+        let selected = |c: &SnapshotCredential| selects_credential(selection, c);
         let whole = (self.client.is_none() || wants(Kind::ClientSecret))
             && if wants(Kind::ObjectStorage) {
                 self.credentials().all(selected)
@@ -262,15 +273,18 @@ impl Snapshot {
     }
 }
 
-/// Whether `selection` takes the S3 credential of user `email` in `region`.
-pub fn selects(selection: &Selection, email: &str, region: &str) -> bool {
-    selection.includes_kind(Kind::ObjectStorage)
-        && selects_user(selection, email)
-        && (selection.regions.is_empty()
-            || selection
-                .regions
-                .iter()
-                .any(|r| r.eq_ignore_ascii_case(region)))
+/// Whether `selection` takes the S3 credential `c`: a twin's through
+/// `twins`, any other user's through `users`.
+pub fn selects_credential(selection: &Selection, c: &SnapshotCredential) -> bool {
+    let held = match &c.twin {
+        Some(twin) => selects_twin(selection, &twin.name),
+        None => selects_user(selection, &c.user_email),
+    };
+    held && (selection.regions.is_empty()
+        || selection
+            .regions
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(&c.storage.region)))
 }
 
 /// The credentials of `groups` that `keep` takes: a group taken whole is
@@ -297,10 +311,20 @@ pub fn select_groups<'a>(
     picked
 }
 
-/// Whether `selection` takes S3 credentials of user `email` (in some region).
+/// Whether `selection` takes S3 credentials of user `email` (in some
+/// region), a user in no twin. A selection of twins without `users` takes
+/// no such user.
 pub fn selects_user(selection: &Selection, email: &str) -> bool {
     selection.includes_kind(Kind::ObjectStorage)
-        && selection.users.as_ref().is_none_or(|g| g.is_match(email))
+        && match &selection.users {
+            Some(globs) => globs.is_match(email),
+            None => selection.twins.is_empty(),
+        }
+}
+
+/// Whether `selection` takes the active keys of twin `name`.
+pub fn selects_twin(selection: &Selection, name: &str) -> bool {
+    selection.includes_kind(Kind::ObjectStorage) && selection.twins.iter().any(|t| t == name)
 }
 
 /// A borrowed view of a [`Snapshot`] that serialises to the json format:
@@ -327,6 +351,10 @@ struct CredentialView<'a> {
     access_key: &'a str,
     secret_key: &'a str,
     rotated_at: Option<crate::json_time::Rfc3339>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    twin: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    profile: Option<&'a str>,
 }
 
 impl serde::Serialize for JsonView<'_> {
@@ -348,6 +376,8 @@ impl serde::Serialize for JsonView<'_> {
                         access_key: c.access_key(),
                         secret_key: c.keys.expose_secret(),
                         rotated_at: c.rotated_at.map(crate::json_time::Rfc3339),
+                        twin: c.twin.as_ref().map(|t| &*t.name),
+                        profile: c.twin.as_ref().map(|t| &*t.profile),
                     })?;
                 }
                 seq.end()
@@ -481,6 +511,7 @@ pub(crate) mod tests {
             credential_id: id,
             keys: Keys::new(&format!("AK{id}"), secret),
             rotated_at: None,
+            twin: None,
         }
     }
 
@@ -524,6 +555,7 @@ pub(crate) mod tests {
             users: None,
             regions: Vec::new(),
             kinds: Vec::new(),
+            twins: Vec::new(),
         };
         assert!(matches!(
             snapshot.select(&every),

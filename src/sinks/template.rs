@@ -643,6 +643,14 @@ fn environment() -> Environment<'static> {
             }
             Ok(value)
         };
+        // A twin's credential carries its profile name.
+        if let Some(profile) = c
+            .get_attr("profile")
+            .ok()
+            .filter(|p| !p.is_undefined() && !p.is_none())
+        {
+            return text_of("aws_profile", &profile);
+        }
         let id = field("credential_id")?;
         let id = i64::try_from(id).map_err(|_| {
             Error::new(
@@ -650,7 +658,7 @@ fn environment() -> Environment<'static> {
                 "aws_profile: credential_id is not an integer",
             )
         })?;
-        Ok::<_, Error>(formats::profile_name(
+        Ok(formats::profile_name(
             &text_of("aws_profile", &field("user_email")?)?,
             &text_of("aws_profile", &field("region")?)?,
             id,

@@ -106,6 +106,26 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
+    // 2: twin users (DESIGN.md §4): which user each twin's sinks hold, the
+    // switch in flight and the retirement due.
+    "CREATE TABLE twins (
+        name TEXT PRIMARY KEY,
+        active_user_id TEXT NOT NULL,
+        active_email TEXT NOT NULL,
+        -- When the active user's keys were handed over (first sight: seen).
+        active_since TEXT NOT NULL,
+        last_switch_at TEXT,
+        -- The user whose keys were handed over before, until retired.
+        previous_user_id TEXT,
+        previous_email TEXT,
+        retire_at TEXT,
+        last_retired_at TEXT,
+        -- A switch journalled and not finished: the standby being handed over.
+        switch_id TEXT,
+        switch_user_id TEXT,
+        switch_email TEXT,
+        switch_started_at TEXT
+    );",
 ];
 
 /// The schema version this build reads and writes.

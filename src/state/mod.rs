@@ -34,6 +34,7 @@ mod outbox;
 mod records;
 mod runs;
 mod secret_store;
+mod twins;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,7 @@ pub use records::{
 };
 pub use runs::{LastFailures, RunHistory, RUNS_VERSION};
 pub use secret_store::{login_secrets, StoredClientSecret};
+pub use twins::{PendingSwitch, TwinState, TwinUser};
 
 use fingerprint::FingerprintKey;
 
@@ -90,6 +92,8 @@ pub struct StateView {
     pub outbox: Outbox,
     /// How the last runs ended.
     pub runs: RunHistory,
+    /// Twin users' states, by name.
+    pub twins: Vec<TwinState>,
 }
 
 impl StateDir {
@@ -144,6 +148,7 @@ impl StateDir {
                 journal: Journal::default(),
                 outbox: Outbox::default(),
                 runs: RunHistory::default(),
+                twins: Vec::new(),
             });
         };
         let db = match Db::open_read_only(&handle)? {
@@ -169,6 +174,7 @@ impl StateDir {
                 tracing::warn!(error = %err, "Ignoring the run history.");
                 RunHistory::default()
             }),
+            twins: twins::load(&db)?,
         })
     }
 

@@ -29,6 +29,7 @@ mod sinks;
 mod streaming;
 mod systemd;
 mod tls;
+mod twins;
 mod upgrade;
 mod util;
 mod verify;

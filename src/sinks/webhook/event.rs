@@ -24,8 +24,22 @@ pub const CLIENT_SECRET_ROTATED: &str = "client_secret.rotated";
 /// before the proof so that it never waits for the storage. A key the
 /// storage keeps refusing is a `rotation.failed` instead.
 pub const OBJECT_STORAGE_CREDENTIAL_VERIFIED: &str = "object_storage_credential.verified";
-/// Rotating an S3 credential or the client secret failed.
+/// Rotating an S3 credential, the client secret or a twin failed.
 pub const ROTATION_FAILED: &str = "rotation.failed";
+/// A twin's sinks were handed the standby user's new, proven keys.
+pub const OBJECT_STORAGE_TWIN_SWITCHED: &str = "object_storage_twin.switched";
+/// The keys a twin handed over before were regenerated and discarded.
+pub const OBJECT_STORAGE_TWIN_RETIRED: &str = "object_storage_twin.retired";
+
+/// A twin's event (`switched` or `retired`) with its `data`: identifiers,
+/// access keys and fingerprints. It never carries a secret, whatever
+/// `include_secrets` says: the sinks holding the twin have the keys.
+pub fn twin_event(kind: &str, at: DateTime<Utc>, data: Value) -> NewEvent {
+    NewEvent {
+        announces: None,
+        event: new_event(kind, at, data, None),
+    }
+}
 
 /// An event to enqueue, with the rotation it announces (if it is one).
 #[derive(Debug, Clone)]
@@ -175,6 +189,7 @@ fn failed(f: &Failed, client_id: &str, trace_id: &str) -> Option<NewEvent> {
             }
         }
         "client_secret" => merge(&mut data, json!({ "client_id": client_id })),
+        "twin" => merge(&mut data, json!({ "twin": f.subject })),
         _ => return None,
     }
     Some(NewEvent {
@@ -412,6 +427,7 @@ mod tests {
                 credential_id: 42,
                 keys: crate::sinks::Keys::new("CURRENTKEY", S3_SECRET),
                 rotated_at: None,
+                twin: None,
             }],
         )
     }

@@ -90,8 +90,9 @@ mod signature;
 
 pub use config::{check, WebhookSink};
 pub use event::{
-    events_for, verified_events, NewEvent, CLIENT_SECRET_ROTATED,
-    OBJECT_STORAGE_CREDENTIAL_ROTATED, OBJECT_STORAGE_CREDENTIAL_VERIFIED, ROTATION_FAILED,
+    events_for, twin_event, verified_events, NewEvent, CLIENT_SECRET_ROTATED,
+    OBJECT_STORAGE_CREDENTIAL_ROTATED, OBJECT_STORAGE_CREDENTIAL_VERIFIED,
+    OBJECT_STORAGE_TWIN_RETIRED, OBJECT_STORAGE_TWIN_SWITCHED, ROTATION_FAILED,
 };
 pub use signature::Signer;
 

@@ -47,6 +47,7 @@ impl Fixture {
                     credential_id: 42,
                     keys: crate::sinks::Keys::new("NEWKEY", S3_SECRET),
                     rotated_at: None,
+                    twin: None,
                 }],
             ),
         }
