@@ -171,7 +171,8 @@ pub async fn collect(
     // calls would each hold their whole (large) future in memory.
     let slots = Arc::new(Semaphore::new(client.concurrency()));
     let mut tasks = JoinSet::new();
-    for user in header.users {
+    // Twin users too: `list` shows them, with their twin.
+    for user in header.users.into_iter().chain(header.twin_users) {
         let client = client.clone();
         let scope = scope.clone();
         let s3_urls = s3_urls.clone();

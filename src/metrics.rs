@@ -97,6 +97,16 @@ pub struct StateFigures {
     pub pending_intents: u64,
     /// Webhook events waiting in the outbox.
     pub outbox_events: u64,
+    pub twins: Vec<TwinFigures>,
+}
+
+/// One twin's state, for its gauges.
+#[derive(Debug, Clone, Default)]
+pub struct TwinFigures {
+    pub twin: String,
+    pub active_user_email: String,
+    pub last_switch: Option<chrono::DateTime<chrono::Utc>>,
+    pub retire_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What `/readyz` answers, from the last run.
@@ -158,6 +168,9 @@ pub struct Metrics {
     s3_probes: Counter,
     credential_last_rotation: Family<Labels, Gauge>,
     credential_next_rotation: Family<Labels, Gauge>,
+    twin_active_user: Family<Labels, Gauge>,
+    twin_last_switch: Family<Labels, Gauge>,
+    twin_retirement_due: Family<Labels, Gauge>,
     client_secret_last_rotation: Gauge,
     client_secret_next_rotation: Gauge,
     pending_intents: Gauge,
@@ -215,6 +228,9 @@ impl Metrics {
             s3_probes: Counter::default(),
             credential_last_rotation: Family::default(),
             credential_next_rotation: Family::default(),
+            twin_active_user: Family::default(),
+            twin_last_switch: Family::default(),
+            twin_retirement_due: Family::default(),
             client_secret_last_rotation: Gauge::default(),
             client_secret_next_rotation: Gauge::default(),
             pending_intents: Gauge::default(),
@@ -278,6 +294,21 @@ impl Metrics {
             "object_storage_credential_next_rotation_timestamp_seconds",
             "Unix time each S3 credential is due (max_age after its last rotation or first sight)",
             m.credential_next_rotation.clone(),
+        );
+        r.register(
+            "twin_active_user",
+            "1 for the user whose keys each twin's sinks hold",
+            m.twin_active_user.clone(),
+        );
+        r.register(
+            "twin_last_switch_timestamp_seconds",
+            "Unix time each twin last handed the standby's keys over (0: never)",
+            m.twin_last_switch.clone(),
+        );
+        r.register(
+            "twin_retirement_due_timestamp_seconds",
+            "Unix time the keys each twin handed over before are regenerated (0: none to retire)",
+            m.twin_retirement_due.clone(),
         );
         r.register(
             "client_secret_last_rotation_timestamp_seconds",
@@ -441,6 +472,21 @@ impl Metrics {
             .set(i64::try_from(state.pending_intents).unwrap_or(i64::MAX));
         self.outbox_events
             .set(i64::try_from(state.outbox_events).unwrap_or(i64::MAX));
+        self.twin_active_user.clear();
+        self.twin_last_switch.clear();
+        self.twin_retirement_due.clear();
+        for t in &state.twins {
+            let twin = vec![("twin", t.twin.clone())];
+            let mut user = twin.clone();
+            user.push(("user_email", t.active_user_email.clone()));
+            self.twin_active_user.get_or_create(&user).set(1);
+            self.twin_last_switch
+                .get_or_create(&twin)
+                .set(ts(t.last_switch).unwrap_or(0));
+            self.twin_retirement_due
+                .get_or_create(&twin)
+                .set(ts(t.retire_at).unwrap_or(0));
+        }
     }
 
     /// The next scheduled run.

@@ -150,6 +150,7 @@ pub async fn run_daemon(
     // (Type=notify) we are ready.
     notify(&[sd_notify::NotifyState::Ready]);
     'daemon: loop {
+        let mut retire_only = false;
         if !run_now {
             let schedule = engine.settings().schedule.clone();
             let Some(next) = next_tick(&schedule, Utc::now()) else {
@@ -184,6 +185,16 @@ pub async fn run_daemon(
                 else {
                     break;
                 };
+                // A twin's retirement due before the tick wakes the daemon
+                // for it alone (DESIGN.md §4, Twin users).
+                let retirement = engine
+                    .next_retirement()
+                    .map(|at| (at - now).to_std().unwrap_or_default());
+                if retirement.is_some_and(|r| r.is_zero()) {
+                    retire_only = true;
+                    break;
+                }
+                let left = retirement.map_or(left, |r| left.min(r));
                 tokio::select! {
                     _ = tokio::time::sleep(left.min(MAX_SLEEP_SLICE)) => {}
                     signal = signals.recv() => match signal {
@@ -197,11 +208,21 @@ pub async fn run_daemon(
             }
         }
         run_now = false;
-        notify(&[sd_notify::NotifyState::Status("Rotating")]);
+        notify(&[sd_notify::NotifyState::Status(if retire_only {
+            "Retiring a twin's keys"
+        } else {
+            "Rotating"
+        })]);
         let mut reload_requested = false;
         let started = std::time::Instant::now();
         let finished = {
-            let run = engine.run_once(RunOptions::default(), &cancel);
+            let run = async {
+                if retire_only {
+                    engine.retire_twins(&cancel).await
+                } else {
+                    engine.run_once(RunOptions::default(), &cancel).await
+                }
+            };
             tokio::pin!(run);
             loop {
                 tokio::select! {
@@ -227,7 +248,7 @@ pub async fn run_daemon(
         tracing::info!(
             rotated = finished.rotated_count(),
             failed = finished.failed.len(),
-            exit_code = u8::from(!finished.failed.is_empty()),
+            retirement = retire_only,
             "Scheduled run finished."
         );
         if cancel.is_cancelled() {

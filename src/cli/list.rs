@@ -2,11 +2,11 @@
 //! state. Never prints a secret: only ids, names, regions and access keys.
 
 use super::{api_client, CliError, EXIT_FAILED, EXIT_OK};
-use crate::config::{OnFirstSight, Settings};
+use crate::config::{OnFirstSight, Settings, TwinSettings};
 use crate::inventory::{self, CredentialEntry, Inventory};
 use crate::policy;
 use crate::rotation::{history, key_of};
-use crate::state::{AllRecords, StateDir};
+use crate::state::{AllRecords, StateDir, TwinState};
 use anyhow::Context;
 use serde::Serialize;
 use std::io::Write;
@@ -36,6 +36,12 @@ struct Row<'a> {
     last_rotated: Option<String>,
     due: bool,
     due_reason: String,
+    /// The twin the user belongs to, and whether the sinks hold it
+    /// (`active`) or not (`standby`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    twin: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    twin_role: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -56,7 +62,7 @@ pub async fn run(settings: &Settings, json: bool, out: &mut impl Write) -> Resul
             settings.state.dir.display()
         )
     })?;
-    let listing = listing(settings, &inventory, &view.records);
+    let listing = listing(settings, &inventory, &view.records, &view.twins);
     if json {
         serde_json::to_writer(&mut *out, &listing).context("writing JSON")?;
         writeln!(out).context("writing to stdout")?;
@@ -70,7 +76,12 @@ pub async fn run(settings: &Settings, json: bool, out: &mut impl Write) -> Resul
     })
 }
 
-fn listing<'a>(settings: &Settings, inventory: &'a Inventory, records: &AllRecords) -> Listing<'a> {
+fn listing<'a>(
+    settings: &'a Settings,
+    inventory: &'a Inventory,
+    records: &AllRecords,
+    twins: &[TwinState],
+) -> Listing<'a> {
     let os = &settings.object_storage;
     let adopt = os.on_first_sight == OnFirstSight::Adopt;
     let now = chrono::Utc::now();
@@ -83,6 +94,9 @@ fn listing<'a>(settings: &Settings, inventory: &'a Inventory, records: &AllRecor
             .credentials
             .iter()
             .map(|c: &CredentialEntry| {
+                if let Some(twin) = os.twin_of(&c.user_email) {
+                    return twin_row(c, twin, twins, os, now);
+                }
                 let history = history(records.get(&key_of(c)));
                 let reason = policy::decide(now, history, os.rotate, os.max_age, adopt, false);
                 Row {
@@ -97,6 +111,8 @@ fn listing<'a>(settings: &Settings, inventory: &'a Inventory, records: &AllRecor
                     last_rotated: history.rotated_at.map(crate::json_time::format),
                     due: reason.rotates(),
                     due_reason: reason.to_string(),
+                    twin: None,
+                    twin_role: None,
                 }
             })
             .collect(),
@@ -111,6 +127,52 @@ fn listing<'a>(settings: &Settings, inventory: &'a Inventory, records: &AllRecor
     }
 }
 
+/// A twin user's credential: due when it is the active user's and the
+/// twin's keys are older than `max_age`; the standby's never is.
+fn twin_row<'a>(
+    c: &'a CredentialEntry,
+    twin: &'a TwinSettings,
+    twins: &[TwinState],
+    os: &crate::config::ObjectStorageSettings,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Row<'a> {
+    let state = twins.iter().find(|t| t.name == twin.name);
+    // Before the first run, the first user is the one that will be active.
+    let active = match state {
+        Some(s) => s.active.user_id == *c.user_id,
+        None => twin.users[0].eq_ignore_ascii_case(&c.user_email),
+    };
+    let since = state.map(|s| s.active_since);
+    let max_age = chrono::Duration::from_std(os.max_age).unwrap_or(chrono::Duration::MAX);
+    let due = active && os.rotate && since.is_some_and(|s| s + max_age <= now);
+    let due_reason = match (active, since) {
+        (false, _) => format!("standby of twin {}", twin.name),
+        (true, None) => format!("active user of twin {}, first run to come", twin.name),
+        (true, Some(s)) => format!(
+            "active user of twin {} since {}",
+            twin.name,
+            crate::json_time::format(s)
+        ),
+    };
+    Row {
+        user_id: &c.user_id,
+        user_email: &c.user_email,
+        object_storage_id: &c.object_storage_id,
+        object_storage_name: &c.object_storage_name,
+        region: &c.region,
+        s3_url: &c.s3_url,
+        credential_id: c.credential_id,
+        access_key: &c.access_key,
+        last_rotated: state
+            .and_then(|s| s.last_switch_at)
+            .map(crate::json_time::format),
+        due,
+        due_reason,
+        twin: Some(&twin.name),
+        twin_role: Some(if active { "active" } else { "standby" }),
+    }
+}
+
 fn print_table(listing: &Listing<'_>, out: &mut impl Write) -> std::io::Result<()> {
     let header = [
         "USER",
@@ -120,8 +182,9 @@ fn print_table(listing: &Listing<'_>, out: &mut impl Write) -> std::io::Result<(
         "ACCESS KEY",
         "LAST ROTATION",
         "DUE",
+        "TWIN",
     ];
-    let rows: Vec<[String; 7]> = listing
+    let rows: Vec<[String; 8]> = listing
         .credentials
         .iter()
         .map(|r| {
@@ -133,6 +196,10 @@ fn print_table(listing: &Listing<'_>, out: &mut impl Write) -> std::io::Result<(
                 r.access_key.to_owned(),
                 r.last_rotated.clone().unwrap_or_else(|| "never".into()),
                 if r.due { "yes" } else { "no" }.to_owned(),
+                match (r.twin, r.twin_role) {
+                    (Some(t), Some(role)) => format!("{t} ({role})"),
+                    _ => String::new(),
+                },
             ]
         })
         .collect();

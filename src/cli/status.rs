@@ -138,6 +138,9 @@ pub fn run(settings: &Settings, as_json: bool, out: &mut impl Write) -> Result<u
             ),
         )?;
     }
+    for t in &view.twins {
+        w(out, twin_line(t))?;
+    }
     w(
         out,
         format!("Pending rotations: {}", view.journal.intents.len()),
@@ -279,6 +282,20 @@ fn head(
                 crate::state::IntentKind::ClientSecret { .. } => "client_secret".to_string(),
             },
         })).collect::<Vec<_>>(),
+        "twins": view.twins.iter().map(|t| json!({
+            "twin": t.name,
+            "active_user_email": t.active.email,
+            "active_user_id": t.active.user_id,
+            "active_since": ts(Some(t.active_since)),
+            "last_switch_at": ts(t.last_switch_at),
+            "previous_user_email": t.previous.as_ref().map(|p| &p.email),
+            "retire_at": ts(t.retire_at),
+            "last_retired_at": ts(t.last_retired_at),
+            "switch_under_way": t.switch.as_ref().map(|s| json!({
+                "to_user_email": s.to.email,
+                "started_at": ts(Some(s.started_at)),
+            })),
+        })).collect::<Vec<_>>(),
         "sinks": view.records.sinks.iter().map(|(id, s)| json!({
             "sink": id,
             "delivered_at": ts(s.delivered_at),
@@ -297,6 +314,34 @@ fn head(
         serde_json::Value::Object(map) => map,
         _ => unreachable!("a json! object"),
     }
+}
+
+/// `Twin app: active app-b@example.com since …; last switch …; app-a@… retires at …`.
+fn twin_line(t: &crate::state::TwinState) -> String {
+    let ts = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map_or_else(|| "never".to_owned(), crate::json_time::format)
+    };
+    let mut line = format!(
+        "Twin {}: active {} since {}; last switch {}",
+        t.name,
+        t.active.email,
+        crate::json_time::format(t.active_since),
+        ts(t.last_switch_at)
+    );
+    if let (Some(previous), Some(at)) = (&t.previous, t.retire_at) {
+        line.push_str(&format!(
+            "; the keys of {} retire at {}",
+            previous.email,
+            crate::json_time::format(at)
+        ));
+    }
+    if let Some(s) = &t.switch {
+        line.push_str(&format!(
+            "; a switch to {} is under way (the next run finishes it)",
+            s.to.email
+        ));
+    }
+    line
 }
 
 /// Webhook events queued for the sink `id` and not yet delivered.

@@ -626,7 +626,7 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
             ("[client_secret]", format!("{MINIMAL}[client_secret]\nrotate = true\nmaxage = \"1d\"\n"), &[":8:1: unknown key `maxage` in [client_secret]"]),
             ("[object_storage]", format!("{MINIMAL}[object_storage]\nuser = []\n"), &[":7:1: unknown key `user` in [object_storage]"]),
             ("file sink", sink(&format!("{FILE_SINK}mdoe = \"0600\"\n")), &[":10:1: unknown key `mdoe` in sinks[0]"]),
-            ("select", sink(&format!("{FILE_SINK}select = {{ user = [\"a@b\"] }}\n")), &[":10:12: unknown key `user` in sinks[0].select (expected one of `users`, `regions`, `kinds`)"]),
+            ("select", sink(&format!("{FILE_SINK}select = {{ user = [\"a@b\"] }}\n")), &[":10:12: unknown key `user` in sinks[0].select (expected one of `users`, `regions`, `kinds`, `twins`)"]),
             ("webhook sink", hook("signing_secrets = []\n"), &[":10:1: unknown key `signing_secrets` in sinks[0]"]),
             ("second sink", format!("{}[[sinks]]\n{FILE_SINK}formt = \"env\"\n", sink(FILE_SINK)), &[":14:1: unknown key `formt` in sinks[1]"]),
             ("[metrics]", format!("{MINIMAL}[metrics]\nlisten_addr = \"127.0.0.1:1\"\n"), &[":7:1: unknown key `listen_addr` in [metrics]"]),

@@ -124,6 +124,29 @@ impl Engine {
         pass::run(self, options, cancel, pass::Mode::Rotate).await
     }
 
+    /// The twins' retirements between ticks (DESIGN.md §4): retires every
+    /// overdue one, rotates nothing else.
+    pub async fn retire_twins(&mut self, cancel: &CancellationToken) -> RunReport {
+        pass::run(self, RunOptions::default(), cancel, pass::Mode::Retire).await
+    }
+
+    /// When the next retirement of a configured twin is due, if any.
+    pub fn next_retirement(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let twins = &self.settings.object_storage.twins;
+        if twins.is_empty() {
+            return None;
+        }
+        let states = self.state.load_twins().unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "Could not read the twins' state.");
+            Vec::new()
+        });
+        states
+            .iter()
+            .filter(|s| twins.iter().any(|t| t.name == s.name))
+            .filter_map(|s| s.retire_at)
+            .min()
+    }
+
     /// Reports a finished run (not a dry run) to the metrics and keeps its
     /// outcome in the state database (`runs`), then refreshes the
     /// state gauges when `state_series` (the metrics are served or written:
@@ -527,6 +550,16 @@ fn state_figures(
             .values()
             .map(|q| q.events.len() as u64)
             .sum(),
+        twins: view
+            .twins
+            .iter()
+            .map(|t| crate::metrics::TwinFigures {
+                twin: t.name.clone(),
+                active_user_email: t.active.email.clone(),
+                last_switch: t.last_switch_at,
+                retire_at: t.retire_at,
+            })
+            .collect(),
     }
 }
 

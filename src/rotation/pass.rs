@@ -53,6 +53,9 @@ pub(super) enum Mode {
     Rotate,
     /// Start-up recovery: deliver these sinks (by id), rotate nothing.
     Deliver(Vec<String>),
+    /// A twin's retirement is due between ticks: retire (and finish a
+    /// switch left under way), rotate nothing else.
+    Retire,
 }
 
 pub(super) async fn run(
@@ -65,7 +68,8 @@ pub(super) async fn run(
     // Each pass starts with the circuit breaker closed.
     client.health().reset();
     let mut report = RunReport::new(client.trace_id(), options.dry_run, options.output);
-    let deliver_only = matches!(mode, Mode::Deliver(_));
+    // A retirement pass rotates no user either.
+    let deliver_only = !matches!(mode, Mode::Rotate);
     if !deliver_only {
         tracing::info!(trace_id = %report.trace_id, dry_run = options.dry_run, force = options.force, "Run started.");
     }
@@ -92,6 +96,7 @@ pub(super) async fn run(
     // per user.
     let users: Vec<UserRef> = std::mem::take(&mut header.users)
         .into_iter()
+        .filter(|_| !matches!(mode, Mode::Retire))
         .filter(|u| !deliver_only || sinks.any_holds(&u.email))
         .collect();
     let mut flow = Flow::new(engine, &client, sinks, write, deliver_only);
@@ -171,7 +176,11 @@ pub(super) async fn run(
             &mut sinks,
             &mut records,
             options,
-            deliver_only,
+            match mode {
+                Mode::Rotate => super::twins::Work::All,
+                Mode::Deliver(_) => super::twins::Work::Recover,
+                Mode::Retire => super::twins::Work::Retire,
+            },
             &mut report,
         )
         .await;
@@ -253,7 +262,7 @@ async fn plan_sinks(
     report: &mut RunReport,
 ) -> Sinks {
     let enabled = match mode {
-        Mode::Rotate => None,
+        Mode::Rotate | Mode::Retire => None,
         Mode::Deliver(ids) => Some(ids.as_slice()),
     };
     let mut sinks = Sinks::plan(

@@ -238,6 +238,17 @@ fn check_pair(users: &[UserRef; 2], listed: &[Vec<CredentialEntry>; 2]) -> Resul
     Ok(())
 }
 
+/// What a pass does with its twins after the users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Work {
+    /// Finish switches left under way, retire, switch the due twins.
+    All,
+    /// Start-up recovery: finish switches left under way, nothing else.
+    Recover,
+    /// A retirement between ticks: finish switches, retire, no switch.
+    Retire,
+}
+
 /// What a step of a twin needs from the pass.
 struct Step<'a> {
     engine: &'a Engine,
@@ -252,8 +263,7 @@ struct Step<'a> {
 
 /// After the users: finishes a switch left under way, retires overdue
 /// keys, and switches every due twin (a dry run only reports its plan).
-/// Start-up recovery (`deliver_only`) finishes or abandons switches and
-/// does nothing else.
+/// What else is done depends on `work`.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
     engine: &Engine,
@@ -262,7 +272,7 @@ pub(super) async fn run(
     sinks: &mut Sinks,
     records: &mut Records,
     options: RunOptions,
-    deliver_only: bool,
+    work: Work,
     report: &mut RunReport,
 ) {
     if twins.0.is_empty() {
@@ -289,13 +299,13 @@ pub(super) async fn run(
             step.recover(&mut twin, switch).await;
             continue;
         }
-        if deliver_only {
+        if work == Work::Recover {
             continue;
         }
         if twin.state.retire_at.is_some_and(|at| at <= step.now) {
             step.retire(&mut twin).await;
         }
-        if !os.rotate {
+        if work == Work::Retire || !os.rotate {
             continue;
         }
         let due = options.force || is_due(&twin.state, step.now, os.max_age);
