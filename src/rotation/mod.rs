@@ -130,6 +130,31 @@ impl Engine {
         pass::run(self, RunOptions::default(), cancel, pass::Mode::Retire).await
     }
 
+    /// The file and template sinks holding a twin whose switch a stopped
+    /// run left under way.
+    fn twin_switch_sinks(&self) -> Vec<String> {
+        let pending: Vec<String> = match self.state.load_twins() {
+            Ok(states) => states
+                .into_iter()
+                .filter(|s| s.switch.is_some())
+                .map(|s| s.name)
+                .collect(),
+            Err(err) => {
+                tracing::warn!(error = %err, "Could not read the twins' state.");
+                Vec::new()
+            }
+        };
+        self.settings
+            .sinks
+            .iter()
+            .filter(|s| {
+                s.select()
+                    .is_some_and(|sel| sel.twins.iter().any(|t| pending.contains(t)))
+            })
+            .map(sinks::sink_id)
+            .collect()
+    }
+
     /// When the next retirement of a configured twin is due, if any.
     pub fn next_retirement(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         let twins = &self.settings.object_storage.twins;
@@ -214,7 +239,10 @@ impl Engine {
             .map(|j| !j.intents.is_empty())
             .unwrap_or(true);
         let behind = behind_sinks(&self.settings, &records);
-        if journal_pending || !behind.is_empty() {
+        // A twin switch a stopped run left under way is finished (or
+        // abandoned) now, with the sinks holding the twin.
+        let twin_sinks = self.twin_switch_sinks();
+        if journal_pending || !behind.is_empty() || !twin_sinks.is_empty() {
             tracing::info!(
                 journal = journal_pending,
                 sinks = behind.len(),
@@ -239,7 +267,12 @@ impl Engine {
             }
             crate::crash::point("startup-after-resume");
             // Sinks behind now, the journal's recoveries included.
-            let behind = behind_sinks(&self.settings, &records);
+            let mut behind = behind_sinks(&self.settings, &records);
+            for id in twin_sinks {
+                if !behind.contains(&id) {
+                    behind.push(id);
+                }
+            }
             if !behind.is_empty() && !cancel.is_cancelled() {
                 let delivered = pass::run(
                     self,

@@ -596,6 +596,15 @@ impl<'a> Flow<'a> {
                 });
                 tasks.spawn(user::run(ctx.clone(), user, pre));
             }
+            // Checked before waiting: a pass with no user to start (a
+            // retirement pass) has nothing to wait for.
+            if tasks.is_empty()
+                && self.proofs.is_empty()
+                && self.proof_queue.is_empty()
+                && (next >= users.len() || cancel.is_cancelled() || client.health().is_open())
+            {
+                break;
+            }
             if next >= users.len() {
                 self.sinks.hurry_webhooks();
             }
@@ -645,13 +654,6 @@ impl<'a> Flow<'a> {
                 );
                 self.proofs.abort_all();
                 self.proof_queue.clear();
-            }
-            if tasks.is_empty()
-                && self.proofs.is_empty()
-                && self.proof_queue.is_empty()
-                && (next >= users.len() || cancel.is_cancelled() || client.health().is_open())
-            {
-                break;
             }
         }
         next

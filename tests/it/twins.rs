@@ -398,3 +398,146 @@ async fn invalid_twins_are_config_errors_naming_the_key() {
     assert_eq!(out.status.code(), Some(78), "{text}");
     assert!(text.contains("sinks[0].select.twins[0]"), "{text}");
 }
+
+/// The daemon wakes for a retirement between ticks (its cron is a year
+/// away), and its start-up recovery finishes a switch a kill left under
+/// way.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_finishes_a_stopped_switch_at_start_and_wakes_to_retire() {
+    use crate::util::{start_daemon, terminate, wait_for_log};
+    let sim = start().await;
+    let setup = config(&sim, "[schedule]\ncron = \"0 0 0 1 1 *\"\n");
+    let out = run(&setup, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let env = vec![(
+        "CONTABO_ROTATOR_CRASH_AT".to_owned(),
+        "twin-after-regenerate".to_owned(),
+    )];
+    let out = run_bin_env(args(&setup.config, &["--run-now", "--force"]), env).await;
+    assert_ne!(out.status.code(), Some(0), "{}", output_text(&out));
+    // The sinks still hold A; B was regenerated.
+    assert_eq!(sink_keys(&setup).0, A);
+    let log = setup.dir.path().join("daemon.log");
+    let mut daemon = start_daemon(&setup, &log, &[]);
+    let text = wait_for_log(&mut daemon, &log, "Scheduled run finished.").await;
+    assert!(
+        text.contains("\"retirement\":true") || text.contains("retirement=true"),
+        "{text}"
+    );
+    terminate(daemon, &log).await;
+    // Start-up recovery handed B's regenerated keys over, then the daemon
+    // woke retire_after later and regenerated A's: the sink still holds
+    // B's keys, which the API still holds.
+    assert_eq!(sink_keys(&setup), (B.to_owned(), api_keys_of(&sim, B)));
+    let requests = sim.requests();
+    let (a, b) = (
+        regenerates(&requests, &sim, A),
+        regenerates(&requests, &sim, B),
+    );
+    assert_eq!((a.len(), b.len()), (2, 2), "{a:?} {b:?}");
+    assert!(a[0].received_at - b[1].received_at >= RETIRE_AFTER);
+    let db = crate::util::state_db(&setup.dir.path().join("state"));
+    let (previous, retired): (Option<String>, Option<String>) = db
+        .query_row(
+            "SELECT previous_email, last_retired_at FROM twins",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(previous.is_none() && retired.is_some());
+}
+
+/// A switch and a retirement show in `status`, `list`, the metrics file,
+/// the audit log and the webhook events, and no secret reaches any.
+#[tokio::test(flavor = "multi_thread")]
+async fn switches_and_retirements_are_visible_everywhere_without_a_secret() {
+    use crate::util::{Receiver, Reply};
+    let sim = start().await;
+    let receiver = Receiver::start(Reply::status(200)).await;
+    let hook = format!(
+        "[[sinks]]\ntype = \"webhook\"\nurl = \"{}\"\nsigning_secret = \"whsec_{}\"\ninclude_secrets = true\n",
+        receiver.url(),
+        "dGVzdC1zaWduaW5nLWtleS10d2lucy0wMTIzNDU2Nzg5"
+    );
+    let setup = config(&sim, "");
+    let text = std::fs::read_to_string(&setup.config).unwrap() + "\n" + &hook;
+    crate::util::write_secret(&setup.config, &text);
+    let metrics = setup.dir.path().join("out/metrics.prom");
+    let metrics_arg = metrics.display().to_string();
+    for rest in [&[][..], &["--force"][..]] {
+        let mut all = rest.to_vec();
+        all.extend(["--metrics-file", metrics_arg.as_str()]);
+        let out = run(&setup, &all).await;
+        assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    }
+    tokio::time::sleep(RETIRE_AFTER + Duration::from_millis(300)).await;
+    let out = run(&setup, &["--metrics-file", &metrics_arg]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let mut seen = output_text(&out);
+    let status = run_bin(args(&setup.config, &["status"])).await;
+    let status = output_text(&status);
+    assert!(
+        status.contains(&format!("Twin app: active {B}")),
+        "{status}"
+    );
+    let status_json = run_bin(args(&setup.config, &["status", "--json"])).await;
+    let doc: serde_json::Value = serde_json::from_slice(&status_json.stdout).unwrap();
+    assert_eq!(doc["twins"][0]["active_user_email"], B);
+    assert!(doc["twins"][0]["last_retired_at"].is_string(), "{doc}");
+    let list = run_bin(args(&setup.config, &["list", "--json"])).await;
+    let listing: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let roles: Vec<(String, String)> = listing["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["twin"] == "app")
+        .map(|r| {
+            (
+                r["user_email"].as_str().unwrap().to_owned(),
+                r["twin_role"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(roles.len(), 4, "{roles:?}");
+    assert!(
+        roles.iter().all(|(e, role)| (e == B) == (role == "active")),
+        "{roles:?}"
+    );
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        prom.contains(&format!(
+            "contabo_rotator_twin_active_user{{twin=\"app\",user_email=\"{B}\"}} 1"
+        )),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("contabo_rotator_twin_last_switch_timestamp_seconds{twin=\"app\"}"),
+        "{prom}"
+    );
+    let audit = std::fs::read_to_string(setup.dir.path().join("state/audit.log")).unwrap();
+    assert!(audit.contains("\"subject\":\"twin app\""), "{audit}");
+    let types: Vec<String> = receiver
+        .posts()
+        .iter()
+        .filter_map(|p| serde_json::from_str::<serde_json::Value>(&p.body).ok())
+        .map(|v| v["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        types.iter().any(|t| t == "object_storage_twin.switched"),
+        "{types:?}"
+    );
+    assert!(
+        types.iter().any(|t| t == "object_storage_twin.retired"),
+        "{types:?}"
+    );
+    for p in receiver.posts() {
+        if p.body.contains("object_storage_twin") {
+            seen.push_str(&p.body);
+        }
+    }
+    seen.push_str(&status);
+    seen.push_str(&String::from_utf8_lossy(&list.stdout));
+    seen.push_str(&prom);
+    seen.push_str(&audit);
+    crate::util::assert_no_secret(&sim, &seen);
+}
