@@ -169,21 +169,14 @@ pub(super) async fn run(
     drop(ctx);
     let (mut records, mut sinks) = flow.end(shared_records, &mut report).await;
     if !cancel.is_cancelled() && !client.health().is_open() {
-        super::twins::run(
-            engine,
-            &client,
-            twins,
-            &mut sinks,
-            &mut records,
-            options,
-            match mode {
-                Mode::Rotate => super::twins::Work::All,
-                Mode::Deliver(_) => super::twins::Work::Recover,
-                Mode::Retire => super::twins::Work::Retire,
-            },
-            &mut report,
-        )
-        .await;
+        let work = match mode {
+            Mode::Rotate => super::twins::Work::All,
+            Mode::Deliver(_) => super::twins::Work::Recover,
+            Mode::Retire => super::twins::Work::Retire,
+        };
+        super::twins::Step::new(engine, &client, &mut sinks, &mut records, &mut report)
+            .run(twins, options, work)
+            .await;
     }
     conclude(
         engine,

@@ -250,77 +250,79 @@ pub(super) enum Work {
 }
 
 /// What a step of a twin needs from the pass.
-struct Step<'a> {
+pub(super) struct Step<'a> {
     engine: &'a Engine,
     client: &'a ContaboClient,
     sinks: &'a mut Sinks,
     records: &'a mut Records,
     report: &'a mut RunReport,
-    storages: &'a sinks::Interner,
+    storages: sinks::Interner,
     prover: Option<Prover>,
     now: DateTime<Utc>,
 }
 
-/// After the users: finishes a switch left under way, retires overdue
-/// keys, and switches every due twin (a dry run only reports its plan).
-/// What else is done depends on `work`.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn run(
-    engine: &Engine,
-    client: &ContaboClient,
-    twins: Twins,
-    sinks: &mut Sinks,
-    records: &mut Records,
-    options: RunOptions,
-    work: Work,
-    report: &mut RunReport,
-) {
-    if twins.0.is_empty() {
-        return;
+impl<'a> Step<'a> {
+    pub(super) fn new(
+        engine: &'a Engine,
+        client: &'a ContaboClient,
+        sinks: &'a mut Sinks,
+        records: &'a mut Records,
+        report: &'a mut RunReport,
+    ) -> Step<'a> {
+        Step {
+            engine,
+            client,
+            sinks,
+            records,
+            report,
+            storages: sinks::Interner::default(),
+            prover: None,
+            now: Utc::now(),
+        }
     }
-    let os = &engine.settings.object_storage;
-    let mut step = Step {
-        engine,
-        client,
-        sinks,
-        records,
-        report,
-        storages: &sinks::Interner::default(),
-        prover: (os.verify == Verify::S3 && !options.dry_run)
-            .then(|| Prover::new(os.verify_timeout)),
-        now: Utc::now(),
-    };
-    for mut twin in twins.0 {
-        if options.dry_run {
-            plan(&twin, options, step.now, step.report, os.max_age, os.rotate);
-            continue;
+
+    /// After the users: finishes a switch left under way, retires overdue
+    /// keys, and switches every due twin (a dry run only reports its
+    /// plan). What else is done depends on `work`.
+    pub(super) async fn run(&mut self, twins: Twins, options: RunOptions, work: Work) {
+        if twins.0.is_empty() {
+            return;
         }
-        if let Some(switch) = twin.state.switch.clone() {
-            step.recover(&mut twin, switch).await;
-            continue;
+        let os = &self.engine.settings.object_storage;
+        self.prover =
+            (os.verify == Verify::S3 && !options.dry_run).then(|| Prover::new(os.verify_timeout));
+        for mut twin in twins.0 {
+            if options.dry_run {
+                plan(&twin, options, self.now, self.report, os.max_age, os.rotate);
+                continue;
+            }
+            if let Some(switch) = twin.state.switch.clone() {
+                self.recover(&mut twin, switch).await;
+                continue;
+            }
+            if work == Work::Recover {
+                continue;
+            }
+            if twin.state.retire_at.is_some_and(|at| at <= self.now) {
+                self.retire(&mut twin).await;
+            }
+            if work == Work::Retire || !os.rotate {
+                continue;
+            }
+            let due = options.force || is_due(&twin.state, self.now, os.max_age);
+            match twin.state.retire_at {
+                Some(at) if due => self.report.twins.push(TwinOutcome {
+                    twin: twin.name().to_owned(),
+                    action: "deferred",
+                    user_email: twin.state.active.email.clone(),
+                    at: Some(at),
+                    recovered: false,
+                }),
+                None if due => self.switch(&mut twin).await,
+                _ => {}
+            }
+            self.report.flush();
         }
-        if work == Work::Recover {
-            continue;
-        }
-        if twin.state.retire_at.is_some_and(|at| at <= step.now) {
-            step.retire(&mut twin).await;
-        }
-        if work == Work::Retire || !os.rotate {
-            continue;
-        }
-        let due = options.force || is_due(&twin.state, step.now, os.max_age);
-        match twin.state.retire_at {
-            Some(at) if due => step.report.twins.push(TwinOutcome {
-                twin: twin.name().to_owned(),
-                action: "deferred",
-                user_email: twin.state.active.email.clone(),
-                at: Some(at),
-                recovered: false,
-            }),
-            None if due => step.switch(&mut twin).await,
-            _ => {}
-        }
-        step.report.flush();
     }
 }
 
@@ -424,7 +426,7 @@ impl Step<'_> {
             if recovered {
                 // Some sinks may hold the standby's keys: the active
                 // user's, untouched, go back to every one.
-                let values = twin.group(twin.active(), self.storages);
+                let values = twin.group(twin.active(), &self.storages);
                 let _ = self
                     .sinks
                     .deliver_twin(twin.name(), values, self.records, self.report)
@@ -434,7 +436,7 @@ impl Step<'_> {
             self.fail(twin, format!("not switched: {why}"));
             return;
         }
-        let values = twin.group(standby, self.storages);
+        let values = twin.group(standby, &self.storages);
         if let Err(failed) = self
             .sinks
             .deliver_twin(twin.name(), values, self.records, self.report)

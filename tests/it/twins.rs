@@ -134,7 +134,7 @@ impl Reader {
         let (s, n, r): (Arc<AtomicBool>, Arc<AtomicUsize>, Arc<AtomicUsize>) =
             (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&refused));
         let task = tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = contabo_rotator::net::client_builder().build().unwrap();
             while !s.load(Ordering::SeqCst) {
                 let json: serde_json::Value =
                     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
