@@ -22,7 +22,7 @@
 //! one test run one after another; the tests run in parallel.
 
 use crate::util::output_text as text;
-use crate::util::{api_keys, json_sink_keys, Hooks};
+use crate::util::{api_keys, json_sink_keys, Receiver, Reply};
 use crate::util::{args, options, run_bin, run_bin_env, write_config, write_secret, Setup};
 use contabo_rotator::crash;
 use contabo_simulator::{Fault, FaultRule, Operation, Simulator};
@@ -118,7 +118,7 @@ const TEMPLATE: &str = "\
 
 /// Four sinks: json (everything), env (one credential), a template
 /// (everything) and a webhook, in that order.
-fn setup(sim: &Simulator, case: &Case, hooks: &Hooks) -> Setup {
+fn setup(sim: &Simulator, case: &Case, hooks: &Receiver) -> Setup {
     let client = if case.client_secret {
         "[client_secret]\nrotate = true\n"
     } else {
@@ -148,7 +148,7 @@ type = "webhook"
 url = "{url}"
 signing_secret = "whsec_Y3Jhc2gtc3VpdGUtc2lnbmluZy1rZXktMDEyMzQ1Njc4OQ=="
 "#,
-        url = hooks.url,
+        url = hooks.url(),
     );
     let opts = options(case.users);
     let setup = write_config(sim, &opts, &extra);
@@ -252,7 +252,7 @@ async fn run_case(case: &Case, tally: &mut Tally) {
     let name = case.name();
     let sim = Simulator::start(options(case.users)).await.unwrap();
     let initial_client_secret = sim.snapshot().client_secret.expose_secret().to_owned();
-    let hooks = Hooks::start().await;
+    let hooks = Receiver::start(Reply::status(200)).await;
     let setup = setup(&sim, case, &hooks);
     tally.cases += 1;
 
@@ -472,7 +472,7 @@ fn check_state_settled(name: &str, root: &Path) {
 }
 
 /// One rotated event (by webhook-id) per rotation the simulator applied.
-fn check_events(name: &str, sim: &Simulator, hooks: &Hooks, with_client: bool) {
+fn check_events(name: &str, sim: &Simulator, hooks: &Receiver, with_client: bool) {
     // A request the simulator answered 200 was applied; one whose client
     // died before the answer was sent may still have been (status 200 is
     // recorded as the handler finishes, whether or not anyone reads it).
@@ -500,10 +500,10 @@ fn check_events(name: &str, sim: &Simulator, hooks: &Hooks, with_client: bool) {
                 announced
                     .entry(body["data"]["credential_id"].as_i64().unwrap())
                     .or_default()
-                    .insert(post.webhook_id);
+                    .insert(post.webhook_id());
             }
             "client_secret.rotated" => {
-                client_announced.insert(post.webhook_id);
+                client_announced.insert(post.webhook_id());
             }
             // A proof's follow-up (`verify = "s3"`); a kill may cut it off.
             "object_storage_credential.verified" => {}
@@ -622,7 +622,7 @@ async fn seeded_kills(test: &str, seeds: std::ops::Range<u64>, users: usize) {
     let mut full = Duration::MAX;
     for _ in 0..2 {
         let sim = Simulator::start(options(users)).await.unwrap();
-        let hooks = Hooks::start().await;
+        let hooks = Receiver::start(Reply::status(200)).await;
         let probe = setup(&sim, &calibration, &hooks);
         sim.set_faults(slow_calls());
         let (_, took, output) = run_killed_after(&probe, None).await;

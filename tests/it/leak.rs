@@ -26,8 +26,8 @@
 //! value in the requests the webhook received.
 
 use crate::util::output_text as shown;
-use crate::util::Hooks;
 use crate::util::{options, write_config, write_secret, Setup};
+use crate::util::{Receiver, Reply};
 use base64::Engine;
 use contabo_simulator::{Fault, FaultRule, Operation, Simulator, SimulatorOptions};
 use secrecy::{ExposeSecret, SecretString};
@@ -76,16 +76,16 @@ struct Account {
     sim: Simulator,
     setup: Setup,
     /// The webhook without `include_secrets`: its bodies are searched.
-    thin: Hooks,
+    thin: Receiver,
     /// The webhook with `include_secrets`: its bodies hold secrets by design.
-    full: Hooks,
+    full: Receiver,
 }
 
 async fn account(users: usize, extra: &str) -> Account {
     let opts = sim_options(users);
     let sim = Simulator::start(opts.clone()).await.unwrap();
-    let thin = Hooks::start().await;
-    let full = Hooks::start().await;
+    let thin = Receiver::start(Reply::status(200)).await;
+    let full = Receiver::start(Reply::status(200)).await;
     let keys = signing_keys();
     let sinks = format!(
         r#"
@@ -152,8 +152,8 @@ signing_secret = {{ file = "{{root}}/webhook.key" }}
 timeout = "2s"
 headers = {{ "X-Api-Key" = "{HEADER_PLAIN}", Authorization = {{ file = "{{root}}/hook-token" }} }}
 {extra}"#,
-        thin = thin.url,
-        full = full.url,
+        thin = thin.url(),
+        full = full.url(),
         k0 = keys[0],
         k1 = keys[1],
         k2 = keys[2],
@@ -524,7 +524,7 @@ async fn no_secret_in_any_command_output_state_file_or_webhook_body() {
     captured.state_files("state", &root.join("state"));
     let thin = acct.thin.posts();
     for post in &thin {
-        captured.add(format!("webhook body {}", post.webhook_id), &post.body);
+        captured.add(format!("webhook body {}", post.webhook_id()), &post.body);
     }
 
     // The runs did what the search relies on.
@@ -579,7 +579,7 @@ async fn no_secret_in_any_command_output_state_file_or_webhook_body() {
         sinks.add("include_secrets webhook body", post.body);
     }
     for post in &thin {
-        let authorization = post.authorization.clone().unwrap_or_default();
+        let authorization = post.authorization().unwrap_or_default();
         sinks.add("webhook request header", authorization);
     }
     sinks.add(
@@ -657,7 +657,7 @@ async fn no_secret_in_the_daemon_log_or_metrics() {
     captured.add("daemon log", text);
     captured.state_files("state", &root.join("state"));
     for post in acct.thin.posts() {
-        captured.add(format!("webhook body {}", post.webhook_id), post.body);
+        captured.add(format!("webhook body {}", post.webhook_id()), post.body);
     }
     assert_no_leak(&needles(&[&acct.sim], &[]), &captured);
 }

@@ -5,8 +5,8 @@
 //! must never see a connection: through it would go the client secret, the
 //! API password and the S3 secret keys.
 
-use crate::util::Hooks;
 use crate::util::{args, options, output_text, run_bin_env, write_config};
+use crate::util::{Receiver, Reply};
 use base64::Engine;
 use contabo_simulator::Simulator;
 use secrecy::ExposeSecret;
@@ -71,7 +71,7 @@ async fn loopback_is_reached_directly_whatever_the_proxy_variables_say() {
     let proxy = StandInProxy::start().await;
     let opts = options(2);
     let sim = Simulator::start(opts.clone()).await.unwrap();
-    let hooks = Hooks::start().await;
+    let hooks = Receiver::start(Reply::status(200)).await;
     let key = format!(
         "whsec_{}",
         base64::engine::general_purpose::STANDARD.encode("proxy-test-signing-key-0123456789")
@@ -99,7 +99,7 @@ signing_secret = "{key}"
 include_secrets = true
 timeout = "2s"
 "#,
-            url = hooks.url,
+            url = hooks.url(),
         ),
     );
 

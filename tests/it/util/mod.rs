@@ -4,11 +4,9 @@
 
 mod bin;
 mod daemon;
-mod hooks;
 mod receiver;
 pub use bin::*;
 pub(crate) use daemon::*;
-pub(crate) use hooks::*;
 pub(crate) use receiver::*;
 
 use base64::Engine;

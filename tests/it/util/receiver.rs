@@ -130,6 +130,18 @@ impl Receiver {
     }
 }
 
+impl Captured {
+    /// The `webhook-id` header (empty if none).
+    pub(crate) fn webhook_id(&self) -> String {
+        self.headers.get("webhook-id").cloned().unwrap_or_default()
+    }
+
+    /// The `Authorization` header, if any (the leak suite's control).
+    pub(crate) fn authorization(&self) -> Option<String> {
+        self.headers.get("authorization").cloned()
+    }
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.server.abort();
