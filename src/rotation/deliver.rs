@@ -287,14 +287,21 @@ impl Sinks {
 
     /// Why a sink holding twin `name` cannot be given new keys, if one
     /// cannot (a switch then waits: its keys would reach some sinks only).
+    /// A sink that cannot render the twin's current keys cannot render
+    /// the standby's either (the same storages, other values).
     pub(super) fn twin_blocked(&self, name: &str) -> Option<String> {
-        self.slots
-            .iter()
-            .filter(|s| s.enabled && s.is_file() && s.holds_twin(name))
-            .find_map(|s| {
-                s.blocked
-                    .as_ref()
-                    .map(|why| format!("{}: {why}", s.sink.describe()))
+        (0..self.slots.len())
+            .filter(|&i| {
+                let s = &self.slots[i];
+                s.enabled && s.is_file() && s.holds_twin(name)
+            })
+            .find_map(|i| {
+                let s = &self.slots[i];
+                let why = s
+                    .blocked
+                    .clone()
+                    .or_else(|| cannot_render(&s.sink, &self.aggregate_snapshot(i)));
+                why.map(|why| format!("{}: {why}", s.sink.describe()))
             })
     }
 

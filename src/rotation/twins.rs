@@ -79,10 +79,15 @@ impl Twin {
 
     /// User `i`'s keys as the sinks get them: tagged with the twin and its
     /// profile names.
-    fn group(&self, i: usize, storages: &sinks::Interner) -> Group {
+    /// `rotated_at`: when the keys were handed over (none on first sight).
+    fn group(
+        &self,
+        i: usize,
+        storages: &sinks::Interner,
+        rotated_at: Option<DateTime<Utc>>,
+    ) -> Group {
         let entries = &self.listed[i];
         let regions = |region: &str| entries.iter().filter(|e| e.region == region).count();
-        let rotated_at = self.state.last_switch_at;
         entries
             .iter()
             .map(|c| SnapshotCredential {
@@ -150,7 +155,8 @@ pub(super) async fn prepare(
                         continue;
                     }
                 }
-                sinks.store_twin(&settings.name, twin.group(twin.active(), storages));
+                let values = twin.group(twin.active(), storages, twin.state.last_switch_at);
+                sinks.store_twin(&settings.name, values);
                 twins.push(twin);
             }
             Err(why) => {
@@ -426,7 +432,7 @@ impl Step<'_> {
             if recovered {
                 // Some sinks may hold the standby's keys: the active
                 // user's, untouched, go back to every one.
-                let values = twin.group(twin.active(), &self.storages);
+                let values = twin.group(twin.active(), &self.storages, twin.state.last_switch_at);
                 let _ = self
                     .sinks
                     .deliver_twin(twin.name(), values, self.records, self.report)
@@ -436,7 +442,9 @@ impl Step<'_> {
             self.fail(twin, format!("not switched: {why}"));
             return;
         }
-        let values = twin.group(standby, &self.storages);
+        // The grace period counts from the handover, not from the start.
+        let handed_over = Utc::now();
+        let values = twin.group(standby, &self.storages, Some(handed_over));
         if let Err(failed) = self
             .sinks
             .deliver_twin(twin.name(), values, self.records, self.report)
@@ -448,8 +456,6 @@ impl Step<'_> {
         }
         crate::crash::point("twin-after-delivery");
         let previous = twin.state.active.clone();
-        // The grace period counts from the handover, not from the start.
-        let handed_over = Utc::now();
         twin.state.switched(handed_over, twin.settings.retire_after);
         if let Err(err) = self.engine.state.save_twin(&twin.state) {
             // The row still says "under way": the next start finishes it.
