@@ -138,6 +138,8 @@ pub struct ObjectStorageSettings {
     pub verify: Verify,
     /// 1 s to 10 min.
     pub verify_timeout: Duration,
+    /// Above 0, at most 1000 (finite).
+    pub verify_requests_per_second: f64,
 }
 
 /// How a regenerated key is proven (DESIGN.md §4, Verification).
