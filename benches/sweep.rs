@@ -39,8 +39,8 @@
 //!
 //! **The proof budget.** As a number as concurrency lifts the API's rate
 //! limit (1000 requests/s) so that the sweep measures the client, it lifts
-//! the proofs' budget too (`verify_requests_per_second = 1000`); `default`
-//! runs the default budget (25). `--s3-limit N` makes the simulator's
+//! the proofs' budget too (`verify_requests_per_second = 100000`, beyond
+//! what the proofs can send); `default` runs the default budget (25). `--s3-limit N` makes the simulator's
 //! storages take at most N S3 requests/s (the account's limit, beyond
 //! which they answer `SlowDown`) and runs the default budget, whose
 //! politeness is then what is measured. `--verify-rps N` sets the budget
@@ -137,12 +137,12 @@ struct Args {
 impl Args {
     /// The proofs' budget of a sweep at `at`: `--verify-rps`, else the
     /// default (25) with a storage limit or at the `[api]` defaults, else
-    /// lifted with the API's rate (1000).
+    /// lifted with the API's rate (100,000: no bound in practice).
     fn verify_rps(&self, at: Concurrency) -> f64 {
         match (self.verify_rps, self.s3_limit, at) {
             (Some(rps), _, _) => rps,
             (None, Some(_), _) | (None, None, Concurrency::Defaults) => 25.0,
-            (None, None, Concurrency::Fixed(_)) => 1000.0,
+            (None, None, Concurrency::Fixed(_)) => 100_000.0,
         }
     }
 }

@@ -58,13 +58,13 @@ pub(super) fn in_range<T: TryFrom<i64>>(
     T::try_from(value).map_err(|_| ctx.invalid(key, format!("{value} is too large")))
 }
 
-/// A rate in requests per second: above 0, at most `hi`.
-pub(super) fn rate(ctx: &Ctx, key: &str, value: f64, hi: f64) -> Result<f64, ConfigError> {
+/// A rate in requests per second: a finite number above 0.
+pub(super) fn rate(ctx: &Ctx, key: &str, value: f64) -> Result<f64, ConfigError> {
     // (Written so that NaN fails too.)
-    if !(value > 0.0 && value <= hi) {
+    if !(value > 0.0 && value.is_finite()) {
         return Err(ctx.invalid(
             key,
-            format!("{value} is out of range: must be above 0 and at most {hi}"),
+            format!("{value} is out of range: must be a finite number above 0"),
         ));
     }
     Ok(value)

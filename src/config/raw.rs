@@ -213,8 +213,8 @@ pub struct RawObjectStorage {
     /// Most S3 requests per second the proofs send, all storages together
     /// (new keys, old keys, probe buckets): their share of the customer's
     /// S3 request limit, which the customer's applications use too
-    /// (Contabo takes about 250/s). A number above 0, at most 1000; a
-    /// fraction such as `0.5` is one request every two seconds. Default 25.
+    /// (Contabo takes about 250/s). A number above 0; a fraction such as
+    /// `0.5` is one request every two seconds. Default 25.
     pub verify_requests_per_second: f64,
 }
 

@@ -138,7 +138,7 @@ pub struct ObjectStorageSettings {
     pub verify: Verify,
     /// 1 s to 10 min.
     pub verify_timeout: Duration,
-    /// Above 0, at most 1000 (finite).
+    /// Above 0 and finite.
     pub verify_requests_per_second: f64,
 }
 

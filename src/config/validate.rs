@@ -258,7 +258,6 @@ fn validate_object_storage(
             ctx,
             "object_storage.verify_requests_per_second",
             raw.verify_requests_per_second,
-            1000.0,
         )?,
     })
 }

@@ -70,15 +70,16 @@ struct State {
 }
 
 impl Pacer {
-    /// A pacer of `per_second` requests (above 0; validated by the config).
+    /// A pacer of `per_second` requests (finite and above 0, as the config
+    /// validates; kept within a request per 1,000 s and one per
+    /// nanosecond).
     pub fn new(per_second: f64) -> Pacer {
-        let budget = per_second.max(1e-3);
+        let budget = per_second.clamp(1e-3, 1e9);
         let levels = (0..LEVELS)
             .map(|i| {
                 let rate = budget / f64::from(1u32 << i);
-                let quota = Quota::with_period(Duration::from_secs_f64(1.0 / rate))
-                    .expect("a finite rate has a non-zero period");
-                RateLimiter::direct(quota)
+                let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
+                RateLimiter::direct(Quota::with_period(period).expect("a non-zero period"))
             })
             .collect();
         Pacer {
