@@ -138,6 +138,8 @@ pub struct ObjectStorageSettings {
     pub verify: Verify,
     /// 1 s to 10 min.
     pub verify_timeout: Duration,
+    /// Above 0 and finite.
+    pub verify_requests_per_second: f64,
     /// Twin users (DESIGN.md §4), in the file's order.
     pub twins: Vec<TwinSettings>,
 }

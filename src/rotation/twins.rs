@@ -28,7 +28,7 @@
 //! user.
 
 use super::deliver::Sinks;
-use super::verify::{Job, Outcome, Prover};
+use super::verify::{Job, Prover};
 use super::{Engine, RunOptions, RunReport, TwinOutcome};
 use crate::config::{TwinSettings, Verify};
 use crate::contabo::ContaboClient;
@@ -295,8 +295,8 @@ impl<'a> Step<'a> {
             return;
         }
         let os = &self.engine.settings.object_storage;
-        self.prover =
-            (os.verify == Verify::S3 && !options.dry_run).then(|| Prover::new(os.verify_timeout));
+        self.prover = (os.verify == Verify::S3 && !options.dry_run)
+            .then(|| Prover::new(os.verify_timeout, os.verify_requests_per_second));
         for mut twin in twins.0 {
             if options.dry_run {
                 plan(&twin, options, self.now, self.report, os.max_age, os.rotate);
@@ -488,14 +488,16 @@ impl Step<'_> {
         let jobs = twin.listed[i].iter().map(|e| {
             let mut job = Job::new(switch_id, e, &e.access_key, &e.secret_key);
             job.probe_buckets = twin.settings.probe_buckets.clone();
+            // No old-key check: the standby's earlier keys were retired.
+            job.old_access_key = String::new();
             prover.prove(job)
         });
         let proofs = futures_util::future::join_all(jobs).await;
         self.report.s3_probes += proofs.iter().map(|p| u64::from(p.attempts)).sum::<u64>();
         for proof in proofs {
-            if let Outcome::Refused { last_error, .. } = &proof.outcome {
+            if let Some(error) = proof.outcome.error() {
                 return Err(format!(
-                    "the storage did not accept the new key of {} ({}): {last_error}",
+                    "the storage did not accept the new key of {} ({}): {error}",
                     twin.users[i].email, proof.job.subject
                 ));
             }

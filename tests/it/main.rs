@@ -20,6 +20,7 @@ mod leak;
 mod malformed;
 mod metrics;
 mod portability;
+mod proof_budget;
 mod proxy;
 mod rotation;
 mod s3_clients;
