@@ -1,5 +1,5 @@
 //! The simulator's S3 endpoint: what a storage's `s3Url` points to, so a
-//! regenerated key can be proven (DESIGN.md §4, Verification) and real S3
+//! regenerated key can be proven (docs/design.md §4, Verification) and real S3
 //! clients can be driven with nothing but the files the sinks wrote.
 //!
 //! One listener per region, so each storage's `s3Url` names one region and

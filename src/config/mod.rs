@@ -279,7 +279,7 @@ username = "api-user@example.com"
 password = "pw-plain-0002"
 "#;
 
-    /// DESIGN.md §3, with every optional line switched on.
+    /// docs/design.md §3, with every optional line switched on.
     const EXAMPLE: &str = r#"[api]
 base_url  = "https://api.contabo.com"
 token_url = "https://auth.contabo.com/auth/realms/contabo/protocol/openid-connect/token"

@@ -140,7 +140,7 @@ pub struct ObjectStorageSettings {
     pub verify_timeout: Duration,
     /// Above 0 and finite.
     pub verify_requests_per_second: f64,
-    /// Twin users (DESIGN.md §4), in the file's order.
+    /// Twin users (docs/design.md §4), in the file's order.
     pub twins: Vec<TwinSettings>,
 }
 
@@ -164,7 +164,7 @@ impl ObjectStorageSettings {
     }
 }
 
-/// How a regenerated key is proven (DESIGN.md §4, Verification).
+/// How a regenerated key is proven (docs/design.md §4, Verification).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verify {

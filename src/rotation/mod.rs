@@ -124,7 +124,7 @@ impl Engine {
         pass::run(self, options, cancel, pass::Mode::Rotate).await
     }
 
-    /// The twins' retirements between ticks (DESIGN.md §4): retires every
+    /// The twins' retirements between ticks (docs/design.md §4): retires every
     /// overdue one, rotates nothing else.
     pub async fn retire_twins(&mut self, cancel: &CancellationToken) -> RunReport {
         pass::run(self, RunOptions::default(), cancel, pass::Mode::Retire).await
@@ -220,7 +220,7 @@ impl Engine {
     }
 
     /// The daemon's start-up recovery, before it waits for its first tick
-    /// (DESIGN.md §1.7): resolves the journal, recovers a client secret an
+    /// (docs/design.md §1.7): resolves the journal, recovers a client secret an
     /// interrupted rotation left unstored (while the saved token is valid),
     /// re-delivers every file or template sink that is behind or whose last
     /// delivery failed, and sends pending webhook events. Rotates nothing.

@@ -3,7 +3,7 @@
 //! ([`super::record`]) and handed to delivery ([`super::deliver`]) while the
 //! others are still in flight.
 //!
-//! Order of a pass, which is what makes it crash-safe (DESIGN.md §1, §4):
+//! Order of a pass, which is what makes it crash-safe (docs/design.md §1, §4):
 //! 1. intents left in the journal by an interrupted run are resolved first,
 //!    by reading the API's current values back;
 //! 2. users held by an aggregate sink (or every user, with `max_per_run`,

@@ -1,4 +1,4 @@
-//! Twin users: zero-downtime rotation (DESIGN.md §1.10, §4 "Twin users").
+//! Twin users: zero-downtime rotation (docs/design.md §1.10, §4 "Twin users").
 //!
 //! Contabo regenerates an S3 secret in place, so a consumer that has not
 //! re-read its sink holds a dead key from the PATCH on. A twin is two users

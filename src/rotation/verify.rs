@@ -1,5 +1,5 @@
 //! Verification: a regenerated S3 key proven at the storage itself
-//! (DESIGN.md §4, `[object_storage] verify = "s3"`).
+//! (docs/design.md §4, `[object_storage] verify = "s3"`).
 //!
 //! The Contabo API's answer says the key was changed; it does not say that
 //! the storage accepts it, nor how long that takes. So after the confirm

@@ -1,4 +1,4 @@
-//! The proof budget (DESIGN.md invariant 11, `[object_storage]
+//! The proof budget (docs/design.md invariant 11, `[object_storage]
 //! verify_requests_per_second`): the real binary proves every rotated key
 //! at the simulator's S3 endpoint within its budget, and a storage that
 //! answers `503 SlowDown` slows every proof down and fails no key.

@@ -1,4 +1,4 @@
-//! The streaming pass (DESIGN.md §1.7, §4), driven through the real binary
+//! The streaming pass (docs/design.md §1.7, §4), driven through the real binary
 //! against the simulator: per-user delivery while the pass goes on, no key
 //! regenerated while a sink selecting it cannot take the new value, and the
 //! daemon's start finishing a killed run before its first tick.

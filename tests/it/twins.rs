@@ -1,4 +1,4 @@
-//! Twin users (DESIGN.md §1.10, §4 "Twin users"): the real binary against
+//! Twin users (docs/design.md §1.10, §4 "Twin users"): the real binary against
 //! the simulator. A switch regenerates the standby, proves its keys and
 //! hands them over while the keys handed over before stay valid; they are
 //! retired (regenerated, discarded) only after `retire_after`. Order is

@@ -1,4 +1,4 @@
-//! The proofs' budget at the storage (DESIGN.md invariant 11,
+//! The proofs' budget at the storage (docs/design.md invariant 11,
 //! `[object_storage] verify_requests_per_second`).
 //!
 //! Contabo takes about 250 S3 requests/s per customer, shared with the
