@@ -146,3 +146,44 @@ async fn every_config_example_in_the_docs_passes_check() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(checked >= 5, "found {checked} examples");
 }
+
+/// docs/configuration.md has a row for every key the configuration file
+/// takes (the fields of `src/config/raw.rs`, as serde names them).
+#[test]
+fn the_configuration_reference_names_every_key() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let raw = std::fs::read_to_string(root.join("src/config/raw.rs")).unwrap();
+    let doc = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+    let mut rename = None;
+    let mut keys = Vec::new();
+    // The top level's fields are the tables, not keys.
+    let mut top = false;
+    for line in raw.lines().map(str::trim) {
+        if line.starts_with("pub struct ") {
+            top = line.starts_with("pub struct RawConfig ");
+        }
+        if top {
+            continue;
+        }
+        if let Some(name) = line
+            .strip_prefix("#[serde(rename = \"")
+            .and_then(|r| r.split('"').next())
+        {
+            rename = Some(name.to_owned());
+        } else if let Some(field) = line.strip_prefix("pub ").and_then(|r| r.split_once(':')) {
+            let name = field.0;
+            if name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                keys.push(rename.take().unwrap_or_else(|| name.to_owned()));
+            }
+        }
+    }
+    assert!(keys.len() > 40, "{keys:?}");
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| !doc.contains(&format!("| `{k}` |")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in docs/configuration.md: {missing:?}"
+    );
+}
