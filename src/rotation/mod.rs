@@ -427,22 +427,31 @@ pub(crate) fn snapshot_values(
                     .find(|(id, storage, _)| *id == c.credential_id && **storage == *c.object_storage_id)
                     .and_then(|(_, _, at)| *at)
             });
-            SnapshotCredential {
-                user_id: c.user_id.clone(),
-                user_email: c.user_email.clone(),
-                storage: storages.storage(
-                    &c.object_storage_id,
-                    &c.object_storage_name,
-                    &c.region,
-                    &c.s3_url,
-                ),
-                credential_id: c.credential_id,
-                keys: crate::sinks::Keys::new(&c.access_key, c.secret_key.expose_secret()),
-                rotated_at,
-                twin: None,
-            }
+            snapshot_credential(c, storages, rotated_at)
         })
         .collect()
+}
+
+/// `c` as a sink holds it (no twin), its storage shared through `storages`.
+pub(crate) fn snapshot_credential(
+    c: &CredentialEntry,
+    storages: &crate::sinks::Interner,
+    rotated_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> SnapshotCredential {
+    SnapshotCredential {
+        user_id: c.user_id.clone(),
+        user_email: c.user_email.clone(),
+        storage: storages.storage(
+            &c.object_storage_id,
+            &c.object_storage_name,
+            &c.region,
+            &c.s3_url,
+        ),
+        credential_id: c.credential_id,
+        keys: crate::sinks::Keys::new(&c.access_key, c.secret_key.expose_secret()),
+        rotated_at,
+        twin: None,
+    }
 }
 
 /// The client secret as the API holds it now (the one in use if it cannot

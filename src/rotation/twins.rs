@@ -37,7 +37,6 @@ use crate::sinks::snapshot::{Group, TwinTag};
 use crate::sinks::{self, webhook, SnapshotCredential};
 use crate::state::{AuditEvent, AuditKind, PendingSwitch, Records, TwinState, TwinUser};
 use chrono::{DateTime, Utc};
-use secrecy::ExposeSecret;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -91,17 +90,6 @@ impl Twin {
         entries
             .iter()
             .map(|c| SnapshotCredential {
-                user_id: c.user_id.clone(),
-                user_email: c.user_email.clone(),
-                storage: storages.storage(
-                    &c.object_storage_id,
-                    &c.object_storage_name,
-                    &c.region,
-                    &c.s3_url,
-                ),
-                credential_id: c.credential_id,
-                keys: sinks::Keys::new(&c.access_key, c.secret_key.expose_secret()),
-                rotated_at,
                 twin: Some(Arc::new(TwinTag {
                     name: self.name().into(),
                     profile: sinks::formats::twin_profile_name(
@@ -111,6 +99,7 @@ impl Twin {
                     )
                     .into(),
                 })),
+                ..super::snapshot_credential(c, storages, rotated_at)
             })
             .collect()
     }

@@ -4,7 +4,7 @@
 //! retired (regenerated, discarded) only after `retire_after`. Order is
 //! read from the simulator's logs.
 
-use crate::util::{args, options, output_text, run_bin, run_bin_env, write_config, Setup};
+use crate::util::{args, options, output_text, run_bin, run_bin_env, user_id, write_config, Setup};
 use contabo_simulator::{Operation, RecordedRequest, Simulator, SimulatorOptions};
 use secrecy::SecretString;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -76,17 +76,6 @@ fn api_keys_of(sim: &Simulator, email: &str) -> Vec<String> {
         .iter()
         .map(|c| c.access_key.clone())
         .collect()
-}
-
-fn user_id(sim: &Simulator, email: &str) -> String {
-    let snapshot = sim.snapshot();
-    snapshot
-        .users
-        .iter()
-        .find(|u| u.email == email)
-        .unwrap()
-        .user_id
-        .clone()
 }
 
 /// The regenerates of `email`'s credentials, in arrival order.

@@ -267,3 +267,14 @@ pub fn state_integrity(state: &std::path::Path) -> String {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap()
 }
+
+/// The id of the simulator's user `email`.
+pub fn user_id(sim: &contabo_simulator::Simulator, email: &str) -> String {
+    sim.snapshot()
+        .users
+        .iter()
+        .find(|u| u.email == email)
+        .unwrap()
+        .user_id
+        .clone()
+}
