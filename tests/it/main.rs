@@ -20,6 +20,7 @@ mod leak;
 mod malformed;
 mod metrics;
 mod portability;
+mod prometheus;
 mod proof_budget;
 mod proxy;
 mod rotation;

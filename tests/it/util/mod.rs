@@ -4,6 +4,7 @@
 
 mod bin;
 mod daemon;
+pub mod prometheus;
 mod receiver;
 pub use bin::*;
 pub(crate) use daemon::*;
