@@ -242,7 +242,17 @@ pub async fn run_daemon(
             }
         };
         let served = engine.settings().metrics.is_some();
-        engine.record_run(&finished, started.elapsed(), served);
+        if retire_only {
+            // A retirement is not a run of the schedule: it would record a
+            // success over the failure of the run before it. What it did
+            // shows in the twins' gauges (and its failures in the log and
+            // as an overdue retirement).
+            if served {
+                engine.restore_metrics();
+            }
+        } else {
+            engine.record_run(&finished, started.elapsed(), served);
+        }
         // Logged once the run's metrics are set: a scrape after this line
         // sees them.
         tracing::info!(
