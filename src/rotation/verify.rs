@@ -161,15 +161,6 @@ pub(super) struct Prover {
     slow_downs: Arc<AtomicU64>,
 }
 
-/// What a proof's request is for.
-#[derive(Clone, Copy)]
-enum Target<'a> {
-    /// `GET /`: ListBuckets.
-    Storage,
-    /// `GET /{bucket}?list-type=2&max-keys=0`: ListObjectsV2, no keys.
-    Bucket(&'a str),
-}
-
 impl Prover {
     /// A prover whose proofs each end within `timeout`, and together send
     /// at most `requests_per_second` (`verify_requests_per_second`).
@@ -207,46 +198,36 @@ impl Prover {
         let deadline = started + self.timeout;
         let mut wait = FIRST_WAIT;
         let mut attempts = 0;
-        // Steps passed: 0 ListBuckets, then one per probe bucket.
+        // Steps passed: ListBuckets, then one per probe bucket.
         let mut passed: usize = 0;
         let mut last_error: Option<(String, Option<String>)> = None;
         let outcome = loop {
-            let target = match passed.checked_sub(1) {
-                None => Target::Storage,
-                Some(i) => match job.probe_buckets.get(i) {
-                    Some(bucket) => Target::Bucket(bucket),
-                    None => {
-                        break Outcome::Accepted {
-                            old_key_refused: self.old_key_refused(&job, deadline).await,
-                        }
-                    }
-                },
-            };
-            let bucket = match target {
-                Target::Storage => None,
-                Target::Bucket(b) => Some(b.to_owned()),
-            };
+            if passed > job.probe_buckets.len() {
+                break Outcome::Accepted {
+                    old_key_refused: self.old_key_refused(&job, deadline).await,
+                };
+            }
+            let bucket = passed.checked_sub(1).map(|i| job.probe_buckets[i].as_str());
             let answer = self
-                .request(&job, target, (&job.access_key, &job.secret_key), deadline)
+                .request(&job, bucket, (&job.access_key, &job.secret_key), deadline)
                 .await;
             if !matches!(answer, Err(Probe::NoSlot)) {
                 attempts += 1;
             }
-            match answer {
+            let code = match answer {
                 Ok(()) => {
                     passed += 1;
                     continue;
                 }
+                Err(Probe::NoSlot) => break refused(last_error),
+                Err(Probe::Refused(code) | Probe::NoAnswer(code)) => code,
                 // The pacer pauses every proof; this one goes on after it.
                 Err(Probe::SlowDown) => {
-                    last_error = Some(("SlowDown".to_owned(), bucket));
+                    last_error = Some(("SlowDown".to_owned(), bucket.map(str::to_owned)));
                     continue;
                 }
-                Err(Probe::NoSlot) => break refused(last_error),
-                Err(Probe::Refused(code) | Probe::NoAnswer(code)) => {
-                    last_error = Some((code, bucket));
-                }
-            }
+            };
+            last_error = Some((code, bucket.map(str::to_owned)));
             if Instant::now() + wait >= deadline {
                 break refused(last_error);
             }
@@ -274,7 +255,7 @@ impl Prover {
         }
         let old = (job.old_access_key.as_str(), &job.old_secret_key);
         loop {
-            match self.request(job, Target::Storage, old, deadline).await {
+            match self.request(job, None, old, deadline).await {
                 Ok(()) => return Some(false),
                 Err(Probe::Refused(_)) => return Some(true),
                 Err(Probe::SlowDown) => continue,
@@ -284,17 +265,19 @@ impl Prover {
     }
 
     /// One signed request at the job's endpoint, once the budget allows
-    /// it (and before `deadline`).
+    /// it (and before `deadline`): `GET /` (ListBuckets), or for a probe
+    /// bucket `GET /{bucket}?list-type=2&max-keys=0` (ListObjectsV2, no
+    /// keys).
     async fn request(
         &self,
         job: &Job,
-        target: Target<'_>,
+        bucket: Option<&str>,
         (access_key, secret_key): (&str, &SecretString),
         deadline: Instant,
     ) -> Result<(), Probe> {
-        let url = match target {
-            Target::Storage => format!("{}/", job.endpoint.trim_end_matches('/')),
-            Target::Bucket(bucket) => {
+        let url = match bucket {
+            None => format!("{}/", job.endpoint.trim_end_matches('/')),
+            Some(bucket) => {
                 let mut url = url::Url::parse(&job.endpoint)
                     .map_err(|e| Probe::NoAnswer(format!("the storage's URL: {e}")))?;
                 url.path_segments_mut()
