@@ -250,7 +250,12 @@ async fn forced_switches_alternate_the_users_without_a_refusal() {
         let twin = lines(&out, "twin");
         assert!(twin.iter().any(|l| l["action"] == "deferred"), "{twin:?}");
         // Nor does it rewrite a sink: the twin's values are as before.
-        assert_eq!(lines(&out, "summary")[0]["sinks_written"], 0, "{}", output_text(&out));
+        assert_eq!(
+            lines(&out, "summary")[0]["sinks_written"],
+            0,
+            "{}",
+            output_text(&out)
+        );
         let later = sim.requests();
         assert!(regenerates(&later[requests_before..], &sim, A).is_empty());
         assert!(regenerates(&later[requests_before..], &sim, B).is_empty());
