@@ -16,6 +16,7 @@ mod examples;
 mod faults;
 mod fuzz;
 mod hygiene;
+mod image;
 mod leak;
 mod malformed;
 mod metrics;
