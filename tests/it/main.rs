@@ -20,6 +20,7 @@ mod image;
 mod leak;
 mod malformed;
 mod metrics;
+mod package;
 mod portability;
 mod proxy;
 mod rotation;
