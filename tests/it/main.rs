@@ -12,6 +12,7 @@ mod client;
 mod client_secret;
 mod contract;
 mod crash;
+mod deploy;
 mod examples;
 mod faults;
 mod fuzz;
