@@ -18,8 +18,35 @@ pub fn image_reference() -> String {
 }
 
 /// Runs one of the project's scripts; its last line on stdout is what it made.
+///
+/// Without the variables cargo sets for a test (`CARGO_MANIFEST_DIR` and
+/// the like): build scripts watch some (ring's), so the script's release
+/// build would otherwise differ from the one `scripts/test` made before the
+/// tests, and start again from scratch.
 fn run_script(name: &str) -> Result<String, String> {
-    let out = Command::new(root().join("scripts").join(name))
+    let mut command = Command::new(root().join("scripts").join(name));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let set_by_cargo = ["CARGO_PKG_", "CARGO_BIN_EXE_"]
+            .iter()
+            .any(|prefix| key.starts_with(prefix))
+            || [
+                "CARGO",
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ]
+            .contains(&key.as_ref());
+        if set_by_cargo {
+            command.env_remove(key.as_ref());
+        }
+    }
+    let out = command
         .current_dir(root())
         .env("CONTAINERS_CONF", containers_conf())
         .output()
