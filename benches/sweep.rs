@@ -7,6 +7,7 @@
 //! cargo bench --bench sweep -- --users 100 --latency 20 --concurrency 8,default --idle 0
 //! cargo bench --bench sweep -- --users 10000 --latency 0 --concurrency 32 --idle 0 --no-window
 //! cargo bench --bench sweep -- --users 1000 --latency 0 --concurrency 8 --idle 0 --io
+//! cargo bench --bench sweep -- --users 40 --latency 0 --concurrency 8 --idle 0 --s3-limit 30
 //! ```
 //!
 //! Every sweep configures two file sinks (a `json` and an
@@ -32,7 +33,18 @@
 //! **Verification.** The sweeps run with `[object_storage] verify` at its
 //! default, `"s3"`: every new key is proven at the simulator's S3 endpoint
 //! beside delivery. `SWEEP_VERIFY=api` (or `off`) runs without the proof.
-//! S3 probes are counted apart from the API's requests (`S3 probes`).
+//! S3 probes are counted apart from the API's requests (`S3 probes`, and
+//! per rotated credential), with the share the storage answered `503
+//! SlowDown`.
+//!
+//! **The proof budget.** As a number as concurrency lifts the API's rate
+//! limit (1000 requests/s) so that the sweep measures the client, it lifts
+//! the proofs' budget too (`verify_requests_per_second = 100000`, beyond
+//! what the proofs can send); `default` runs the default budget (25). `--s3-limit N` makes the simulator's
+//! storages take at most N S3 requests/s (the account's limit, beyond
+//! which they answer `SlowDown`) and runs the default budget, whose
+//! politeness is then what is measured. `--verify-rps N` sets the budget
+//! of every sweep.
 //!
 //! **Faults.** `SWEEP_FAULTS=mixed` puts the fault suite's mix on every
 //! call (10 % 429, 10 % 5xx, 5 % answers dropped after applying; the token
@@ -115,6 +127,24 @@ struct Args {
     idle: u64,
     window: bool,
     io: bool,
+    /// The simulator's S3 request limit (`--s3-limit`).
+    s3_limit: Option<f64>,
+    /// `verify_requests_per_second` (`--verify-rps`); `None`: as the
+    /// concurrency and `--s3-limit` say.
+    verify_rps: Option<f64>,
+}
+
+impl Args {
+    /// The proofs' budget of a sweep at `at`: `--verify-rps`, else the
+    /// default (25) with a storage limit or at the `[api]` defaults, else
+    /// lifted with the API's rate (100,000: no bound in practice).
+    fn verify_rps(&self, at: Concurrency) -> f64 {
+        match (self.verify_rps, self.s3_limit, at) {
+            (Some(rps), _, _) => rps,
+            (None, Some(_), _) | (None, None, Concurrency::Defaults) => 25.0,
+            (None, None, Concurrency::Fixed(_)) => 100_000.0,
+        }
+    }
 }
 
 fn parse_args() -> Args {
@@ -125,6 +155,8 @@ fn parse_args() -> Args {
         idle: 60,
         window: true,
         io: false,
+        s3_limit: None,
+        verify_rps: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -156,6 +188,22 @@ fn parse_args() -> Args {
                     .parse()
                     .expect("a number")
             }
+            "--s3-limit" => {
+                args.s3_limit = Some(
+                    it.next()
+                        .expect("--s3-limit REQUESTS_PER_SECOND")
+                        .parse()
+                        .expect("a number"),
+                )
+            }
+            "--verify-rps" => {
+                args.verify_rps = Some(
+                    it.next()
+                        .expect("--verify-rps REQUESTS_PER_SECOND")
+                        .parse()
+                        .expect("a number"),
+                )
+            }
             "--no-window" => args.window = false,
             "--io" => args.io = true,
             "--bench" => {}
@@ -175,6 +223,7 @@ fn config(
     sim: &Simulator,
     opts: &SimulatorOptions,
     at: Concurrency,
+    verify_rps: f64,
     cron: &str,
     webhook: &str,
 ) -> PathBuf {
@@ -206,6 +255,7 @@ dir = "{root}/state"
 [object_storage]
 max_age = "7d"
 verify = "{verify}"
+verify_requests_per_second = {verify_rps}
 {client_secret}
 [[sinks]]
 type = "file"
@@ -227,6 +277,7 @@ signing_secret = "whsec_c3dlZXAtYmVuY2htYXJrLXNpZ25pbmcta2V5LTAxMjM0NTY3"
         rps = at.requests_per_second(),
         root = dir.display(),
         verify = std::env::var("SWEEP_VERIFY").unwrap_or_else(|_| "s3".to_owned()),
+        verify_rps = verify_rps,
         credentials_sink = credentials_sink(dir),
         client_secret = if mixed_faults_on() {
             "\n[client_secret]\nrotate = true\n"
@@ -394,6 +445,8 @@ struct Sweep {
     requests: usize,
     /// Requests at the simulator's S3 endpoints (the proofs).
     s3_probes: usize,
+    /// Of `s3_probes`, those answered `503 SlowDown`.
+    slow_downs: usize,
     rotated: usize,
     posts: usize,
     exit: Option<i32>,
@@ -422,9 +475,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-async fn sweep(users: usize, latency_ms: u64, at: Concurrency, window: bool, io: bool) -> Sweep {
+async fn sweep(args: &Args, latency_ms: u64, at: Concurrency) -> Sweep {
+    let (users, window, io) = (args.users, args.window, args.io);
     let opts = options(users);
     let sim = Simulator::start(opts.clone()).await.expect("simulator");
+    sim.set_s3_request_limit(args.s3_limit);
     let mut faults = if mixed_faults_on() {
         contabo_simulator::mixed_faults()
     } else {
@@ -438,7 +493,15 @@ async fn sweep(users: usize, latency_ms: u64, at: Concurrency, window: bool, io:
     sim.set_faults(faults);
     let (hook, posts) = receiver().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &sim, &opts, at, "0 0 4 1 1 *", &hook);
+    let config = config(
+        dir.path(),
+        &sim,
+        &opts,
+        at,
+        args.verify_rps(at),
+        "0 0 4 1 1 *",
+        &hook,
+    );
     let again = std::env::var_os("SWEEP_AGAIN").is_some();
     // (requests, S3 probes, webhook POSTs) of the unmeasured first pass.
     let mut before = (0, 0, 0);
@@ -619,6 +682,12 @@ async fn sweep(users: usize, latency_ms: u64, at: Concurrency, window: bool, io:
             .filter(|r| r.operation != Operation::Mark)
             .count(),
         s3_probes: sim.s3_requests().len() - before.1,
+        slow_downs: sim
+            .s3_requests()
+            .iter()
+            .skip(before.1)
+            .filter(|r| r.code == Some("SlowDown"))
+            .count(),
         rotated: applied.len(),
         posts: posts.load(Ordering::Relaxed) - before.2,
         exit: out.status.code(),
@@ -697,6 +766,7 @@ async fn idle(seconds: u64) -> (u64, u64, f64) {
         &sim,
         &opts,
         Concurrency::Defaults,
+        25.0,
         "0 0 4 1 1 *",
         &hook,
     );
@@ -760,22 +830,26 @@ async fn main() {
     let args = parse_args();
     shipped();
     println!(
-        "Sweep: {} users x 3 credentials = {} credentials, real binary (--run-now{}) against the simulator; two file sinks and a webhook.\n",
+        "Sweep: {} users x 3 credentials = {} credentials, real binary (--run-now{}) against the simulator; two file sinks and a webhook.{}\n",
         args.users,
         args.users * 3,
         if std::env::var_os("SWEEP_AGAIN").is_some() {
             " --force, a second pass on the first one's state"
         } else {
             ""
+        },
+        match args.s3_limit {
+            Some(limit) => format!(" The storages take {limit} S3 requests/s."),
+            None => String::new(),
         }
     );
-    println!("| latency | concurrency | wall | requests | rotated | requests/rotated | S3 probes | latency bound | bound/wall | dead-key window p50 / p99 / max | CPU | peak RSS | webhook POSTs | exit |");
+    println!("| latency | concurrency | proof budget | wall | requests | rotated | requests/rotated | S3 probes | S3/rotated | SlowDown | latency bound | bound/wall | dead-key window p50 / p99 / max | CPU | peak RSS | webhook POSTs | exit |");
     println!(
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for &latency in &args.latencies {
         for &at in &args.concurrencies {
-            let s = sweep(args.users, latency, at, args.window, args.io).await;
+            let s = sweep(&args, latency, at).await;
             // Requests are also bounded by the rate limit.
             let by_latency = s.requests as f64 * latency as f64 / 1000.0 / at.concurrency() as f64;
             let by_rate = s.requests as f64 / f64::from(at.requests_per_second());
@@ -796,13 +870,17 @@ async fn main() {
                 )
             };
             println!(
-                "| {latency} ms | {} | {:.2} s | {} | {} | {:.2} | {} | {} | {} | {window} | {:.2} s | {:.1} MiB | {} | {:?} |",
+                "| {latency} ms | {} | {}/s | {:.2} s | {} | {} | {:.2} | {} | {:.2} | {} ({:.1}%) | {} | {} | {window} | {:.2} s | {:.1} MiB | {} | {:?} |",
                 at.label(),
+                args.verify_rps(at),
                 s.wall.as_secs_f64(),
                 s.requests,
                 s.rotated,
                 s.requests as f64 / s.rotated.max(1) as f64,
                 s.s3_probes,
+                s.s3_probes as f64 / s.rotated.max(1) as f64,
+                s.slow_downs,
+                100.0 * s.slow_downs as f64 / s.s3_probes.max(1) as f64,
                 if bound == 0.0 { "-".to_string() } else { format!("{bound:.2} s") },
                 if bound == 0.0 { "-".to_string() } else { format!("{:.0}%", 100.0 * bound / s.wall.as_secs_f64()) },
                 s.cpu,

@@ -39,7 +39,7 @@ pub const POINTS: &[&str] = &[
     "after-delivery",
 ];
 
-/// Passed only by a twin's switch (DESIGN.md §4, Twin users), in order.
+/// Passed only by a twin's switch (docs/design.md §4, Twin users), in order.
 pub const TWIN_POINTS: &[&str] = &[
     // The switch journalled, no regenerate sent.
     "twin-after-intent",

@@ -27,7 +27,7 @@ fn builder_with(rules: ProxyRules) -> reqwest::ClientBuilder {
         }))
 }
 
-/// Which proxy a request goes through (DESIGN.md §1.8): none for a
+/// Which proxy a request goes through (docs/design.md §1.8): none for a
 /// loopback host, whatever the environment says, so a client secret, an
 /// API password or a webhook with `include_secrets` sent to this machine
 /// never passes through a proxy. Other hosts follow the usual variables,

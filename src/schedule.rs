@@ -99,7 +99,7 @@ pub async fn run_daemon(
         engine.restore_metrics();
     }
     if !run_now {
-        // Start-up recovery (DESIGN.md §1.7): a run killed after
+        // Start-up recovery (docs/design.md §1.7): a run killed after
         // regenerating and before delivering is finished now, not at the
         // next tick (which may be a day away). READY=1 follows it; while it
         // runs, the start timeout is extended in steps, so a slow API does
@@ -186,7 +186,7 @@ pub async fn run_daemon(
                     break;
                 };
                 // A twin's retirement due before the tick wakes the daemon
-                // for it alone (DESIGN.md §4, Twin users).
+                // for it alone (docs/design.md §4, Twin users).
                 let retirement = engine
                     .next_retirement()
                     .map(|at| (at - now).to_std().unwrap_or_default());
@@ -242,7 +242,17 @@ pub async fn run_daemon(
             }
         };
         let served = engine.settings().metrics.is_some();
-        engine.record_run(&finished, started.elapsed(), served);
+        if retire_only {
+            // A retirement is not a run of the schedule: it would record a
+            // success over the failure of the run before it. What it did
+            // shows in the twins' gauges (and its failures in the log and
+            // as an overdue retirement).
+            if served {
+                engine.restore_metrics();
+            }
+        } else {
+            engine.record_run(&finished, started.elapsed(), served);
+        }
         // Logged once the run's metrics are set: a scrape after this line
         // sees them.
         tracing::info!(

@@ -18,8 +18,10 @@
 //! With [`SimulatorOptions::s3_endpoint`] (the default) it also serves S3,
 //! one listener per region, and every storage's `s3Url` points there:
 //! SigV4-checked against the keys the account holds, with in-memory
-//! objects, a request log ([`Simulator::s3_requests`]) and key faults
-//! ([`Simulator::set_s3_fault`]).
+//! objects, a request log ([`Simulator::s3_requests`]), key faults
+//! ([`Simulator::set_s3_fault`]), a per-customer request limit
+//! ([`Simulator::set_s3_request_limit`]) and bucket policies
+//! ([`Simulator::deny_bucket`]).
 //!
 //! It is the rotator's peer, a crate of its own that imports nothing from
 //! the rotator: `contabo-rotator demo` runs it, and the rotator's
@@ -229,6 +231,40 @@ impl Simulator {
     /// (`eu`, `us-central`, `sin`).
     pub fn set_s3_fault_in(&self, signing_region: &str, fault: S3Fault) {
         self.shared.s3().set_fault(Some(signing_region), fault);
+    }
+
+    /// Limits the account's S3 requests, every region's listener
+    /// together, to `per_second` (a token bucket with a burst of a fifth
+    /// of a second's requests, at least 2), as Contabo limits a customer.
+    /// Beyond it a request gets `503 SlowDown` (a HEAD gets the 503 with
+    /// no body), logged with `code: Some("SlowDown")`. `None` lifts it.
+    pub fn set_s3_request_limit(&self, per_second: Option<f64>) {
+        self.shared.s3().set_request_limit(per_second);
+    }
+
+    /// A bucket policy: requests signed with any key of `user_id` to
+    /// `bucket` get `403 AccessDenied`, at the region signed as
+    /// `signing_region` (`eu`, `us-central`, `sin`) or, with `None`, at
+    /// every region. ListBuckets is not affected.
+    pub fn deny_bucket(&self, user_id: &str, signing_region: Option<&str>, bucket: &str) {
+        self.shared
+            .s3()
+            .deny_bucket(user_id, signing_region, bucket);
+    }
+
+    /// Lifts what [`Simulator::deny_bucket`] set for `user_id` and
+    /// `bucket` (at one region, or with `None` at all of them).
+    pub fn allow_bucket(&self, user_id: &str, signing_region: Option<&str>, bucket: &str) {
+        self.shared
+            .s3()
+            .allow_bucket(user_id, signing_region, bucket);
+    }
+
+    /// Creates an empty bucket at a region's storage, shared by every
+    /// user of the account; false if the region is unknown or the bucket
+    /// exists already.
+    pub fn create_bucket(&self, signing_region: &str, name: &str) -> bool {
+        self.shared.s3().create_bucket(signing_region, name)
     }
 
     /// Every S3 request seen so far, in arrival order.

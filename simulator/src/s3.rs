@@ -1,5 +1,5 @@
 //! The simulator's S3 endpoint: what a storage's `s3Url` points to, so a
-//! regenerated key can be proven (DESIGN.md §4, Verification) and real S3
+//! regenerated key can be proven (docs/design.md §4, Verification) and real S3
 //! clients can be driven with nothing but the files the sinks wrote.
 //!
 //! One listener per region, so each storage's `s3Url` names one region and
@@ -18,6 +18,15 @@
 //!
 //! Objects live in memory, per region. Every request is logged
 //! ([`S3Request`]) for assertions.
+//!
+//! Two account-wide rules a real storage has, for tests:
+//! - a request limit per customer, across every region's listener (Contabo
+//!   takes about 250 requests/s): a token bucket with a small burst, and
+//!   beyond it `503 SlowDown` (a HEAD gets the 503 with no body), before
+//!   the signature is even checked;
+//! - bucket policies that deny one user one bucket (`403 AccessDenied`).
+//!   The users of one account share each region's buckets otherwise, as
+//!   sub-users of one Contabo customer do.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -85,12 +94,62 @@ pub struct S3Request {
     pub received_at: Instant,
 }
 
-/// Objects, faults and the log of every region's listener.
+/// Objects, faults, the request limit, bucket policies and the log of
+/// every region's listener.
 #[derive(Debug)]
 pub(super) struct Store {
     regions: Vec<BTreeMap<String, Bucket>>,
     faults: Vec<S3Fault>,
+    /// The customer's request limit, shared by every region's listener.
+    limit: Option<RequestLimit>,
+    /// Bucket policies that deny one user one bucket.
+    denials: Vec<Denial>,
     log: Vec<S3Request>,
+}
+
+/// A token bucket: `rate` requests per second, and a burst of a fifth of
+/// a second's requests (at least 2), so that a client pacing itself at the
+/// rate passes and one sending in bursts does not.
+#[derive(Debug)]
+struct RequestLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl RequestLimit {
+    fn new(rate: f64, now: Instant) -> RequestLimit {
+        let burst = (rate / 5.0).max(2.0);
+        RequestLimit {
+            rate,
+            burst,
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    /// Takes a token if there is one; a request refused takes none.
+    fn admit(&mut self, now: Instant) -> bool {
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + earned).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A bucket policy: `user_id` may not touch `bucket` (in the region signed
+/// as `region`, or in every region).
+#[derive(Debug, PartialEq, Eq)]
+struct Denial {
+    user_id: String,
+    region: Option<String>,
+    bucket: String,
 }
 
 #[derive(Debug)]
@@ -123,6 +182,8 @@ impl Default for Store {
         Store {
             regions: REGIONS.iter().map(|_| bucket()).collect(),
             faults: vec![S3Fault::None; REGIONS.len()],
+            limit: None,
+            denials: Vec::new(),
             log: Vec::new(),
         }
     }
@@ -138,6 +199,71 @@ impl Store {
         }
     }
 
+    /// Limits every region's listeners together to `per_second`
+    /// requests (`None`: no limit).
+    pub(super) fn set_request_limit(&mut self, per_second: Option<f64>) {
+        self.limit = per_second
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .map(|rate| RequestLimit::new(rate, Instant::now()));
+    }
+
+    /// Whether a request arriving `now` is within the request limit.
+    fn admit(&mut self, now: Instant) -> bool {
+        self.limit.as_mut().is_none_or(|l| l.admit(now))
+    }
+
+    /// Denies `user_id` the bucket `bucket` in the region signed as
+    /// `region`, or in every region.
+    pub(super) fn deny_bucket(&mut self, user_id: &str, region: Option<&str>, bucket: &str) {
+        let denial = Denial {
+            user_id: user_id.to_owned(),
+            region: region.map(str::to_owned),
+            bucket: bucket.to_owned(),
+        };
+        if !self.denials.contains(&denial) {
+            self.denials.push(denial);
+        }
+    }
+
+    /// Removes the denials [`Store::deny_bucket`] set for `user_id` and
+    /// `bucket` (of one region, or all of them).
+    pub(super) fn allow_bucket(&mut self, user_id: &str, region: Option<&str>, bucket: &str) {
+        self.denials.retain(|d| {
+            !(d.user_id == user_id
+                && d.bucket == bucket
+                && region.is_none_or(|r| d.region.as_deref() == Some(r)))
+        });
+    }
+
+    /// Whether a policy denies `user_id` the bucket at `REGIONS[region]`.
+    fn denied(&self, user_id: &str, region: usize, bucket: &str) -> bool {
+        let signing = REGIONS[region].signing_region;
+        self.denials.iter().any(|d| {
+            d.user_id == user_id
+                && d.bucket == bucket
+                && d.region.as_deref().is_none_or(|r| r == signing)
+        })
+    }
+
+    /// Creates an empty bucket at the region signed as `region`; false if
+    /// the region is unknown or the bucket exists.
+    pub(super) fn create_bucket(&mut self, region: &str, name: &str) -> bool {
+        let Some(i) = REGIONS.iter().position(|r| r.signing_region == region) else {
+            return false;
+        };
+        if self.regions[i].contains_key(name) {
+            return false;
+        }
+        self.regions[i].insert(
+            name.to_owned(),
+            Bucket {
+                created: Utc::now(),
+                objects: BTreeMap::new(),
+            },
+        );
+        true
+    }
+
     pub(super) fn log(&self) -> &[S3Request] {
         &self.log
     }
@@ -151,16 +277,17 @@ impl Store {
 }
 
 impl State {
-    /// The secret that `access_key` signs with at the storages of region
-    /// `REGIONS[region]` right now, under `fault`; `None` when the storage
-    /// does not know the key (never did, or a regenerate killed it).
+    /// The user whose key `access_key` is and the secret it signs with at
+    /// the storages of region `REGIONS[region]` right now, under `fault`;
+    /// `None` when the storage does not know the key (never did, or a
+    /// regenerate killed it).
     fn s3_secret(
         &self,
         region: usize,
         access_key: &str,
         fault: S3Fault,
         now: Instant,
-    ) -> Option<SecretString> {
+    ) -> Option<(String, SecretString)> {
         let in_region = |storage_id: &str| {
             self.storage(storage_id)
                 .is_some_and(|s| s.region.name == REGIONS[region].name)
@@ -169,25 +296,35 @@ impl State {
         let current = self
             .users
             .iter()
-            .flat_map(|u| &u.credentials)
-            .find(|c| c.access_key == access_key && in_region(&c.object_storage_id));
-        if let Some(c) = current {
+            .flat_map(|u| u.credentials.iter().map(move |c| (u, c)))
+            .find(|(_, c)| c.access_key == access_key && in_region(&c.object_storage_id));
+        if let Some((user, c)) = current {
             let accepted = match (fault, c.regenerated_at) {
                 (_, None) | (S3Fault::None, Some(_)) => true,
                 (S3Fault::Propagation(d), Some(t)) => !within(t, d),
                 (S3Fault::NeverAccept, Some(_)) => false,
             };
-            return accepted.then(|| c.secret_key.clone());
+            return accepted.then(|| (user.user_id.clone(), c.secret_key.clone()));
         }
         let S3Fault::Propagation(d) = fault else {
             return None;
         };
-        self.retired
+        let key = self
+            .retired
             .iter()
             .rev()
             .find(|k| k.access_key == access_key && in_region(&k.object_storage_id))
-            .filter(|k| within(k.retired_at, d))
-            .map(|k| k.secret_key.clone())
+            .filter(|k| within(k.retired_at, d))?;
+        let owner = self
+            .users
+            .iter()
+            .find(|u| {
+                u.credentials
+                    .iter()
+                    .any(|c| c.credential_id == key.credential_id)
+            })
+            .map_or_else(String::new, |u| u.user_id.clone());
+        Some((owner, key.secret_key.clone()))
     }
 }
 
@@ -215,19 +352,40 @@ fn bad_request(code: &'static str, message: impl Into<String>) -> S3Error {
     err(StatusCode::BAD_REQUEST, code, message)
 }
 
+/// What a storage over its request limit answers.
+fn slow_down() -> S3Error {
+    err(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SlowDown",
+        "Please reduce your request rate.",
+    )
+}
+
 /// Serves one S3 request at the listener of `REGIONS[region]`.
 pub(super) async fn dispatch(shared: &Shared, region: usize, req: Request<Incoming>) -> Response {
     let (parts, body) = req.into_parts();
     let received_at = Instant::now();
+    let admitted = shared.s3().admit(received_at);
     let body = axum::body::to_bytes(Body::new(body), BODY_LIMIT).await;
     let mut access_key = None;
     let result = match body {
+        // Over the limit: refused before anything is checked.
+        _ if !admitted => {
+            access_key = header(&parts.headers, "authorization")
+                .and_then(parse_authorization)
+                .map(|auth| auth.access_key.to_owned());
+            Err(slow_down())
+        }
         Err(_) => Err(bad_request(
             "EntityTooLarge",
             "The simulator reads bodies up to 16 MiB.",
         )),
-        Ok(body) => authenticate(shared, region, &parts, &body, &mut access_key)
-            .and_then(|body| operate(shared, region, &parts, body)),
+        Ok(body) => authenticate(shared, region, &parts, &body, &mut access_key).and_then(
+            |(body, user_id)| {
+                check_policy(shared, region, &parts, &user_id)?;
+                operate(shared, region, &parts, body)
+            },
+        ),
     };
     let is_head = parts.method == Method::HEAD;
     let (resp, code) = match result {
@@ -297,14 +455,15 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Checks the request's SigV4 signature and payload hash; returns the
-/// payload (decoded from `aws-chunked` when it was sent so).
+/// payload (decoded from `aws-chunked` when it was sent so) and the id of
+/// the user whose key signed it.
 fn authenticate(
     shared: &Shared,
     region: usize,
     parts: &Parts,
     body: &Bytes,
     access_key: &mut Option<String>,
-) -> Result<Bytes, S3Error> {
+) -> Result<(Bytes, String), S3Error> {
     let headers = &parts.headers;
     let Some(value) = header(headers, "authorization") else {
         let presigned = parts
@@ -372,7 +531,7 @@ fn authenticate(
             .state()
             .s3_secret(region, auth.access_key, fault, Instant::now())
     };
-    let Some(secret) = secret else {
+    let Some((user_id, secret)) = secret else {
         return Err(forbidden(
             "InvalidAccessKeyId",
             "The AWS Access Key Id you provided does not exist in our records.",
@@ -385,7 +544,7 @@ fn authenticate(
             "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
         ));
     }
-    match payload_hash {
+    let payload = match payload_hash {
         "UNSIGNED-PAYLOAD" => Ok(body.clone()),
         "STREAMING-UNSIGNED-PAYLOAD-TRAILER" => decode_aws_chunked(body),
         hash if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
@@ -403,7 +562,8 @@ fn authenticate(
             "NotImplemented",
             "The simulator does not take this x-amz-content-sha256 (signed chunks).",
         )),
-    }
+    }?;
+    Ok((payload, user_id))
 }
 
 /// The signature S3 expects for this request with `secret`: the request
@@ -517,6 +677,30 @@ fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.as_str())
+}
+
+/// The bucket a request's path names (empty for the service, `/`).
+fn bucket_of(parts: &Parts) -> Result<String, S3Error> {
+    let path = percent_decode_str(parts.uri.path())
+        .decode_utf8()
+        .map_err(|_| bad_request("InvalidURI", "The path is not UTF-8."))?;
+    let path = path.trim_start_matches('/');
+    Ok(path.split_once('/').map_or(path, |(b, _)| b).to_owned())
+}
+
+/// `AccessDenied` when a bucket policy denies `user_id` the request's
+/// bucket. ListBuckets (`/`) is not a bucket's: a policy does not touch it.
+fn check_policy(
+    shared: &Shared,
+    region: usize,
+    parts: &Parts,
+    user_id: &str,
+) -> Result<(), S3Error> {
+    let bucket = bucket_of(parts)?;
+    if !bucket.is_empty() && shared.s3().denied(user_id, region, &bucket) {
+        return Err(forbidden("AccessDenied", "Access Denied"));
+    }
+    Ok(())
 }
 
 /// Runs the operation the method, path and query name.

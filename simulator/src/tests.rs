@@ -1057,3 +1057,137 @@ async fn s3_never_accept_refuses_regenerated_keys_in_its_region_only() {
         assert_eq!(status, StatusCode::OK, "{}", c.region);
     }
 }
+
+/// Beyond the account's request limit, every region's storage answers
+/// `503 SlowDown` (a HEAD the 503 with no body), whatever the key; the
+/// limit is one bucket of tokens for all regions, refilled at its rate.
+#[tokio::test]
+async fn s3_request_limit_answers_slow_down_across_regions() {
+    let sim = start(SimulatorOptions::default()).await;
+    // 1 request/s, a burst of 2: of 10 requests sent at once, 2 pass (3 if
+    // sending them took over a second).
+    sim.set_s3_request_limit(Some(1.0));
+    let snapshot = sim.snapshot();
+    let user = &snapshot.users[1];
+    let (eu, sin) = (&user.credentials[0], &user.credentials[2]);
+    assert_eq!(sin.region, "Asia (Singapore)");
+    let mut answers = Vec::new();
+    for i in 0..10 {
+        let (c, region) = if i % 2 == 0 { (eu, "eu") } else { (sin, "sin") };
+        let root = format!("{}/", c.s3_url);
+        answers.push(
+            s3(
+                Method::GET,
+                &root,
+                region,
+                (&c.access_key, &c.secret_key),
+                b"",
+            )
+            .await,
+        );
+    }
+    let passed = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    assert!((2..=3).contains(&passed), "{passed} passed");
+    for (status, body) in answers.iter().filter(|(s, _)| *s != StatusCode::OK) {
+        assert_eq!(
+            (*status, s3_code(body)),
+            (StatusCode::SERVICE_UNAVAILABLE, "SlowDown")
+        );
+    }
+    // A HEAD over the limit: the status, no body.
+    let head = format!("{}/sim-bucket", eu.s3_url);
+    let (status, body) = s3(
+        Method::HEAD,
+        &head,
+        "eu",
+        (&eu.access_key, &eu.secret_key),
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "")
+    );
+    let log = sim.s3_requests();
+    let slowed: Vec<&S3Request> = log.iter().filter(|r| r.code == Some("SlowDown")).collect();
+    assert_eq!(slowed.len(), 11 - passed);
+    assert!(slowed.iter().all(|r| r.status == 503));
+    assert!(
+        slowed.iter().any(|r| r.region == "sin"),
+        "every region counts"
+    );
+    assert!(
+        slowed
+            .iter()
+            .all(|r| r.access_key.as_deref() == Some(eu.access_key.as_str())
+                || r.access_key.as_deref() == Some(sin.access_key.as_str())),
+        "the key is logged"
+    );
+    // The bucket refills at the rate.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let root = format!("{}/", eu.s3_url);
+    let key = (eu.access_key.as_str(), &eu.secret_key);
+    let (status, _) = s3(Method::GET, &root, "eu", key, b"").await;
+    assert_eq!(status, StatusCode::OK);
+    // No limit: no SlowDown.
+    sim.set_s3_request_limit(None);
+    for _ in 0..10 {
+        let (status, _) = s3(Method::GET, &root, "eu", key, b"").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}
+
+/// A bucket policy denies one user one bucket of a region: that user's
+/// requests to it get `403 AccessDenied`, its other buckets and
+/// ListBuckets work, and another user of the account lists the bucket.
+#[tokio::test]
+async fn deny_bucket_refuses_one_user_one_bucket() {
+    let sim = start(SimulatorOptions::default()).await;
+    assert!(sim.create_bucket("eu", "app-data"));
+    assert!(!sim.create_bucket("eu", "app-data"), "exists already");
+    assert!(!sim.create_bucket("mars", "app-data"), "no such region");
+    let snapshot = sim.snapshot();
+    let (denied, other) = (&snapshot.users[1], &snapshot.users[2]);
+    let (a, b) = (&denied.credentials[0], &other.credentials[0]);
+    sim.deny_bucket(&denied.user_id, Some("eu"), "app-data");
+    // Denied elsewhere only: no effect at the EU storage.
+    sim.deny_bucket(&denied.user_id, Some("sin"), "sim-bucket");
+    let list = |bucket: &str| format!("{}/{bucket}?list-type=2&max-keys=0", a.s3_url);
+    let key_a = (a.access_key.as_str(), &a.secret_key);
+    let key_b = (b.access_key.as_str(), &b.secret_key);
+
+    let (status, body) = s3(Method::GET, &list("app-data"), "eu", key_a, b"").await;
+    assert_eq!(
+        (status, s3_code(&body)),
+        (StatusCode::FORBIDDEN, "AccessDenied")
+    );
+    let (status, _) = s3(
+        Method::HEAD,
+        &format!("{}/app-data", a.s3_url),
+        "eu",
+        key_a,
+        b"",
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = s3(Method::GET, &list("sim-bucket"), "eu", key_a, b"").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("<KeyCount>0</KeyCount>"), "{body}");
+    let (status, body) = s3(Method::GET, &format!("{}/", a.s3_url), "eu", key_a, b"").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("<Name>app-data</Name>"),
+        "the account's buckets: {body}"
+    );
+    let (status, body) = s3(Method::GET, &list("app-data"), "eu", key_b, b"").await;
+    assert_eq!(status, StatusCode::OK, "another user: {body}");
+
+    let log = sim.s3_requests();
+    assert_eq!(log[0].code, Some("AccessDenied"));
+    assert_eq!(log[0].path, "/app-data");
+    assert_eq!(log[0].access_key.as_deref(), Some(a.access_key.as_str()));
+
+    sim.allow_bucket(&denied.user_id, None, "app-data");
+    let (status, _) = s3(Method::GET, &list("app-data"), "eu", key_a, b"").await;
+    assert_eq!(status, StatusCode::OK, "the policy is lifted");
+}

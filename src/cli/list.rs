@@ -99,21 +99,8 @@ fn listing<'a>(
                 }
                 let history = history(records.get(&key_of(c)));
                 let reason = policy::decide(now, history, os.rotate, os.max_age, adopt, false);
-                Row {
-                    user_id: &c.user_id,
-                    user_email: &c.user_email,
-                    object_storage_id: &c.object_storage_id,
-                    object_storage_name: &c.object_storage_name,
-                    region: &c.region,
-                    s3_url: &c.s3_url,
-                    credential_id: c.credential_id,
-                    access_key: &c.access_key,
-                    last_rotated: history.rotated_at.map(crate::json_time::format),
-                    due: reason.rotates(),
-                    due_reason: reason.to_string(),
-                    twin: None,
-                    twin_role: None,
-                }
+                let last = history.rotated_at.map(crate::json_time::format);
+                row(c, last, reason.rotates(), reason.to_string())
             })
             .collect(),
         failures: inventory
@@ -124,6 +111,30 @@ fn listing<'a>(
                 error: f.error.to_string(),
             })
             .collect(),
+    }
+}
+
+/// A credential's row (of a user in no twin).
+fn row(
+    c: &CredentialEntry,
+    last_rotated: Option<String>,
+    due: bool,
+    due_reason: String,
+) -> Row<'_> {
+    Row {
+        user_id: &c.user_id,
+        user_email: &c.user_email,
+        object_storage_id: &c.object_storage_id,
+        object_storage_name: &c.object_storage_name,
+        region: &c.region,
+        s3_url: &c.s3_url,
+        credential_id: c.credential_id,
+        access_key: &c.access_key,
+        last_rotated,
+        due,
+        due_reason,
+        twin: None,
+        twin_role: None,
     }
 }
 
@@ -155,21 +166,16 @@ fn twin_row<'a>(
         ),
     };
     Row {
-        user_id: &c.user_id,
-        user_email: &c.user_email,
-        object_storage_id: &c.object_storage_id,
-        object_storage_name: &c.object_storage_name,
-        region: &c.region,
-        s3_url: &c.s3_url,
-        credential_id: c.credential_id,
-        access_key: &c.access_key,
-        last_rotated: state
-            .and_then(|s| s.last_switch_at)
-            .map(crate::json_time::format),
-        due,
-        due_reason,
         twin: Some(&twin.name),
         twin_role: Some(if active { "active" } else { "standby" }),
+        ..row(
+            c,
+            state
+                .and_then(|s| s.last_switch_at)
+                .map(crate::json_time::format),
+            due,
+            due_reason,
+        )
     }
 }
 

@@ -58,6 +58,18 @@ pub(super) fn in_range<T: TryFrom<i64>>(
     T::try_from(value).map_err(|_| ctx.invalid(key, format!("{value} is too large")))
 }
 
+/// A rate in requests per second: a finite number above 0.
+pub(super) fn rate(ctx: &Ctx, key: &str, value: f64) -> Result<f64, ConfigError> {
+    // (Written so that NaN fails too.)
+    if !(value > 0.0 && value.is_finite()) {
+        return Err(ctx.invalid(
+            key,
+            format!("{value} is out of range: must be a finite number above 0"),
+        ));
+    }
+    Ok(value)
+}
+
 pub(super) fn duration(ctx: &Ctx, key: &str, raw: &DurationStr) -> Result<Duration, ConfigError> {
     humantime::parse_duration(raw.0.trim()).map_err(|e| {
         ctx.invalid(

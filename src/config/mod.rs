@@ -279,7 +279,7 @@ username = "api-user@example.com"
 password = "pw-plain-0002"
 "#;
 
-    /// DESIGN.md §3, with every optional line switched on.
+    /// docs/design.md §3, with every optional line switched on.
     const EXAMPLE: &str = r#"[api]
 base_url  = "https://api.contabo.com"
 token_url = "https://auth.contabo.com/auth/realms/contabo/protocol/openid-connect/token"
@@ -318,6 +318,7 @@ max_per_run = 100
 on_first_sight = "adopt"
 verify = "s3"
 verify_timeout = "2m"
+verify_requests_per_second = 12.5
 
 [[sinks]]
 type = "file"
@@ -433,6 +434,7 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
         assert_eq!(os.on_first_sight, OnFirstSight::Adopt);
         assert_eq!(os.verify, Verify::S3);
         assert_eq!(os.verify_timeout, Duration::from_secs(120));
+        assert_eq!(os.verify_requests_per_second, 12.5);
         assert_eq!(s.sinks.len(), 3);
         let SinkSettings::File(file) = &s.sinks[0] else {
             panic!("{:?}", s.sinks[0])
@@ -508,6 +510,7 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
         assert_eq!(os.on_first_sight, OnFirstSight::Rotate);
         assert_eq!(os.verify, Verify::S3);
         assert_eq!(os.verify_timeout, Duration::from_secs(60));
+        assert_eq!(os.verify_requests_per_second, 25.0);
         assert!(s.sinks.is_empty());
         assert!(s.metrics.is_none());
     }
@@ -688,6 +691,11 @@ listen = "127.0.0.1:9464"  # Prometheus /metrics, /healthz, /readyz
             ("unknown on_first_sight", format!("{MINIMAL}[object_storage]\non_first_sight = \"later\"\n"), &["object_storage.on_first_sight: unknown value `later`, expected `rotate` or `adopt`"]),
             ("unknown verify", format!("{MINIMAL}[object_storage]\nverify = \"sigv4\"\n"), &["object_storage.verify: unknown value `sigv4`, expected one of `s3`, `api`, `off`"]),
             ("verify_timeout too long", format!("{MINIMAL}[object_storage]\nverify_timeout = \"1h\"\n"), &["object_storage.verify_timeout: `1h` is out of range: must be between 1s and 10m"]),
+            ("verify rps 0", format!("{MINIMAL}[object_storage]\nverify_requests_per_second = 0\n"), &[":7:30: object_storage.verify_requests_per_second: 0 is out of range: must be a finite number above 0"]),
+            ("verify rps negative", format!("{MINIMAL}[object_storage]\nverify_requests_per_second = -2.5\n"), &["object_storage.verify_requests_per_second: -2.5 is out of range"]),
+            ("verify rps nan", format!("{MINIMAL}[object_storage]\nverify_requests_per_second = nan\n"), &["object_storage.verify_requests_per_second: NaN is out of range"]),
+            ("verify rps inf", format!("{MINIMAL}[object_storage]\nverify_requests_per_second = inf\n"), &["object_storage.verify_requests_per_second: inf is out of range"]),
+            ("verify rps string", format!("{MINIMAL}[object_storage]\nverify_requests_per_second = \"25\"\n"), &["object_storage.verify_requests_per_second: invalid type: string, expected f64"]),
             ("unknown format", sink("type = \"file\"\npath = \"/x\"\nformat = \"yaml\"\n"), &["sinks[0].format: unknown value `yaml`"]),
             ("unknown kind", sink(&format!("{FILE_SINK}select = {{ kinds = [\"s3\"] }}\n")), &["sinks[0].select.kinds[0]: unknown value `s3`"]),
             ("same path twice", format!("{}[[sinks]]\ntype = \"template\"\ntemplate = \"t.j2\"\npath = \"/x/./a.json\"\n", sink(FILE_SINK)), &[":13:8: sinks[1].path: /x/./a.json is already written by sinks[0]"]),

@@ -210,6 +210,12 @@ pub struct RawObjectStorage {
     /// How long the storage may take to accept a new key (1s to 10m).
     /// Default `"60s"`.
     pub verify_timeout: DurationStr,
+    /// Most S3 requests per second the proofs send, all storages together
+    /// (new keys, old keys, probe buckets): their share of the customer's
+    /// S3 request limit, which the customer's applications use too
+    /// (Contabo takes about 250/s). A number above 0; a fraction such as
+    /// `0.5` is one request every two seconds. Default 25.
+    pub verify_requests_per_second: f64,
     /// `[[object_storage.twins]]`: pairs of users rotated one after the
     /// other for zero downtime. Default: none.
     pub twins: Vec<RawTwin>,
@@ -252,6 +258,7 @@ impl Default for RawObjectStorage {
             on_first_sight: OnFirstSight::Rotate,
             verify: Verify::S3,
             verify_timeout: DurationStr("60s".to_owned()),
+            verify_requests_per_second: 25.0,
             twins: Vec::new(),
         }
     }

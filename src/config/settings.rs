@@ -138,7 +138,9 @@ pub struct ObjectStorageSettings {
     pub verify: Verify,
     /// 1 s to 10 min.
     pub verify_timeout: Duration,
-    /// Twin users (DESIGN.md §4), in the file's order.
+    /// Above 0 and finite.
+    pub verify_requests_per_second: f64,
+    /// Twin users (docs/design.md §4), in the file's order.
     pub twins: Vec<TwinSettings>,
 }
 
@@ -162,7 +164,7 @@ impl ObjectStorageSettings {
     }
 }
 
-/// How a regenerated key is proven (DESIGN.md §4, Verification).
+/// How a regenerated key is proven (docs/design.md §4, Verification).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verify {

@@ -15,7 +15,7 @@ use url::Url;
 
 use super::checks::{
     api_url, duration, globs, headers, http_url, in_range, max_age, mode, non_empty,
-    non_empty_items, on_change, optional_name, path, sink_wait, timeout, user_globs,
+    non_empty_items, on_change, optional_name, path, rate, sink_wait, timeout, user_globs,
 };
 use super::error::{ConfigError, Ctx};
 use super::raw::{
@@ -261,6 +261,11 @@ fn validate_object_storage(
         on_first_sight: raw.on_first_sight,
         verify: raw.verify,
         verify_timeout: timeout(ctx, "object_storage.verify_timeout", &raw.verify_timeout)?,
+        verify_requests_per_second: rate(
+            ctx,
+            "object_storage.verify_requests_per_second",
+            raw.verify_requests_per_second,
+        )?,
         twins: twins(ctx, raw.twins)?,
     })
 }

@@ -342,7 +342,7 @@ impl ContaboClient {
         call.request_id = request_id;
         call.token = token;
         // A second PUT after a lost answer would rotate the secret again;
-        // the caller reads the secret back instead (DESIGN.md §4).
+        // the caller reads the secret back instead (docs/design.md §4).
         call.repeatable = false;
         self.one(call).await
     }

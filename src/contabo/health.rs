@@ -1,4 +1,4 @@
-//! What every request to Contabo shares about the API's health (DESIGN.md
+//! What every request to Contabo shares about the API's health (docs/design.md
 //! §1.6): the pause a 429 puts on every task, and the circuit breaker that
 //! ends a pass after too many failures in a row.
 //!

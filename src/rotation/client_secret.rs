@@ -1,4 +1,4 @@
-//! Client-secret rotation, the state machine of DESIGN.md §4.
+//! Client-secret rotation, the state machine of docs/design.md §4.
 //!
 //! 1. Log in afresh with the secret in use and save that token with the
 //!    stored secret (0600, fsync) before the PUT: its whole lifetime is the

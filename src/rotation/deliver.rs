@@ -1,5 +1,5 @@
 //! Delivery, the last stage of the pipeline: each user's current values go
-//! to the sinks that hold them while the pass goes on (DESIGN.md §1.7, §4).
+//! to the sinks that hold them while the pass goes on (docs/design.md §1.7, §4).
 //!
 //! Every configured sink gets a role for the pass:
 //! - **one user's**: a file or template sink whose selection holds the

@@ -124,7 +124,7 @@ impl Engine {
         pass::run(self, options, cancel, pass::Mode::Rotate).await
     }
 
-    /// The twins' retirements between ticks (DESIGN.md §4): retires every
+    /// The twins' retirements between ticks (docs/design.md §4): retires every
     /// overdue one, rotates nothing else.
     pub async fn retire_twins(&mut self, cancel: &CancellationToken) -> RunReport {
         pass::run(self, RunOptions::default(), cancel, pass::Mode::Retire).await
@@ -220,7 +220,7 @@ impl Engine {
     }
 
     /// The daemon's start-up recovery, before it waits for its first tick
-    /// (DESIGN.md §1.7): resolves the journal, recovers a client secret an
+    /// (docs/design.md §1.7): resolves the journal, recovers a client secret an
     /// interrupted rotation left unstored (while the saved token is valid),
     /// re-delivers every file or template sink that is behind or whose last
     /// delivery failed, and sends pending webhook events. Rotates nothing.
@@ -427,22 +427,31 @@ pub(crate) fn snapshot_values(
                     .find(|(id, storage, _)| *id == c.credential_id && **storage == *c.object_storage_id)
                     .and_then(|(_, _, at)| *at)
             });
-            SnapshotCredential {
-                user_id: c.user_id.clone(),
-                user_email: c.user_email.clone(),
-                storage: storages.storage(
-                    &c.object_storage_id,
-                    &c.object_storage_name,
-                    &c.region,
-                    &c.s3_url,
-                ),
-                credential_id: c.credential_id,
-                keys: crate::sinks::Keys::new(&c.access_key, c.secret_key.expose_secret()),
-                rotated_at,
-                twin: None,
-            }
+            snapshot_credential(c, storages, rotated_at)
         })
         .collect()
+}
+
+/// `c` as a sink holds it (no twin), its storage shared through `storages`.
+pub(crate) fn snapshot_credential(
+    c: &CredentialEntry,
+    storages: &crate::sinks::Interner,
+    rotated_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> SnapshotCredential {
+    SnapshotCredential {
+        user_id: c.user_id.clone(),
+        user_email: c.user_email.clone(),
+        storage: storages.storage(
+            &c.object_storage_id,
+            &c.object_storage_name,
+            &c.region,
+            &c.s3_url,
+        ),
+        credential_id: c.credential_id,
+        keys: crate::sinks::Keys::new(&c.access_key, c.secret_key.expose_secret()),
+        rotated_at,
+        twin: None,
+    }
 }
 
 /// The client secret as the API holds it now (the one in use if it cannot

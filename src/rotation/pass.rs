@@ -3,7 +3,7 @@
 //! ([`super::record`]) and handed to delivery ([`super::deliver`]) while the
 //! others are still in flight.
 //!
-//! Order of a pass, which is what makes it crash-safe (DESIGN.md §1, §4):
+//! Order of a pass, which is what makes it crash-safe (docs/design.md §1, §4):
 //! 1. intents left in the journal by an interrupted run are resolved first,
 //!    by reading the API's current values back;
 //! 2. users held by an aggregate sink (or every user, with `max_per_run`,
@@ -540,7 +540,7 @@ impl<'a> Flow<'a> {
             not_sent: 0,
             storages: Arc::default(),
             prover: (write && !deliver_only && os.verify == crate::config::Verify::S3)
-                .then(|| Prover::new(os.verify_timeout)),
+                .then(|| Prover::new(os.verify_timeout, os.verify_requests_per_second)),
             proofs: JoinSet::new(),
             proof_slots: verify::proof_slots(engine.settings.api.concurrency.max(1)),
             proof_queue: std::collections::VecDeque::new(),
@@ -660,6 +660,15 @@ impl<'a> Flow<'a> {
         report: &mut RunReport,
     ) -> (Records, Sinks) {
         report.s3_probes = self.prover.as_ref().map_or(0, Prover::probes);
+        if let Some(slow_downs) = self.prover.as_ref().map(Prover::slow_downs) {
+            if slow_downs > 0 {
+                tracing::info!(
+                    slow_downs,
+                    s3_probes = report.s3_probes,
+                    "The storage answered some proofs with SlowDown; they were paced down."
+                );
+            }
+        }
         self.save(report).await;
         // The coordinator's handle goes first: a partial move would keep it
         // alive to the end of the function, and the unwrap below would copy
@@ -770,7 +779,7 @@ impl<'a> Flow<'a> {
         let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let (accepted, error, old_key_refused) = match &outcome {
             verify::Outcome::Accepted { old_key_refused } => (true, None, *old_key_refused),
-            verify::Outcome::Refused { last_error } => (false, Some(last_error.clone()), None),
+            verify::Outcome::Refused { .. } => (false, outcome.error(), None),
         };
         if let Some(record) = self
             .records

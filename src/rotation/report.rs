@@ -20,7 +20,7 @@ pub struct PlanItem {
     pub reason_code: Option<Reason>,
 }
 
-/// What a run did with a twin (DESIGN.md §4, Twin users).
+/// What a run did with a twin (docs/design.md §4, Twin users).
 #[derive(Debug, Clone, Serialize)]
 pub struct TwinOutcome {
     pub twin: String,

@@ -1,4 +1,4 @@
-//! Twin users: zero-downtime rotation (DESIGN.md §1.10, §4 "Twin users").
+//! Twin users: zero-downtime rotation (docs/design.md §1.10, §4 "Twin users").
 //!
 //! Contabo regenerates an S3 secret in place, so a consumer that has not
 //! re-read its sink holds a dead key from the PATCH on. A twin is two users
@@ -28,7 +28,7 @@
 //! user.
 
 use super::deliver::Sinks;
-use super::verify::{Job, Outcome, Prover};
+use super::verify::{Job, Prover};
 use super::{Engine, RunOptions, RunReport, TwinOutcome};
 use crate::config::{TwinSettings, Verify};
 use crate::contabo::ContaboClient;
@@ -37,7 +37,6 @@ use crate::sinks::snapshot::{Group, TwinTag};
 use crate::sinks::{self, webhook, SnapshotCredential};
 use crate::state::{AuditEvent, AuditKind, PendingSwitch, Records, TwinState, TwinUser};
 use chrono::{DateTime, Utc};
-use secrecy::ExposeSecret;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -91,17 +90,6 @@ impl Twin {
         entries
             .iter()
             .map(|c| SnapshotCredential {
-                user_id: c.user_id.clone(),
-                user_email: c.user_email.clone(),
-                storage: storages.storage(
-                    &c.object_storage_id,
-                    &c.object_storage_name,
-                    &c.region,
-                    &c.s3_url,
-                ),
-                credential_id: c.credential_id,
-                keys: sinks::Keys::new(&c.access_key, c.secret_key.expose_secret()),
-                rotated_at,
                 twin: Some(Arc::new(TwinTag {
                     name: self.name().into(),
                     profile: sinks::formats::twin_profile_name(
@@ -111,6 +99,7 @@ impl Twin {
                     )
                     .into(),
                 })),
+                ..super::snapshot_credential(c, storages, rotated_at)
             })
             .collect()
     }
@@ -295,8 +284,8 @@ impl<'a> Step<'a> {
             return;
         }
         let os = &self.engine.settings.object_storage;
-        self.prover =
-            (os.verify == Verify::S3 && !options.dry_run).then(|| Prover::new(os.verify_timeout));
+        self.prover = (os.verify == Verify::S3 && !options.dry_run)
+            .then(|| Prover::new(os.verify_timeout, os.verify_requests_per_second));
         for mut twin in twins.0 {
             if options.dry_run {
                 plan(&twin, options, self.now, self.report, os.max_age, os.rotate);
@@ -488,14 +477,16 @@ impl Step<'_> {
         let jobs = twin.listed[i].iter().map(|e| {
             let mut job = Job::new(switch_id, e, &e.access_key, &e.secret_key);
             job.probe_buckets = twin.settings.probe_buckets.clone();
+            // No old-key check: the standby's earlier keys were retired.
+            job.old_access_key = String::new();
             prover.prove(job)
         });
         let proofs = futures_util::future::join_all(jobs).await;
         self.report.s3_probes += proofs.iter().map(|p| u64::from(p.attempts)).sum::<u64>();
         for proof in proofs {
-            if let Outcome::Refused { last_error, .. } = &proof.outcome {
+            if let Some(error) = proof.outcome.error() {
                 return Err(format!(
-                    "the storage did not accept the new key of {} ({}): {last_error}",
+                    "the storage did not accept the new key of {} ({}): {error}",
                     twin.users[i].email, proof.job.subject
                 ));
             }

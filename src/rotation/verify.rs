@@ -1,13 +1,20 @@
 //! Verification: a regenerated S3 key proven at the storage itself
-//! (DESIGN.md §4, `[object_storage] verify = "s3"`).
+//! (docs/design.md §4, `[object_storage] verify = "s3"`).
 //!
 //! The Contabo API's answer says the key was changed; it does not say that
 //! the storage accepts it, nor how long that takes. So after the confirm
 //! the new key signs a `ListBuckets` (SigV4, path-style, the storage's
 //! region) at the storage's `s3Url`, and the request is repeated while the
-//! storage refuses it, for at most `verify_timeout`. Then the old key is
-//! tried once: whether it is refused now is recorded as a figure, never a
-//! failure.
+//! storage refuses it, for at most `verify_timeout`. A job with probe
+//! buckets (a twin's standby key) must then list each of them too
+//! (ListObjectsV2 with `max-keys=0`): a key that cannot is refused, naming
+//! the bucket. Then the old key is tried once: whether it is refused now is
+//! recorded as a figure, never a failure.
+//!
+//! Every request waits for the proofs' budget first (`pace`): one rate
+//! for all proofs together, and a `503 SlowDown` pauses and slows them
+//! all. A `SlowDown` is never a refusal of the key: the proof goes on
+//! within `verify_timeout`.
 //!
 //! A proof never holds up delivery (the old key is dead already): the
 //! coordinator starts it beside the sink writes and reports it when it
@@ -27,12 +34,15 @@ use aws_sigv4::http_request::{
     UriPathNormalizationMode,
 };
 use aws_sigv4::sign::v4;
+use pace::Pacer;
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use uuid::Uuid;
+
+mod pace;
 
 /// One probe's own bound (within what is left of `verify_timeout`).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,6 +77,8 @@ pub(super) struct Job {
     pub secret_key: SecretString,
     pub old_access_key: String,
     pub old_secret_key: SecretString,
+    /// Buckets the new key must list as well, after ListBuckets (a twin's
+    /// `probe_buckets`); empty from [`Job::new`].
     pub probe_buckets: Vec<String>,
 }
 
@@ -103,29 +115,65 @@ pub enum Outcome {
         old_key_refused: Option<bool>,
     },
     /// Not accepted within `verify_timeout`: the last S3 error code (or
-    /// what kept the request from an answer).
-    Refused { last_error: String },
+    /// what kept the request from an answer), and the probe bucket it was
+    /// about (`None`: ListBuckets, the key itself).
+    Refused {
+        last_error: String,
+        bucket: Option<String>,
+    },
+}
+
+impl Outcome {
+    /// What kept the key from being proven, for reports (`None` when it
+    /// was accepted): the S3 code, and the probe bucket if it was one.
+    pub fn error(&self) -> Option<String> {
+        match self {
+            Outcome::Accepted { .. } => None,
+            Outcome::Refused {
+                last_error,
+                bucket: None,
+            } => Some(last_error.clone()),
+            Outcome::Refused {
+                last_error,
+                bucket: Some(bucket),
+            } => Some(format!("{last_error} on probe bucket {bucket}")),
+        }
+    }
 }
 
 /// A finished proof.
 pub(super) struct Proof {
     pub job: Job,
     pub outcome: Outcome,
-    /// Probes with the new key.
+    /// Requests sent with the new key.
     pub attempts: u32,
     pub elapsed: Duration,
 }
 
-/// Sends the probes; shared by a pass's proofs.
+/// Sends the probes; shared by a pass's proofs (clones share the budget,
+/// the pause and the counts).
 #[derive(Clone)]
 pub(super) struct Prover {
     http: reqwest::Client,
     timeout: Duration,
+    pacer: Arc<Pacer>,
     probes: Arc<AtomicU64>,
+    slow_downs: Arc<AtomicU64>,
+}
+
+/// What a proof's request is for.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// `GET /`: ListBuckets.
+    Storage,
+    /// `GET /{bucket}?list-type=2&max-keys=0`: ListObjectsV2, no keys.
+    Bucket(&'a str),
 }
 
 impl Prover {
-    pub fn new(timeout: Duration) -> Prover {
+    /// A prover whose proofs each end within `timeout`, and together send
+    /// at most `requests_per_second` (`verify_requests_per_second`).
+    pub fn new(timeout: Duration, requests_per_second: f64) -> Prover {
         let builder = crate::net::client_builder()
             // A redirect would carry the signed request elsewhere.
             .redirect(reqwest::redirect::Policy::none());
@@ -135,7 +183,9 @@ impl Prover {
         Prover {
             http,
             timeout,
+            pacer: Arc::new(Pacer::new(requests_per_second)),
             probes: Arc::new(AtomicU64::new(0)),
+            slow_downs: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -144,37 +194,65 @@ impl Prover {
         self.probes.load(Ordering::Relaxed)
     }
 
-    /// Proves `job`'s new key, retrying within the timeout.
+    /// Of [`Prover::probes`], those the storage answered with `SlowDown`.
+    pub fn slow_downs(&self) -> u64 {
+        self.slow_downs.load(Ordering::Relaxed)
+    }
+
+    /// Proves `job`'s new key, retrying within the timeout: ListBuckets,
+    /// then each probe bucket, each step repeated while the storage
+    /// refuses it; then the old key once.
     pub async fn prove(&self, job: Job) -> Proof {
         let started = Instant::now();
         let deadline = started + self.timeout;
         let mut wait = FIRST_WAIT;
         let mut attempts = 0;
+        // Steps passed: 0 ListBuckets, then one per probe bucket.
+        let mut passed: usize = 0;
+        let mut last_error: Option<(String, Option<String>)> = None;
         let outcome = loop {
-            attempts += 1;
-            let answer = self
-                .list_buckets(&job, &job.access_key, &job.secret_key, deadline)
-                .await;
-            let last_error = match answer {
-                Ok(()) => {
-                    let old = self
-                        .list_buckets(&job, &job.old_access_key, &job.old_secret_key, deadline)
-                        .await;
-                    break Outcome::Accepted {
-                        old_key_refused: match old {
-                            Ok(()) => Some(false),
-                            Err(Probe::Refused(_)) => Some(true),
-                            Err(Probe::NoAnswer(_)) => None,
-                        },
-                    };
-                }
-                Err(Probe::Refused(code) | Probe::NoAnswer(code)) => code,
+            let target = match passed.checked_sub(1) {
+                None => Target::Storage,
+                Some(i) => match job.probe_buckets.get(i) {
+                    Some(bucket) => Target::Bucket(bucket),
+                    None => {
+                        break Outcome::Accepted {
+                            old_key_refused: self.old_key_refused(&job, deadline).await,
+                        }
+                    }
+                },
             };
-            let now = Instant::now();
-            if now + wait >= deadline {
-                break Outcome::Refused { last_error };
+            let bucket = match target {
+                Target::Storage => None,
+                Target::Bucket(b) => Some(b.to_owned()),
+            };
+            let answer = self
+                .request(&job, target, (&job.access_key, &job.secret_key), deadline)
+                .await;
+            if !matches!(answer, Err(Probe::NoSlot)) {
+                attempts += 1;
             }
-            tracing::debug!(credential_id = job.credential.credential_id, error = %last_error, "The storage does not accept the new key yet.");
+            match answer {
+                Ok(()) => {
+                    passed += 1;
+                    continue;
+                }
+                // The pacer pauses every proof; this one goes on after it.
+                Err(Probe::SlowDown) => {
+                    last_error = Some(("SlowDown".to_owned(), bucket));
+                    continue;
+                }
+                Err(Probe::NoSlot) => break refused(last_error),
+                Err(Probe::Refused(code) | Probe::NoAnswer(code)) => {
+                    last_error = Some((code, bucket));
+                }
+            }
+            if Instant::now() + wait >= deadline {
+                break refused(last_error);
+            }
+            if let Some((error, bucket)) = &last_error {
+                tracing::debug!(credential_id = job.credential.credential_id, %error, bucket, "The storage does not accept the new key yet.");
+            }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(MAX_WAIT);
         };
@@ -186,15 +264,51 @@ impl Prover {
         }
     }
 
-    /// One signed `GET /` (ListBuckets) at the job's endpoint.
-    async fn list_buckets(
+    /// Whether the storage refuses the old key (`None`: no S3 answer but
+    /// `SlowDown` within the deadline).
+    async fn old_key_refused(&self, job: &Job, deadline: Instant) -> Option<bool> {
+        // A twin's standby has no old key to compare: its keys before the
+        // switch were retired long ago.
+        if job.old_access_key.is_empty() {
+            return None;
+        }
+        let old = (job.old_access_key.as_str(), &job.old_secret_key);
+        loop {
+            match self.request(job, Target::Storage, old, deadline).await {
+                Ok(()) => return Some(false),
+                Err(Probe::Refused(_)) => return Some(true),
+                Err(Probe::SlowDown) => continue,
+                Err(Probe::NoAnswer(_) | Probe::NoSlot) => return None,
+            }
+        }
+    }
+
+    /// One signed request at the job's endpoint, once the budget allows
+    /// it (and before `deadline`).
+    async fn request(
         &self,
         job: &Job,
-        access_key: &str,
-        secret_key: &SecretString,
+        target: Target<'_>,
+        (access_key, secret_key): (&str, &SecretString),
         deadline: Instant,
     ) -> Result<(), Probe> {
-        let url = format!("{}/", job.endpoint.trim_end_matches('/'));
+        let url = match target {
+            Target::Storage => format!("{}/", job.endpoint.trim_end_matches('/')),
+            Target::Bucket(bucket) => {
+                let mut url = url::Url::parse(&job.endpoint)
+                    .map_err(|e| Probe::NoAnswer(format!("the storage's URL: {e}")))?;
+                url.path_segments_mut()
+                    .map_err(|()| Probe::NoAnswer("the storage's URL has no path".into()))?
+                    .pop_if_empty()
+                    .push(bucket);
+                url.set_query(Some("list-type=2&max-keys=0"));
+                url.into()
+            }
+        };
+        let ready = tokio::time::timeout_at(deadline, self.pacer.ready()).await;
+        if ready.is_err() || Instant::now() >= deadline {
+            return Err(Probe::NoSlot);
+        }
         let headers = signed_headers(
             "GET",
             &url,
@@ -220,8 +334,22 @@ impl Prover {
         if status.is_success() {
             return Ok(());
         }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::retry::parse_retry_after);
         let body = response.text().await.unwrap_or_default();
-        let code = s3_error_code(&body).unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
+        let code = s3_error_code(&body);
+        // A HEAD's SlowDown has no body to say so; a GET's may lose it too.
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+            && (code.as_deref() == Some("SlowDown") || body.trim().is_empty())
+        {
+            self.slow_downs.fetch_add(1, Ordering::Relaxed);
+            self.pacer.slowed_down(retry_after);
+            return Err(Probe::SlowDown);
+        }
+        let code = code.unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
         if status.is_client_error() {
             Err(Probe::Refused(code))
         } else {
@@ -230,12 +358,30 @@ impl Prover {
     }
 }
 
+/// The refusal after `last_error` (the S3 code and the probe bucket it
+/// was about), or after no answer at all.
+fn refused(last_error: Option<(String, Option<String>)>) -> Outcome {
+    let (last_error, bucket) = last_error.unwrap_or_else(|| {
+        (
+            "no request within the proofs' budget ([object_storage] verify_requests_per_second)"
+                .to_owned(),
+            None,
+        )
+    });
+    Outcome::Refused { last_error, bucket }
+}
+
 /// What one probe got short of acceptance.
 enum Probe {
     /// A 4xx from the storage, with its S3 error code.
     Refused(String),
     /// A 5xx, a timeout, no connection.
     NoAnswer(String),
+    /// `503 SlowDown`, or a 503 with no body: the storage's request limit,
+    /// not the key.
+    SlowDown,
+    /// The deadline came before the budget let the request go: not sent.
+    NoSlot,
 }
 
 /// The headers that sign `method url` with `body` for S3 in `region`:
@@ -415,7 +561,7 @@ mod tests {
             .respond_with(refused("InvalidAccessKeyId"))
             .mount(&server)
             .await;
-        let prover = Prover::new(Duration::from_secs(30));
+        let prover = Prover::new(Duration::from_secs(30), 1000.0);
         let proof = prover.prove(job(&server.uri())).await;
         assert_eq!(
             proof.outcome,
@@ -442,12 +588,15 @@ mod tests {
             .respond_with(refused("SignatureDoesNotMatch"))
             .mount(&server)
             .await;
-        let prover = Prover::new(Duration::from_secs(1));
+        let prover = Prover::new(Duration::from_secs(1), 1000.0);
         let proof = prover.prove(job(&server.uri())).await;
-        let Outcome::Refused { last_error } = &proof.outcome else {
+        let Outcome::Refused { last_error, bucket } = &proof.outcome else {
             panic!("accepted: {:?}", proof.outcome);
         };
-        assert_eq!(last_error, "SignatureDoesNotMatch");
+        assert_eq!(
+            (last_error.as_str(), bucket),
+            ("SignatureDoesNotMatch", &None)
+        );
         assert!(proof.attempts >= 2, "retried within the timeout");
         assert!(
             proof.elapsed < Duration::from_secs(2),
@@ -458,6 +607,142 @@ mod tests {
             prover.probes(),
             "the old key is not tried"
         );
+    }
+
+    /// A `503 SlowDown`, and a 503 with no body (a HEAD's SlowDown), are
+    /// not refusals: the proof waits for the shared pause and goes on
+    /// until the storage answers, and the `SlowDown`s are counted.
+    #[tokio::test]
+    async fn a_slow_down_pauses_the_proof_and_never_refuses_the_key() {
+        use wiremock::matchers::{header_regex, method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        let signed_by = |key: &str| header_regex("authorization", &format!("Credential={key}/"));
+        Mock::given(method("GET"))
+            .and(path("/"))
+            .and(signed_by("NEWKEY"))
+            .respond_with(ResponseTemplate::new(503).set_body_string(
+                "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+            ))
+            .up_to_n_times(1)
+            .with_priority(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/"))
+            .and(signed_by("NEWKEY"))
+            .respond_with(ResponseTemplate::new(503))
+            .up_to_n_times(1)
+            .with_priority(2)
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/"))
+            .and(signed_by("NEWKEY"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("<ListAllMyBucketsResult/>"))
+            .with_priority(3)
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/"))
+            .and(signed_by("OLDKEY"))
+            .respond_with(refused("InvalidAccessKeyId"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let prover = Prover::new(Duration::from_secs(30), 1000.0);
+        let started = std::time::Instant::now();
+        let proof = prover.prove(job(&server.uri())).await;
+        assert_eq!(
+            proof.outcome,
+            Outcome::Accepted {
+                old_key_refused: Some(true)
+            }
+        );
+        assert_eq!(
+            (proof.attempts, prover.probes(), prover.slow_downs()),
+            (3, 4, 2)
+        );
+        assert!(
+            started.elapsed() >= 2 * pace::PAUSE,
+            "each SlowDown after a pause pauses again"
+        );
+    }
+
+    /// The job of `c`, rotated to its current key (the old key is one the
+    /// storage never knew), with `buckets` to probe.
+    fn simulated_job(c: &contabo_simulator::SimCredential, buckets: &[&str]) -> Job {
+        Job {
+            endpoint: c.s3_url.clone(),
+            region: crate::sinks::formats::region_code(&c.region),
+            access_key: c.access_key.clone(),
+            secret_key: c.secret_key.clone(),
+            probe_buckets: buckets.iter().map(|b| (*b).to_owned()).collect(),
+            ..job("")
+        }
+    }
+
+    /// A key the storage accepts but a bucket policy keeps from a probe
+    /// bucket is refused, naming the bucket, after retries; the bucket is
+    /// listed with ListObjectsV2 and no keys, and another user of the
+    /// account (a twin's other half) lists it and is accepted.
+    #[tokio::test]
+    async fn a_probe_bucket_the_key_cannot_list_refuses_it_by_name() {
+        use contabo_simulator::{Simulator, SimulatorOptions};
+        let sim = Simulator::start(SimulatorOptions::default()).await.unwrap();
+        assert!(sim.create_bucket("eu", "app-data"));
+        let snapshot = sim.snapshot();
+        let (denied, other) = (&snapshot.users[1], &snapshot.users[2]);
+        sim.deny_bucket(&denied.user_id, None, "app-data");
+        let prover = Prover::new(Duration::from_secs(1), 1000.0);
+        let buckets = ["sim-bucket", "app-data"];
+
+        let proof = prover
+            .prove(simulated_job(&denied.credentials[0], &buckets))
+            .await;
+        assert_eq!(
+            proof.outcome,
+            Outcome::Refused {
+                last_error: "AccessDenied".into(),
+                bucket: Some("app-data".into())
+            }
+        );
+        assert_eq!(
+            proof.outcome.error().as_deref(),
+            Some("AccessDenied on probe bucket app-data")
+        );
+        let log = sim.s3_requests();
+        let seen: Vec<(&str, u16)> = log.iter().map(|r| (r.path.as_str(), r.status)).collect();
+        assert_eq!(
+            seen[..3],
+            [("/", 200), ("/sim-bucket", 200), ("/app-data", 403)]
+        );
+        assert!(
+            seen[3..].iter().all(|s| *s == ("/app-data", 403)),
+            "{seen:?}"
+        );
+        assert!(seen.len() >= 4, "retried within the timeout: {seen:?}");
+        assert_eq!(log[2].query.as_deref(), Some("list-type=2&max-keys=0"));
+        assert_eq!(log[2].code, Some("AccessDenied"));
+        assert_eq!(
+            u64::from(proof.attempts),
+            prover.probes(),
+            "the old key is not tried"
+        );
+
+        let proof = prover
+            .prove(simulated_job(&other.credentials[0], &buckets))
+            .await;
+        assert_eq!(
+            proof.outcome,
+            Outcome::Accepted {
+                old_key_refused: Some(true)
+            }
+        );
+        assert_eq!(proof.attempts, 3, "ListBuckets and two buckets");
     }
 
     #[test]

@@ -121,7 +121,7 @@ pub fn region_code(region: &str) -> &'static str {
         .map_or("default", |(_, _, code)| code)
 }
 
-/// The profile name of a twin's credentials in `region` (DESIGN.md §3):
+/// The profile name of a twin's credentials in `region` (docs/design.md §3):
 /// `<twin>-<region code>`, plus `-<storage name>` (sanitised) when the
 /// twin holds two storages in the region, so that the name is the same
 /// whichever of the two users is active.

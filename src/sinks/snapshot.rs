@@ -213,14 +213,14 @@ impl Snapshot {
         std::borrow::Cow::Owned(Snapshot { client, groups })
     }
 
-    /// The snapshot in the shape of DESIGN.md §3, for serialising without
+    /// The snapshot in the shape of docs/design.md §3, for serialising without
     /// copying: the `json` format, and the context templates are rendered
     /// with. Serialising it exposes the secret values.
     pub fn view(&self) -> JsonView<'_> {
         JsonView(self)
     }
 
-    /// The `json` sink format of DESIGN.md §3. The returned text holds
+    /// The `json` sink format of docs/design.md §3. The returned text holds
     /// secrets, so it stays a [`SecretString`] until written.
     /// [`Snapshot::to_json`] written into `out` as it is produced.
     pub fn write_json(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {

@@ -106,7 +106,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
-    // 2: twin users (DESIGN.md §4): which user each twin's sinks hold, the
+    // 2: twin users (docs/design.md §4): which user each twin's sinks hold, the
     // switch in flight and the retirement due.
     "CREATE TABLE twins (
         name TEXT PRIMARY KEY,

@@ -1,4 +1,4 @@
-//! The `twins` table of `state.db`: per twin (DESIGN.md §4, Twin users),
+//! The `twins` table of `state.db`: per twin (docs/design.md §4, Twin users),
 //! which user the sinks hold, the switch in flight and the retirement due.
 //!
 //! A switch is journalled in its own row (`switch_*`) before the standby's

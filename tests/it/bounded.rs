@@ -1,4 +1,4 @@
-//! Bounded runs (DESIGN.md §1.6), with the real binary: the circuit breaker
+//! Bounded runs (docs/design.md §1.6), with the real binary: the circuit breaker
 //! ends a pass against a failing API and says what it did not attempt, and
 //! a `Retry-After` beyond `[api] max_retry_after` fails the call at once.
 

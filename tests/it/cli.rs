@@ -577,6 +577,7 @@ async fn json_shape_of_status() {
             "sinks",
             "state_dir",
             "timezone",
+            "twins",
         ]
     );
     assert_eq!(

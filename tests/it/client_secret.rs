@@ -1,4 +1,4 @@
-//! The client-secret state machine (DESIGN.md §4) under faults, with the
+//! The client-secret state machine (docs/design.md §4) under faults, with the
 //! real binary. Order is read from the simulator's request log: what the
 //! run sent after each answer, and how many PUTs it took.
 

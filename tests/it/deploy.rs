@@ -9,7 +9,7 @@
 use crate::util::artifacts::{image_reference, root};
 use clap::Parser;
 use contabo_rotator::cli::Cli;
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -19,7 +19,7 @@ fn read(path: &str) -> String {
 
 fn documents(path: &str) -> Vec<Value> {
     use serde::Deserialize;
-    serde_yaml::Deserializer::from_str(&read(path))
+    serde_yaml_ng::Deserializer::from_str(&read(path))
         .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{path}: {e}")))
         .collect()
 }
@@ -137,7 +137,7 @@ fn the_cronjob_runs_the_built_image_with_the_job_config_mounts() {
         .map(str::trim)
         .collect();
     assert_eq!(commented.len(), 1);
-    let args: Value = serde_yaml::from_str(commented[0]).unwrap();
+    let args: Value = serde_yaml_ng::from_str(commented[0]).unwrap();
     assert_accepted(&strings(&args), "cronjob commented args");
 
     let mounts: Vec<(String, String)> = container["volumeMounts"]

@@ -368,7 +368,7 @@ if cat /proc/$PPID/environ > /dev/null 2>&1; then echo readable; else echo denie
         assert!(child.try_wait().unwrap().is_none(), "exited:\n{}", text());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(text().contains("exit_code=0"), "{}", text());
+    assert!(text().contains("failed=0"), "{}", text());
     assert!(root.join("out/all.json").exists());
     // The on_change child has neither the variable nor the daemon's
     // environment.

@@ -23,6 +23,8 @@ mod malformed;
 mod metrics;
 mod package;
 mod portability;
+mod prometheus;
+mod proof_budget;
 mod proxy;
 mod rotation;
 mod s3_clients;

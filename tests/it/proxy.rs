@@ -1,4 +1,4 @@
-//! No proxy for loopback (DESIGN.md §1.8): with every proxy variable
+//! No proxy for loopback (docs/design.md §1.8): with every proxy variable
 //! pointing at a listener, the real binary reaches the simulator's API,
 //! token endpoint and S3 endpoint, and a loopback webhook with
 //! `include_secrets`, directly. The listener, standing in for the proxy,

@@ -88,7 +88,7 @@ async fn a_daemon_started_inside_the_fall_back_hour_runs_once_at_the_next_real_t
     let first_run = log.find("Scheduled run finished.").unwrap();
     let second_wait = log.find("next_run=2026-10-25T01:30:00+00:00").unwrap();
     assert!(first_run < second_wait, "{log}");
-    assert!(log.contains("exit_code=0"), "{log}");
+    assert!(log.contains("failed=0"), "{log}");
     // The simulator saw start-up recovery (it delivers the sink, which was
     // never written: one users list) and one pass (one users list, one
     // regenerate per credential).

@@ -170,7 +170,11 @@ fn setup(sim: &Simulator, opts: &SimulatorOptions, sinks: &str) -> Setup {
     let setup = write_config(
         sim,
         opts,
-        &format!("[client_secret]\nrotate = true\n\n{sinks}"),
+        // Proofs are paced (verify_requests_per_second): a slow budget
+        // would stretch a pass past a sink's `wait`.
+        &format!(
+            "[client_secret]\nrotate = true\n\n[object_storage]\nverify_requests_per_second = 1000\n\n{sinks}"
+        ),
     );
     std::fs::create_dir_all(setup.dir.path().join("out")).unwrap();
     std::fs::create_dir_all(setup.dir.path().join("t")).unwrap();
@@ -660,7 +664,7 @@ async fn a_bad_template_is_a_configuration_error() {
             let out = run_bin(args(&setup.config, command)).await;
             assert_eq!(out.status.code(), Some(78), "{}", text(&out));
             let shown = text(&out);
-            let key = format!("{}:20:12: sinks[0].template: ", setup.config.display());
+            let key = format!("{}:23:12: sinks[0].template: ", setup.config.display());
             assert!(
                 shown.contains(&key) && shown.contains(&want),
                 "{shown}\nwant {key}…{want}"

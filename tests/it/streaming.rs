@@ -1,4 +1,4 @@
-//! The streaming pass (DESIGN.md §1.7, §4), driven through the real binary
+//! The streaming pass (docs/design.md §1.7, §4), driven through the real binary
 //! against the simulator: per-user delivery while the pass goes on, no key
 //! regenerated while a sink selecting it cannot take the new value, and the
 //! daemon's start finishing a killed run before its first tick.
@@ -7,7 +7,7 @@
 //! `on_change` POSTs a marker to it), never by wall-clock time.
 
 use crate::util::output_text as text;
-use crate::util::{api_keys, json_sink_keys, start_daemon, terminate, wait_for_log};
+use crate::util::{api_keys, json_sink_keys, start_daemon, terminate, user_id, wait_for_log};
 use crate::util::{args, options, run_bin, run_bin_env, write_config, write_secret, Setup};
 use contabo_simulator::{Fault, FaultRule, Operation, RecordedRequest, Simulator, MARK_PATH};
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,16 +44,6 @@ fn regenerated(requests: &[RecordedRequest]) -> BTreeSet<i64> {
         .filter(|r| r.applied_at.is_some())
         .filter_map(|r| r.path.rsplit('/').next()?.parse().ok())
         .collect()
-}
-
-fn user_id(sim: &Simulator, email: &str) -> String {
-    sim.snapshot()
-        .users
-        .iter()
-        .find(|u| u.email == email)
-        .unwrap()
-        .user_id
-        .clone()
 }
 
 /// A simulator with `users` users, and a configuration whose one sink is a

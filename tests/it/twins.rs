@@ -1,10 +1,10 @@
-//! Twin users (DESIGN.md §1.10, §4 "Twin users"): the real binary against
+//! Twin users (docs/design.md §1.10, §4 "Twin users"): the real binary against
 //! the simulator. A switch regenerates the standby, proves its keys and
 //! hands them over while the keys handed over before stay valid; they are
 //! retired (regenerated, discarded) only after `retire_after`. Order is
 //! read from the simulator's logs.
 
-use crate::util::{args, options, output_text, run_bin, run_bin_env, write_config, Setup};
+use crate::util::{args, options, output_text, run_bin, run_bin_env, user_id, write_config, Setup};
 use contabo_simulator::{Operation, RecordedRequest, Simulator, SimulatorOptions};
 use secrecy::SecretString;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -76,17 +76,6 @@ fn api_keys_of(sim: &Simulator, email: &str) -> Vec<String> {
         .iter()
         .map(|c| c.access_key.clone())
         .collect()
-}
-
-fn user_id(sim: &Simulator, email: &str) -> String {
-    let snapshot = sim.snapshot();
-    snapshot
-        .users
-        .iter()
-        .find(|u| u.email == email)
-        .unwrap()
-        .user_id
-        .clone()
 }
 
 /// The regenerates of `email`'s credentials, in arrival order.
@@ -547,4 +536,58 @@ async fn switches_and_retirements_are_visible_everywhere_without_a_secret() {
     seen.push_str(&prom);
     seen.push_str(&audit);
     crate::util::assert_no_secret(&sim, &seen);
+}
+
+/// A standby that a bucket policy denies one probe bucket is not handed
+/// over: exit 1 naming the twin, the user and the bucket; the sinks keep
+/// the active keys, which still work; no switch is recorded. Once the
+/// policy names both users, the switch goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_denied_a_probe_bucket_is_not_handed_over() {
+    let sim = start().await;
+    for endpoint in sim.s3_endpoints() {
+        sim.create_bucket(endpoint.signing_region, "app-data");
+    }
+    let setup = config(&sim, "probe_buckets = [\"app-data\"]\n");
+    crate::util::edit_config(
+        &setup,
+        &[("verify_timeout = \"5s\"", "verify_timeout = \"2s\"")],
+    );
+    let out = run(&setup, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let before = sink_keys(&setup);
+    let b = user_id(&sim, B);
+    sim.deny_bucket(&b, None, "app-data");
+    let out = run(&setup, &["--force"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    let failed = lines(&out, "failed");
+    assert!(
+        failed.iter().any(|l| l["kind"] == "twin"
+            && l["subject"] == "app"
+            && l["error"].as_str().unwrap().contains(B)
+            && l["error"].as_str().unwrap().contains("app-data")),
+        "{failed:?}"
+    );
+    // The sink is unchanged and its keys are still the API's.
+    assert_eq!(sink_keys(&setup), before);
+    assert_eq!(before.1, api_keys_of(&sim, A));
+    let db = crate::util::state_db(&setup.dir.path().join("state"));
+    let (active, pending): (String, Option<String>) = db
+        .query_row("SELECT active_email, switch_user_id FROM twins", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((active.as_str(), pending), (A, None));
+    // Every probe of the denied bucket was signed by B and refused.
+    let denied: Vec<_> = sim
+        .s3_requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/app-data"))
+        .collect();
+    assert!(!denied.is_empty());
+    assert!(denied.iter().all(|r| r.status == 403), "{denied:?}");
+    sim.allow_bucket(&b, None, "app-data");
+    let out = run(&setup, &["--force"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert_eq!(sink_keys(&setup), (B.to_owned(), api_keys_of(&sim, B)));
 }

@@ -383,10 +383,11 @@ fn write_state_file(state: &Path, name: &str, text: &str) {
 }
 
 /// The runbook's statements: the ```sql block after the marker in
-/// README.md, `--` comment lines dropped, split on `;`.
+/// docs/operations.md, `--` comment lines dropped, split on `;`.
 fn runbook_statements() -> Vec<String> {
     let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"))
+            .unwrap();
     let marker = "<!-- runbook-queries: tests/it/upgrade.rs runs every statement below -->";
     let (_, after) = readme.split_once(marker).expect("the runbook marker");
     let mut lines = after.lines().map(str::trim).skip_while(|l| l.is_empty());

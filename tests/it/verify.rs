@@ -1,4 +1,4 @@
-//! Verification (`[object_storage] verify`, DESIGN.md §4): the real binary
+//! Verification (`[object_storage] verify`, docs/design.md §4): the real binary
 //! proves every regenerated key at the simulator's S3 endpoint with a
 //! SigV4-signed request, and the simulator's S3 log shows what it sent.
 //! Order is read from that log, never from the clock.

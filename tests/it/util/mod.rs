@@ -5,6 +5,7 @@
 pub mod artifacts;
 mod bin;
 mod daemon;
+pub mod prometheus;
 mod receiver;
 pub use bin::*;
 pub(crate) use daemon::*;
@@ -267,4 +268,15 @@ pub fn state_integrity(state: &std::path::Path) -> String {
     state_db(state)
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap()
+}
+
+/// The id of the simulator's user `email`.
+pub fn user_id(sim: &contabo_simulator::Simulator, email: &str) -> String {
+    sim.snapshot()
+        .users
+        .iter()
+        .find(|u| u.email == email)
+        .unwrap()
+        .user_id
+        .clone()
 }
