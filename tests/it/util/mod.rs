@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod artifacts;
 mod bin;
 mod daemon;
 pub mod prometheus;
