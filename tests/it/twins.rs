@@ -92,6 +92,16 @@ fn regenerates<'a>(
         .collect()
 }
 
+/// The twin's active user and the user a switch under way goes to, as
+/// the state database holds them.
+fn twin_row(setup: &Setup) -> (String, Option<String>) {
+    crate::util::state_db(&setup.dir.path().join("state"))
+        .query_row("SELECT active_email, switch_email FROM twins", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap()
+}
+
 async fn run(setup: &Setup, rest: &[&str]) -> std::process::Output {
     let mut all = vec!["--run-now", "--log-format", "json"];
     all.extend_from_slice(rest);
@@ -348,13 +358,7 @@ async fn a_kill_at_each_switch_point_leaves_the_sink_on_a_valid_key() {
             (B.to_owned(), api_keys_of(&sim, B)),
             "{point}"
         );
-        let db = crate::util::state_db(&setup.dir.path().join("state"));
-        let (active, pending): (String, Option<String>) = db
-            .query_row("SELECT active_email, switch_user_id FROM twins", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .unwrap();
-        assert_eq!((active.as_str(), pending), (B, None), "{point}");
+        assert_eq!(twin_row(&setup), (B.to_owned(), None), "{point}");
         assert!(
             regenerates(&sim.requests(), &sim, A).is_empty(),
             "{point}: A retired early"
@@ -571,13 +575,7 @@ async fn a_standby_denied_a_probe_bucket_is_not_handed_over() {
     // The sink is unchanged and its keys are still the API's.
     assert_eq!(sink_keys(&setup), before);
     assert_eq!(before.1, api_keys_of(&sim, A));
-    let db = crate::util::state_db(&setup.dir.path().join("state"));
-    let (active, pending): (String, Option<String>) = db
-        .query_row("SELECT active_email, switch_user_id FROM twins", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
-    assert_eq!((active.as_str(), pending), (A, None));
+    assert_eq!(twin_row(&setup), (A.to_owned(), None));
     // Every probe of the denied bucket was signed by B and refused.
     let denied: Vec<_> = sim
         .s3_requests()
