@@ -48,6 +48,8 @@ pub struct RunTally {
     pub verifications: Vec<(&'static str, u64)>,
     /// Requests sent to the storages to verify keys.
     pub s3_probes: u64,
+    /// Of them, those a storage answered with `SlowDown`.
+    pub s3_slow_downs: u64,
     /// What failed, by kind.
     pub failures: Failures,
     /// How long the run took.
@@ -166,6 +168,7 @@ pub struct Metrics {
     api_give_ups: Family<Labels, Counter>,
     verifications: Family<Labels, Counter>,
     s3_probes: Counter,
+    s3_slow_downs: Counter,
     credential_last_rotation: Family<Labels, Gauge>,
     credential_next_rotation: Family<Labels, Gauge>,
     twin_active_user: Family<Labels, Gauge>,
@@ -226,6 +229,7 @@ impl Metrics {
             api_give_ups: Family::default(),
             verifications: Family::default(),
             s3_probes: Counter::default(),
+            s3_slow_downs: Counter::default(),
             credential_last_rotation: Family::default(),
             credential_next_rotation: Family::default(),
             twin_active_user: Family::default(),
@@ -284,6 +288,11 @@ impl Metrics {
             "s3_probes",
             "Signed requests sent to the storages to verify new keys (not counted in api_requests)",
             m.s3_probes.clone(),
+        );
+        r.register(
+            "s3_slow_downs",
+            "Of s3_probes, those a storage answered with SlowDown (the proofs then pause and slow down)",
+            m.s3_slow_downs.clone(),
         );
         r.register(
             "object_storage_credential_last_rotation_timestamp_seconds",
@@ -427,6 +436,7 @@ impl Metrics {
                 .inc_by(*n);
         }
         self.s3_probes.inc_by(run.s3_probes);
+        self.s3_slow_downs.inc_by(run.s3_slow_downs);
         for (sink, outcome) in &run.deliveries {
             self.deliveries
                 .get_or_create(&vec![

@@ -102,6 +102,8 @@ struct Summary<'a> {
     sinks_written: usize,
     /// Requests sent to the storages to prove new keys (not API requests).
     s3_probes: u64,
+    /// Of them, those a storage answered with `SlowDown`.
+    s3_slow_downs: u64,
     interrupted: bool,
 }
 
@@ -119,6 +121,7 @@ impl<'a> Summary<'a> {
             failed: report.failed.len(),
             sinks_written: sinks_written(report),
             s3_probes: report.s3_probes,
+            s3_slow_downs: report.s3_slow_downs,
             interrupted: report.interrupted,
         }
     }
@@ -229,9 +232,10 @@ fn write_summary(w: &mut impl std::io::Write, report: &RunReport) -> std::io::Re
         s.verified,
         s.failed,
         s.sinks_written,
-        match s.s3_probes {
-            0 => String::new(),
-            n => format!(" ({n} S3 requests to prove new keys)"),
+        match (s.s3_probes, s.s3_slow_downs) {
+            (0, _) => String::new(),
+            (n, 0) => format!(" ({n} S3 requests to prove new keys)"),
+            (n, slow) => format!(" ({n} S3 requests to prove new keys, {slow} answered SlowDown)"),
         },
         if report.interrupted {
             "; stopped early by a shutdown signal"

@@ -660,6 +660,7 @@ impl<'a> Flow<'a> {
         report: &mut RunReport,
     ) -> (Records, Sinks) {
         report.s3_probes = self.prover.as_ref().map_or(0, Prover::probes);
+        report.s3_slow_downs = self.prover.as_ref().map_or(0, Prover::slow_downs);
         if let Some(slow_downs) = self.prover.as_ref().map(Prover::slow_downs) {
             if slow_downs > 0 {
                 tracing::info!(

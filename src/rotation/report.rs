@@ -113,6 +113,8 @@ pub struct RunReport {
     /// Requests sent to the storages to verify new keys (apart from the
     /// API's requests).
     pub s3_probes: u64,
+    /// Of `s3_probes`, those a storage answered with `SlowDown`.
+    pub s3_slow_downs: u64,
     /// What was flushed, counted.
     pub totals: Totals,
     /// How many of `failed` were written.
@@ -225,6 +227,7 @@ impl RunReport {
             rotations,
             verifications,
             s3_probes: self.s3_probes,
+            s3_slow_downs: self.s3_slow_downs,
             deliveries: self
                 .deliveries
                 .iter()

@@ -318,6 +318,10 @@ impl<'a> Step<'a> {
             }
             self.report.flush();
         }
+        if let Some(prover) = &self.prover {
+            self.report.s3_probes += prover.probes();
+            self.report.s3_slow_downs += prover.slow_downs();
+        }
     }
 }
 
@@ -482,7 +486,6 @@ impl Step<'_> {
             prover.prove(job)
         });
         let proofs = futures_util::future::join_all(jobs).await;
-        self.report.s3_probes += proofs.iter().map(|p| u64::from(p.attempts)).sum::<u64>();
         for proof in proofs {
             if let Some(error) = proof.outcome.error() {
                 return Err(format!(

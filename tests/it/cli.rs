@@ -484,6 +484,7 @@ async fn json_shape_of_the_run_report() {
                 "planned",
                 "rotated",
                 "s3_probes",
+                "s3_slow_downs",
                 "schema_version",
                 "sinks_written",
                 "trace_id",

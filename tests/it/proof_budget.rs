@@ -151,6 +151,10 @@ async fn a_storage_limit_below_the_budget_slows_the_proofs_and_fails_no_key() {
         "{slowed} of {} requests got SlowDown",
         log.len()
     );
+    // The run's summary counts what the storage's log shows.
+    let summary = &items(&out, "summary")[0];
+    assert_eq!(summary["s3_slow_downs"], slowed, "{summary}");
+    assert_eq!(summary["s3_probes"], log.len(), "{summary}");
     for (id, (access, _)) in api_keys(&sim) {
         let signed: Vec<&S3Request> = log
             .iter()
