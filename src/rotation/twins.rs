@@ -455,7 +455,20 @@ impl Step<'_> {
             self.fail(twin, format!("the switch could not be recorded: {err}"));
             return;
         }
-        self.announce(twin, "switched", &previous, switch.switch_id, recovered);
+        let data = json!({
+            "twin": twin.name(),
+            "switch_id": switch.switch_id,
+            "switched_at": twin.state.last_switch_at.map(crate::json_time::format),
+            "recovered": recovered,
+            "trace_id": self.report.trace_id,
+            "user_id": twin.state.active.user_id,
+            "user_email": twin.state.active.email,
+            "previous_user_email": previous.email,
+            "retire_at": twin.state.retire_at.map(crate::json_time::format),
+            "credentials": self.credentials_data(twin, standby),
+        });
+        let kind = webhook::OBJECT_STORAGE_TWIN_SWITCHED;
+        self.announce(twin, kind, switch.switch_id, data);
         self.report.twins.push(TwinOutcome {
             twin: twin.name().to_owned(),
             action: "switched",
@@ -527,7 +540,16 @@ impl Step<'_> {
             self.fail(twin, format!("the retirement could not be recorded: {err}"));
             return;
         }
-        self.announce(twin, "retired", &previous, retirement, false);
+        let data = json!({
+            "twin": twin.name(),
+            "retirement_id": retirement,
+            "retired_at": crate::json_time::format(self.now),
+            "trace_id": self.report.trace_id,
+            "user_id": previous.user_id,
+            "user_email": previous.email,
+            "credentials": self.credentials_data(twin, i),
+        });
+        self.announce(twin, webhook::OBJECT_STORAGE_TWIN_RETIRED, retirement, data);
         self.report.twins.push(TwinOutcome {
             twin: twin.name().to_owned(),
             action: "retired",
@@ -575,21 +597,10 @@ impl Step<'_> {
         self.report.flush();
     }
 
-    /// The audit line and the webhook event of a switch or a retirement:
+    /// User `i`'s credentials as a switch or retirement event names them:
     /// identifiers, access keys and fingerprints, never a secret.
-    fn announce(
-        &mut self,
-        twin: &Twin,
-        action: &str,
-        previous: &TwinUser,
-        id: Uuid,
-        recovered: bool,
-    ) {
-        let i = match action {
-            "switched" => twin.active(),
-            _ => twin.index_of(&previous.user_id),
-        };
-        let credentials: Vec<_> = twin.listed[i]
+    fn credentials_data(&self, twin: &Twin, i: usize) -> serde_json::Value {
+        twin.listed[i]
             .iter()
             .map(|e| {
                 json!({
@@ -601,34 +612,12 @@ impl Step<'_> {
                     "fingerprint": self.engine.state.fingerprint(&e.secret_key),
                 })
             })
-            .collect();
-        let data = match action {
-            "switched" => json!({
-                "twin": twin.name(),
-                "switch_id": id,
-                "switched_at": crate::json_time::format(self.now),
-                "recovered": recovered,
-                "trace_id": self.report.trace_id,
-                "user_id": twin.state.active.user_id,
-                "user_email": twin.state.active.email,
-                "previous_user_email": previous.email,
-                "retire_at": twin.state.retire_at.map(crate::json_time::format),
-                "credentials": credentials,
-            }),
-            _ => json!({
-                "twin": twin.name(),
-                "retirement_id": id,
-                "retired_at": crate::json_time::format(self.now),
-                "trace_id": self.report.trace_id,
-                "user_id": previous.user_id,
-                "user_email": previous.email,
-                "credentials": credentials,
-            }),
-        };
-        let kind = match action {
-            "switched" => webhook::OBJECT_STORAGE_TWIN_SWITCHED,
-            _ => webhook::OBJECT_STORAGE_TWIN_RETIRED,
-        };
+            .collect()
+    }
+
+    /// The audit line and the webhook event (`kind`) of a switch or a
+    /// retirement.
+    fn announce(&mut self, twin: &Twin, kind: &str, id: Uuid, data: serde_json::Value) {
         self.audit(twin, AuditKind::Rotation, Some(id), data.clone());
         let event = webhook::twin_event(kind, self.now, data);
         self.sinks.announce(vec![event], Default::default());

@@ -99,7 +99,10 @@ fn put(tx: &Connection, t: &TwinState) -> rusqlite::Result<()> {
     let previous = t.previous.as_ref();
     let switch = t.switch.as_ref();
     tx.execute(
-        "INSERT OR REPLACE INTO twins VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        "INSERT OR REPLACE INTO twins (name, active_user_id, active_email, active_since,
+            last_switch_at, previous_user_id, previous_email, retire_at, last_retired_at,
+            switch_id, switch_user_id, switch_email, switch_started_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             t.name,
             t.active.user_id,
@@ -122,7 +125,12 @@ fn put(tx: &Connection, t: &TwinState) -> rusqlite::Result<()> {
 /// Every twin in `db` (read-only views too).
 pub(crate) fn load(db: &Db) -> Result<Vec<TwinState>, StateError> {
     db.read(|c| {
-        let mut query = c.prepare("SELECT * FROM twins ORDER BY name")?;
+        let mut query = c.prepare(
+            "SELECT name, active_user_id, active_email, active_since, last_switch_at,
+                    previous_user_id, previous_email, retire_at, last_retired_at,
+                    switch_id, switch_user_id, switch_email, switch_started_at
+             FROM twins ORDER BY name",
+        )?;
         let rows = query.query_map([], |r| {
             let user = |id: Option<String>, email: Option<String>| {
                 id.zip(email)
